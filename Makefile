@@ -1,0 +1,50 @@
+# prunehook: `make run` serves the app, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# Debian packages the integration tests drive for real.
+SYSTEM_PACKAGES := openssh-server docker.io
+
+.PHONY: run test lint format system-deps clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
+
+system-deps:  ## install sshd and dockerd from Debian when missing (needs root)
+	@missing=""; \
+	command -v /usr/sbin/sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
+	command -v dockerd >/dev/null 2>&1 && [ -x /usr/bin/docker ] || missing="$$missing docker.io"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "not root: cannot install$$missing; the tests that need them will skip (fail under CI=true)"; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.installed  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed  ## apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: system-deps lint  ## install what the suite needs, then ruff and pytest
+	$(BIN)/pytest
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,69 @@
+"""prunehook: prunes BuildKit build cache on a build host when a watchdog or cron asks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Flask
+
+from . import cli, errors, hooks, status
+from .config import Settings, load_settings
+from .hook_token import ensure_token
+from .notify import TelegramNotifier
+from .outcome import Execution
+from .pruner import Pruner
+from .ssh import SSHRunner
+from .store import Store
+
+log = logging.getLogger("webhook")
+
+
+def _resolve_settings(app: Flask, settings: Settings | None) -> Settings:
+    if settings is None:
+        settings, warnings = load_settings(dotenv=Path.cwd() / ".env")
+        for warning in warnings:
+            log.warning("%s", warning)
+    if not settings.db_path:
+        settings = dataclasses.replace(
+            settings, db_path=str(Path(app.instance_path) / "prunehook.sqlite3")
+        )
+    if not settings.token:
+        token, path = ensure_token(app.instance_path)
+        log.warning("PRUNEHOOK_TOKEN is not set: the hooks require the token kept in %s", path)
+        settings = dataclasses.replace(settings, token=token)
+    return settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_command: Callable[[str], Execution] | None = None,
+    clock: Callable[[], float] = time.time,
+    instance_path: str | None = None,
+) -> Flask:
+    """The app. Without `settings`, they are read from the environment and `.env`."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    settings = _resolve_settings(app, settings)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    store = Store(settings.db_path)
+    store.init_schema()
+    app.extensions["prunehook"] = Pruner(
+        settings,
+        store,
+        run_command or SSHRunner(settings).run,
+        TelegramNotifier(settings),
+        clock,
+    )
+    errors.init_app(app)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(status.bp)
+    cli.init_app(app)
+    return app

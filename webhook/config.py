@@ -1,0 +1,210 @@
+"""Settings from the environment (and `.env`), validated once at startup.
+
+Every problem is reported at once. Where the seed has a safe default
+(interval, retry delay, timeout, notify threshold) a bad value is replaced
+with a warning; where none is safe (an `until` Docker would reject, a key file
+that cannot be read, a port that is not a port) the service refuses to start
+and names the variable.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from environs import Env, EnvValidationError
+from marshmallow.validate import Range
+
+from .decision import Policy
+from .duration import DurationError, duration_seconds, normalize_until
+
+PREFIX = "PRUNEHOOK_"
+DEFAULT_INTERVAL_S = 21600
+DEFAULT_RETRY_AFTER_S = 600
+DEFAULT_TIMEOUT_S = 120
+DEFAULT_UNTIL = "24h"
+# how long past the prune timeout an in-flight run's lease holds off others
+LEASE_GRACE_S = 60
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `errors` maps each variable to its problems."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        lines = [f"  {name}: {'; '.join(messages)}" for name, messages in sorted(errors.items())]
+        super().__init__("invalid prunehook configuration:\n" + "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = True
+    ssh_host: str = ""
+    ssh_port: int = 22
+    ssh_user: str = field(default_factory=getpass.getuser)
+    ssh_key_file: str = ""
+    ssh_key: str = field(default="", repr=False)
+    known_hosts: str = "~/.ssh/known_hosts"
+    connect_timeout_s: float = 10.0
+    interval_s: float = DEFAULT_INTERVAL_S
+    retry_after_s: float = DEFAULT_RETRY_AFTER_S
+    until: str = DEFAULT_UNTIL
+    prune_all: bool = False
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    token: str = field(default="", repr=False)
+    hmac_secret: str = field(default="", repr=False)
+    db_path: str = ""
+    notify_min_gb: float = 0.0
+    telegram_bot_token: str = field(default="", repr=False)
+    telegram_chat_id: str = ""
+    telegram_api_base: str = "https://api.telegram.org"
+    max_body_bytes: int = 1024 * 1024
+
+    @property
+    def target(self) -> str | None:
+        """The build host as `user@host:port`, the key of its state row; None when unset."""
+        return f"{self.ssh_user}@{self.ssh_host}:{self.ssh_port}" if self.ssh_host else None
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.enabled, self.target is not None, self.interval_s, self.retry_after_s)
+
+    @property
+    def lease_s(self) -> float:
+        return self.timeout_s + LEASE_GRACE_S
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return Path(self.known_hosts).expanduser()
+
+    @property
+    def notify_enabled(self) -> bool:
+        return self.notify_min_gb > 0 and bool(self.telegram_bot_token and self.telegram_chat_id)
+
+
+def _number_or_default(
+    env: Env,
+    name: str,
+    default: float,
+    warnings: list[str],
+    *,
+    allow_zero: bool = False,
+) -> float | int:
+    raw = env.str(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        bound = "zero or more" if allow_zero else "more than zero"
+        warnings.append(f"{PREFIX}{name}={raw!r} is not a number {bound}; using {default}")
+        return default
+    return int(value) if value.is_integer() else value
+
+
+def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        errors.setdefault(f"{PREFIX}SSH_KEY_FILE", []).append(
+            f"cannot read {path}: {error.strerror}"
+        )
+
+
+def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Settings, list[str]]:
+    """Settings from os.environ (and `dotenv`, which never overrides it), plus warnings.
+
+    Raises ConfigError naming every variable that has no safe default.
+    """
+    env = Env(eager=False)
+    if dotenv is not None and Path(dotenv).is_file():
+        env.read_env(str(dotenv), recurse=False, override=False)
+    warnings: list[str] = []
+    errors: dict[str, list[str]] = {}
+
+    with env.prefixed(PREFIX):
+        enabled = env.bool("ENABLED", True)
+        ssh_host = env.str("SSH_HOST", "").strip()
+        ssh_port = env.int("SSH_PORT", 22, validate=Range(min=1, max=65535))
+        ssh_user = env.str("SSH_USER", "").strip() or getpass.getuser()
+        ssh_key_file = env.str("SSH_KEY_FILE", "").strip()
+        ssh_key = env.str("SSH_KEY", "").strip()
+        known_hosts = env.str("SSH_KNOWN_HOSTS", "").strip() or "~/.ssh/known_hosts"
+        prune_all = env.bool("ALL", False)
+        until_raw = env.str("UNTIL", "").strip() or DEFAULT_UNTIL
+        token = env.str("TOKEN", "").strip()
+        hmac_secret = env.str("HMAC_SECRET", "").strip()
+        db_path = env.str("DB_PATH", "").strip()
+        telegram_bot_token = env.str("TELEGRAM_BOT_TOKEN", "").strip()
+        telegram_chat_id = env.str("TELEGRAM_CHAT_ID", "").strip()
+        telegram_api_base = env.str("TELEGRAM_API_BASE", "https://api.telegram.org").strip()
+        interval_s = _number_or_default(env, "INTERVAL_S", DEFAULT_INTERVAL_S, warnings)
+        retry_after_s = _number_or_default(env, "RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, warnings)
+        timeout_s = _number_or_default(env, "TIMEOUT_S", DEFAULT_TIMEOUT_S, warnings)
+        connect_timeout_s = _number_or_default(env, "SSH_CONNECT_TIMEOUT_S", 10.0, warnings)
+        notify_min_gb = _number_or_default(env, "NOTIFY_MIN_GB", 0.0, warnings, allow_zero=True)
+
+    try:
+        env.seal()
+    except EnvValidationError as error:
+        for name, messages in error.error_messages.items():
+            errors[name] = [str(message) for message in messages]
+
+    try:
+        until = normalize_until(until_raw)
+        if until != until_raw:
+            warnings.append(f"{PREFIX}UNTIL={until_raw!r} is read as {until!r} (Docker has no d/w)")
+        if duration_seconds(until) < 60:
+            warnings.append(f"{PREFIX}UNTIL={until!r} prunes nearly all cache, fresh builds too")
+    except DurationError as error:
+        until = DEFAULT_UNTIL
+        errors[f"{PREFIX}UNTIL"] = [str(error)]
+    if ssh_key_file and ssh_key:
+        errors[f"{PREFIX}SSH_KEY"] = ["set either PRUNEHOOK_SSH_KEY or PRUNEHOOK_SSH_KEY_FILE"]
+    elif ssh_key_file:
+        _read_key_file(ssh_key_file, errors)
+    if bool(telegram_bot_token) != bool(telegram_chat_id):
+        missing = "TELEGRAM_CHAT_ID" if telegram_bot_token else "TELEGRAM_BOT_TOKEN"
+        errors[f"{PREFIX}{missing}"] = ["Telegram needs both the bot token and the chat id"]
+    if not telegram_api_base.startswith(("https://", "http://")):
+        errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
+    if ssh_host and not (ssh_key_file or ssh_key):
+        warnings.append(
+            f"{PREFIX}SSH_HOST is set but no key is: set {PREFIX}SSH_KEY_FILE or {PREFIX}SSH_KEY"
+        )
+    if errors:
+        raise ConfigError(errors)
+
+    settings = Settings(
+        enabled=enabled,
+        ssh_host=ssh_host,
+        ssh_port=ssh_port,
+        ssh_user=ssh_user,
+        ssh_key_file=ssh_key_file,
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        connect_timeout_s=connect_timeout_s,
+        interval_s=interval_s,
+        retry_after_s=retry_after_s,
+        until=until,
+        prune_all=prune_all,
+        timeout_s=timeout_s,
+        token=token,
+        hmac_secret=hmac_secret,
+        db_path=db_path,
+        notify_min_gb=notify_min_gb,
+        telegram_bot_token=telegram_bot_token,
+        telegram_chat_id=telegram_chat_id,
+        telegram_api_base=telegram_api_base.rstrip("/"),
+    )
+    if ssh_host and not settings.known_hosts_path.is_file():
+        warnings.append(
+            f"{PREFIX}SSH_KNOWN_HOSTS: {settings.known_hosts_path} does not exist; every prune "
+            "will be refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
+        )
+    return settings, warnings

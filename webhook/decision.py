@@ -1,0 +1,111 @@
+"""Whether a trigger starts a prune: a pure function of state, time and policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    STARTED = "started"
+    SKIPPED = "skipped"
+    BUSY = "busy"
+    DISABLED = "disabled"
+    NO_TARGET = "no_target"
+    IGNORED = "ignored"
+
+
+class Result(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What the store remembers of one target, as far as deciding needs it."""
+
+    last_started_ts: float | None = None
+    last_finished_ts: float | None = None
+    last_result: Result | None = None
+    inflight_run_id: int | None = None
+    lease_expires_ts: float | None = None
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any] | None) -> TargetState:
+        """From a stored `targets` row (or None: nothing stored yet)."""
+        if not row:
+            return cls()
+        return cls(
+            last_started_ts=row["last_started_ts"],
+            last_finished_ts=row["last_finished_ts"],
+            last_result=Result(row["last_result"]) if row["last_result"] else None,
+            inflight_run_id=row["inflight_run_id"],
+            lease_expires_ts=row["lease_expires_ts"],
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    enabled: bool
+    has_target: bool
+    interval_s: float
+    retry_after_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    next_eligible_ts: float | None = None
+    # the in-flight run whose lease ran out: it is given up as lost when this claim starts
+    lost_run_id: int | None = None
+
+
+def lease_is_live(state: TargetState, now: float) -> bool:
+    return state.inflight_run_id is not None and (state.lease_expires_ts or 0) > now
+
+
+def next_eligible_ts(state: TargetState, policy: Policy) -> float | None:
+    """When the next prune may start; None means it may start now (nothing ran yet)."""
+    if state.inflight_run_id is not None:
+        return state.lease_expires_ts
+    if state.last_started_ts is None:
+        return None
+    after_interval = state.last_started_ts + policy.interval_s
+    if state.last_result in (Result.FAILED, Result.LOST):
+        finished = state.last_finished_ts or state.last_started_ts
+        return min(after_interval, finished + policy.retry_after_s)
+    return after_interval
+
+
+def decide(state: TargetState, now: float, policy: Policy, force: bool = False) -> Decision:
+    """Start, or say why not. `force` overrides the interval only, never a live run."""
+    if not policy.enabled:
+        return Decision(Action.DISABLED, "PRUNEHOOK_ENABLED is false")
+    if not policy.has_target:
+        return Decision(Action.NO_TARGET, "PRUNEHOOK_SSH_HOST is not set")
+    if lease_is_live(state, now):
+        return Decision(
+            Action.BUSY,
+            f"run {state.inflight_run_id} is in flight",
+            next_eligible_ts=state.lease_expires_ts,
+        )
+    if state.inflight_run_id is not None:
+        return Decision(
+            Action.STARTED,
+            f"lease of run {state.inflight_run_id} expired; it is given up as lost",
+            lost_run_id=state.inflight_run_id,
+        )
+    eligible = next_eligible_ts(state, policy)
+    if force:
+        return Decision(Action.STARTED, "forced")
+    if eligible is None:
+        return Decision(Action.STARTED, "no prune has run yet")
+    if now < eligible:
+        why = "last run failed; retry" if state.last_result != Result.OK else "interval"
+        return Decision(Action.SKIPPED, f"{why} not due yet", next_eligible_ts=eligible)
+    return Decision(Action.STARTED, "due")

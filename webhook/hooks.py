@@ -1,0 +1,104 @@
+"""POST /hooks/{cron,watchdog,alertmanager}: authenticate, validate, decide, answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema, ValidationError
+
+from .auth import require_token
+from .decision import Action
+from .errors import APIError, ValidationFailed
+from .pruner import Pruner, TriggerResult
+from .schemas import AlertmanagerWebhookSchema, CronPingSchema, WatchdogAlertSchema
+from .sources import Verdict, read_alertmanager, read_cron, read_watchdog
+
+bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def pruner() -> Pruner:
+    return current_app.extensions["prunehook"]
+
+
+def _json_body(allow_empty: bool) -> Any:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise APIError("the body is empty; a JSON object is expected", code="empty_body")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise APIError(f"the body is not valid JSON: {error}", code="invalid_json") from error
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", {"_schema": ["not an object"]})
+    return body
+
+
+def _load(schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
+    try:
+        return schema.load(_json_body(allow_empty))
+    except ValidationError as error:
+        messages = error.normalized_messages()
+        named = ", ".join(sorted(messages))
+        raise ValidationFailed(f"invalid fields: {named}", messages) from error
+
+
+def _wants_wait() -> bool:
+    value = request.args.get("wait", "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
+
+
+def _answer(verdict: Verdict, wait: bool) -> tuple[Response, int]:
+    service = pruner()
+    if not verdict.wants_prune:
+        body: dict[str, Any] = {"decision": Action.IGNORED, "reason": verdict.reason}
+        return jsonify(body | {"request_id": g.request_id}), 200
+    result: TriggerResult = service.trigger(verdict.source, wait=wait)
+    decision = result.decision
+    body = {
+        "decision": decision.action,
+        "reason": decision.reason,
+        "trigger": verdict.reason,
+        "target": service.settings.target,
+        "run_id": result.run_id,
+        "next_eligible_ts": decision.next_eligible_ts,
+        "request_id": g.request_id,
+    }
+    if result.run is not None:
+        body["run"] = {key: value for key, value in result.run.items() if key != "target"}
+    started_in_background = decision.action == Action.STARTED and not wait
+    return jsonify(body), 202 if started_in_background else 200
+
+
+def _authenticated() -> None:
+    require_token(pruner().settings.token)
+
+
+@bp.post("/cron")
+def cron() -> tuple[Response, int]:
+    _authenticated()
+    wait = _wants_wait()
+    return _answer(read_cron(_load(CronPingSchema(), allow_empty=True)), wait)
+
+
+@bp.post("/watchdog")
+def watchdog() -> tuple[Response, int]:
+    _authenticated()
+    wait = _wants_wait()
+    return _answer(read_watchdog(_load(WatchdogAlertSchema())), wait)
+
+
+@bp.post("/alertmanager")
+def alertmanager() -> tuple[Response, int]:
+    _authenticated()
+    wait = _wants_wait()
+    return _answer(read_alertmanager(_load(AlertmanagerWebhookSchema())), wait)

@@ -1,0 +1,61 @@
+"""What one remote prune did, and how a raw SSH execution is read into it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sizes import find_reclaimed
+
+DOCKER_DOWN = "Cannot connect to the Docker daemon"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The raw result of running a command over SSH. `error_kind` is set when the command
+    could not run to completion (connection, host key, auth, timeout, ...)."""
+
+    rc: int | None
+    stdout_tail: str
+    stderr_tail: str
+    duration_s: float
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    ok: bool
+    rc: int | None
+    reclaimed: str | None
+    reclaimed_bytes: int | None
+    error_kind: str | None
+    error: str | None
+    duration_s: float
+    stdout_tail: str
+    stderr_tail: str
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def summarize(execution: Execution) -> RunOutcome:
+    """Classify an execution: success, or which kind of failure with a readable error."""
+    kind, error = execution.error_kind, execution.error
+    if kind is None and execution.rc != 0:
+        detail = _last_line(execution.stderr_tail) or _last_line(execution.stdout_tail)
+        kind = "docker_unavailable" if DOCKER_DOWN in execution.stderr_tail else "exit_status"
+        error = f"rc={execution.rc}: {detail}" if detail else f"rc={execution.rc}"
+    found = find_reclaimed(execution.stdout_tail) if kind is None else None
+    return RunOutcome(
+        ok=kind is None,
+        rc=execution.rc,
+        reclaimed=found[0] if found else None,
+        reclaimed_bytes=found[1] if found else None,
+        error_kind=kind,
+        error=error,
+        duration_s=round(execution.duration_s, 3),
+        stdout_tail=execution.stdout_tail,
+        stderr_tail=execution.stderr_tail,
+    )

@@ -1,0 +1,147 @@
+"""The service: claim a run for a trigger, run the prune in the background, record it.
+
+I/O is injected (the store, the command runner, the notifier, the clock), so the
+service is tested with a fake runner and, end to end, with the real SSH one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .command import build_prune_command
+from .config import Settings
+from .decision import Action, Decision, TargetState, decide
+from .outcome import Execution, RunOutcome, summarize
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+RunCommand = Callable[[str], Execution]
+Notify = Callable[[str, RunOutcome], bool]
+FINISH_ATTEMPTS = 10
+FINISH_BACKOFF_S = 1.0
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    decision: Decision
+    run_id: int | None = None
+    # the run's history row, when the caller waited for it
+    run: dict[str, Any] | None = None
+
+
+class Pruner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        run_command: RunCommand,
+        notify: Notify,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self.store = store
+        self.run_command = run_command
+        self.notify = notify
+        self.clock = clock
+        self._threads: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def command(self) -> str:
+        return build_prune_command(self.settings.until, self.settings.prune_all)
+
+    @property
+    def wait_limit_s(self) -> float:
+        """How long a caller may wait for a run: connecting, the prune, and recording it."""
+        return self.settings.timeout_s + 3 * self.settings.connect_timeout_s + 5
+
+    def trigger(self, source: str, *, force: bool = False, wait: bool = False) -> TriggerResult:
+        """Decide and, when due, start a prune; with `wait`, return after it finished."""
+        target = self.settings.target
+        if target is None or not self.settings.enabled:
+            return TriggerResult(decide(TargetState(), self.clock(), self.settings.policy))
+        claim = self.store.claim(
+            target,
+            self.clock(),
+            self.settings.policy,
+            trigger=source,
+            command=self.command,
+            lease_s=self.settings.lease_s,
+            force=force,
+        )
+        log.info(
+            "trigger source=%s decision=%s reason=%r run_id=%s",
+            source,
+            claim.decision.action,
+            claim.decision.reason,
+            claim.run_id,
+        )
+        if claim.decision.action != Action.STARTED or claim.run_id is None:
+            return TriggerResult(claim.decision)
+        thread = self._start(claim.run_id)
+        if not wait:
+            return TriggerResult(claim.decision, claim.run_id)
+        thread.join(self.wait_limit_s)
+        return TriggerResult(claim.decision, claim.run_id, self.store.run(claim.run_id))
+
+    def _start(self, run_id: int) -> threading.Thread:
+        thread = threading.Thread(target=self.execute, args=(run_id,), name=f"prune-{run_id}")
+        with self._lock:
+            self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
+            self._threads[run_id] = thread
+        thread.start()
+        return thread
+
+    def join_all(self, timeout: float | None = None) -> None:
+        """Wait for the runs this process started (tests, CLI and shutdown)."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def execute(self, run_id: int) -> RunOutcome:
+        """Run the claimed prune, record its outcome, notify. Never raises."""
+        target = self.settings.target
+        assert target is not None
+        try:
+            execution = self.run_command(self.command)
+        except Exception as error:
+            log.exception("run %s: the command runner raised", run_id)
+            execution = Execution(None, "", "", 0.0, "internal", f"{type(error).__name__}")
+        outcome = summarize(execution)
+        self._record(target, run_id, outcome)
+        log.info(
+            "run %s finished ok=%s reclaimed=%s error_kind=%s duration_s=%s",
+            run_id,
+            outcome.ok,
+            outcome.reclaimed,
+            outcome.error_kind,
+            outcome.duration_s,
+        )
+        try:
+            self.notify(target, outcome)
+        except Exception:
+            log.exception("run %s: notification failed", run_id)
+        return outcome
+
+    def _record(self, target: str, run_id: int, outcome: RunOutcome) -> None:
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            try:
+                if not self.store.finish(target, run_id, outcome, self.clock()):
+                    log.warning(
+                        "run %s finished after its lease expired; a newer run owns the target",
+                        run_id,
+                    )
+                return
+            except StoreUnavailable as error:
+                log.error(
+                    "run %s: cannot record the outcome (attempt %s): %s", run_id, attempt, error
+                )
+                time.sleep(FINISH_BACKOFF_S * attempt)
+        log.error("run %s: outcome not recorded; its lease will expire and mark it lost", run_id)

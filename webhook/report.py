@@ -1,0 +1,71 @@
+"""What GET /status shows: a pure function of settings, the stored row and recent runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Settings
+from .decision import TargetState, lease_is_live, next_eligible_ts
+
+RUN_KEYS = (
+    "id",
+    "trigger",
+    "started_ts",
+    "finished_ts",
+    "result",
+    "rc",
+    "reclaimed",
+    "reclaimed_bytes",
+    "error_kind",
+    "error",
+    "duration_s",
+)
+
+
+def build_status(
+    settings: Settings,
+    row: dict[str, Any] | None,
+    runs: list[dict[str, Any]],
+    now: float,
+    command: str,
+) -> dict[str, Any]:
+    row = row or {}
+    state = TargetState.from_mapping(row)
+    eligible = next_eligible_ts(state, settings.policy)
+    in_flight = None
+    if state.inflight_run_id is not None:
+        in_flight = {
+            "run_id": state.inflight_run_id,
+            "started_ts": row.get("inflight_started_ts"),
+            "lease_expires_ts": state.lease_expires_ts,
+            "lease_expired": not lease_is_live(state, now),
+        }
+    return {
+        "enabled": settings.enabled,
+        "target": settings.target,
+        "command": command,
+        "interval_s": settings.interval_s,
+        "retry_after_s": settings.retry_after_s,
+        "timeout_s": settings.timeout_s,
+        "until": settings.until,
+        "all": settings.prune_all,
+        "now": now,
+        "last_run_ts": row.get("last_started_ts"),
+        "last_finished_ts": row.get("last_finished_ts"),
+        "last_result": row.get("last_result"),
+        "last_reclaimed": row.get("last_reclaimed"),
+        "last_reclaimed_bytes": row.get("last_reclaimed_bytes"),
+        "last_error": row.get("last_error"),
+        "last_error_kind": row.get("last_error_kind"),
+        "last_success_ts": row.get("last_success_ts"),
+        "in_flight": in_flight,
+        "next_eligible_ts": eligible,
+        "eligible_now": settings.enabled
+        and settings.target is not None
+        and (eligible is None or eligible <= now),
+        "notify": {
+            "telegram": settings.notify_enabled,
+            "min_gb": settings.notify_min_gb,
+        },
+        "recent_runs": [{key: run.get(key) for key in RUN_KEYS} for run in runs],
+    }

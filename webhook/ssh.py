@@ -1,0 +1,191 @@
+"""Running one command on the build host over SSH with paramiko.
+
+Host keys are verified against a known_hosts file and never auto-accepted.
+stdout and stderr are drained while the command runs (paramiko's
+`recv_exit_status` hangs once output fills the window and nobody reads), and
+only bounded tails are kept. Nothing here raises: every failure comes back as
+an Execution with an error kind.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .outcome import Execution
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .config import Settings
+
+TAIL_BYTES = 16 * 1024
+_READ_CHUNK = 32 * 1024
+_IDLE_WAIT_S = 0.02
+
+
+class Tail:
+    """The last `limit` bytes of a stream, however much passes through."""
+
+    def __init__(self, limit: int = TAIL_BYTES):
+        self.limit = limit
+        self._buffer = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self._buffer += chunk
+        if len(self._buffer) > 2 * self.limit:
+            del self._buffer[: -self.limit]
+
+    def text(self) -> str:
+        return bytes(self._buffer[-self.limit :]).decode("utf-8", errors="replace")
+
+
+class SSHFailure(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def load_private_key(settings: Settings) -> paramiko.PKey:
+    import paramiko
+
+    try:
+        if settings.ssh_key_file:
+            return paramiko.PKey.from_path(settings.ssh_key_file)
+        for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+            try:
+                return key_class.from_private_key(io.StringIO(settings.ssh_key))
+            except paramiko.SSHException:
+                continue
+    except Exception as error:  # cryptography and paramiko raise many kinds for a bad key
+        raise SSHFailure("key_invalid", f"cannot load the private key: {error}") from error
+    raise SSHFailure("key_invalid", "PRUNEHOOK_SSH_KEY holds no key paramiko can read")
+
+
+def _connect(settings: Settings) -> paramiko.SSHClient:
+    import paramiko
+
+    if not (settings.ssh_key_file or settings.ssh_key):
+        raise SSHFailure("key_missing", "no private key: set PRUNEHOOK_SSH_KEY_FILE")
+    pkey = load_private_key(settings)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.load_host_keys(str(settings.known_hosts_path))
+    except (OSError, paramiko.SSHException) as error:
+        raise SSHFailure(
+            "host_key_unknown", f"cannot read known_hosts {settings.known_hosts_path}: {error}"
+        ) from error
+    timeout = settings.connect_timeout_s
+    try:
+        client.connect(
+            settings.ssh_host,
+            port=settings.ssh_port,
+            username=settings.ssh_user,
+            pkey=pkey,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+    except paramiko.BadHostKeyException as error:
+        client.close()
+        raise SSHFailure(
+            "host_key_changed",
+            f"host key of {settings.ssh_host} does not match known_hosts: refused ({error})",
+        ) from error
+    except paramiko.AuthenticationException as error:
+        client.close()
+        raise SSHFailure("auth_failed", f"the host refused the key: {error}") from error
+    except paramiko.SSHException as error:
+        client.close()
+        message = str(error)
+        if "not found in known_hosts" in message:
+            raise SSHFailure(
+                "host_key_unknown",
+                f"{message}: add it to {settings.known_hosts_path} (never auto-accepted)",
+            ) from error
+        kind = "banner_timeout" if "banner" in message.lower() else "ssh_error"
+        raise SSHFailure(kind, message) from error
+    except ConnectionRefusedError as error:
+        client.close()
+        raise SSHFailure(
+            "connect_refused", f"{settings.ssh_host}:{settings.ssh_port} refused the connection"
+        ) from error
+    except TimeoutError as error:
+        client.close()
+        raise SSHFailure(
+            "connect_timeout", f"no answer from {settings.ssh_host}:{settings.ssh_port}"
+        ) from error
+    except OSError as error:
+        client.close()
+        raise SSHFailure("connect_error", f"cannot connect: {error.strerror or error}") from error
+    return client
+
+
+def _drain(
+    channel: paramiko.Channel,
+    stdout: Tail,
+    stderr: Tail,
+    deadline: float,
+    clock: Callable[[], float],
+) -> int | None:
+    """Read both streams until the command exits; None when the deadline passed first."""
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            stdout.feed(channel.recv(_READ_CHUNK))
+            progressed = True
+        while channel.recv_stderr_ready():
+            stderr.feed(channel.recv_stderr(_READ_CHUNK))
+            progressed = True
+        if channel.exit_status_ready() and not (
+            channel.recv_ready() or channel.recv_stderr_ready()
+        ):
+            return channel.recv_exit_status()
+        if clock() >= deadline:
+            return None
+        if not progressed:
+            time.sleep(_IDLE_WAIT_S)
+
+
+class SSHRunner:
+    """Runs a command on the configured build host; `run` never raises."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.clock = clock
+
+    def run(self, command: str) -> Execution:
+        started = self.clock()
+        stdout, stderr = Tail(), Tail()
+
+        def done(rc: int | None, kind: str | None = None, error: str | None = None) -> Execution:
+            return Execution(rc, stdout.text(), stderr.text(), self.clock() - started, kind, error)
+
+        try:
+            client = _connect(self.settings)
+        except SSHFailure as failure:
+            return done(None, failure.kind, str(failure))
+        try:
+            transport = client.get_transport()
+            assert transport is not None
+            channel = transport.open_session(timeout=self.settings.connect_timeout_s)
+            channel.exec_command(command)
+            deadline = started + self.settings.timeout_s
+            rc = _drain(channel, stdout, stderr, deadline, self.clock)
+            if rc is None:
+                channel.close()
+                limit = self.settings.timeout_s
+                return done(None, "timeout", f"timeout: no result within {limit}s; gave up")
+            return done(rc)
+        except Exception as error:  # a dropped connection mid-run, whatever paramiko raises
+            return done(None, "ssh_error", f"{type(error).__name__}: {error}")
+        finally:
+            client.close()

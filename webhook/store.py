@@ -1,0 +1,237 @@
+"""The state of each target and its recent runs, in SQLite.
+
+Claiming a run is one `BEGIN IMMEDIATE` transaction that reads the row,
+decides and writes the in-flight run, so concurrent requests in any number of
+gunicorn workers start at most one prune. A plain read answers the common
+case (a trigger inside the interval) without taking the write lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .decision import Action, Decision, Policy, Result, TargetState, decide
+from .outcome import RunOutcome
+
+HISTORY_LIMIT = 100
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS targets (
+    target TEXT PRIMARY KEY,
+    last_run_id INTEGER,
+    last_started_ts REAL,
+    last_finished_ts REAL,
+    last_result TEXT,
+    last_reclaimed TEXT,
+    last_reclaimed_bytes INTEGER,
+    last_error TEXT,
+    last_error_kind TEXT,
+    last_success_ts REAL,
+    inflight_run_id INTEGER,
+    inflight_started_ts REAL,
+    lease_expires_ts REAL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    command TEXT NOT NULL,
+    started_ts REAL NOT NULL,
+    finished_ts REAL,
+    result TEXT NOT NULL,
+    rc INTEGER,
+    reclaimed TEXT,
+    reclaimed_bytes INTEGER,
+    error TEXT,
+    error_kind TEXT,
+    duration_s REAL,
+    stdout_tail TEXT,
+    stderr_tail TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
+"""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be read or written right now (locked, read-only, missing)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    decision: Decision
+    run_id: int | None = None
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open {self.path}: {error}") from error
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            yield connection
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(str(error)) from error
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def init_schema(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(_SCHEMA)
+
+    def _row(self, connection: sqlite3.Connection, target: str) -> sqlite3.Row | None:
+        return connection.execute("SELECT * FROM targets WHERE target = ?", (target,)).fetchone()
+
+    def read_state(self, target: str) -> TargetState:
+        with self._connect() as connection:
+            return TargetState.from_mapping(self._row(connection, target))
+
+    def claim(
+        self,
+        target: str,
+        now: float,
+        policy: Policy,
+        *,
+        trigger: str,
+        command: str,
+        lease_s: float,
+        force: bool = False,
+    ) -> Claim:
+        """Decide for `target` at `now`; when the decision is to start, record the run."""
+        if not force:
+            fast = decide(self.read_state(target), now, policy)
+            if fast.action != Action.STARTED:
+                return Claim(fast)
+        with self._transaction() as connection:
+            decision = decide(
+                TargetState.from_mapping(self._row(connection, target)), now, policy, force
+            )
+            if decision.action != Action.STARTED:
+                return Claim(decision)
+            if decision.lost_run_id is not None:
+                self._give_up_lost_run(connection, target, decision.lost_run_id, now)
+            run_id = connection.execute(
+                "INSERT INTO runs (target, trigger, command, started_ts, result)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (target, trigger, command, now, Result.RUNNING),
+            ).lastrowid
+            connection.execute(
+                "INSERT INTO targets (target, inflight_run_id, inflight_started_ts,"
+                " lease_expires_ts, last_started_ts, last_run_id) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (target) DO UPDATE SET inflight_run_id = excluded.inflight_run_id,"
+                " inflight_started_ts = excluded.inflight_started_ts,"
+                " lease_expires_ts = excluded.lease_expires_ts,"
+                " last_started_ts = excluded.last_started_ts,"
+                " last_run_id = excluded.last_run_id",
+                (target, run_id, now, now + lease_s, now, run_id),
+            )
+            return Claim(decision, run_id)
+
+    def _give_up_lost_run(
+        self, connection: sqlite3.Connection, target: str, run_id: int, now: float
+    ) -> None:
+        error = "the worker running this prune died or hung; its lease expired"
+        connection.execute(
+            "UPDATE runs SET result = ?, finished_ts = ?, error = ?, error_kind = 'lost'"
+            " WHERE id = ? AND result = ?",
+            (Result.LOST, now, error, run_id, Result.RUNNING),
+        )
+        connection.execute(
+            "UPDATE targets SET last_result = ?, last_finished_ts = ?, last_error = ?,"
+            " last_error_kind = 'lost', inflight_run_id = NULL, inflight_started_ts = NULL,"
+            " lease_expires_ts = NULL WHERE target = ? AND inflight_run_id = ?",
+            (Result.LOST, now, error, target, run_id),
+        )
+
+    def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
+        """Record how run `run_id` ended. Returns False when a newer run owns the target:
+        then only the run's own history row is written, never the target's state."""
+        result = Result.OK if outcome.ok else Result.FAILED
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE runs SET finished_ts = ?, result = ?, rc = ?, reclaimed = ?,"
+                " reclaimed_bytes = ?, error = ?, error_kind = ?, duration_s = ?,"
+                " stdout_tail = ?, stderr_tail = ? WHERE id = ?",
+                (
+                    now,
+                    result,
+                    outcome.rc,
+                    outcome.reclaimed,
+                    outcome.reclaimed_bytes,
+                    outcome.error,
+                    outcome.error_kind,
+                    outcome.duration_s,
+                    outcome.stdout_tail,
+                    outcome.stderr_tail,
+                    run_id,
+                ),
+            )
+            owned = connection.execute(
+                "UPDATE targets SET last_finished_ts = ?, last_result = ?, last_reclaimed = ?,"
+                " last_reclaimed_bytes = ?, last_error = ?, last_error_kind = ?,"
+                " last_success_ts = CASE WHEN ? THEN ? ELSE last_success_ts END,"
+                " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL"
+                " WHERE target = ? AND inflight_run_id = ?",
+                (
+                    now,
+                    result,
+                    outcome.reclaimed,
+                    outcome.reclaimed_bytes,
+                    outcome.error,
+                    outcome.error_kind,
+                    outcome.ok,
+                    now,
+                    target,
+                    run_id,
+                ),
+            ).rowcount
+            connection.execute(
+                "DELETE FROM runs WHERE target = ? AND result != ? AND id NOT IN ("
+                " SELECT id FROM runs WHERE target = ? ORDER BY id DESC LIMIT ?)",
+                (target, Result.RUNNING, target, HISTORY_LIMIT),
+            )
+            return owned == 1
+
+    def target_row(self, target: str) -> dict[str, Any] | None:
+        with self._connect() as connection:
+            row = self._row(connection, target)
+            return dict(row) if row else None
+
+    def recent_runs(self, target: str, limit: int = 10) -> list[dict[str, Any]]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT * FROM runs WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit)
+            ).fetchall()
+            return [dict(row) for row in rows]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        with self._connect() as connection:
+            row = connection.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return dict(row) if row else None
