@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import DockerEngine, SSHServer
+from webhook import create_app
+from webhook.config import Settings
+from webhook.outcome import Execution
+
+TOKEN = "test-token-7f3a9c1e5b2d4680"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+START = 1_800_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def no_operator_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite never sees the developer's own PRUNEHOOK_* variables or .env."""
+    for name in list(os.environ):
+        if name.startswith("PRUNEHOOK_"):
+            monkeypatch.delenv(name)
+
+
+class Clock:
+    """Injected time: tests move it instead of sleeping."""
+
+    def __init__(self, now: float = START):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeHost:
+    """Stands in for the SSH runner in service-level tests; records every command."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.execution = Execution(0, "Total reclaimed space: 1.5GB\n", "", 0.2)
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, command: str) -> Execution:
+        self.commands.append(command)
+        self.release.wait(30)
+        return self.execution
+
+    def hold(self) -> None:
+        """Keep the next runs in flight until `release.set()`."""
+        self.release.clear()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def fake_host() -> Iterator[FakeHost]:
+    host = FakeHost()
+    yield host
+    host.release.set()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides) -> Settings:
+        base = Settings(
+            ssh_host="127.0.0.1",
+            ssh_port=22,
+            ssh_user="ci",
+            ssh_key="unused by the fake host",
+            token=TOKEN,
+            db_path=str(tmp_path / "state.sqlite3"),
+        )
+        return dataclasses.replace(base, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def make_app(make_settings, fake_host, clock, tmp_path):
+    apps = []
+
+    def make(**overrides):
+        app = create_app(
+            make_settings(**overrides),
+            run_command=fake_host,
+            clock=clock,
+            instance_path=str(tmp_path / "instance"),
+        )
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield make
+    fake_host.release.set()
+    for app in apps:
+        app.extensions["prunehook"].join_all(10)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    engine = DockerEngine(tmp_path_factory.mktemp("dockerd"))
+    try:
+        yield engine.start()
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def build_host(tmp_path_factory, docker_engine) -> Iterator[SSHServer]:
+    """The build host: sshd whose sessions reach our dockerd, the key pinned to the guard."""
+    server = SSHServer(tmp_path_factory.mktemp("sshd"), docker_engine.host)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
+    """A fresh sshd for a test that breaks it (keys, docker host)."""
+    servers: list[SSHServer] = []
+
+    def make(docker_host: str = "unix:///nonexistent/docker.sock", **kwargs) -> SSHServer:
+        server = SSHServer(tmp_path_factory.mktemp("sshd-fault"), docker_host, **kwargs)
+        servers.append(server.start())
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Configure through the environment, the way an operator does."""
+
+    def configure(host: SSHServer, **variables: str) -> None:
+        values = {
+            **host.env(),
+            "PRUNEHOOK_TOKEN": TOKEN,
+            "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
+            **variables,
+        }
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return configure

@@ -1,0 +1,61 @@
+"""The anti-frequency decision: a pure function of state, time and policy."""
+
+from __future__ import annotations
+
+from webhook.decision import Action, Policy, Result, TargetState, decide, next_eligible_ts
+
+POLICY = Policy(enabled=True, has_target=True, interval_s=21600, retry_after_s=600)
+T0 = 1_000_000.0
+
+
+def ran(result: Result, started: float = T0, finished: float | None = None) -> TargetState:
+    return TargetState(
+        last_started_ts=started, last_finished_ts=finished or started + 30, last_result=result
+    )
+
+
+def test_first_trigger_ever_starts_a_prune():
+    assert decide(TargetState(), T0, POLICY).action == Action.STARTED
+
+
+def test_second_alert_within_interval_is_skipped():
+    decision = decide(ran(Result.OK), T0 + 10, POLICY)
+    assert decision.action == Action.SKIPPED
+    assert decision.next_eligible_ts == T0 + 21600
+
+
+def test_trigger_after_interval_starts_a_prune():
+    assert decide(ran(Result.OK), T0 + 21600, POLICY).action == Action.STARTED
+    assert decide(ran(Result.OK), T0 + 21599, POLICY).action == Action.SKIPPED
+
+
+def test_failed_run_is_retried_after_the_retry_delay_not_the_interval():
+    state = ran(Result.FAILED, finished=T0 + 5)
+    assert decide(state, T0 + 5 + 599, POLICY).action == Action.SKIPPED
+    assert decide(state, T0 + 5 + 600, POLICY).action == Action.STARTED
+    assert next_eligible_ts(state, POLICY) == T0 + 605
+
+
+def test_live_lease_means_busy_even_when_forced():
+    state = TargetState(inflight_run_id=7, lease_expires_ts=T0 + 180, last_started_ts=T0)
+    decision = decide(state, T0 + 1, POLICY, force=True)
+    assert decision.action == Action.BUSY
+    assert decision.next_eligible_ts == T0 + 180
+
+
+def test_expired_lease_lets_the_target_be_claimed_and_gives_up_the_dead_run():
+    state = TargetState(inflight_run_id=7, lease_expires_ts=T0 + 180, last_started_ts=T0)
+    decision = decide(state, T0 + 180, POLICY)
+    assert decision.action == Action.STARTED
+    assert decision.lost_run_id == 7
+
+
+def test_force_overrides_the_interval_only():
+    assert decide(ran(Result.OK), T0 + 1, POLICY, force=True).action == Action.STARTED
+
+
+def test_kill_switch_and_missing_target_start_nothing():
+    off = Policy(False, True, 21600, 600)
+    no_host = Policy(True, False, 21600, 600)
+    assert decide(TargetState(), T0, off).action == Action.DISABLED
+    assert decide(TargetState(), T0, no_host).action == Action.NO_TARGET

@@ -1,0 +1,97 @@
+"""The state row on a real SQLite file: atomic claims, leases, history, restarts."""
+
+from __future__ import annotations
+
+import threading
+
+from webhook.decision import Action, Policy
+from webhook.outcome import RunOutcome
+from webhook.store import HISTORY_LIMIT, Store
+
+TARGET = "ci@127.0.0.1:22"
+POLICY = Policy(enabled=True, has_target=True, interval_s=3600, retry_after_s=600)
+T0 = 1_000_000.0
+COMMAND = "docker builder prune -f --filter until=24h"
+
+
+def claim(store: Store, now: float, force: bool = False):
+    return store.claim(
+        TARGET, now, POLICY, trigger="test", command=COMMAND, lease_s=180, force=force
+    )
+
+
+def outcome(ok: bool = True, reclaimed: str = "2GB", size: int = 2_000_000_000) -> RunOutcome:
+    return RunOutcome(
+        ok=ok,
+        rc=0 if ok else 1,
+        reclaimed=reclaimed if ok else None,
+        reclaimed_bytes=size if ok else None,
+        error_kind=None if ok else "exit_status",
+        error=None if ok else "rc=1",
+        duration_s=1.0,
+        stdout_tail="",
+        stderr_tail="",
+    )
+
+
+def new_store(tmp_path) -> Store:
+    store = Store(tmp_path / "state.sqlite3")
+    store.init_schema()
+    return store
+
+
+def test_concurrent_claims_start_exactly_one_run(tmp_path):
+    store = new_store(tmp_path)
+    barrier = threading.Barrier(16)
+    actions: list[Action] = []
+
+    def contend() -> None:
+        barrier.wait()
+        actions.append(claim(new_store(tmp_path), T0).decision.action)
+
+    threads = [threading.Thread(target=contend) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert actions.count(Action.STARTED) == 1
+    assert set(actions) <= {Action.STARTED, Action.BUSY}
+    assert len(store.recent_runs(TARGET)) == 1
+
+
+def test_state_survives_a_restart(tmp_path):
+    store = new_store(tmp_path)
+    run_id = claim(store, T0).run_id
+    store.finish(TARGET, run_id, outcome(), T0 + 5)
+    reopened = new_store(tmp_path)
+    row = reopened.target_row(TARGET)
+    assert (row["last_result"], row["last_reclaimed"], row["last_started_ts"]) == ("ok", "2GB", T0)
+    assert claim(reopened, T0 + 60).decision.action == Action.SKIPPED
+
+
+def test_dead_runs_late_finish_never_overwrites_a_newer_run(tmp_path):
+    store = new_store(tmp_path)
+    dead = claim(store, T0).run_id
+    assert claim(store, T0 + 100).decision.action == Action.BUSY
+    newer = claim(store, T0 + 180)
+    assert newer.decision.action == Action.STARTED
+    assert newer.decision.lost_run_id == dead
+    assert store.run(dead)["result"] == "lost"
+    store.finish(TARGET, newer.run_id, outcome(reclaimed="5GB", size=5_000_000_000), T0 + 200)
+    assert store.finish(TARGET, dead, outcome(reclaimed="1GB", size=1), T0 + 300) is False
+    row = store.target_row(TARGET)
+    assert (row["last_run_id"], row["last_reclaimed"], row["inflight_run_id"]) == (
+        newer.run_id,
+        "5GB",
+        None,
+    )
+
+
+def test_history_is_bounded(tmp_path):
+    store = new_store(tmp_path)
+    for index in range(HISTORY_LIMIT + 20):
+        run_id = claim(store, T0 + index, force=True).run_id
+        store.finish(TARGET, run_id, outcome(), T0 + index)
+    runs = store.recent_runs(TARGET, limit=1000)
+    assert len(runs) == HISTORY_LIMIT
+    assert runs[0]["id"] == HISTORY_LIMIT + 20
