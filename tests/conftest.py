@@ -153,7 +153,8 @@ def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
 
 @pytest.fixture
 def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Configure through the environment, the way an operator does."""
+    """Configure through the environment, the way an operator does (and no stray .env)."""
+    monkeypatch.chdir(tmp_path)
 
     def configure(host: SSHServer, **variables: str) -> None:
         values = {

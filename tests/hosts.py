@@ -90,7 +90,13 @@ class DockerEngine:
         self.root.mkdir(parents=True, exist_ok=True)
         exec_root = Path("/tmp") / f"ph-dx-{secrets.token_hex(4)}"
         self.exec_root = exec_root
-        self.process = subprocess.Popen(
+        with self.log_path.open("wb") as log:
+            self.process = self._spawn(dockerd, exec_root, log)
+        wait_for(self._answers, 60, f"dockerd (log: {self.log_path})", self.process)
+        return self
+
+    def _spawn(self, dockerd: str, exec_root: Path, log) -> subprocess.Popen:
+        return subprocess.Popen(
             [
                 dockerd,
                 "--data-root",
@@ -105,11 +111,9 @@ class DockerEngine:
                 "--ip6tables=false",
                 "--bridge=none",
             ],
-            stdout=self.log_path.open("wb"),
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._answers, 60, f"dockerd (log: {self.log_path})", self.process)
-        return self
 
     def _answers(self) -> bool:
         try:
@@ -218,11 +222,10 @@ class SSHServer:
             )
         )
         self.log_path = root / "sshd.log"
-        self.process = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(self.config)],
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         wait_for(self._listening, 20, f"sshd (log: {self.log_path})", self.process)
         return self
 

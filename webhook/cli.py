@@ -7,6 +7,7 @@ import sys
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from .decision import Action
 from .pruner import Pruner
@@ -22,6 +23,7 @@ def _print(data: object) -> None:
 
 
 @click.command("prune")
+@with_appcontext
 @click.option("--force", is_flag=True, help="Run now even inside the anti-frequency interval.")
 def prune_command(force: bool) -> None:
     """Run one prune now on the configured build host and print its result.
@@ -39,6 +41,7 @@ def prune_command(force: bool) -> None:
 
 
 @click.command("status")
+@with_appcontext
 def status_command() -> None:
     """Print what GET /status shows: settings, the last run, what is in flight."""
     _print(current_status(_service()))

@@ -104,6 +104,9 @@ def _connect(settings: Settings) -> paramiko.SSHClient:
         client.close()
         raise SSHFailure("auth_failed", f"the host refused the key: {error}") from error
     except paramiko.SSHException as error:
+        # paramiko reports a silent peer as either "Error reading SSH protocol banner" or
+        # "No existing session", depending on a race: whether a banner came is what counts
+        saw_banner = bool(getattr(client.get_transport(), "remote_version", ""))
         client.close()
         message = str(error)
         if "not found in known_hosts" in message:
@@ -111,10 +114,17 @@ def _connect(settings: Settings) -> paramiko.SSHClient:
                 "host_key_unknown",
                 f"{message}: add it to {settings.known_hosts_path} (never auto-accepted)",
             ) from error
-        kind = "banner_timeout" if "banner" in message.lower() else "ssh_error"
-        raise SSHFailure(kind, message) from error
-    except ConnectionRefusedError as error:
+        if not saw_banner:
+            raise SSHFailure(
+                "banner_timeout",
+                f"{settings.ssh_host}:{settings.ssh_port} sent no SSH banner within {timeout}s",
+            ) from error
+        raise SSHFailure("ssh_error", message) from error
+    except (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError) as error:
         client.close()
+        errors = getattr(error, "errors", {}).values() or [error]
+        if not all(isinstance(each, ConnectionRefusedError) for each in errors):
+            raise SSHFailure("connect_error", f"cannot connect: {error}") from error
         raise SSHFailure(
             "connect_refused", f"{settings.ssh_host}:{settings.ssh_port} refused the connection"
         ) from error
