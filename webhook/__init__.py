@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,7 @@ def create_app(
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
+    instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     settings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
