@@ -51,7 +51,7 @@ def serve(tmp_path):
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(workers),
-            ],  # fmt: skip
+            ],
             cwd=REPO,
             env=clean | {"PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance")} | env,
             stdout=log,
