@@ -1,4 +1,4 @@
-"""Who may trigger: a bearer token, compared in constant time."""
+"""Who may trigger: a bearer token compared in constant time, or a Standard Webhooks signature."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import hmac
 
 from flask import request
 
+from .config import Settings
 from .errors import Unauthorized
+from .signatures import SignatureError, is_signed, verify
 
 
 def bearer_token(header: str) -> str | None:
@@ -23,7 +25,14 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def require_token(expected: str) -> None:
-    presented = bearer_token(request.headers.get("Authorization", ""))
-    if not token_matches(presented, expected):
+def authenticate(settings: Settings, now: float) -> str | None:
+    """Admit the request or raise Unauthorized. Returns the webhook id of a signed request."""
+    authorization = request.headers.get("Authorization", "")
+    if authorization or not is_signed(request.headers):
+        if token_matches(bearer_token(authorization), settings.token):
+            return None
         raise Unauthorized("missing or wrong bearer token: send Authorization: Bearer <token>")
+    try:
+        return verify(settings.hmac_keys, request.headers, request.get_data(cache=True), now)
+    except SignatureError as error:
+        raise Unauthorized(f"bad signature: {error}") from error

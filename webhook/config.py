@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from environs import Env, EnvValidationError
@@ -19,6 +20,7 @@ from marshmallow.validate import Range
 
 from .decision import Policy
 from .duration import DurationError, duration_seconds, normalize_until
+from .signatures import parse_secrets
 
 PREFIX = "PRUNEHOOK_"
 DEFAULT_INTERVAL_S = 21600
@@ -70,6 +72,10 @@ class Settings:
     @property
     def policy(self) -> Policy:
         return Policy(self.enabled, self.target is not None, self.interval_s, self.retry_after_s)
+
+    @cached_property
+    def hmac_keys(self) -> list[bytes]:
+        return parse_secrets(self.hmac_secret)
 
     @property
     def lease_s(self) -> float:
@@ -171,6 +177,10 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
     if bool(telegram_bot_token) != bool(telegram_chat_id):
         missing = "TELEGRAM_CHAT_ID" if telegram_bot_token else "TELEGRAM_BOT_TOKEN"
         errors[f"{PREFIX}{missing}"] = ["Telegram needs both the bot token and the chat id"]
+    try:
+        parse_secrets(hmac_secret)
+    except ValueError as error:
+        errors[f"{PREFIX}HMAC_SECRET"] = [str(error)]
     if not telegram_api_base.startswith(("https://", "http://")):
         errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
     if ssh_host and not (ssh_key_file or ssh_key):

@@ -15,6 +15,7 @@ class Action(StrEnum):
     DISABLED = "disabled"
     NO_TARGET = "no_target"
     IGNORED = "ignored"
+    DUPLICATE = "duplicate"
 
 
 class Result(StrEnum):

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from .auth import require_token
+from .auth import authenticate
 from .decision import Action
 from .errors import APIError, ValidationFailed
 from .pruner import Pruner, TriggerResult
@@ -18,6 +18,8 @@ from .sources import Verdict, read_alertmanager, read_cron, read_watchdog
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+# senders retry a delivery with its id and a fresh timestamp: remember ids well past that
+DELIVERY_IDS_KEPT_S = 24 * 3600
 
 
 def pruner() -> Pruner:
@@ -57,8 +59,13 @@ def _wants_wait() -> bool:
     raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
 
 
-def _answer(verdict: Verdict, wait: bool) -> tuple[Response, int]:
+def _answer(verdict: Verdict, wait: bool, delivery_id: str | None) -> tuple[Response, int]:
     service = pruner()
+    if delivery_id is not None and not service.store.remember_delivery(
+        delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S
+    ):
+        body = {"decision": Action.DUPLICATE, "reason": "this webhook-id was already received"}
+        return jsonify(body | {"request_id": g.request_id}), 200
     if not verdict.wants_prune:
         body: dict[str, Any] = {"decision": Action.IGNORED, "reason": verdict.reason}
         return jsonify(body | {"request_id": g.request_id}), 200
@@ -79,26 +86,27 @@ def _answer(verdict: Verdict, wait: bool) -> tuple[Response, int]:
     return jsonify(body), 202 if started_in_background else 200
 
 
-def _authenticated() -> None:
-    require_token(pruner().settings.token)
+def _authenticated() -> str | None:
+    service = pruner()
+    return authenticate(service.settings, service.clock())
 
 
 @bp.post("/cron")
 def cron() -> tuple[Response, int]:
-    _authenticated()
+    delivery_id = _authenticated()
     wait = _wants_wait()
-    return _answer(read_cron(_load(CronPingSchema(), allow_empty=True)), wait)
+    return _answer(read_cron(_load(CronPingSchema(), allow_empty=True)), wait, delivery_id)
 
 
 @bp.post("/watchdog")
 def watchdog() -> tuple[Response, int]:
-    _authenticated()
+    delivery_id = _authenticated()
     wait = _wants_wait()
-    return _answer(read_watchdog(_load(WatchdogAlertSchema())), wait)
+    return _answer(read_watchdog(_load(WatchdogAlertSchema())), wait, delivery_id)
 
 
 @bp.post("/alertmanager")
 def alertmanager() -> tuple[Response, int]:
-    _authenticated()
+    delivery_id = _authenticated()
     wait = _wants_wait()
-    return _answer(read_alertmanager(_load(AlertmanagerWebhookSchema())), wait)
+    return _answer(read_alertmanager(_load(AlertmanagerWebhookSchema())), wait, delivery_id)

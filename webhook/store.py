@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS runs (
     stderr_tail TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    seen_ts REAL NOT NULL
+);
 """
 
 
@@ -218,6 +222,18 @@ class Store:
                 (target, Result.RUNNING, target, HISTORY_LIMIT),
             )
             return owned == 1
+
+    def remember_delivery(self, delivery_id: str, now: float, keep_s: float) -> bool:
+        """Record a signed delivery's id; False when it was seen within `keep_s` (a replay)."""
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM deliveries WHERE seen_ts < ?", (now - keep_s,))
+            return (
+                connection.execute(
+                    "INSERT OR IGNORE INTO deliveries (id, seen_ts) VALUES (?, ?)",
+                    (delivery_id, now),
+                ).rowcount
+                == 1
+            )
 
     def target_row(self, target: str) -> dict[str, Any] | None:
         with self._connect() as connection:

@@ -1,0 +1,109 @@
+"""Standard Webhooks signed requests: accepted when right, 401 when not, replays run nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.conftest import START
+from webhook.config import ConfigError, load_settings
+from webhook.signatures import sign
+
+OLD_KEY, NEW_KEY = b"old-secret-key-bytes", b"new-secret-key-bytes"
+OLD = "whsec_" + base64.b64encode(OLD_KEY).decode()
+NEW = "whsec_" + base64.b64encode(NEW_KEY).decode()
+BODY = json.dumps({"host": "build-1", "used_percent": 95}).encode()
+
+
+def signed_headers(*keys: bytes, message_id: str = "msg_1", timestamp: float = START) -> dict:
+    stamp = str(int(timestamp))
+    signatures = " ".join(f"v1,{sign(key, message_id, stamp, BODY)}" for key in keys)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": signatures,
+        "Content-Type": "application/json",
+    }
+
+
+@pytest.fixture
+def signed_client(make_app):
+    return make_app(hmac_secret=NEW).test_client()
+
+
+def post(client, headers, body: bytes = BODY):
+    return client.post("/hooks/watchdog", data=body, headers=headers)
+
+
+def test_correctly_signed_request_starts_a_prune(signed_client, fake_host):
+    response = post(signed_client, signed_headers(NEW_KEY))
+    assert response.status_code == 202
+    assert response.get_json()["decision"] == "started"
+
+
+def test_during_a_rotation_any_matching_signature_or_secret_is_accepted(make_app, fake_host):
+    client = make_app(hmac_secret=NEW).test_client()
+    assert post(client, signed_headers(OLD_KEY, NEW_KEY)).status_code == 202
+    both = make_app(hmac_secret=f"{OLD} {NEW}").test_client()
+    response = post(both, signed_headers(OLD_KEY, message_id="msg_2"))
+    assert response.get_json()["decision"] in {"busy", "skipped", "started"}
+    assert response.status_code in {200, 202}
+
+
+def test_replayed_webhook_id_is_a_duplicate_and_runs_nothing(signed_client, fake_host, clock):
+    assert post(signed_client, signed_headers(NEW_KEY)).status_code == 202
+    signed_client.application.extensions["prunehook"].join_all(10)
+    clock.advance(60)
+    replay = post(signed_client, signed_headers(NEW_KEY))
+    assert (replay.status_code, replay.get_json()["decision"]) == (200, "duplicate")
+    clock.advance(21600)  # a retry with a fresh timestamp, after the interval has passed
+    retry = post(signed_client, signed_headers(NEW_KEY, timestamp=clock.now))
+    assert (retry.status_code, retry.get_json()["decision"]) == (200, "duplicate")
+    assert len(fake_host.commands) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"webhook-signature": "v1,AAAA"},
+        {"webhook-signature": "v2,abc v1"},
+        {"webhook-signature": "garbage"},
+        {"webhook-signature": "v1,!!!not-base64!!!"},
+        {"webhook-timestamp": "yesterday"},
+        {"webhook-timestamp": str(int(START) - 301)},
+        {"webhook-timestamp": str(int(START) + 301)},
+        {"webhook-timestamp": "9" * 40},
+        {"webhook-id": ""},
+        {"webhook-id": "x" * 300},
+    ],
+)
+def test_malformed_or_wrong_signature_is_401_never_500(signed_client, fake_host, change):
+    response = post(signed_client, signed_headers(NEW_KEY) | change)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert fake_host.commands == []
+
+
+def test_tampered_body_is_401(signed_client, fake_host):
+    response = post(signed_client, signed_headers(NEW_KEY), body=BODY.replace(b"95", b"99"))
+    assert response.status_code == 401
+    assert fake_host.commands == []
+
+
+def test_signature_with_the_wrong_secret_is_401(signed_client, fake_host):
+    assert post(signed_client, signed_headers(OLD_KEY)).status_code == 401
+
+
+def test_signed_request_without_a_configured_secret_is_401(client, fake_host):
+    assert post(client, signed_headers(NEW_KEY)).status_code == 401
+    assert fake_host.commands == []
+
+
+def test_a_whsec_secret_that_is_not_base64_refuses_to_start(monkeypatch):
+    monkeypatch.setenv("PRUNEHOOK_HMAC_SECRET", "whsec_***")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "PRUNEHOOK_HMAC_SECRET" in raised.value.errors
+    assert "***" not in str(raised.value)
