@@ -236,7 +236,7 @@ def test_no_target_answers_no_target_and_runs_nothing(make_app, fake_host):
 def test_failed_run_is_recorded_and_retried_after_the_retry_delay(client, fake_host, clock):
     fake_host.execution = Execution(1, "", "Error response from daemon: permission denied\n", 0.1)
     run = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]
-    assert (run["result"], run["error_kind"]) == ("failed", "exit_status")
+    assert (run["result"], run["error_kind"]) == ("failed", "docker_error")
     shown = status(client)
     assert shown["last_error"] == "rc=1: Error response from daemon: permission denied"
     assert shown["next_eligible_ts"] == START + 600

@@ -30,7 +30,22 @@ def test_until_is_a_go_duration_with_days_and_weeks_as_hours(raw, expected):
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "24", "garbage", "24 h", "-1h", "0s", "1y", "24h; rm -rf /", "$(id)", "h", "1hh"]
+    "raw",
+    [
+        "",
+        "24",
+        "garbage",
+        "24 h",
+        "-1h",
+        "0s",
+        "1y",
+        "24h; rm -rf /",
+        "$(id)",
+        "h",
+        "1hh",
+        "99999999999h",
+        "20000000w",
+    ],
 )
 def test_until_docker_would_reject_is_refused(raw):
     with pytest.raises(DurationError):

@@ -20,6 +20,8 @@ _GO_UNITS_S = {
 }
 _FRIENDLY_UNITS_S = {"d": 86400.0, "w": 604800.0}
 _TOKEN = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w)")
+# Go's time.Duration is an int64 of nanoseconds: Docker refuses anything longer
+GO_MAX_DURATION_S = (2**63 - 1) / 1e9
 GO_DURATION = re.compile(r"^(?:(?:\d+(?:\.\d+)?|\.\d+)(?:ns|us|ms|s|m|h))+$")
 
 
@@ -60,6 +62,10 @@ def normalize_until(raw: str) -> str:
     total_s = sum(value * {**_GO_UNITS_S, **_FRIENDLY_UNITS_S}[unit] for value, unit in tokens)
     if total_s <= 0:
         raise DurationError(f"{raw!r} must be longer than zero")
+    if total_s > GO_MAX_DURATION_S or any(
+        value * _GO_UNITS_S.get(unit, 0) > GO_MAX_DURATION_S for value, unit in tokens
+    ):
+        raise DurationError(f"{raw!r} is longer than Docker accepts (about 292 years)")
     if any(unit in _FRIENDLY_UNITS_S for _, unit in tokens):
         text = _format_hours_minutes_seconds(total_s)
     assert GO_DURATION.match(text), text

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .sizes import find_reclaimed
 
 DOCKER_DOWN = "Cannot connect to the Docker daemon"
+DOCKER_REFUSED = "Error response from daemon"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,11 @@ def summarize(execution: Execution) -> RunOutcome:
     kind, error = execution.error_kind, execution.error
     if kind is None and execution.rc != 0:
         detail = _last_line(execution.stderr_tail) or _last_line(execution.stdout_tail)
-        kind = "docker_unavailable" if DOCKER_DOWN in execution.stderr_tail else "exit_status"
+        kind = "exit_status"
+        if DOCKER_DOWN in execution.stderr_tail:
+            kind = "docker_unavailable"
+        elif DOCKER_REFUSED in execution.stderr_tail:
+            kind = "docker_error"
         error = f"rc={execution.rc}: {detail}" if detail else f"rc={execution.rc}"
     found = find_reclaimed(execution.stdout_tail) if kind is None else None
     return RunOutcome(
