@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.hosts import DockerEngine, SSHServer
+from tests.hosts import REPO, DockerEngine, SSHServer, free_port, http_call, wait_for
 from webhook import create_app
 from webhook.config import Settings
 from webhook.outcome import Execution
@@ -167,3 +169,54 @@ def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             monkeypatch.setenv(name, value)
 
     return configure
+
+
+@dataclasses.dataclass
+class Served:
+    """A gunicorn serving wsgi:app the way the Procfile does, on a loopback port."""
+
+    base: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def call(self, path: str, token: str | None = TOKEN, method: str = "POST", body=None):
+        return http_call(self.base + path, token, method, body)
+
+    def status(self) -> dict:
+        return self.call("/status", None, "GET")[1]
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator[Callable[..., Served]]:
+    processes: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str], workers: int = 3) -> Served:
+        port = free_port()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")}
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--config", "gunicorn.conf.py"]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*command, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+                cwd=REPO,
+                env=clean | {"PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance")} | env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        served = Served(f"http://127.0.0.1:{port}", process, log_path)
+
+        def healthy() -> bool:
+            try:
+                return served.call("/healthz", None, "GET")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 30, "gunicorn", process)
+        return served
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)

@@ -7,14 +7,20 @@ it fails: CI must prove the real path.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -150,8 +156,26 @@ class DockerEngine:
             timeout=120,
         )
 
+    @contextlib.contextmanager
+    def paused(self, seconds: float | None = None) -> Iterator[None]:
+        """A hung daemon, for real: dockerd stopped with SIGSTOP, resumed on exit (or after
+        `seconds`, from a timer)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        timer = None
+        if seconds is not None:
+            timer = threading.Timer(seconds, self.process.send_signal, (signal.SIGCONT,))
+            timer.start()
+        try:
+            yield
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:
                 self.process.wait(30)
@@ -264,3 +288,17 @@ class SSHServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def http_call(
+    url: str, token: str | None, method: str = "POST", body: dict | None = None
+) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    call = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(call, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())

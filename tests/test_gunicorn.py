@@ -2,90 +2,32 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TOKEN
-from tests.hosts import REPO, free_port, wait_for
+from tests.hosts import wait_for
+from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 
 pytestmark = [pytest.mark.sshd, pytest.mark.dockerd]
 
 
-def request(url: str, token: str | None = TOKEN, method: str = "POST") -> tuple[int, dict]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    data = b"" if method == "POST" else None
-    call = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(call, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
-
-
-@pytest.fixture
-def serve(tmp_path):
-    processes: list[subprocess.Popen] = []
-
-    def start(env: dict[str, str], workers: int = 3) -> str:
-        port = free_port()
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")}
-        log = (tmp_path / f"gunicorn-{port}.log").open("wb")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "wsgi:app",
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-            ],
-            cwd=REPO,
-            env=clean | {"PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance")} | env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return request(f"{base}/healthz", None, "GET")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 30, "gunicorn", process)
-        return base
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(30)
-
-
-def test_many_concurrent_triggers_across_workers_start_one_prune(serve, build_host, tmp_path):
-    base = serve(
+def test_an_alert_storm_across_workers_starts_exactly_one_prune(serve, build_host, tmp_path):
+    served = serve(
         build_host.env()
         | {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}
     )
     ran_before = len(build_host.commands_run())
-    paths = ["/hooks/cron"] * 200
+    storm = [
+        ("/hooks/cron", None),
+        ("/hooks/watchdog", WATCHDOG_ALERT),
+        ("/hooks/alertmanager", ALERTMANAGER),
+    ] * 700
 
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        answers = list(pool.map(lambda path: request(base + path), paths))
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        answers = list(pool.map(lambda call: served.call(call[0], body=call[1]), storm))
 
     assert {code for code, _ in answers} <= {200, 202}
     decisions = [body["decision"] for _, body in answers]
@@ -93,7 +35,7 @@ def test_many_concurrent_triggers_across_workers_start_one_prune(serve, build_ho
     assert set(decisions) <= {"started", "busy", "skipped"}
 
     def finished() -> dict | None:
-        shown = request(f"{base}/status", None, "GET")[1]
+        shown = served.status()
         return shown if shown["in_flight"] is None and shown["last_result"] else None
 
     shown = wait_for(finished, 60, "the prune to finish")
@@ -103,13 +45,13 @@ def test_many_concurrent_triggers_across_workers_start_one_prune(serve, build_ho
 
 
 def test_first_start_without_a_token_keeps_the_hooks_closed(serve, tmp_path):
-    base = serve({"PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}, workers=2)
+    served = serve({"PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}, workers=2)
     token_file = Path(tmp_path / "instance" / "hook-token")
     token = token_file.read_text().strip()
 
-    assert request(f"{base}/hooks/cron", token=None)[0] == 401
-    code, body = request(f"{base}/hooks/cron", token=token)
+    assert served.call("/hooks/cron", token=None)[0] == 401
+    code, body = served.call("/hooks/cron", token=token)
     assert (code, body["decision"]) == (200, "no_target")
-    log = next(tmp_path.glob("gunicorn-*.log")).read_text()
+    log = served.log_path.read_text()
     assert str(token_file) in log
     assert token not in log

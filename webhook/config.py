@@ -28,7 +28,7 @@ DEFAULT_RETRY_AFTER_S = 600
 DEFAULT_TIMEOUT_S = 120
 DEFAULT_UNTIL = "24h"
 # how long past the prune timeout an in-flight run's lease holds off others
-LEASE_GRACE_S = 60
+DEFAULT_LEASE_GRACE_S = 60
 
 
 class ConfigError(Exception):
@@ -55,6 +55,7 @@ class Settings:
     until: str = DEFAULT_UNTIL
     prune_all: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
+    lease_grace_s: float = DEFAULT_LEASE_GRACE_S
     token: str = field(default="", repr=False)
     hmac_secret: str = field(default="", repr=False)
     db_path: str = ""
@@ -79,7 +80,7 @@ class Settings:
 
     @property
     def lease_s(self) -> float:
-        return self.timeout_s + LEASE_GRACE_S
+        return self.timeout_s + self.lease_grace_s
 
     @property
     def known_hosts_path(self) -> Path:
@@ -152,6 +153,7 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         interval_s = _number_or_default(env, "INTERVAL_S", DEFAULT_INTERVAL_S, warnings)
         retry_after_s = _number_or_default(env, "RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, warnings)
         timeout_s = _number_or_default(env, "TIMEOUT_S", DEFAULT_TIMEOUT_S, warnings)
+        lease_grace_s = _number_or_default(env, "LEASE_GRACE_S", DEFAULT_LEASE_GRACE_S, warnings)
         connect_timeout_s = _number_or_default(env, "SSH_CONNECT_TIMEOUT_S", 10.0, warnings)
         notify_min_gb = _number_or_default(env, "NOTIFY_MIN_GB", 0.0, warnings, allow_zero=True)
 
@@ -204,6 +206,7 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         until=until,
         prune_all=prune_all,
         timeout_s=timeout_s,
+        lease_grace_s=lease_grace_s,
         token=token,
         hmac_secret=hmac_secret,
         db_path=db_path,

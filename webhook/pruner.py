@@ -7,6 +7,7 @@ service is tested with a fake runner and, end to end, with the real SSH one.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class Pruner:
             command=self.command,
             lease_s=self.settings.lease_s,
             force=force,
+            worker_pid=os.getpid(),
         )
         log.info(
             "trigger source=%s decision=%s reason=%r run_id=%s",
@@ -91,7 +93,10 @@ class Pruner:
         return TriggerResult(claim.decision, claim.run_id, self.store.run(claim.run_id))
 
     def _start(self, run_id: int) -> threading.Thread:
-        thread = threading.Thread(target=self.execute, args=(run_id,), name=f"prune-{run_id}")
+        # not a daemon: on a graceful stop the worker waits for the prune to finish and record
+        thread = threading.Thread(
+            target=self.execute, args=(run_id,), name=f"prune-{run_id}", daemon=False
+        )
         with self._lock:
             self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
             self._threads[run_id] = thread

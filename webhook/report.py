@@ -19,6 +19,7 @@ RUN_KEYS = (
     "error_kind",
     "error",
     "duration_s",
+    "worker_pid",
 )
 
 
@@ -39,6 +40,10 @@ def build_status(
             "started_ts": row.get("inflight_started_ts"),
             "lease_expires_ts": state.lease_expires_ts,
             "lease_expired": not lease_is_live(state, now),
+            "worker_pid": next(
+                (run.get("worker_pid") for run in runs if run.get("id") == state.inflight_run_id),
+                None,
+            ),
         }
     return {
         "enabled": settings.enabled,

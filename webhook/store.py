@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error_kind TEXT,
     duration_s REAL,
     stdout_tail TEXT,
-    stderr_tail TEXT
+    stderr_tail TEXT,
+    worker_pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -127,6 +128,7 @@ class Store:
         command: str,
         lease_s: float,
         force: bool = False,
+        worker_pid: int | None = None,
     ) -> Claim:
         """Decide for `target` at `now`; when the decision is to start, record the run."""
         if not force:
@@ -142,9 +144,9 @@ class Store:
             if decision.lost_run_id is not None:
                 self._give_up_lost_run(connection, target, decision.lost_run_id, now)
             run_id = connection.execute(
-                "INSERT INTO runs (target, trigger, command, started_ts, result)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (target, trigger, command, now, Result.RUNNING),
+                "INSERT INTO runs (target, trigger, command, started_ts, result, worker_pid)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (target, trigger, command, now, Result.RUNNING, worker_pid),
             ).lastrowid
             connection.execute(
                 "INSERT INTO targets (target, inflight_run_id, inflight_started_ts,"
