@@ -18,7 +18,7 @@ from .notify import TelegramNotifier
 from .outcome import Execution
 from .pruner import Pruner
 from .ssh import SSHRunner
-from .store import Store
+from .store import Store, StoreUnavailable
 
 log = logging.getLogger("webhook")
 
@@ -56,7 +56,11 @@ def create_app(
     settings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store = Store(settings.db_path)
-    store.init_schema()
+    try:
+        store.init_schema()
+    except StoreUnavailable as error:
+        # keep serving: hooks answer 503 (senders retry) until the database is usable again
+        log.error("state database %s unavailable at start: %s", settings.db_path, error)
     app.extensions["prunehook"] = Pruner(
         settings,
         store,

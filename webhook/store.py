@@ -89,7 +89,11 @@ class Store:
         try:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             yield connection
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
+            # locked, read-only, unreadable or not a database: unavailable, so callers retry;
+            # a constraint or SQL error is a bug and stays one
+            if type(error) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise
             raise StoreUnavailable(str(error)) from error
         finally:
             connection.close()

@@ -1,0 +1,119 @@
+"""Database faults: a long lock, a read-only file, kill -9 during writes. 503, never a lost row."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import AUTH
+from tests.hosts import REPO, missing
+from webhook import store as store_module
+from webhook.decision import Policy
+from webhook.store import Store
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch):
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)
+
+
+@pytest.fixture
+def write_lock(app):
+    """Another process's long write transaction on the state database."""
+    locker = sqlite3.connect(app.extensions["prunehook"].settings.db_path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    yield locker
+    locker.execute("ROLLBACK")
+    locker.close()
+
+
+def test_database_locked_past_busy_timeout_is_503_and_runs_nothing(
+    client, fake_host, short_busy_timeout, write_lock
+):
+    response = client.post("/hooks/cron", headers=AUTH)
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "5"
+    assert fake_host.commands == []
+    write_lock.execute("ROLLBACK")
+    write_lock.execute("BEGIN")
+    assert client.post("/hooks/cron", headers=AUTH).status_code == 202
+
+
+def test_skip_path_answers_while_the_database_is_write_locked(
+    app, client, fake_host, short_busy_timeout
+):
+    assert client.post("/hooks/cron?wait=1", headers=AUTH).status_code == 200
+    locker = sqlite3.connect(app.extensions["prunehook"].settings.db_path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        response = client.post("/hooks/cron", headers=AUTH)
+        assert (response.status_code, response.get_json()["decision"]) == (200, "skipped")
+        assert client.get("/status").status_code == 200
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Make a file read-only even for root (chattr +i), and writable again afterwards."""
+    made: list[str] = []
+
+    def make(path: str) -> None:
+        if subprocess.run(["chattr", "+i", path], capture_output=True).returncode != 0:
+            missing("chattr +i (ext4 or a file system with the immutable flag)")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", path], check=True)
+
+
+def test_read_only_database_is_503_and_runs_nothing(app, client, fake_host, immutable):
+    db_path = app.extensions["prunehook"].settings.db_path
+    immutable(db_path)
+    response = client.post("/hooks/cron", headers=AUTH)
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "database_unavailable"
+    assert fake_host.commands == []
+
+
+KILLED_WRITER = """
+import sys
+from webhook.decision import Policy
+from webhook.outcome import RunOutcome
+from webhook.store import Store
+store = Store(sys.argv[1])
+policy = Policy(True, True, 3600, 600)
+done = RunOutcome(True, 0, "1GB", 10**9, None, None, 0.5, "x" * 4000, "")
+for step in range(10**9):
+    now = float(step)
+    claim = store.claim("t", now, policy, trigger="loop", command="c", lease_s=1, force=True)
+    store.finish("t", claim.run_id, done, now)
+"""
+
+
+def test_integrity_holds_after_kill_9_during_writes(tmp_path):
+    db_path = tmp_path / "state.sqlite3"
+    Store(db_path).init_schema()
+    chance = random.Random(20261125)
+    for _ in range(12):
+        writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db_path)], cwd=REPO)
+        time.sleep(0.15 + chance.random() * 0.35)
+        writer.kill()
+        writer.wait()
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = Store(db_path)
+    row = store.target_row("t")
+    assert row is not None and row["last_run_id"] is not None
+    claim = store.claim(
+        "t", 1e12, Policy(True, True, 3600, 600), trigger="after", command="c", lease_s=1
+    )
+    assert claim.run_id is not None
