@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import cli, errors, hooks, status
+from . import cli, errors, hooks, openapi, status
 from .config import Settings, load_settings
 from .hook_token import ensure_token
 from .notify import TelegramNotifier
@@ -71,5 +71,6 @@ def create_app(
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)
+    app.register_blueprint(openapi.bp)
     cli.init_app(app)
     return app

@@ -63,3 +63,34 @@ class AlertmanagerWebhookSchema(Schema):
     common_annotations = fields.Dict(data_key="commonAnnotations", load_default=dict)
     external_url = fields.String(data_key="externalURL")
     alerts = fields.List(fields.Nested(AlertmanagerAlertSchema), required=True)
+
+
+class TriggerAnswerSchema(Schema):
+    """What every hook answers when the request itself was good."""
+
+    decision = fields.String(
+        required=True,
+        validate=OneOf(
+            ["started", "skipped", "busy", "disabled", "no_target", "ignored", "duplicate"]
+        ),
+    )
+    reason = fields.String(required=True)
+    trigger = fields.String()
+    target = fields.String(allow_none=True)
+    run_id = fields.Integer(allow_none=True)
+    next_eligible_ts = fields.Float(allow_none=True)
+    request_id = fields.String()
+    run = fields.Dict(metadata={"description": "the finished run, with ?wait=1"})
+
+
+class ErrorSchema(Schema):
+    """Every error, werkzeug's included."""
+
+    error = fields.String(required=True, metadata={"example": "validation_failed"})
+    message = fields.String(required=True)
+    request_id = fields.String()
+    fields_ = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        metadata={"description": "field -> messages, for a 422"},
+    )

@@ -1,0 +1,113 @@
+"""GET /openapi.json: the API described from the marshmallow schemas (apispec)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+bp = Blueprint("openapi", __name__)
+TITLE = "prunehook"
+VERSION = "0.1.0"
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    why = {
+        400: "the body is not JSON",
+        401: "missing or wrong token or signature",
+        413: "the body is larger than 1 MiB",
+        422: "a field is invalid",
+        503: "the state database is unavailable; retry",
+    }
+    return {str(code): {"description": why[code], "content": _json("Error")} for code in codes}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _hook(summary: str, body: str, body_required: bool) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}, {"standardWebhooks": []}],
+            "parameters": [
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "description": "wait for the prune's result instead of answering at once",
+                    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                }
+            ],
+            "requestBody": {"required": body_required, "content": _json(body)},
+            "responses": {
+                "200": {
+                    "description": "decided (not started, or waited)",
+                    "content": _json("TriggerAnswer"),
+                },
+                "202": {
+                    "description": "a prune started in the background",
+                    "content": _json("TriggerAnswer"),
+                },
+                **_errors(400, 401, 413, 422, 503),
+            },
+        }
+    }
+
+
+@cache
+def build_spec() -> dict[str, Any]:
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+    from .schemas import (
+        AlertmanagerWebhookSchema,
+        CronPingSchema,
+        ErrorSchema,
+        TriggerAnswerSchema,
+        WatchdogAlertSchema,
+    )
+
+    spec = APISpec(TITLE, VERSION, "3.0.3", plugins=[MarshmallowPlugin()])
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme(
+        "standardWebhooks",
+        {"type": "apiKey", "in": "header", "name": "webhook-signature"},
+    )
+    for name, schema in [
+        ("CronPing", CronPingSchema),
+        ("WatchdogAlert", WatchdogAlertSchema),
+        ("AlertmanagerWebhook", AlertmanagerWebhookSchema),
+        ("TriggerAnswer", TriggerAnswerSchema),
+        ("Error", ErrorSchema),
+    ]:
+        spec.components.schema(name, schema=schema)
+    spec.path("/hooks/cron", operations=_hook("A cron ping", "CronPing", False))
+    spec.path(
+        "/hooks/watchdog", operations=_hook("Our disk watchdog's alert", "WatchdogAlert", True)
+    )
+    spec.path(
+        "/hooks/alertmanager",
+        operations=_hook("Alertmanager webhook (version 4)", "AlertmanagerWebhook", True),
+    )
+    spec.path(
+        "/status",
+        operations={
+            "get": {
+                "summary": "settings, the last run, the run in flight, recent runs",
+                "responses": {"200": {"description": "status"}, **_errors(503)},
+            }
+        },
+    )
+    spec.path(
+        "/healthz",
+        operations={"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
+    )
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(build_spec())
