@@ -87,3 +87,18 @@ def test_graceful_stop_lets_the_running_prune_finish_and_record(
     run = Store(tmp_path / "state.sqlite3").recent_runs("root@127.0.0.1:" + str(quick_host.port))
     assert [(each["result"], each["error_kind"]) for each in run] == [("ok", None)]
     assert wait_for(lambda: quick_host.commands_run(), 5, "the guard log")
+
+
+def test_guard_time_limit_kills_a_hung_prune_on_the_host(
+    make_sshd, docker_engine, env_for, tmp_path
+):
+    host = make_sshd(docker_host=docker_engine.host, guard_timeout=1)
+    env_for(host, PRUNEHOOK_TIMEOUT_S="60")
+    client = create_app(instance_path=str(tmp_path)).test_client()
+
+    with docker_engine.paused():
+        run = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]
+
+    assert (run["result"], run["rc"], run["error_kind"]) == ("failed", 124, "host_timeout")
+    assert "time limit" in client.get("/status").get_json()["last_error"]
+    assert run["duration_s"] < 30

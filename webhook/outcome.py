@@ -8,6 +8,8 @@ from .sizes import find_reclaimed
 
 DOCKER_DOWN = "Cannot connect to the Docker daemon"
 DOCKER_REFUSED = "Error response from daemon"
+# `timeout` (the host-side guard runs the prune under it) exits 124 when the limit ends it
+HOST_TIME_LIMIT_RC = 124
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ def summarize(execution: Execution) -> RunOutcome:
         elif DOCKER_REFUSED in execution.stderr_tail:
             kind = "docker_error"
         error = f"rc={execution.rc}: {detail}" if detail else f"rc={execution.rc}"
+        if execution.rc == HOST_TIME_LIMIT_RC:
+            kind = "host_timeout"
+            error = "rc=124: the host's time limit (prunehook-guard --timeout) ended the prune"
     found = find_reclaimed(execution.stdout_tail) if kind is None else None
     return RunOutcome(
         ok=kind is None,
