@@ -11,6 +11,7 @@ from tests.conftest import AUTH
 from tests.hosts import free_port, keygen
 from webhook import create_app
 from webhook.config import Settings
+from webhook.outcome import summarize
 from webhook.ssh import TAIL_BYTES, SSHRunner
 
 pytestmark = pytest.mark.sshd
@@ -115,3 +116,14 @@ def test_command_hanging_past_the_timeout_is_given_up(make_sshd):
     assert execution.error_kind == "timeout"
     assert execution.error.startswith("timeout")
     assert execution.duration_s < 10
+
+
+@pytest.mark.dockerd
+def test_docker_rejecting_the_filter_is_recorded_with_its_reason(make_sshd, docker_engine):
+    # prunehook refuses such an until at start; a hand-run command shows what Docker says
+    server = make_sshd(docker_host=docker_engine.host)
+    server.authorize(guarded=False)
+    execution = runner_for(server).run("docker builder prune -f --filter until=99999999999h")
+    outcome = summarize(execution)
+    assert (outcome.ok, outcome.rc, outcome.error_kind) == (False, 1, "docker_error")
+    assert '"until" filter expects a duration' in outcome.error
