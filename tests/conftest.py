@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -184,6 +185,11 @@ class Served:
 
     def status(self) -> dict:
         return self.call("/status", None, "GET")[1]
+
+    def raw(self, path: str, headers: dict | None = None) -> str:
+        request = urllib.request.Request(self.base + path, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode()
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import cli, errors, hooks, openapi, status
+from . import cli, errors, hooks, metrics, openapi, status
 from .config import Settings, load_settings
 from .hook_token import ensure_token
+from .metrics import Metrics
 from .notify import TelegramNotifier
 from .outcome import Execution
 from .pruner import Pruner
@@ -61,16 +62,14 @@ def create_app(
     except StoreUnavailable as error:
         # keep serving: hooks answer 503 (senders retry) until the database is usable again
         log.error("state database %s unavailable at start: %s", settings.db_path, error)
-    app.extensions["prunehook"] = Pruner(
-        settings,
-        store,
-        run_command or SSHRunner(settings).run,
-        TelegramNotifier(settings),
-        clock,
-    )
+    pruner = Pruner(settings, store, run_command or SSHRunner(settings).run, clock=clock)
+    app.extensions["prunehook"] = pruner
+    app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_status(pruner))
+    pruner.after_run += [TelegramNotifier(settings), meters.finished]
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
     cli.init_app(app)
     return app

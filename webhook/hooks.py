@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from .auth import authenticate
-from .decision import Action
+from .decision import Action, Decision
 from .errors import APIError, ValidationFailed
 from .pruner import Pruner, TriggerResult
 from .schemas import AlertmanagerWebhookSchema, CronPingSchema, WatchdogAlertSchema
@@ -59,23 +59,26 @@ def _wants_wait() -> bool:
     raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
 
 
-def _answer(verdict: Verdict, wait: bool, delivery_id: str | None) -> tuple[Response, int]:
+def _decide(verdict: Verdict, wait: bool, delivery_id: str | None) -> TriggerResult:
     service = pruner()
     if delivery_id is not None and not service.store.remember_delivery(
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S
     ):
-        body = {"decision": Action.DUPLICATE, "reason": "this webhook-id was already received"}
-        return jsonify(body | {"request_id": g.request_id}), 200
+        return TriggerResult(Decision(Action.DUPLICATE, "this webhook-id was already received"))
     if not verdict.wants_prune:
-        body: dict[str, Any] = {"decision": Action.IGNORED, "reason": verdict.reason}
-        return jsonify(body | {"request_id": g.request_id}), 200
-    result: TriggerResult = service.trigger(verdict.source, wait=wait)
+        return TriggerResult(Decision(Action.IGNORED, verdict.reason))
+    return service.trigger(verdict.source, wait=wait)
+
+
+def _answer(verdict: Verdict, wait: bool, delivery_id: str | None) -> tuple[Response, int]:
+    result = _decide(verdict, wait, delivery_id)
     decision = result.decision
-    body = {
+    current_app.extensions["prunehook.metrics"].decided(decision.action, verdict.source)
+    body: dict[str, Any] = {
         "decision": decision.action,
         "reason": decision.reason,
         "trigger": verdict.reason,
-        "target": service.settings.target,
+        "target": pruner().settings.target,
         "run_id": result.run_id,
         "next_eligible_ts": decision.next_eligible_ts,
         "request_id": g.request_id,

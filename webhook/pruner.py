@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,8 @@ from .store import Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 RunCommand = Callable[[str], Execution]
-Notify = Callable[[str, RunOutcome], bool]
+# told of every finished run: the notifier, the metrics
+AfterRun = Callable[[str, RunOutcome], object]
 FINISH_ATTEMPTS = 10
 FINISH_BACKOFF_S = 1.0
 
@@ -42,13 +43,13 @@ class Pruner:
         settings: Settings,
         store: Store,
         run_command: RunCommand,
-        notify: Notify,
+        after_run: Sequence[AfterRun] = (),
         clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.store = store
         self.run_command = run_command
-        self.notify = notify
+        self.after_run = list(after_run)
         self.clock = clock
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -129,10 +130,11 @@ class Pruner:
             outcome.error_kind,
             outcome.duration_s,
         )
-        try:
-            self.notify(target, outcome)
-        except Exception:
-            log.exception("run %s: notification failed", run_id)
+        for listener in self.after_run:
+            try:
+                listener(target, outcome)
+            except Exception:
+                log.exception("run %s: %r failed", run_id, listener)
         return outcome
 
     def _record(self, target: str, run_id: int, outcome: RunOutcome) -> None:

@@ -1,0 +1,68 @@
+"""GET /metrics: Prometheus text, right in one process and summed across gunicorn workers."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import AUTH, START
+
+
+def scrape(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metrics_of(client) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    return scrape(response.get_data(as_text=True))
+
+
+def test_metrics_count_decisions_prunes_and_reclaimed_bytes(client, clock):
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    clock.advance(10)
+    client.post("/hooks/watchdog", json={"host": "b", "used_percent": 91}, headers=AUTH)
+
+    seen = metrics_of(client)
+
+    decision = "prunehook_trigger_decisions_total"
+    assert seen[(decision, (("decision", "started"), ("source", "cron")))] == 1
+    assert seen[(decision, (("decision", "skipped"), ("source", "watchdog")))] == 1
+    assert seen[("prunehook_prunes_total", (("outcome", "ok"),))] == 1
+    assert seen[("prunehook_reclaimed_bytes_total", ())] == 1_500_000_000
+    assert seen[("prunehook_prune_duration_seconds_count", ())] == 1
+    assert seen[("prunehook_last_success_timestamp_seconds", ())] == START
+    assert seen[("prunehook_next_eligible_timestamp_seconds", ())] == START + 21600
+    assert seen[("prunehook_in_flight", ())] == 0
+
+
+def test_in_flight_gauge_shows_a_running_prune(client, fake_host):
+    fake_host.hold()
+    client.post("/hooks/cron", headers=AUTH)
+    assert metrics_of(client)[("prunehook_in_flight", ())] == 1
+    fake_host.release.set()
+
+
+def test_failed_prunes_are_counted_by_error_kind(client, fake_host):
+    from webhook.outcome import Execution
+
+    fake_host.execution = Execution(None, "", "", 1.0, "auth_failed", "refused")
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    assert metrics_of(client)[("prunehook_prunes_total", (("outcome", "auth_failed"),))] == 1
+
+
+def test_metrics_add_up_across_gunicorn_workers(serve, tmp_path):
+    served = serve({"PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}, workers=3)
+    token = (tmp_path / "instance" / "hook-token").read_text().strip()
+    for _ in range(60):
+        assert served.call("/hooks/cron", token=token)[1]["decision"] == "no_target"
+
+    for _ in range(6):  # whichever worker answers the scrape
+        text = served.raw("/metrics")
+        seen = scrape(text)
+        key = ("prunehook_trigger_decisions_total", (("decision", "no_target"), ("source", "cron")))
+        assert seen[key] == 60
