@@ -27,6 +27,7 @@ log = logging.getLogger("webhook")
 def _resolve_settings(app: Flask, settings: Settings | None) -> Settings:
     if settings is None:
         settings, warnings = load_settings(dotenv=Path.cwd() / ".env")
+        app.extensions["prunehook.warnings"] = warnings
         for warning in warnings:
             log.warning("%s", warning)
     if not settings.db_path:

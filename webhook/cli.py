@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from .decision import Action
+from .preflight import run_checks, token_source
 from .pruner import Pruner
 from .status import current_status
 
@@ -25,13 +26,21 @@ def _print(data: object) -> None:
 @click.command("prune")
 @with_appcontext
 @click.option("--force", is_flag=True, help="Run now even inside the anti-frequency interval.")
-def prune_command(force: bool) -> None:
+@click.option(
+    "--dry-run", is_flag=True, help="Print the target and the exact command; run nothing."
+)
+def prune_command(force: bool, dry_run: bool) -> None:
     """Run one prune now on the configured build host and print its result.
 
     Honours the interval unless --force; never overrides a run in flight.
     Exits 0 when the prune ran and succeeded or was not due, 1 when it failed,
     2 when nothing could run (disabled, no target, busy).
     """
+    if dry_run:
+        service = _service()
+        click.echo(f"target:  {service.settings.target or '(none: PRUNEHOOK_SSH_HOST is not set)'}")
+        click.echo(f"command: {service.command}")
+        return
     result = _service().trigger("cli", force=force, wait=True)
     decision = result.decision
     _print({"decision": decision.action, "reason": decision.reason, "run": result.run})
@@ -47,6 +56,24 @@ def status_command() -> None:
     _print(current_status(_service()))
 
 
+@click.command("check")
+@with_appcontext
+def check_command() -> None:
+    """Preflight after configuring: config, token, key, host key, SSH login, Docker.
+
+    One line per check; a failed check says how to fix it. Runs only the read-only
+    `docker version` on the host. Exits 1 when any check fails.
+    """
+    service = _service()
+    warnings = current_app.extensions.get("prunehook.warnings", [])
+    source = token_source(service.settings, current_app.instance_path)
+    checks = run_checks(service.settings, source, warnings)
+    for check in checks:
+        click.echo(check.line())
+    sys.exit(0 if all(check.ok for check in checks) else 1)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(prune_command)
     app.cli.add_command(status_command)
+    app.cli.add_command(check_command)

@@ -53,6 +53,8 @@ class SSHFailure(Exception):
 def load_private_key(settings: Settings) -> paramiko.PKey:
     import paramiko
 
+    if not (settings.ssh_key_file or settings.ssh_key):
+        raise SSHFailure("key_missing", "no private key: set PRUNEHOOK_SSH_KEY_FILE")
     try:
         if settings.ssh_key_file:
             return paramiko.PKey.from_path(settings.ssh_key_file)
@@ -69,8 +71,6 @@ def load_private_key(settings: Settings) -> paramiko.PKey:
 def _connect(settings: Settings) -> paramiko.SSHClient:
     import paramiko
 
-    if not (settings.ssh_key_file or settings.ssh_key):
-        raise SSHFailure("key_missing", "no private key: set PRUNEHOOK_SSH_KEY_FILE")
     pkey = load_private_key(settings)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())

@@ -1,0 +1,95 @@
+"""`flask --app wsgi check`: what an operator runs after configuring, one line per check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .ssh import SSHFailure, SSHRunner, load_private_key
+
+DOCKER_VERSION = "docker version --format '{{.Server.Version}}'"
+CONNECTION_KINDS = {
+    "key_missing", "key_invalid", "host_key_unknown", "host_key_changed", "auth_failed",
+    "connect_refused", "connect_timeout", "connect_error", "banner_timeout", "ssh_error",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{'PASS' if self.ok else 'FAIL'}  {self.name:<12} {self.detail}"
+        return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
+
+
+def _known_host(settings: Settings) -> Check:
+    import paramiko
+
+    path = settings.known_hosts_path
+    scan = f"ssh-keyscan -p {settings.ssh_port} {settings.ssh_host} >> {path}"
+    fix = f"{scan}  (then compare the fingerprint with the host's own)"
+    if not path.is_file():
+        return Check("host key", False, f"{path} does not exist", fix)
+    name = settings.ssh_host
+    if settings.ssh_port != 22:
+        name = f"[{settings.ssh_host}]:{settings.ssh_port}"
+    if paramiko.HostKeys(str(path)).lookup(name) is None:
+        return Check("host key", False, f"{name} is not in {path}", fix)
+    return Check("host key", True, f"{name} is in {path}")
+
+
+def _docker(settings: Settings, runner: SSHRunner) -> Iterator[Check]:
+    execution = runner.run(DOCKER_VERSION)
+    if execution.error_kind in CONNECTION_KINDS:
+        fix = "see last_error_kind in the README; the host must accept this key"
+        yield Check("ssh login", False, f"{execution.error_kind}: {execution.error}", fix)
+        return
+    yield Check("ssh login", True, f"{settings.target} accepted the key")
+    if execution.rc == 0:
+        version = execution.stdout_tail.strip() or "?"
+        yield Check("docker", True, f"Docker {version} answers on the host (read-only check)")
+    elif execution.rc == 126 and "prunehook-guard" in execution.stderr_tail:
+        detail = "the key is pinned to prunehook-guard (good): Docker is checked by the prune"
+        yield Check("docker", True, detail)
+    elif execution.error_kind == "timeout":
+        yield Check("docker", False, "docker version did not answer", "is dockerd hung?")
+    else:
+        last = (execution.stderr_tail.strip().splitlines() or ["no output"])[-1]
+        fix = f"make {settings.ssh_user} able to run docker (docker group) and start dockerd"
+        yield Check("docker", False, f"rc={execution.rc}: {last}", fix)
+
+
+def run_checks(settings: Settings, token_source: str, warnings: list[str]) -> list[Check]:
+    checks = [
+        Check("config", True, "valid" + (f", {len(warnings)} warning(s)" if warnings else "")),
+        Check("token", True, token_source),
+    ]
+    checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
+    if not settings.target:
+        fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env"
+        return [*checks, Check("target", False, "no build host", fix)]
+    checks.append(Check("target", True, str(settings.target)))
+    try:
+        load_private_key(settings)
+        where = settings.ssh_key_file or "PRUNEHOOK_SSH_KEY"
+        checks.append(Check("key", True, f"{where} loads"))
+    except SSHFailure as failure:
+        fix = "ssh-keygen -t ed25519 -N '' -f ~/.ssh/prunehook; set PRUNEHOOK_SSH_KEY_FILE"
+        return [*checks, Check("key", False, str(failure), fix)]
+    checks.append(_known_host(settings))
+    if not checks[-1].ok:
+        return checks
+    return [*checks, *_docker(settings, SSHRunner(settings))]
+
+
+def token_source(settings: Settings, instance_path: str) -> str:
+    generated = Path(instance_path) / "hook-token"
+    if generated.is_file() and generated.read_text().strip() == settings.token:
+        return f"generated, kept in {generated} (set PRUNEHOOK_TOKEN to choose one)"
+    return "PRUNEHOOK_TOKEN is set"
