@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,3 +57,29 @@ def test_first_start_without_a_token_keeps_the_hooks_closed(serve, tmp_path):
     log = served.log_path.read_text()
     assert str(token_file) in log
     assert token not in log
+
+
+def test_logs_are_json_lines_with_the_request_id_and_no_secret(serve, build_host, tmp_path):
+    served = serve(
+        build_host.env()
+        | {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")},
+        workers=2,
+    )
+    call = urllib.request.Request(
+        served.base + "/hooks/cron?wait=1",
+        data=b"",
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Request-ID": "req-log-1"},
+    )
+    with urllib.request.urlopen(call, timeout=60) as response:
+        assert json.loads(response.read())["run"]["result"] == "ok"
+    served.process.terminate()
+    served.process.wait(30)
+
+    text = served.log_path.read_text()
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    mine = {event["event"]: event for event in events if event.get("request_id") == "req-log-1"}
+    assert mine["trigger"]["decision"] == "started"
+    assert mine["run_finished"]["result"] == "ok"
+    assert mine["run_finished"]["run_id"] == mine["trigger"]["run_id"]
+    for secret in (TOKEN, build_host.client_key.read_text().splitlines()[1]):
+        assert secret not in text

@@ -95,3 +95,24 @@ def test_history_is_bounded(tmp_path):
     runs = store.recent_runs(TARGET, limit=1000)
     assert len(runs) == HISTORY_LIMIT
     assert runs[0]["id"] == HISTORY_LIMIT + 20
+
+
+def test_a_state_file_from_the_first_schema_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,"
+            " trigger TEXT NOT NULL, command TEXT NOT NULL, started_ts REAL NOT NULL,"
+            " finished_ts REAL, result TEXT NOT NULL, rc INTEGER, reclaimed TEXT,"
+            " reclaimed_bytes INTEGER, error TEXT, error_kind TEXT, duration_s REAL,"
+            " stdout_tail TEXT, stderr_tail TEXT)"
+        )
+    connection.close()
+    store = Store(path)
+    store.init_schema()
+    run_id = store.claim(
+        TARGET, T0, POLICY, trigger="t", command=COMMAND, lease_s=180, request_id="r-1"
+    ).run_id
+    assert store.run(run_id)["request_id"] == "r-1"

@@ -14,6 +14,7 @@ from flask import Flask
 from . import cli, errors, hooks, metrics, openapi, status
 from .config import Settings, load_settings
 from .hook_token import ensure_token
+from .logs import configure_logging
 from .metrics import Metrics
 from .notify import TelegramNotifier
 from .outcome import Execution
@@ -49,10 +50,7 @@ def create_app(
     instance_path: str | None = None,
 ) -> Flask:
     """The app. Without `settings`, they are read from the environment and `.env`."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+    configure_logging()
     instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     settings = _resolve_settings(app, settings)

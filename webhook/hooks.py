@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -16,6 +17,7 @@ from .schemas import AlertmanagerWebhookSchema, CronPingSchema, WatchdogAlertSch
 from .sources import Verdict, read_alertmanager, read_cron, read_watchdog
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 # senders retry a delivery with its id and a fresh timestamp: remember ids well past that
@@ -67,13 +69,29 @@ def _decide(verdict: Verdict, wait: bool, delivery_id: str | None) -> TriggerRes
         return TriggerResult(Decision(Action.DUPLICATE, "this webhook-id was already received"))
     if not verdict.wants_prune:
         return TriggerResult(Decision(Action.IGNORED, verdict.reason))
-    return service.trigger(verdict.source, wait=wait)
+    return service.trigger(verdict.source, wait=wait, request_id=g.request_id)
 
 
 def _answer(verdict: Verdict, wait: bool, delivery_id: str | None) -> tuple[Response, int]:
     result = _decide(verdict, wait, delivery_id)
     decision = result.decision
     current_app.extensions["prunehook.metrics"].decided(decision.action, verdict.source)
+    log.info(
+        "trigger %s: %s",
+        verdict.source,
+        decision.action,
+        extra={
+            "fields": {
+                "event": "trigger",
+                "request_id": g.request_id,
+                "source": verdict.source,
+                "trigger": verdict.reason,
+                "decision": str(decision.action),
+                "reason": decision.reason,
+                "run_id": result.run_id,
+            }
+        },
+    )
     body: dict[str, Any] = {
         "decision": decision.action,
         "reason": decision.reason,

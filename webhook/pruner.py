@@ -63,7 +63,14 @@ class Pruner:
         """How long a caller may wait for a run: connecting, the prune, and recording it."""
         return self.settings.timeout_s + 3 * self.settings.connect_timeout_s + 5
 
-    def trigger(self, source: str, *, force: bool = False, wait: bool = False) -> TriggerResult:
+    def trigger(
+        self,
+        source: str,
+        *,
+        force: bool = False,
+        wait: bool = False,
+        request_id: str | None = None,
+    ) -> TriggerResult:
         """Decide and, when due, start a prune; with `wait`, return after it finished."""
         target = self.settings.target
         if target is None or not self.settings.enabled:
@@ -77,26 +84,20 @@ class Pruner:
             lease_s=self.settings.lease_s,
             force=force,
             worker_pid=os.getpid(),
-        )
-        log.info(
-            "trigger source=%s decision=%s reason=%r run_id=%s",
-            source,
-            claim.decision.action,
-            claim.decision.reason,
-            claim.run_id,
+            request_id=request_id,
         )
         if claim.decision.action != Action.STARTED or claim.run_id is None:
             return TriggerResult(claim.decision)
-        thread = self._start(claim.run_id)
+        thread = self._start(claim.run_id, request_id)
         if not wait:
             return TriggerResult(claim.decision, claim.run_id)
         thread.join(self.wait_limit_s)
         return TriggerResult(claim.decision, claim.run_id, self.store.run(claim.run_id))
 
-    def _start(self, run_id: int) -> threading.Thread:
+    def _start(self, run_id: int, request_id: str | None) -> threading.Thread:
         # not a daemon: on a graceful stop the worker waits for the prune to finish and record
         thread = threading.Thread(
-            target=self.execute, args=(run_id,), name=f"prune-{run_id}", daemon=False
+            target=self.execute, args=(run_id, request_id), name=f"prune-{run_id}", daemon=False
         )
         with self._lock:
             self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
@@ -111,7 +112,7 @@ class Pruner:
         for thread in threads:
             thread.join(timeout)
 
-    def execute(self, run_id: int) -> RunOutcome:
+    def execute(self, run_id: int, request_id: str | None = None) -> RunOutcome:
         """Run the claimed prune, record its outcome, notify. Never raises."""
         target = self.settings.target
         assert target is not None
@@ -123,12 +124,24 @@ class Pruner:
         outcome = summarize(execution)
         self._record(target, run_id, outcome)
         log.info(
-            "run %s finished ok=%s reclaimed=%s error_kind=%s duration_s=%s",
+            "run %s %s",
             run_id,
-            outcome.ok,
-            outcome.reclaimed,
-            outcome.error_kind,
-            outcome.duration_s,
+            "ok" if outcome.ok else f"failed: {outcome.error_kind}",
+            extra={
+                "fields": {
+                    "event": "run_finished",
+                    "run_id": run_id,
+                    "request_id": request_id,
+                    "target": target,
+                    "result": "ok" if outcome.ok else "failed",
+                    "rc": outcome.rc,
+                    "reclaimed": outcome.reclaimed,
+                    "reclaimed_bytes": outcome.reclaimed_bytes,
+                    "error_kind": outcome.error_kind,
+                    "error": outcome.error,
+                    "duration_s": outcome.duration_s,
+                }
+            },
         )
         for listener in self.after_run:
             try:

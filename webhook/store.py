@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     duration_s REAL,
     stdout_tail TEXT,
     stderr_tail TEXT,
-    worker_pid INTEGER
+    worker_pid INTEGER,
+    request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -61,6 +62,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     seen_ts REAL NOT NULL
 );
 """
+
+
+# columns added after the first schema: state files from then gain them at start
+_ADDED_RUN_COLUMNS = (("worker_pid", "INTEGER"), ("request_id", "TEXT"))
 
 
 class StoreUnavailable(Exception):
@@ -114,6 +119,10 @@ class Store:
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(_SCHEMA)
+            present = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
+            for column, kind in _ADDED_RUN_COLUMNS:
+                if column not in present:
+                    connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     def _row(self, connection: sqlite3.Connection, target: str) -> sqlite3.Row | None:
         return connection.execute("SELECT * FROM targets WHERE target = ?", (target,)).fetchone()
@@ -133,6 +142,7 @@ class Store:
         lease_s: float,
         force: bool = False,
         worker_pid: int | None = None,
+        request_id: str | None = None,
     ) -> Claim:
         """Decide for `target` at `now`; when the decision is to start, record the run."""
         if not force:
@@ -148,9 +158,9 @@ class Store:
             if decision.lost_run_id is not None:
                 self._give_up_lost_run(connection, target, decision.lost_run_id, now)
             run_id = connection.execute(
-                "INSERT INTO runs (target, trigger, command, started_ts, result, worker_pid)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (target, trigger, command, now, Result.RUNNING, worker_pid),
+                "INSERT INTO runs (target, trigger, command, started_ts, result, worker_pid,"
+                " request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (target, trigger, command, now, Result.RUNNING, worker_pid, request_id),
             ).lastrowid
             connection.execute(
                 "INSERT INTO targets (target, inflight_run_id, inflight_started_ts,"
