@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from .config import Settings
@@ -74,3 +75,48 @@ def build_status(
         },
         "recent_runs": [{key: run.get(key) for key in RUN_KEYS} for run in runs],
     }
+
+
+def human_time(ts: float | None) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def human_delta(seconds: float) -> str:
+    """`3h 12m`, `45s`: how far away, for people."""
+    seconds = abs(int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+FAILED_MARK_PX = 6
+
+
+def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 140) -> list[dict]:
+    """Bars for a chart of reclaimed space, oldest run first, scaled to the largest."""
+    ordered = list(reversed(runs))
+    largest = max((run.get("reclaimed_bytes") or 0 for run in ordered), default=0) or 1
+    slot = width / max(len(ordered), 1)
+    bars = []
+    for index, run in enumerate(ordered):
+        size = run.get("reclaimed_bytes") or 0
+        ok = run.get("result") == "ok"
+        bar_height = round(size / largest * (height - 20), 1) if size else 0
+        if not ok:
+            bar_height = FAILED_MARK_PX
+        bars.append(
+            {
+                "x": round(index * slot + slot * 0.15, 1),
+                "y": round(height - bar_height, 1),
+                "width": round(slot * 0.7, 1),
+                "height": bar_height,
+                "label": run.get("reclaimed") or ("failed" if run.get("result") != "ok" else "0B"),
+                "ok": ok,
+                "id": run.get("id"),
+            }
+        )
+    return bars

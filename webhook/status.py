@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from .pruner import Pruner
-from .report import build_status
+from .report import build_status, human_delta, human_time, reclaimed_bars
 
 bp = Blueprint("status", __name__)
 RECENT_RUNS = 10
@@ -19,8 +19,14 @@ def current_status(service: Pruner) -> dict:
 
 
 @bp.get("/status")
-def status() -> Response:
-    return jsonify(current_status(current_app.extensions["prunehook"]))
+def status() -> Response | str:
+    shown = current_status(current_app.extensions["prunehook"])
+    # JSON for tools (and anything that does not ask otherwise); a page for browsers
+    wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    if wanted != "text/html":
+        return jsonify(shown)
+    bars = reclaimed_bars(shown["recent_runs"])
+    return render_template("status.html", s=shown, bars=bars, when=human_time, delta=human_delta)
 
 
 @bp.get("/healthz")
