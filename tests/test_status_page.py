@@ -43,3 +43,24 @@ def test_the_page_escapes_what_callers_sent(client, fake_host):
     page = client.get("/status", headers={"Accept": BROWSER}).get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_the_page_renders_in_headless_chromium(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.hosts import REPO
+
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    out = tmp_path / "status.png"
+    subprocess.run(
+        [sys.executable, "tools/screenshot_status.py", "--out", str(out)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 20_000
