@@ -75,10 +75,15 @@ def immutable(tmp_path):
         subprocess.run(["chattr", "-i", path], check=True)
 
 
-def test_read_only_database_is_503_and_runs_nothing(app, client, fake_host, immutable):
-    db_path = app.extensions["prunehook"].settings.db_path
+def test_read_only_database_is_503_and_runs_nothing(make_app, fake_host, immutable):
+    first = make_app()
+    db_path = first.extensions["prunehook"].settings.db_path
+    first.extensions["prunehook"].store.close()
     immutable(db_path)
+
+    client = make_app().test_client()  # a restart: the app still starts
     response = client.post("/hooks/cron", headers=AUTH)
+
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"
     assert fake_host.commands == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -20,6 +21,10 @@ bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+# loading is thread-safe and building a schema is not free: one instance each
+CRON_PING = CronPingSchema()
+WATCHDOG_ALERT = WatchdogAlertSchema()
+ALERTMANAGER_WEBHOOK = AlertmanagerWebhookSchema()
 # senders retry a delivery with its id and a fresh timestamp: remember ids well past that
 DELIVERY_IDS_KEPT_S = 24 * 3600
 
@@ -44,8 +49,11 @@ def _json_body(allow_empty: bool) -> Any:
 
 
 def _load(schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
+    body = _json_body(allow_empty)
+    if allow_empty and not body:
+        return {}  # the common cron ping: nothing to validate
     try:
-        return schema.load(_json_body(allow_empty))
+        return schema.load(body)
     except ValidationError as error:
         messages = error.normalized_messages()
         named = ", ".join(sorted(messages))
@@ -61,8 +69,9 @@ def _wants_wait() -> bool:
     raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
 
 
-def _decide(verdict: Verdict, wait: bool, delivery_id: str | None) -> TriggerResult:
-    service = pruner()
+def _decide(
+    service: Pruner, verdict: Verdict, wait: bool, delivery_id: str | None
+) -> TriggerResult:
     if delivery_id is not None and not service.store.remember_delivery(
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S
     ):
@@ -72,34 +81,28 @@ def _decide(verdict: Verdict, wait: bool, delivery_id: str | None) -> TriggerRes
     return service.trigger(verdict.source, wait=wait, request_id=g.request_id)
 
 
-def _answer(verdict: Verdict, wait: bool, delivery_id: str | None) -> tuple[Response, int]:
-    result = _decide(verdict, wait, delivery_id)
-    decision = result.decision
+def _answer(
+    service: Pruner, verdict: Verdict, result: TriggerResult, wait: bool
+) -> tuple[Response, int]:
+    decision, request_id = result.decision, g.request_id
     current_app.extensions["prunehook.metrics"].decided(decision.action, verdict.source)
+    fields = {
+        "decision": decision.action,
+        "reason": decision.reason,
+        "trigger": verdict.reason,
+        "run_id": result.run_id,
+        "request_id": request_id,
+    }
     log.info(
         "trigger %s: %s",
         verdict.source,
         decision.action,
-        extra={
-            "fields": {
-                "event": "trigger",
-                "request_id": g.request_id,
-                "source": verdict.source,
-                "trigger": verdict.reason,
-                "decision": str(decision.action),
-                "reason": decision.reason,
-                "run_id": result.run_id,
-            }
-        },
+        extra={"fields": {"event": "trigger", "source": verdict.source, **fields}},
     )
     body: dict[str, Any] = {
-        "decision": decision.action,
-        "reason": decision.reason,
-        "trigger": verdict.reason,
-        "target": pruner().settings.target,
-        "run_id": result.run_id,
+        **fields,
+        "target": service.settings.target,
         "next_eligible_ts": decision.next_eligible_ts,
-        "request_id": g.request_id,
     }
     if result.run is not None:
         body["run"] = {key: value for key, value in result.run.items() if key != "target"}
@@ -107,27 +110,27 @@ def _answer(verdict: Verdict, wait: bool, delivery_id: str | None) -> tuple[Resp
     return jsonify(body), 202 if started_in_background else 200
 
 
-def _authenticated() -> str | None:
+def _handle(
+    schema: Schema, read: Callable[[dict[str, Any]], Verdict], allow_empty: bool = False
+) -> tuple[Response, int]:
+    """Every hook: authenticate, validate, read the payload, decide, answer."""
     service = pruner()
-    return authenticate(service.settings, service.clock())
+    delivery_id = authenticate(service.settings, service.clock())
+    wait = _wants_wait()
+    verdict = read(_load(schema, allow_empty))
+    return _answer(service, verdict, _decide(service, verdict, wait, delivery_id), wait)
 
 
 @bp.post("/cron")
 def cron() -> tuple[Response, int]:
-    delivery_id = _authenticated()
-    wait = _wants_wait()
-    return _answer(read_cron(_load(CronPingSchema(), allow_empty=True)), wait, delivery_id)
+    return _handle(CRON_PING, read_cron, allow_empty=True)
 
 
 @bp.post("/watchdog")
 def watchdog() -> tuple[Response, int]:
-    delivery_id = _authenticated()
-    wait = _wants_wait()
-    return _answer(read_watchdog(_load(WatchdogAlertSchema())), wait, delivery_id)
+    return _handle(WATCHDOG_ALERT, read_watchdog)
 
 
 @bp.post("/alertmanager")
 def alertmanager() -> tuple[Response, int]:
-    delivery_id = _authenticated()
-    wait = _wants_wait()
-    return _answer(read_alertmanager(_load(AlertmanagerWebhookSchema())), wait, delivery_id)
+    return _handle(ALERTMANAGER_WEBHOOK, read_alertmanager)

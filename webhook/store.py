@@ -9,6 +9,7 @@ case (a trigger inside the interval) without taking the write lock.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,29 +80,45 @@ class Claim:
 
 
 class Store:
+    """One SQLite connection per thread, kept open: opening one per call (connect, pragma,
+    reading the schema) cost more than the skip path's whole query."""
+
     def __init__(self, path: str | Path):
         self.path = str(path)
+        self._local = threading.local()
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
+            connection.row_factory = sqlite3.Row
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except sqlite3.Error as error:
             raise StoreUnavailable(f"cannot open {self.path}: {error}") from error
-        connection.row_factory = sqlite3.Row
+        return connection
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._open()
         try:
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             yield connection
         except sqlite3.DatabaseError as error:
             # locked, read-only, unreadable or not a database: unavailable, so callers retry;
             # a constraint or SQL error is a bug and stays one
             if type(error) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
                 raise
+            self.close()  # the next call starts from a fresh connection
             raise StoreUnavailable(str(error)) from error
-        finally:
-            connection.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

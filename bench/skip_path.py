@@ -1,0 +1,103 @@
+"""The skip path under load: a trigger inside the interval, the common case in an alert storm.
+
+wrk at 64 connections against POST /hooks/cron (authenticated, answered `skipped`)
+and against a bare Flask route under the same gunicorn config, alternating rounds,
+medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import TOKEN, gunicorn, median, stop
+
+from webhook.config import Settings
+from webhook.outcome import RunOutcome
+from webhook.store import Store
+
+LUA = f"""
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer {TOKEN}"
+"""
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", output, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    for name, text in percentiles.items():
+        number, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+        result[f"p{name}_ms"] = _ms(number, unit)
+    result["non_2xx"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+def prunehook_in_skip_state(folder: Path) -> dict[str, str]:
+    settings = Settings(ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN)
+    store = Store(folder / "state.sqlite3")
+    store.init_schema()
+    claim = store.claim(
+        settings.target, time.time(), settings.policy, trigger="bench",
+        command="docker builder prune -f --filter until=24h", lease_s=180,
+    )  # fmt: skip
+    done = RunOutcome(True, 0, "1GB", 10**9, None, None, 1.0, "", "")
+    store.finish(settings.target, claim.run_id, done, time.time())
+    return {
+        "PRUNEHOOK_SSH_HOST": "127.0.0.1",
+        "PRUNEHOOK_SSH_USER": "bench",
+        "PRUNEHOOK_SSH_KEY": "unused: the skip path never connects",
+        "PRUNEHOOK_TOKEN": TOKEN,
+        "PRUNEHOOK_DB_PATH": str(folder / "state.sqlite3"),
+        "PRUNEHOOK_INSTANCE_PATH": str(folder),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "post.lua"
+        script.write_text(LUA)
+        env = prunehook_in_skip_state(Path(folder))
+        servers = {
+            "bare Flask route": gunicorn("bare_app:app", {}),
+            "prunehook skip path": gunicorn("wsgi:app", env),
+        }
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        try:
+            for _ in range(args.rounds):
+                for name, (_, base) in servers.items():
+                    url = f"{base}/hooks/cron"
+                    results[name].append(wrk(url, args.seconds, args.connections, script))
+        finally:
+            for process, _ in servers.values():
+                stop(process)
+    baseline = median([r["rps"] for r in results["bare Flask route"]])
+    print("| server | req/s (median) | p50 ms | p99 ms | ratio to bare | non-2xx |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        rps = median([r["rps"] for r in runs])
+        p50 = median([r["p50_ms"] for r in runs])
+        p99 = median([r["p99_ms"] for r in runs])
+        bad = sum(r["non_2xx"] for r in runs)
+        print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / baseline:.2f}x | {bad:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
