@@ -61,6 +61,8 @@ def create_app(
     except StoreUnavailable as error:
         # keep serving: hooks answer 503 (senders retry) until the database is usable again
         log.error("state database %s unavailable at start: %s", settings.db_path, error)
+    finally:
+        store.close()  # never hand a connection across a fork (gunicorn --preload)
     pruner = Pruner(settings, store, run_command or SSHRunner(settings).run, clock=clock)
     app.extensions["prunehook"] = pruner
     app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_status(pruner))
