@@ -92,10 +92,14 @@ class Store:
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open {self.path}: {error}") from error
+        try:
             connection.row_factory = sqlite3.Row
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except sqlite3.Error as error:
-            raise StoreUnavailable(f"cannot open {self.path}: {error}") from error
+            connection.close()
+            raise StoreUnavailable(f"cannot use {self.path}: {error}") from error
         return connection
 
     def close(self) -> None:
