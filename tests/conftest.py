@@ -155,18 +155,24 @@ def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
 
 
 @pytest.fixture
-def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def service_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """The variables that point prunehook at a test build host, with the test token and
+    a state file of the test's own; `variables` add or override."""
+
+    def make(host: SSHServer, **variables: str) -> dict[str, str]:
+        own = {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}
+        return host.env() | own | variables
+
+    return make
+
+
+@pytest.fixture
+def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, service_env):
     """Configure through the environment, the way an operator does (and no stray .env)."""
     monkeypatch.chdir(tmp_path)
 
     def configure(host: SSHServer, **variables: str) -> None:
-        values = {
-            **host.env(),
-            "PRUNEHOOK_TOKEN": TOKEN,
-            "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
-            **variables,
-        }
-        for name, value in values.items():
+        for name, value in service_env(host, **variables).items():
             monkeypatch.setenv(name, value)
 
     return configure

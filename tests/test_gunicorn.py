@@ -16,11 +16,8 @@ from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 pytestmark = [pytest.mark.sshd, pytest.mark.dockerd]
 
 
-def test_an_alert_storm_across_workers_starts_exactly_one_prune(serve, build_host, tmp_path):
-    served = serve(
-        build_host.env()
-        | {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}
-    )
+def test_an_alert_storm_across_workers_starts_exactly_one_prune(serve, service_env, build_host):
+    served = serve(service_env(build_host))
     ran_before = len(build_host.commands_run())
     storm = [
         ("/hooks/cron", None),
@@ -59,12 +56,8 @@ def test_first_start_without_a_token_keeps_the_hooks_closed(serve, tmp_path):
     assert token not in log
 
 
-def test_logs_are_json_lines_with_the_request_id_and_no_secret(serve, build_host, tmp_path):
-    served = serve(
-        build_host.env()
-        | {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")},
-        workers=2,
-    )
+def test_logs_are_json_lines_with_the_request_id_and_no_secret(serve, service_env, build_host):
+    served = serve(service_env(build_host), workers=2)
     call = urllib.request.Request(
         served.base + "/hooks/cron?wait=1",
         data=b"",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import AUTH, TOKEN
+from tests.conftest import AUTH
 from tests.hosts import wait_for
 from webhook import create_app
 from webhook.store import Store
@@ -41,19 +41,11 @@ def test_command_hanging_past_the_timeout_is_recorded_as_timeout(
     assert shown["in_flight"] is None
 
 
-def _env(host, tmp_path, **variables: str) -> dict[str, str]:
-    return (
-        host.env()
-        | {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}
-        | variables
-    )
-
-
 def test_worker_killed_mid_prune_holds_the_lease_then_the_target_is_claimed_again(
-    serve, quick_host, docker_engine, tmp_path
+    serve, service_env, quick_host, docker_engine
 ):
     served = serve(
-        _env(quick_host, tmp_path, PRUNEHOOK_TIMEOUT_S="3", PRUNEHOOK_LEASE_GRACE_S="2"),
+        service_env(quick_host, PRUNEHOOK_TIMEOUT_S="3", PRUNEHOOK_LEASE_GRACE_S="2"),
         workers=2,
     )
     with docker_engine.paused():
@@ -75,16 +67,17 @@ def test_worker_killed_mid_prune_holds_the_lease_then_the_target_is_claimed_agai
 
 
 def test_graceful_stop_lets_the_running_prune_finish_and_record(
-    serve, quick_host, docker_engine, tmp_path
+    serve, service_env, quick_host, docker_engine
 ):
-    served = serve(_env(quick_host, tmp_path, PRUNEHOOK_TIMEOUT_S="30"), workers=2)
+    env = service_env(quick_host, PRUNEHOOK_TIMEOUT_S="30")
+    served = serve(env, workers=2)
     with docker_engine.paused(seconds=3):
         assert served.call("/hooks/cron")[1]["decision"] == "started"
         served.process.send_signal(signal.SIGTERM)
         served.process.wait(60)
 
     assert served.process.returncode == 0
-    run = Store(tmp_path / "state.sqlite3").recent_runs("root@127.0.0.1:" + str(quick_host.port))
+    run = Store(env["PRUNEHOOK_DB_PATH"]).recent_runs(f"root@127.0.0.1:{quick_host.port}")
     assert [(each["result"], each["error_kind"]) for each in run] == [("ok", None)]
     assert wait_for(lambda: quick_host.commands_run(), 5, "the guard log")
 
