@@ -23,6 +23,8 @@ class Execution:
     duration_s: float
     error_kind: str | None = None
     error: str | None = None
+    # False when the host was never reached or never accepted the key
+    logged_in: bool = True
 
 
 @dataclass(frozen=True)

@@ -176,13 +176,16 @@ class SSHRunner:
         started = self.clock()
         stdout, stderr = Tail(), Tail()
 
-        def done(rc: int | None, kind: str | None = None, error: str | None = None) -> Execution:
-            return Execution(rc, stdout.text(), stderr.text(), self.clock() - started, kind, error)
+        def done(
+            rc: int | None, kind: str | None = None, error: str | None = None, logged_in=True
+        ) -> Execution:
+            elapsed = self.clock() - started
+            return Execution(rc, stdout.text(), stderr.text(), elapsed, kind, error, logged_in)
 
         try:
             client = _connect(self.settings)
         except SSHFailure as failure:
-            return done(None, failure.kind, str(failure))
+            return done(None, failure.kind, str(failure), logged_in=False)
         try:
             transport = client.get_transport()
             assert transport is not None
