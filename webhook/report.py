@@ -114,7 +114,7 @@ def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 1
                 "y": round(height - bar_height, 1),
                 "width": round(slot * 0.7, 1),
                 "height": bar_height,
-                "label": run.get("reclaimed") or ("failed" if run.get("result") != "ok" else "0B"),
+                "label": run.get("reclaimed") or ("0B" if ok else "failed"),
                 "ok": ok,
                 "id": run.get("id"),
             }
