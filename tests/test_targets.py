@@ -1,0 +1,127 @@
+"""The fleet's pure core: the targets file and how an alert's host finds its targets."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from webhook.core.targets import (
+    Fleet,
+    PrunePolicy,
+    SSHEndpoint,
+    TargetsFileError,
+    name_for_host,
+    normalize_host,
+    parse_targets,
+)
+
+BASE = SSHEndpoint("unused", user="operator", key_file="/etc/prunehook/key")
+
+THREE_HOSTS = """
+[defaults]
+user = "ci"
+until = "7d"
+interval_s = 3600
+
+[targets.build-1]
+host = "build-1.example"
+aliases = ["10.0.0.5", "Build-1.internal"]
+
+[targets.build-2]
+host = "build-2.example"
+port = 2222
+all = true
+
+[targets.build-3]
+host = "10.0.0.7"
+user = "docker"
+"""
+
+
+def fleet(text: str) -> Fleet:
+    return Fleet(parse_targets(tomllib.loads(text), "targets.toml", BASE, PrunePolicy()))
+
+
+def problems(text: str) -> str:
+    with pytest.raises(TargetsFileError) as raised:
+        fleet(text)
+    assert str(raised.value).startswith("targets.toml: ")
+    return str(raised.value)
+
+
+def test_each_target_takes_its_own_keys_then_the_defaults_then_the_environment():
+    one, two, three = fleet(THREE_HOSTS)
+    assert (one.name, one.ssh.address, one.ssh.port, one.ssh.user) == (
+        "build-1",
+        "build-1.example",
+        22,
+        "ci",
+    )
+    assert one.ssh.key_file == "/etc/prunehook/key"
+    assert one.policy.until == "168h"  # days become hours, as Docker needs
+    assert one.policy.interval_s == 3600
+    assert (two.ssh.port, two.policy.prune_all) == (2222, True)
+    assert (three.ssh.user, three.policy.prune_all) == ("docker", False)
+
+
+@pytest.mark.parametrize(
+    ("host_value", "expected"),
+    [
+        ("build-1", ["build-1"]),
+        ("BUILD-1.example", ["build-1"]),
+        ("build-1.example:9100", ["build-1"]),
+        ("10.0.0.5:9100", ["build-1"]),
+        ("build-1.INTERNAL", ["build-1"]),
+        ("10.0.0.7", ["build-3"]),
+        ("build-4.example", []),
+        ("", []),
+    ],
+)
+def test_an_alert_concerns_the_targets_named_by_name_host_or_alias(host_value, expected):
+    assert [target.name for target in fleet(THREE_HOSTS).concerning(host_value)] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [("Build-1:22", "build-1"), ("[::1]:22", "::1"), ("::1", "::1"), (" HOST ", "host")],
+)
+def test_host_values_are_compared_lowercased_without_their_port(raw, normalized):
+    assert normalize_host(raw) == normalized
+
+
+def test_the_environment_target_is_named_after_its_host():
+    assert name_for_host("Build-1.Example") == "build-1.example"
+    assert name_for_host("::1") == "1"
+    assert name_for_host("@@") == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[targets.Build]\nhost = "x"', "targets.Build: a target name must match"),
+        ('[targets.a]\nhost = "x"\nport = "22"', "targets.a.port: Not a valid integer"),
+        ('[targets.a]\nhost = "x"\nport = 70000', "targets.a.port:"),
+        ("[targets.a]\nport = 22", "targets.a.host: Missing data"),
+        ('[targets.a]\nhost = "x"\nuntil = "garbage"', "targets.a.until: 'garbage' is not"),
+        ('[targets.a]\nhost = "x"\nhots = "typo"', "targets.a.hots: Unknown field"),
+        ('[targets.a]\nhost = "x"\ninterval_s = 0', "targets.a.interval_s:"),
+        ('[defaults]\nuser = 3\n[targets.a]\nhost = "x"', "defaults.user: Not a valid string"),
+        ('[target.a]\nhost = "x"', "target: unknown table"),
+        ("[defaults]\nuser = 'ci'", "targets: no [targets.NAME] table"),
+        (
+            '[targets.a]\nhost = "x"\naliases = ["b"]\n[targets.b]\nhost = "y"',
+            "targets.b: 'b' is also a name or alias of targets.a",
+        ),
+    ],
+)
+def test_a_bad_targets_file_names_the_target_and_the_key(text, named):
+    assert named in problems(text)
+
+
+def test_every_problem_of_a_file_is_reported_at_once():
+    text = '[targets.a]\nhost = "x"\nport = "22"\n[targets.b]\nuntil = "1x"'
+    message = problems(text)
+    assert "targets.a.port" in message
+    assert "targets.b.host" in message
+    assert "targets.b.until" in message

@@ -1,0 +1,1 @@
+"""The pure core: the fleet, decisions and payload readers, with no I/O imports."""

@@ -1,0 +1,266 @@
+"""The fleet: each build host is a `Target`, with its SSH endpoint and its prune policy.
+
+Pure: no I/O. A targets file is parsed from the dict `tomllib` made of it
+(`parse_targets`); the single target of the `PRUNEHOOK_SSH_*` variables is
+built by the configuration. How an alert's host value finds its targets
+(`Fleet.concerning`) lives here too, so that a name from a payload can only
+ever select a configured target, never be connected to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow.validate import Length, Range, Regexp
+
+from ..duration import DurationError, normalize_until
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+_NAME = re.compile(NAME_PATTERN)
+NAME_MAX = 63
+DEFAULT_UNTIL = "24h"
+DEFAULT_INTERVAL_S = 21600
+DEFAULT_RETRY_AFTER_S = 600
+DEFAULT_TIMEOUT_S = 120
+DEFAULT_LEASE_GRACE_S = 60
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    """Where and as whom prunehook logs in; the host key must be in `known_hosts`."""
+
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_file: str = ""
+    key: str = field(default="", repr=False)
+    known_hosts: str = DEFAULT_KNOWN_HOSTS
+    connect_timeout_s: float = 10.0
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    """What is pruned on a target and how often."""
+
+    until: str = DEFAULT_UNTIL
+    prune_all: bool = False
+    interval_s: float = DEFAULT_INTERVAL_S
+    retry_after_s: float = DEFAULT_RETRY_AFTER_S
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    lease_grace_s: float = DEFAULT_LEASE_GRACE_S
+
+    @property
+    def lease_s(self) -> float:
+        """How long an in-flight run holds its target before it is given up as lost."""
+        return self.timeout_s + self.lease_grace_s
+
+
+@dataclass(frozen=True)
+class Target:
+    """One build host. `name` is stable: state is keyed by it, not by the SSH endpoint."""
+
+    name: str
+    ssh: SSHEndpoint
+    policy: PrunePolicy = PrunePolicy()
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def known_as(self) -> frozenset[str]:
+        """Every host value an alert may use for this target, normalized."""
+        return frozenset(normalize_host(n) for n in (self.name, self.ssh.address, *self.aliases))
+
+
+def normalize_host(value: str) -> str:
+    """`Build-1.Example:9100` -> `build-1.example`; `[::1]:22` -> `::1`; `::1` stays."""
+    text = value.strip().lower()
+    if text.startswith("["):
+        inside, bracket, _ = text[1:].partition("]")
+        return inside if bracket else text
+    host, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and port.isascii() and ":" not in host:
+        return host
+    return text
+
+
+def name_for_host(host: str) -> str:
+    """A target name for the single target of `PRUNEHOOK_SSH_HOST`: its host, made a name."""
+    text = re.sub(r"[^a-z0-9._-]+", "-", host.strip().lower()).strip("-._")[:NAME_MAX]
+    return text or "default"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Every configured target, in the order configured."""
+
+    targets: tuple[Target, ...] = ()
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[Target]] = {}
+        for target in self.targets:
+            for known in target.known_as:
+                index.setdefault(known, []).append(target)
+        object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "_by_name", {t.name: t for t in self.targets})
+
+    def __iter__(self):
+        return iter(self.targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(target.name for target in self.targets)
+
+    def get(self, name: str) -> Target | None:
+        return self._by_name.get(name)  # type: ignore[attr-defined]
+
+    def concerning(self, host_value: str) -> tuple[Target, ...]:
+        """The targets whose name, host or alias is `host_value` (case and :port aside)."""
+        return self._index.get(normalize_host(host_value), ())  # type: ignore[attr-defined]
+
+
+class TargetsFileError(ValueError):
+    """A targets file that cannot be used; `problems` name the file, the target and the key."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _go_duration(value: str) -> None:
+    try:
+        normalize_until(value)
+    except DurationError as error:
+        raise ValidationError(str(error)) from error
+
+
+class _PolicyFields(Schema):
+    """Keys a target may set, and `[defaults]` for all of them."""
+
+    class Meta:
+        unknown = RAISE
+
+    user = fields.String(validate=Length(min=1, max=64))
+    port = fields.Integer(strict=True, validate=Range(min=1, max=65535))
+    key_file = fields.String(validate=Length(min=1, max=4096))
+    known_hosts = fields.String(validate=Length(min=1, max=4096))
+    until = fields.String(validate=[Length(min=1, max=64), _go_duration])
+    all = fields.Boolean()
+    interval_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=10 * 365 * 86400))
+    retry_after_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=365 * 86400))
+    timeout_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=86400))
+
+
+class _TargetFields(_PolicyFields):
+    host = fields.String(required=True, validate=Length(min=1, max=253))
+    aliases = fields.List(fields.String(validate=Length(min=1, max=253)), load_default=list)
+
+
+_NAME_RULE = Regexp(_NAME, error=f"a target name must match {NAME_PATTERN}")
+
+
+def _messages(prefix: str, errors: Mapping[str, Any]) -> Iterable[str]:
+    for key, messages in sorted(errors.items()):
+        if isinstance(messages, Mapping):
+            yield from _messages(f"{prefix}.{key}", messages)
+        else:
+            listed = messages if isinstance(messages, list) else [messages]
+            yield f"{prefix}.{key}: {'; '.join(str(m) for m in listed)}"
+
+
+def parse_targets(
+    document: Mapping[str, Any], source: str, base: SSHEndpoint, base_policy: PrunePolicy
+) -> tuple[Target, ...]:
+    """Targets from a parsed targets file; `base` and `base_policy` fill what it leaves out.
+
+    Raises TargetsFileError naming every problem (`targets.NAME.KEY: why`) at once.
+    """
+    problems: list[str] = []
+    unknown = sorted(set(document) - {"defaults", "targets"})
+    expected = "expected [defaults] and [targets.NAME]"
+    problems += [f"{key}: unknown table ({expected})" for key in unknown]
+    defaults: dict[str, Any] = {}
+    raw_defaults = document.get("defaults", {})
+    if not isinstance(raw_defaults, Mapping):
+        problems.append("defaults: must be a table")
+    else:
+        try:
+            defaults = _PolicyFields().load(raw_defaults)
+        except ValidationError as error:
+            problems += _messages("defaults", error.normalized_messages())
+    tables = document.get("targets", {})
+    if not isinstance(tables, Mapping) or not tables:
+        problems.append("targets: no [targets.NAME] table: name at least one build host")
+        tables = {}
+    targets: list[Target] = []
+    for name, table in tables.items():
+        where = f"targets.{name}"
+        try:
+            _NAME_RULE(name)
+            if len(name) > NAME_MAX:
+                raise ValidationError(f"longer than {NAME_MAX} characters")
+        except ValidationError as error:
+            problems.append(f"{where}: {'; '.join(error.messages)}")  # type: ignore[arg-type]
+            continue
+        if not isinstance(table, Mapping):
+            problems.append(f"{where}: must be a table")
+            continue
+        try:
+            values = {**defaults, **_TargetFields().load(table)}
+        except ValidationError as error:
+            problems += _messages(where, error.normalized_messages())
+            continue
+        targets.append(_target(name, values, base, base_policy))
+    problems += _shared_names(targets)
+    if problems:
+        raise TargetsFileError(source, problems)
+    return tuple(targets)
+
+
+def _target(
+    name: str, values: Mapping[str, Any], base: SSHEndpoint, base_policy: PrunePolicy
+) -> Target:
+    ssh = SSHEndpoint(
+        address=values["host"].strip(),
+        port=values.get("port", base.port),
+        user=values.get("user", base.user),
+        key_file=values.get("key_file", base.key_file),
+        key="" if "key_file" in values else base.key,
+        known_hosts=values.get("known_hosts", base.known_hosts),
+        connect_timeout_s=base.connect_timeout_s,
+    )
+    policy = PrunePolicy(
+        until=normalize_until(values["until"]) if "until" in values else base_policy.until,
+        prune_all=values.get("all", base_policy.prune_all),
+        interval_s=values.get("interval_s", base_policy.interval_s),
+        retry_after_s=values.get("retry_after_s", base_policy.retry_after_s),
+        timeout_s=values.get("timeout_s", base_policy.timeout_s),
+        lease_grace_s=base_policy.lease_grace_s,
+    )
+    aliases = tuple(alias.strip() for alias in values.get("aliases", ()))
+    return Target(name=name, ssh=ssh, policy=policy, aliases=aliases)
+
+
+def _shared_names(targets: list[Target]) -> list[str]:
+    """An alias that is another target's name or alias would let one alert prune both."""
+    problems, owner = [], {}
+    for target in targets:
+        own = {normalize_host(target.name), *(normalize_host(a) for a in target.aliases)}
+        for known in sorted(own):
+            if known in owner and owner[known] != target.name:
+                problems.append(
+                    f"targets.{target.name}: {known!r} is also a name or alias of "
+                    f"targets.{owner[known]}"
+                )
+            owner.setdefault(known, target.name)
+    return problems
