@@ -1,0 +1,61 @@
+"""Reading payloads into verdicts: which hosts an alert names, per alert."""
+
+from __future__ import annotations
+
+from webhook.core.verdicts import Source, read_alertmanager, read_cron, read_watchdog
+
+
+def alert(status: str = "firing", **labels: str) -> dict:
+    return {"status": status, "labels": {"alertname": "DiskFull", **labels}, "annotations": {}}
+
+
+def group(*alerts: dict, status: str = "firing") -> dict:
+    return {"status": status, "receiver": "prunehook", "alerts": list(alerts)}
+
+
+def test_each_firing_alert_names_its_own_host_not_the_common_labels():
+    payload = group(alert(host="build-1"), alert(instance="build-2:9100"), alert(host="build-1"))
+    payload["commonLabels"] = {"host": "build-9"}
+    verdict = read_alertmanager(payload)
+    assert verdict.wants_prune
+    assert verdict.hosts == ("build-1", "build-2:9100")
+    assert verdict.source == Source.ALERTMANAGER
+
+
+def test_host_labels_are_read_in_the_configured_order():
+    both = alert(host="by-host", nodename="by-nodename")
+    assert read_alertmanager(group(both)).hosts == ("by-host",)
+    assert read_alertmanager(group(both), ("nodename", "host")).hosts == ("by-nodename",)
+
+
+def test_a_firing_alert_without_a_host_label_is_counted_as_unrouted():
+    verdict = read_alertmanager(group(alert(job="node"), alert(host="build-1")))
+    assert (verdict.hosts, verdict.unrouted) == (("build-1",), 1)
+
+
+def test_resolved_alerts_name_no_host_and_ask_for_nothing():
+    verdict = read_alertmanager(group(alert("resolved", host="build-1"), status="resolved"))
+    assert not verdict.wants_prune
+    assert verdict.hosts == ()
+    mixed = read_alertmanager(group(alert("resolved", host="build-1"), alert(host="build-2")))
+    assert mixed.hosts == ("build-2",)
+
+
+def test_a_watchdog_alert_names_its_host_and_its_mount_in_the_trigger():
+    firing = {"host": "Build-1:22", "mount": "/", "used_percent": 97.5, "status": "firing"}
+    verdict = read_watchdog(firing)
+    assert (verdict.wants_prune, verdict.hosts) == (True, ("Build-1:22",))
+    assert verdict.trigger == "watchdog:Build-1:22:/"
+    assert not read_watchdog(firing | {"status": "resolved"}).wants_prune
+
+
+def test_a_cron_ping_concerns_every_target_unless_names_are_given():
+    assert read_cron({}).names is None
+    assert read_cron({}, ["b", "a", "b"]).names == ("b", "a")
+    assert read_cron({"source": "nightly"}).trigger == "cron:nightly"
+    assert read_cron({}).trigger == "cron"
+
+
+def test_a_long_reason_is_bounded():
+    many = group(*(alert(host=f"h{i}", alertname=f"Alert{i:04d}") for i in range(500)))
+    assert len(read_alertmanager(many).reason) <= 300

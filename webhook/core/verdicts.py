@@ -1,0 +1,106 @@
+"""Pure readings of each caller's payload: does it ask for a prune, for which hosts, and why.
+
+A payload never chooses what runs: it names hosts, and the service looks them
+up among the configured targets. Alertmanager groups may carry alerts for
+several hosts, so each firing alert's own labels are read, never
+`commonLabels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_HOST_LABELS = ("host", "nodename", "instance")
+REASON_MAX = 300
+
+
+class Source(StrEnum):
+    """Who asked: a metrics label, so a closed set."""
+
+    CRON = "cron"
+    WATCHDOG = "watchdog"
+    ALERTMANAGER = "alertmanager"
+    CLI = "cli"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a trigger asks for.
+
+    `hosts` are the host values the payload names (None: it names none, so it
+    concerns every target, as a cron sweep does); `names` are target names an
+    operator chose (`?target=`, `--target`). `unrouted` counts firing alerts
+    that carry none of the host labels.
+    """
+
+    source: Source
+    wants_prune: bool
+    reason: str
+    detail: str = ""
+    hosts: tuple[str, ...] | None = None
+    names: tuple[str, ...] | None = None
+    unrouted: int = 0
+
+    @property
+    def trigger(self) -> str:
+        """How the run's history names its trigger: `watchdog:build-1:/`."""
+        return f"{self.source}:{self.detail}" if self.detail else str(self.source)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
+
+
+def read_cron(ping: Mapping[str, Any], names: Sequence[str] = ()) -> Verdict:
+    detail = ping.get("source") or ""
+    return Verdict(
+        Source.CRON,
+        True,
+        "cron ping",
+        detail="" if detail == "cron" else detail,
+        names=tuple(dict.fromkeys(names)) or None,
+    )
+
+
+def read_watchdog(alert: Mapping[str, Any]) -> Verdict:
+    where = f"{alert['host']}:{alert['mount']}"
+    hosts = (alert["host"],)
+    if alert["status"] == "resolved":
+        reason = f"resolved alert for {where}: nothing to prune"
+        return Verdict(Source.WATCHDOG, False, _bounded(reason), where, hosts)
+    reason = f"{where} at {alert['used_percent']:g}% used"
+    return Verdict(Source.WATCHDOG, True, _bounded(reason), where, hosts)
+
+
+def alert_host(labels: Mapping[str, str], host_labels: Sequence[str]) -> str | None:
+    """The first of `host_labels` that the alert carries, non-empty."""
+    for label in host_labels:
+        value = labels.get(label)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def read_alertmanager(
+    payload: Mapping[str, Any], host_labels: Sequence[str] = DEFAULT_HOST_LABELS
+) -> Verdict:
+    firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
+    receiver = payload["receiver"]
+    if payload["status"] == "resolved" or not firing:
+        reason = "resolved notification: nothing to prune"
+        return Verdict(Source.ALERTMANAGER, False, reason, receiver, hosts=())
+    found = [alert_host(alert["labels"], host_labels) for alert in firing]
+    hosts = tuple(dict.fromkeys(host for host in found if host is not None))
+    names = sorted({alert["labels"].get("alertname", "?") for alert in firing})
+    reason = _bounded(f"{len(firing)} firing: {', '.join(names)}")
+    return Verdict(
+        Source.ALERTMANAGER,
+        True,
+        reason,
+        receiver,
+        hosts=hosts,
+        unrouted=sum(host is None for host in found),
+    )
