@@ -201,10 +201,20 @@ class SSHServer:
     asked to run, so tests can assert what really ran on the host.
     """
 
-    def __init__(self, root: Path, docker_host: str, guard_timeout: int = 60):
+    # the tests prune cache a second old, some with -a; guard_options=() keeps the guard's defaults
+    GUARD_OPTIONS = ("--min-until", "1s", "--allow-all")
+
+    def __init__(
+        self,
+        root: Path,
+        docker_host: str,
+        guard_timeout: int = 60,
+        guard_options: tuple[str, ...] = GUARD_OPTIONS,
+    ):
         self.root = root
         self.docker_host = docker_host
         self.guard_timeout = guard_timeout
+        self.guard_options = guard_options
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -267,7 +277,10 @@ class SSHServer:
     def authorize(self, guarded: bool) -> None:
         """Pin the client key to the guard (the recommended setup), or leave it unrestricted."""
         public = Path(f"{self.client_key}.pub").read_text().strip()
-        guard = f"bash {GUARD} --timeout {self.guard_timeout} --log {self.guard_log}"
+        docker = find_binary(*BUILD_CLIENT_CANDIDATES)
+        options = " ".join(self.guard_options)
+        guard = f"bash {GUARD} --timeout {self.guard_timeout} --log {self.guard_log} {options}"
+        guard += f" --docker {docker}"
         prefix = f'restrict,command="{guard}" ' if guarded else ""
         self.authorized_keys.write_text(prefix + public + "\n")
 

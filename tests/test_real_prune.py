@@ -113,13 +113,42 @@ def test_guard_denies_anything_but_the_prune(build_host):
         timeout=10,
     )
     try:
-        for hostile in ("rm -rf /", "docker builder prune -f --filter until=24h; rm -rf /"):
+        for hostile in (
+            "rm -rf /",
+            "docker builder prune -f --filter until=24h; rm -rf /",
+            "rm -rf /\nallowed docker builder prune -f --filter until=24h",
+        ):
             _, stdout, stderr = client.exec_command(hostile, timeout=10)
             assert stdout.channel.recv_exit_status() == 126
             assert "denied" in stderr.read().decode()
     finally:
         client.close()
-    assert build_host.commands_run()[-2:] == [
+    assert build_host.commands_run()[-3:] == [
         "denied rm -rf /",
         "denied docker builder prune -f --filter until=24h; rm -rf /",
+        "denied rm -rf /\\x0aallowed docker builder prune -f --filter until=24h",
     ]
+
+
+def test_guard_with_its_defaults_keeps_a_stolen_key_from_wiping_all_cache(
+    make_sshd, docker_engine, env_for, aged_cache, tmp_path
+):
+    host = make_sshd(docker_host=docker_engine.host, guard_options=())
+    env_for(host, PRUNEHOOK_UNTIL="1s", PRUNEHOOK_ALL="true")
+    client = create_app(instance_path=str(tmp_path / "instance")).test_client()
+
+    run = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]
+
+    assert (run["result"], run["rc"]) == ("failed", 126)
+    assert "prunehook-guard --allow-all" in run["error"]
+    assert docker_engine.build_cache_bytes() == aged_cache
+    assert host.commands_run() == ["denied docker builder prune -f -a --filter until=1s"]
+
+    env_for(
+        host, PRUNEHOOK_UNTIL="1s", PRUNEHOOK_ALL="false", PRUNEHOOK_DB_PATH=str(tmp_path / "b")
+    )
+    client = create_app(instance_path=str(tmp_path / "again")).test_client()
+    run = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]
+
+    assert "prunehook-guard --min-until 1h" in run["error"]
+    assert docker_engine.build_cache_bytes() == aged_cache

@@ -1,0 +1,226 @@
+"""contrib/prunehook-guard, run as sshd runs a forced command: SSH_ORIGINAL_COMMAND in the
+environment, options from authorized_keys. A stand-in docker prints the argv it got and
+the name of its parent, so a test sees exactly what would have run on the host, and under
+what. The real sshd path is in tests/test_real_prune.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import GUARD
+
+DENIED = 126
+USAGE_ERROR = 64
+PRUNE = "docker builder prune -f --filter until=24h"
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path) -> Path:
+    """A docker that only says what it was asked and who started it."""
+    path = tmp_path / "bin" / "docker"
+    path.parent.mkdir()
+    path.write_text(
+        '#!/bin/sh\nprintf "parent=%s\\n" "$(cat /proc/$PPID/comm)"\nprintf "[%s]" "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def guard(tmp_path: Path, fake_docker: Path):
+    log = tmp_path / "guard.log"
+
+    def run(command: str, *options: str, path: str | None = None):
+        env = {"SSH_ORIGINAL_COMMAND": command, "PATH": path or os.environ["PATH"]}
+        argv = ["bash", str(GUARD), "--docker", str(fake_docker), "--log", str(log), *options]
+        result = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+        logged = log.read_bytes().decode("ascii").splitlines() if log.exists() else []
+        return result.returncode, result.stdout.decode(), result.stderr.decode(), logged
+
+    return run
+
+
+def ran(stdout: str) -> list[str]:
+    """The argv the stand-in docker got."""
+    line = stdout.splitlines()[-1]
+    return line[1:-1].split("][")
+
+
+@pytest.mark.parametrize(
+    ("until", "options"),
+    [
+        ("24h", ()),
+        ("1h", ()),
+        ("1h0m0s", ()),
+        ("90m", ()),
+        ("3600s", ()),
+        ("3600000ms", ()),
+        ("1.5h", ()),
+        ("59m60s", ()),
+        ("0.5h30m", ()),
+        ("2562047h", ()),
+        ("1s", ("--min-until", "1s")),
+        ("0s", ("--min-until", "0s")),
+        ("1500ms", ("--min-until", "1.5s")),
+        ("100us", ("--min-until", "100000ns")),
+    ],
+)
+def test_guard_runs_the_prune_rebuilt_from_its_values(guard, until, options):
+    command = f"docker builder prune -f --filter until={until}"
+    rc, stdout, stderr, logged = guard(command, *options)
+    assert rc == 0, stderr
+    assert ran(stdout) == ["builder", "prune", "-f", "--filter", f"until={until}"]
+    assert logged == [f"allowed {command}"]
+
+
+def test_guard_runs_the_prune_under_its_time_limit(guard):
+    rc, stdout, _, _ = guard(PRUNE)
+    assert rc == 0
+    assert stdout.splitlines()[0] == "parent=timeout"
+
+
+def test_guard_runs_docker_and_timeout_by_path_never_from_the_callers_path(guard, tmp_path):
+    impostors = tmp_path / "impostors"
+    impostors.mkdir()
+    for name in ("docker", "timeout"):
+        (impostors / name).write_text(f"#!/bin/sh\necho impostor {name}\n")
+        (impostors / name).chmod(0o755)
+    rc, stdout, _, _ = guard(PRUNE, path=f"{impostors}:{os.environ['PATH']}")
+    assert rc == 0
+    assert "impostor" not in stdout
+    assert ran(stdout) == ["builder", "prune", "-f", "--filter", "until=24h"]
+
+
+def test_guard_allows_all_cache_only_with_allow_all(guard):
+    command = "docker builder prune -f -a --filter until=24h"
+    rc, stdout, stderr, logged = guard(command)
+    assert (rc, stdout) == (DENIED, "")
+    assert "--allow-all" in stderr
+    assert logged == [f"denied {command}"]
+
+    rc, stdout, _, logged = guard(command, "--allow-all")
+    assert rc == 0
+    assert ran(stdout) == ["builder", "prune", "-f", "-a", "--filter", "until=24h"]
+    assert logged[-1] == f"allowed {command}"
+
+
+@pytest.mark.parametrize(
+    ("until", "options"),
+    [
+        ("0s", ()),
+        ("59m", ()),
+        ("59m59.999999999s", ()),
+        ("0.9999h", ()),
+        (".5h", ()),
+        ("3599999ms", ()),
+        ("1h", ("--min-until", "1h0.5s")),
+        ("999ms", ("--min-until", "1s")),
+        ("0s", ("--min-until", "1ns")),
+    ],
+)
+def test_guard_denies_an_until_under_the_minimum(guard, until, options):
+    command = f"docker builder prune -f -a --filter until={until}"
+    rc, stdout, stderr, logged = guard(command, "--allow-all", *options)
+    assert (rc, stdout) == (DENIED, "")
+    assert "--min-until" in stderr
+    assert logged == [f"denied {command}"]
+
+
+# 5124096h wraps a 64-bit count of nanoseconds round to about 25 minutes
+@pytest.mark.parametrize(
+    "until", ["2562048h", "5124096h", "9223372036854775808ns", "99999999999999999999h"]
+)
+def test_guard_denies_an_until_longer_than_docker_accepts(guard, until):
+    command = f"docker builder prune -f --filter until={until}"
+    rc, stdout, stderr, _ = guard(command, "--min-until", "1s")
+    assert (rc, stdout) == (DENIED, "")
+    assert "longer than Docker accepts" in stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "",
+        "rm -rf /",
+        "docker version",
+        "docker builder prune -f",
+        "docker builder prune --filter until=24h",
+        "docker builder prune -f --filter until=24d",
+        "docker builder prune -f --filter until=-24h",
+        "docker builder prune -f --filter until=2006-01-02T15:04:05",
+        "docker system prune -f -a --volumes",
+        f" {PRUNE}",
+        f"{PRUNE} ",
+        f"{PRUNE}; rm -rf /",
+        f"{PRUNE} | sh",
+        f"{PRUNE} && rm -rf /",
+        f"{PRUNE} $(rm -rf /)",
+        f"{PRUNE}$(rm -rf /)",
+        f"{PRUNE}`rm -rf /`",
+        f"{PRUNE}\nrm -rf /",
+        f"{PRUNE}\r",
+        f"{PRUNE} --filter until=1s",
+        f"{PRUNE} --filter label=keep=false",
+        f"{PRUNE} -a",
+    ],
+)
+def test_guard_denies_anything_else_and_runs_nothing(guard, command):
+    rc, stdout, stderr, logged = guard(command, "--allow-all", "--min-until", "0s")
+    assert (rc, stdout) == (DENIED, "")
+    assert stderr.startswith("prunehook-guard: denied: this key may only run")
+    assert len(logged) == 1
+    assert logged[0].startswith("denied ")
+
+
+def test_guard_refuses_an_overlong_command_before_reading_it(guard):
+    # matches the pattern but for its length: the length is checked before anything else
+    padded = f"docker builder prune -f --filter until={'0' * 300}24h"
+    rc, stdout, stderr, logged = guard(padded)
+    assert (rc, stdout) == (DENIED, "")
+    assert "over 256 bytes" in stderr
+    assert logged == [f"denied {padded[:256]} [... {len(padded) - 256} more bytes]"]
+
+    huge = f"docker builder prune -f --filter until={'1h' * 60_000}"
+    rc, stdout, stderr, logged = guard(huge)
+    assert (rc, stdout) == (DENIED, "")
+    assert "over 256 bytes" in stderr
+    assert len(logged[-1]) < 400
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", "\r", "\x1b[1A\x1b[2K", "\x85", "\u2028"])
+def test_a_command_cannot_forge_an_allowed_line_in_the_log(guard, separator):
+    forged = f"rm -rf /{separator}allowed {PRUNE}"
+    rc, _, _, logged = guard(forged)
+    assert rc == DENIED
+    assert len(logged) == 1
+    assert logged[0].startswith("denied rm -rf /\\x")
+    assert logged[0].endswith(f"allowed {PRUNE}")
+
+
+def test_the_log_escapes_backslashes_so_an_escape_cannot_be_faked(guard):
+    rc, _, _, logged = guard("rm -rf /\\x0aallowed")
+    assert rc == DENIED
+    assert logged == ["denied rm -rf /\\\\x0aallowed"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--min-until", "1d"),
+        ("--min-until", "soon"),
+        ("--min-until", "-1h"),
+        ("--timeout", "5m"),
+        ("--docker", "docker"),
+        ("--docker", "/nonexistent/docker"),
+        ("--allow-everything",),
+    ],
+)
+def test_guard_with_a_bad_option_refuses_every_command(guard, options):
+    rc, stdout, stderr, logged = guard(PRUNE, *options)
+    assert (rc, stdout) == (USAGE_ERROR, "")
+    assert stderr.startswith("prunehook-guard: ")
+    assert logged == []
