@@ -65,6 +65,17 @@ def test_check_without_a_target_says_what_to_set(env_for, monkeypatch, tmp_path)
     assert "PASS  token        generated" in result.output
 
 
+def test_check_shows_each_configuration_fallback_as_a_warning(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_UNTIL", "garbage")
+    result = cli(tmp_path).invoke(args=["check"])
+    assert "PASS  config       valid, 1 warning(s)" in result.output
+    assert "PASS  config       warning: PRUNEHOOK_UNTIL: 'garbage' is not a duration" in (
+        result.output
+    )
+    assert "using 24h" in result.output
+
+
 def test_dry_run_prints_the_exact_command_and_runs_nothing(make_sshd, env_for, tmp_path):
     host = make_sshd()
     env_for(host, PRUNEHOOK_UNTIL="7d", PRUNEHOOK_ALL="true")
