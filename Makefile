@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
-# Debian packages the integration tests drive for real.
-SYSTEM_PACKAGES := openssh-server docker.io
+# Debian packages the integration tests drive for real: sshd, dockerd, and a browser for the
+# status page (tests/test_status_page.py)
+SYSTEM_PACKAGES := openssh-server docker.io chromium
 
-.PHONY: run test lint format system-deps clean help
+.PHONY: run test lint format system-deps constraints clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -14,18 +15,21 @@ help:  ## list the targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# constraints.txt pins every package `.[test]` installs, so a fresh clone tests what was tested;
+# refresh it after changing pyproject.toml's dependencies: make constraints
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
-system-deps:  ## install sshd and dockerd from Debian when missing (needs root)
+system-deps:  ## install sshd, dockerd and chromium from Debian when missing (needs root)
 	@missing=""; \
 	command -v /usr/sbin/sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
 	command -v dockerd >/dev/null 2>&1 && [ -x /usr/bin/docker ] || missing="$$missing docker.io"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
@@ -45,6 +49,11 @@ format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 
 test: system-deps lint  ## install what the suite needs, then ruff and pytest
 	$(BIN)/pytest
+
+constraints: $(VENV)/.installed  ## re-pin constraints.txt from what the virtualenv has now
+	$(BIN)/pip install -q -e '.[test]'
+	{ echo '# every package `pip install -e .[test]` installs, pinned: make constraints re-pins'; \
+	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

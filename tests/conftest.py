@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import REPO, DockerEngine, SSHServer, free_port, http_call, wait_for
+from tests.hosts import REPO, DockerEngine, SSHKeys, SSHServer, free_port, http_call, wait_for
 from webhook import create_app
 from webhook.config import Settings
 from webhook.outcome import Execution
@@ -19,6 +19,24 @@ from webhook.outcome import Execution
 TOKEN = "test-token-7f3a9c1e5b2d4680"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 START = 1_800_000_000.0
+
+
+# a test needs a real server exactly when it uses a fixture that starts one
+NEEDS = {
+    "make_sshd": ("sshd",),
+    "build_host": ("sshd", "dockerd"),
+    "docker_engine": ("dockerd",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by the servers their fixtures start (`-m "not dockerd"` selects on it), so
+    a test that needs neither never carries the markers by hand."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        needed = {marker for name in names for marker in NEEDS.get(name, ())}
+        for marker in sorted(needed):
+            item.add_marker(marker)
 
 
 @pytest.fixture(autouse=True)
@@ -155,11 +173,17 @@ def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
 
 
 @pytest.fixture
+def ssh_keys(tmp_path: Path) -> SSHKeys:
+    """A client key and known_hosts for a loopback port where no sshd runs."""
+    return SSHKeys(tmp_path / "keys")
+
+
+@pytest.fixture
 def service_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
     """The variables that point prunehook at a test build host, with the test token and
     a state file of the test's own; `variables` add or override."""
 
-    def make(host: SSHServer, **variables: str) -> dict[str, str]:
+    def make(host: SSHServer | SSHKeys, **variables: str) -> dict[str, str]:
         own = {"PRUNEHOOK_TOKEN": TOKEN, "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3")}
         return host.env() | own | variables
 
@@ -171,7 +195,7 @@ def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, service_env):
     """Configure through the environment, the way an operator does (and no stray .env)."""
     monkeypatch.chdir(tmp_path)
 
-    def configure(host: SSHServer, **variables: str) -> None:
+    def configure(host: SSHServer | SSHKeys, **variables: str) -> None:
         for name, value in service_env(host, **variables).items():
             monkeypatch.setenv(name, value)
 

@@ -187,11 +187,44 @@ class DockerEngine:
 
 
 def keygen(path: Path) -> Path:
+    ssh_keygen = find_binary("ssh-keygen")
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
         check=True,
     )
     return path
+
+
+def known_hosts_line(port: int, public_key: str) -> str:
+    """A known_hosts line for a host on 127.0.0.1:`port`; `public_key` is `type base64 ...`."""
+    key_type, key_body = public_key.split()[:2]
+    return f"[127.0.0.1]:{port} {key_type} {key_body}\n"
+
+
+class SSHKeys:
+    """A client key and a known_hosts entry for a host on a loopback port, and no sshd: for
+    tests whose "host" is something else (a refused port, a silent listener, a paramiko
+    server), so they need neither root nor OpenSSH's server."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.client_key = keygen(root / "client_key")
+        self.known_hosts = root / "known_hosts"
+        self.trust(keygen(root / "host_key").with_suffix(".pub").read_text())
+
+    def trust(self, public_key: str) -> None:
+        """Make `public_key` (`type base64`) the host key known for this port."""
+        self.known_hosts.write_text(known_hosts_line(self.port, public_key))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PRUNEHOOK_SSH_HOST": "127.0.0.1",
+            "PRUNEHOOK_SSH_PORT": str(self.port),
+            "PRUNEHOOK_SSH_USER": "root",
+            "PRUNEHOOK_SSH_KEY_FILE": str(self.client_key),
+            "PRUNEHOOK_SSH_KNOWN_HOSTS": str(self.known_hosts),
+        }
 
 
 class SSHServer:
@@ -271,8 +304,7 @@ class SSHServer:
             return False
 
     def known_hosts_line(self, host_key: Path) -> str:
-        key_type, key_body = (host_key.with_suffix(".pub").read_text().split())[:2]
-        return f"[127.0.0.1]:{self.port} {key_type} {key_body}\n"
+        return known_hosts_line(self.port, host_key.with_suffix(".pub").read_text())
 
     def authorize(self, guarded: bool) -> None:
         """Pin the client key to the guard (the recommended setup), or leave it unrestricted."""

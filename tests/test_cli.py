@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from webhook import create_app
-
-pytestmark = pytest.mark.sshd
 
 
 def cli(tmp_path):
@@ -25,7 +25,6 @@ def test_check_passes_against_a_guarded_build_host(make_sshd, env_for, tmp_path)
     assert host.commands_run() == ["denied docker version --format '{{.Server.Version}}'"]
 
 
-@pytest.mark.dockerd
 def test_check_reads_the_docker_version_when_the_key_may(
     make_sshd, docker_engine, env_for, tmp_path
 ):
@@ -65,14 +64,27 @@ def test_check_without_a_target_says_what_to_set(env_for, monkeypatch, tmp_path)
     assert "PASS  token        generated" in result.output
 
 
-def test_dry_run_prints_the_exact_command_and_runs_nothing(make_sshd, env_for, tmp_path):
-    host = make_sshd()
-    env_for(host, PRUNEHOOK_UNTIL="7d", PRUNEHOOK_ALL="true")
-    result = cli(tmp_path).invoke(args=["prune", "--dry-run"])
+def test_check_shows_each_configuration_fallback_as_a_warning(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_UNTIL", "garbage")
+    result = cli(tmp_path).invoke(args=["check"])
+    assert "PASS  config       valid, 1 warning(s)" in result.output
+    assert "PASS  config       warning: PRUNEHOOK_UNTIL: 'garbage' is not a duration" in (
+        result.output
+    )
+    assert "using 24h" in result.output
+
+
+def test_dry_run_prints_the_exact_command_and_runs_nothing(ssh_keys, env_for, tmp_path):
+    env_for(ssh_keys, PRUNEHOOK_UNTIL="7d", PRUNEHOOK_ALL="true")
+    with socket.create_server(("127.0.0.1", ssh_keys.port)) as host:
+        result = cli(tmp_path).invoke(args=["prune", "--dry-run"])
+        host.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            host.accept()  # nobody connected to the host
     assert result.exit_code == 0
-    assert f"target:  root@127.0.0.1:{host.port}" in result.output
+    assert f"target:  root@127.0.0.1:{ssh_keys.port}" in result.output
     assert "command: docker builder prune -f -a --filter until=168h" in result.output
-    assert host.commands_run() == []
 
 
 @pytest.mark.parametrize("command", ["prune", "status", "check"])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from webhook import create_app
+from webhook.command import build_prune_command
 from webhook.config import ConfigError, load_settings
+from webhook.duration import DurationError, normalize_until
 
 
 def test_defaults_are_the_documented_ones():
@@ -42,8 +45,34 @@ def test_days_are_converted_to_hours_docker_understands(monkeypatch):
     assert any("168h" in warning for warning in warnings)
 
 
+@pytest.mark.parametrize("value", ["garbage", "forever", "0s", "-1h", "1y", "99999999999h"])
+def test_until_docker_would_reject_falls_back_to_24h_with_a_warning(monkeypatch, value):
+    monkeypatch.setenv("PRUNEHOOK_UNTIL", value)
+    settings, warnings = load_settings()
+    assert settings.until == "24h"
+    (warning,) = [each for each in warnings if each.startswith("PRUNEHOOK_UNTIL")]
+    assert repr(value) in warning
+    assert warning.endswith("using 24h")
+
+
+def test_a_100k_digit_until_is_refused_without_echoing_it(monkeypatch):
+    typo = "1" * 100_000 + "h"
+    with pytest.raises(DurationError, match="100001 characters long"):
+        normalize_until(typo)
+    monkeypatch.setenv("PRUNEHOOK_UNTIL", typo)
+    settings, warnings = load_settings()
+    assert settings.until == "24h"
+    assert len(warnings) == 1
+    assert len(warnings[0]) < 200
+
+
+@pytest.mark.parametrize("until", ["24h\n", "24h\nreboot", "1" * 100_000 + "h"])
+def test_the_command_refuses_a_duration_with_a_trailing_newline_or_too_long(until):
+    with pytest.raises(ValueError):
+        build_prune_command(until, prune_all=False)
+
+
 def test_every_variable_without_a_safe_default_is_reported_at_once(monkeypatch, tmp_path):
-    monkeypatch.setenv("PRUNEHOOK_UNTIL", "forever")
     monkeypatch.setenv("PRUNEHOOK_SSH_KEY_FILE", str(tmp_path / "no-such-key"))
     monkeypatch.setenv("PRUNEHOOK_SSH_PORT", "ssh")
     monkeypatch.setenv("PRUNEHOOK_ENABLED", "maybe")
@@ -51,13 +80,12 @@ def test_every_variable_without_a_safe_default_is_reported_at_once(monkeypatch, 
     with pytest.raises(ConfigError) as raised:
         load_settings()
     assert set(raised.value.errors) == {
-        "PRUNEHOOK_UNTIL",
         "PRUNEHOOK_SSH_KEY_FILE",
         "PRUNEHOOK_SSH_PORT",
         "PRUNEHOOK_ENABLED",
         "PRUNEHOOK_TELEGRAM_CHAT_ID",
     }
-    assert "PRUNEHOOK_UNTIL" in str(raised.value)
+    assert "PRUNEHOOK_SSH_PORT" in str(raised.value)
     assert "123:abc" not in str(raised.value)
 
 
@@ -75,3 +103,25 @@ def test_secrets_stay_out_of_the_settings_repr(monkeypatch):
     settings, _ = load_settings()
     assert "s3cret" not in repr(settings)
     assert "PRIVATE KEY" not in repr(settings)
+
+
+def test_fallback_warnings_are_shown_in_status(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_UNTIL", "garbage")
+    monkeypatch.setenv("PRUNEHOOK_INTERVAL_S", "soon")
+    client = create_app(instance_path=str(tmp_path / "instance")).test_client()
+
+    shown = client.get("/status").get_json()
+
+    assert shown["until"] == "24h"
+    assert shown["command"].endswith("until=24h")
+    assert [warning.split("=")[0].split(":")[0] for warning in shown["warnings"]] == [
+        "PRUNEHOOK_INTERVAL_S",
+        "PRUNEHOOK_UNTIL",
+    ]
+
+
+def test_status_shows_no_warnings_for_a_clean_configuration(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    client = create_app(instance_path=str(tmp_path / "instance")).test_client()
+    assert client.get("/status").get_json()["warnings"] == []

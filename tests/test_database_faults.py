@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import select
 import sqlite3
 import subprocess
 import sys
@@ -97,11 +98,21 @@ from webhook.store import Store
 store = Store(sys.argv[1])
 policy = Policy(True, True, 3600, 600)
 done = RunOutcome(True, 0, "1GB", 10**9, None, None, 0.5, "x" * 4000, "")
+row = store.target_row("t")
+# after the last start (and its lease) of the writer killed before this one
+base = (row["last_started_ts"] if row else 0.0) + 10
 for step in range(10**9):
-    now = float(step)
+    now = base + step
     claim = store.claim("t", now, policy, trigger="loop", command="c", lease_s=1, force=True)
     store.finish("t", claim.run_id, done, now)
+    if step == 0:
+        print("writing", flush=True)  # the kill must land among writes, not during imports
 """
+
+
+def last_run_id(db_path) -> int:
+    row = Store(db_path).target_row("t")
+    return row["last_run_id"] if row else 0
 
 
 def test_integrity_holds_after_kill_9_during_writes(tmp_path):
@@ -109,10 +120,20 @@ def test_integrity_holds_after_kill_9_during_writes(tmp_path):
     Store(db_path).init_schema()
     chance = random.Random(20261125)
     for _ in range(12):
-        writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db_path)], cwd=REPO)
-        time.sleep(0.15 + chance.random() * 0.35)
+        before = last_run_id(db_path)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(db_path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready, _, _ = select.select([writer.stdout], [], [], 60)
+        assert ready and writer.stdout.readline() == "writing\n", "the writer never wrote"
+        time.sleep(chance.random() * 0.2)
         writer.kill()
         writer.wait()
+        writer.stdout.close()
+        assert last_run_id(db_path) > before, "the writer was killed before any write"
     with sqlite3.connect(db_path) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     store = Store(db_path)

@@ -68,3 +68,42 @@ def test_runs_respect_interval_retry_delay_and_lease(sequence):
             else:
                 earliest = min(previous["at"] + INTERVAL, previous["ended"] + RETRY)
                 assert following["at"] >= earliest, "a failed run was retried too soon"
+
+
+def due(starts: list[dict], now: float) -> bool:
+    """Whether the policy lets a run start at `now`, from the runs started so far."""
+    if not starts:
+        return True
+    last = starts[-1]
+    if last["ended"] is None:  # in flight, or its worker died: the lease must run out
+        return now >= last["at"] + LEASE
+    if last["ok"]:
+        return now >= last["at"] + INTERVAL
+    return now >= min(last["at"] + INTERVAL, last["ended"] + RETRY)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_a_due_trigger_always_starts_a_run(sequence):
+    """Liveness: safety alone passes with a store that never starts anything."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "state.sqlite3")
+        store.init_schema()
+        now, in_flight = 0.0, None
+        starts: list[dict] = []
+        for gap, step in sequence:
+            now += gap
+            if step == "trigger":
+                expected = due(starts, now)
+                claim = store.claim("t", now, POLICY, trigger="p", command="c", lease_s=LEASE)
+                started = claim.decision.action == Action.STARTED
+                assert started == expected, (now, starts, claim.decision)
+                if started:
+                    starts.append({"at": now, "ended": None, "ok": None})
+                    in_flight = claim.run_id
+            elif step == "die":
+                in_flight = None
+            elif in_flight is not None:
+                store.finish("t", in_flight, outcome(step == "finish_ok"), now)
+                starts[-1].update(ended=now, ok=step == "finish_ok")
+                in_flight = None

@@ -7,13 +7,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import TOKEN
 from tests.hosts import wait_for
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
-
-pytestmark = [pytest.mark.sshd, pytest.mark.dockerd]
 
 
 def test_an_alert_storm_across_workers_starts_exactly_one_prune(serve, service_env, build_host):

@@ -13,8 +13,6 @@ from tests.hosts import wait_for
 from webhook import create_app
 from webhook.store import Store
 
-pytestmark = [pytest.mark.sshd, pytest.mark.dockerd]
-
 
 @pytest.fixture
 def quick_host(make_sshd, docker_engine):

@@ -46,17 +46,16 @@ def test_the_page_escapes_what_callers_sent(client, fake_host):
 
 
 def test_the_page_renders_in_headless_chromium(tmp_path):
-    import shutil
     import subprocess
     import sys
 
-    from tests.hosts import REPO
+    from tests.hosts import REPO, find_binary
 
-    if not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    # the shared rule: skips without Debian's chromium, fails under CI=true
+    chromium = find_binary("chromium")
     out = tmp_path / "status.png"
     subprocess.run(
-        [sys.executable, "tools/screenshot_status.py", "--out", str(out)],
+        [sys.executable, "tools/screenshot_status.py", "--out", str(out), "--chromium", chromium],
         cwd=REPO,
         check=True,
         capture_output=True,

@@ -1,10 +1,10 @@
 """Settings from the environment (and `.env`), validated once at startup.
 
 Every problem is reported at once. Where the seed has a safe default
-(interval, retry delay, timeout, notify threshold) a bad value is replaced
-with a warning; where none is safe (an `until` Docker would reject, a key file
-that cannot be read, a port that is not a port) the service refuses to start
-and names the variable.
+(interval, retry delay, timeout, notify threshold, and `until`: 24h, as the
+seed's TC-08 says) a bad value is replaced with a warning; where none is safe
+(a key file that cannot be read, a port that is not a port) the service
+refuses to start and names the variable.
 """
 
 from __future__ import annotations
@@ -170,8 +170,9 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         if duration_seconds(until) < 60:
             warnings.append(f"{PREFIX}UNTIL={until!r} prunes nearly all cache, fresh builds too")
     except DurationError as error:
+        # a typo must never leave disk-full alerts unanswered: the documented default (TC-08)
         until = DEFAULT_UNTIL
-        errors[f"{PREFIX}UNTIL"] = [str(error)]
+        warnings.append(f"{PREFIX}UNTIL: {error}; using {DEFAULT_UNTIL}")
     if ssh_key_file and ssh_key:
         errors[f"{PREFIX}SSH_KEY"] = ["set either PRUNEHOOK_SSH_KEY or PRUNEHOOK_SSH_KEY_FILE"]
     elif ssh_key_file:

@@ -19,10 +19,17 @@ _GO_UNITS_S = {
     "h": 3600.0,
 }
 _FRIENDLY_UNITS_S = {"d": 86400.0, "w": 604800.0}
-_TOKEN = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w)")
+# "1h2m3s4ms5us6ns" is 15 characters: anything much longer is a typo, refused before any
+# pattern sees it (an unbounded digit run made the old token scan quadratic)
+MAX_LENGTH = 64
+# 20 digits already exceed what Go's int64 of nanoseconds holds in any unit
+_NUMBER = r"(?:\d{1,20}(?:\.\d{1,20})?|\.\d{1,20})"
+_TOKEN = re.compile(rf"({_NUMBER})(ns|us|ms|s|m|h|d|w)")
+_DURATION = re.compile(rf"(?:{_NUMBER}(?:ns|us|ms|s|m|h|d|w))+")
 # Go's time.Duration is an int64 of nanoseconds: Docker refuses anything longer
 GO_MAX_DURATION_S = (2**63 - 1) / 1e9
-GO_DURATION = re.compile(r"^(?:(?:\d+(?:\.\d+)?|\.\d+)(?:ns|us|ms|s|m|h))+$")
+# \Z, not $: `$` also matches before a trailing newline, which must never reach a command line
+GO_DURATION = re.compile(rf"(?:{_NUMBER}(?:ns|us|ms|s|m|h)){{1,{MAX_LENGTH}}}\Z")
 
 
 class DurationError(ValueError):
@@ -30,17 +37,11 @@ class DurationError(ValueError):
 
 
 def _tokens(text: str) -> list[tuple[float, str]]:
-    position, found = 0, []
-    for match in _TOKEN.finditer(text):
-        if match.start() != position:
-            break
-        found.append((float(match.group(1)), match.group(2)))
-        position = match.end()
-    if not found or position != len(text):
+    if not _DURATION.fullmatch(text):
         raise DurationError(
             f"{text!r} is not a duration: use a number with a unit, e.g. 90m, 24h, 1h30m, 7d"
         )
-    return found
+    return [(float(number), unit) for number, unit in _TOKEN.findall(text)]
 
 
 def _format_hours_minutes_seconds(total_s: float) -> str:
@@ -57,7 +58,13 @@ def normalize_until(raw: str) -> str:
 
     Raises DurationError for anything Docker would reject or that is not positive.
     """
-    text = raw.strip().replace("µs", "us").replace("μs", "us")
+    text = raw.strip()
+    if len(text) > MAX_LENGTH:
+        raise DurationError(
+            f"{text[:12]!r}... is {len(text)} characters long: a duration is at most "
+            f"{MAX_LENGTH}, e.g. 24h"
+        )
+    text = text.replace("µs", "us").replace("μs", "us")
     tokens = _tokens(text)
     total_s = sum(value * {**_GO_UNITS_S, **_FRIENDLY_UNITS_S}[unit] for value, unit in tokens)
     if total_s <= 0:

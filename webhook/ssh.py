@@ -10,6 +10,7 @@ an Execution with an error kind.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -139,6 +140,36 @@ def _connect(settings: Settings) -> paramiko.SSHClient:
     return client
 
 
+def _exec_within(channel: paramiko.Channel, command: str, limit: float) -> bool:
+    """Send the exec request; False when the host did not answer it within `limit`.
+
+    paramiko's exec_command waits for the reply with no timeout at all (the channel's
+    settimeout covers reads only), so a host that accepts the session and never answers
+    would hold the prune thread for ever. Closing the transport wakes that wait.
+    """
+    import paramiko
+
+    unanswered = threading.Event()
+    transport = channel.get_transport()
+
+    def give_up() -> None:
+        unanswered.set()
+        transport.close()
+
+    timer = threading.Timer(limit, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        channel.exec_command(command)
+    except (paramiko.SSHException, EOFError):
+        if not unanswered.is_set():
+            raise
+    finally:
+        timer.cancel()
+    # a timer that fired just after the answer has closed the transport all the same
+    return not unanswered.is_set()
+
+
 def _drain(
     channel: paramiko.Channel,
     stdout: Tail,
@@ -189,8 +220,12 @@ class SSHRunner:
         try:
             transport = client.get_transport()
             assert transport is not None
-            channel = transport.open_session(timeout=self.settings.connect_timeout_s)
-            channel.exec_command(command)
+            step = self.settings.connect_timeout_s
+            channel = transport.open_session(timeout=step)
+            if not _exec_within(channel, command, step):
+                host = f"{self.settings.ssh_host}:{self.settings.ssh_port}"
+                message = f"{host} accepted the session but did not answer the command within"
+                return done(None, "exec_timeout", f"{message} {step}s; gave up")
             deadline = started + self.settings.timeout_s
             rc = _drain(channel, stdout, stderr, deadline, self.clock)
             if rc is None:

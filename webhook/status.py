@@ -21,6 +21,8 @@ def current_status(service: Pruner) -> dict:
 @bp.get("/status")
 def status() -> Response | str:
     shown = current_status(current_app.extensions["prunehook"])
+    # configuration problems that fell back to a default (config.load_settings)
+    shown["warnings"] = list(current_app.extensions.get("prunehook.warnings", []))
     # JSON for tools (and anything that does not ask otherwise); a page for browsers
     wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
     if wanted != "text/html":
