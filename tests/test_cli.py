@@ -93,3 +93,19 @@ def test_every_command_has_help(command, monkeypatch, tmp_path):
     result = cli(tmp_path).invoke(args=[command, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output
+
+
+def test_check_with_the_kill_switch_off_says_prunes_are_disabled(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_ENABLED", "false")
+    result = cli(tmp_path).invoke(args=["check"])
+    assert result.exit_code == 1
+    assert "FAIL  enabled      PRUNEHOOK_ENABLED is false: prunes are disabled" in result.output
+    assert "fix: set PRUNEHOOK_ENABLED=true" in result.output
+    assert "FAIL  target" in result.output  # the other checks still run
+
+
+def test_check_says_prunes_run_when_enabled(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = cli(tmp_path).invoke(args=["check"])
+    assert "PASS  enabled      prunes run when a trigger is due" in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AUTH, START
@@ -66,3 +68,14 @@ def test_metrics_add_up_across_gunicorn_workers(serve, tmp_path):
         seen = scrape(text)
         key = ("prunehook_trigger_decisions_total", (("decision", "no_target"), ("source", "cron")))
         assert seen[key] == 60
+
+
+def test_a_scrape_reads_the_state_row_never_the_run_history(app, client, tmp_path):
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # the history becomes unreadable
+        db.execute("DROP TABLE runs")
+
+    seen = metrics_of(client)
+
+    assert seen[("prunehook_last_success_timestamp_seconds", ())] == START
+    assert seen[("prunehook_enabled", ())] == 1

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import threading
+
 import pytest
+from werkzeug.serving import make_server
 
 from tests.conftest import AUTH
+from tests.hosts import missing
 from tests.payloads import WATCHDOG_ALERT
 from webhook.outcome import Execution
 
@@ -63,3 +70,97 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 20_000
+
+
+def test_the_chart_draws_a_running_run_as_running_not_failed(client, fake_host, clock):
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    clock.advance(21600)
+    fake_host.hold()
+    assert client.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
+
+    page = client.get("/status", headers={"Accept": BROWSER}).get_data(as_text=True)
+
+    assert page.count('class="bar-ok"') == 1
+    assert page.count('class="bar-running"') == 1
+    assert 'class="bar-failed"' not in page
+    assert "run 2: running" in page
+    fake_host.release.set()
+
+
+def test_a_waited_answer_shows_the_run_as_status_does(client, fake_host):
+    big = "x" * 16384
+    fake_host.execution = Execution(0, big + "\nTotal reclaimed space: 1.5GB\n", big, 0.2)
+
+    run = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]
+
+    assert run == client.get("/status").get_json()["recent_runs"][0]
+    assert (run["result"], run["reclaimed"]) == ("ok", "1.5GB")
+    assert not {"stdout_tail", "stderr_tail", "target"} & set(run)
+
+
+LOCKED = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/status", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/metrics", {}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/nowhere", {}),
+        ("POST", "/hooks/cron", {}),
+        ("POST", "/hooks/cron", AUTH),
+    ],
+)
+def test_every_answer_forbids_sniffing_and_loading_anything(client, method, path, headers):
+    response = client.open(path, method=method, headers=headers)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Security-Policy"] == LOCKED
+
+
+def test_the_page_lets_in_only_its_own_style_block(client):
+    response = client.get("/status", headers={"Accept": BROWSER})
+    policy = response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    nonce = re.fullmatch(re.escape(LOCKED) + r"; style-src 'nonce-([A-Za-z0-9_-]{22,})'", policy)
+    assert nonce, policy
+    page = response.get_data(as_text=True)
+    assert page.count("<style") == page.count(f'<style nonce="{nonce[1]}">') == 1
+    assert "<script" not in page and " style=" not in page
+    again = client.get("/status", headers={"Accept": BROWSER}).headers["Content-Security-Policy"]
+    assert again != policy  # a fresh nonce each time
+
+
+def test_the_page_renders_in_chromium_with_nothing_blocked(make_app, fake_host, clock, tmp_path):
+    chromium = shutil.which("chromium")
+    if not chromium:
+        missing("Debian's chromium")
+    app = make_app()
+    client = app.test_client()
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    clock.advance(21600)
+    fake_host.execution = Execution(1, "", "Cannot connect to the Docker daemon\n", 0.3)
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    clock.advance(600)
+    fake_host.hold()
+    client.post("/hooks/cron", headers=AUTH)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser = subprocess.run(
+            [
+                chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chromium'}", "--enable-logging=stderr", "--v=0",
+                "--dump-dom", f"http://127.0.0.1:{server.server_port}/status",
+            ],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        fake_host.release.set()
+
+    assert "Content Security Policy" not in browser.stderr
+    for state in ("ok", "failed", "running"):
+        assert f'class="bar-{state}"' in browser.stdout

@@ -65,7 +65,7 @@ def create_app(
         store.close()  # never hand a connection across a fork (gunicorn --preload)
     pruner = Pruner(settings, store, run_command or SSHRunner(settings).run, clock=clock)
     app.extensions["prunehook"] = pruner
-    app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_status(pruner))
+    app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_gauges(pruner))
     pruner.after_run += [TelegramNotifier(settings), meters.finished]
     errors.init_app(app)
     app.register_blueprint(hooks.bp)

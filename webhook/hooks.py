@@ -14,13 +14,14 @@ from .auth import authenticate
 from .decision import Action, Decision
 from .errors import APIError, ValidationFailed
 from .pruner import Pruner, TriggerResult
-from .schemas import AlertmanagerWebhookSchema, CronPingSchema, WatchdogAlertSchema
+from .schemas import AlertmanagerWebhookSchema, CronPingSchema, WatchdogAlertSchema, run_view
 from .sources import Verdict, read_alertmanager, read_cron, read_watchdog
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
+# exactly what /openapi.json lists; absent means 0
+_TRUE = {"1", "true"}
+_FALSE = {"0", "false"}
 # loading is thread-safe and building a schema is not free: one instance each
 CRON_PING = CronPingSchema()
 WATCHDOG_ALERT = WatchdogAlertSchema()
@@ -61,7 +62,7 @@ def _load(schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
 
 
 def _wants_wait() -> bool:
-    value = request.args.get("wait", "").strip().lower()
+    value = request.args.get("wait", "0")
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -105,7 +106,7 @@ def _answer(
         "next_eligible_ts": decision.next_eligible_ts,
     }
     if result.run is not None:
-        body["run"] = {key: value for key, value in result.run.items() if key != "target"}
+        body["run"] = run_view(result.run)
     started_in_background = decision.action == Action.STARTED and not wait
     return jsonify(body), 202 if started_in_background else 200
 

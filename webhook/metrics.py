@@ -38,7 +38,7 @@ def source_kind(source: str) -> str:
     return source.partition(":")[0]
 
 
-# gauge name, /status key, help
+# gauge name, key of report.state_gauges, help
 STATE_GAUGES = (
     ("prunehook_last_success_timestamp_seconds", "last_success_ts", "end of the last good prune"),
     ("prunehook_last_run_timestamp_seconds", "last_run_ts", "start of the last prune"),
@@ -50,24 +50,23 @@ STATE_GAUGES = (
 class StateCollector(Collector):
     """Gauges read from the state row at scrape time."""
 
-    def __init__(self, read_status: Callable[[], dict[str, Any]]):
-        self.read_status = read_status
+    def __init__(self, read_gauges: Callable[[], dict[str, Any]]):
+        self.read_gauges = read_gauges
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        status = self.read_status()
-        can_run = status["enabled"] and status["target"] is not None
+        state = self.read_gauges()
+        can_run, in_flight = float(state["can_run"]), float(state["in_flight"])
         yield GaugeMetricFamily("prunehook_enabled", "1 when prunes may run", value=can_run)
-        in_flight = 0.0 if status["in_flight"] is None else 1.0
         yield GaugeMetricFamily("prunehook_in_flight", "prunes in flight", value=in_flight)
         for name, key, help_text in STATE_GAUGES:
-            if status.get(key) is not None:
-                yield GaugeMetricFamily(name, help_text, value=float(status[key]))
+            if state.get(key) is not None:
+                yield GaugeMetricFamily(name, help_text, value=float(state[key]))
 
 
 class Metrics:
-    def __init__(self, read_status: Callable[[], dict[str, Any]]):
+    def __init__(self, read_gauges: Callable[[], dict[str, Any]]):
         self.registry = CollectorRegistry()
-        self.state = StateCollector(read_status)
+        self.state = StateCollector(read_gauges)
         self.registry.register(self.state)
         self.decisions = Counter(
             "prunehook_trigger_decisions", "Trigger answers by decision and caller",

@@ -23,7 +23,14 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): {"description": why[code], "content": _json("Error")} for code in codes}
 
 
-def _json(schema: str) -> dict[str, Any]:
+_ALIVE = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+    "required": ["status"],
+}
+
+
+def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
@@ -37,7 +44,8 @@ def _hook(summary: str, body: str, body_required: bool) -> dict[str, Any]:
                     "name": "wait",
                     "in": "query",
                     "required": False,
-                    "description": "wait for the prune's result instead of answering at once",
+                    "description": "1 or true: wait for the prune's result instead of answering"
+                    " at once; absent means 0",
                     "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
                 }
             ],
@@ -66,6 +74,7 @@ def build_spec() -> dict[str, Any]:
         AlertmanagerWebhookSchema,
         CronPingSchema,
         ErrorSchema,
+        StatusSchema,
         TriggerAnswerSchema,
         WatchdogAlertSchema,
     )
@@ -81,6 +90,7 @@ def build_spec() -> dict[str, Any]:
         ("WatchdogAlert", WatchdogAlertSchema),
         ("AlertmanagerWebhook", AlertmanagerWebhookSchema),
         ("TriggerAnswer", TriggerAnswerSchema),
+        ("Status", StatusSchema),
         ("Error", ErrorSchema),
     ]:
         spec.components.schema(name, schema=schema)
@@ -97,13 +107,27 @@ def build_spec() -> dict[str, Any]:
         operations={
             "get": {
                 "summary": "settings, the last run, the run in flight, recent runs",
-                "responses": {"200": {"description": "status"}, **_errors(503)},
+                "responses": {
+                    "200": {
+                        "description": "status: JSON, or a page for a browser (Accept: text/html)",
+                        "content": {
+                            **_json("Status"),
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(503),
+                },
             }
         },
     )
     spec.path(
         "/healthz",
-        operations={"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
+        operations={
+            "get": {
+                "summary": "liveness",
+                "responses": {"200": {"description": "alive", "content": _json(_ALIVE)}},
+            }
+        },
     )
     return spec.to_dict()
 

@@ -61,12 +61,21 @@ def _docker(settings: Settings, runner: SSHRunner) -> Iterator[Check]:
         yield Check("docker", False, f"rc={execution.rc}: {last}", fix)
 
 
+def _kill_switch(settings: Settings) -> Check:
+    if settings.enabled:
+        return Check("enabled", True, "prunes run when a trigger is due")
+    # the rest is still checked: an operator turning prunes back on wants to know it will work
+    detail = "PRUNEHOOK_ENABLED is false: prunes are disabled, every trigger answers `disabled`"
+    return Check("enabled", False, detail, "set PRUNEHOOK_ENABLED=true when prunes should run")
+
+
 def run_checks(settings: Settings, token_source: str, warnings: list[str]) -> list[Check]:
     checks = [
         Check("config", True, "valid" + (f", {len(warnings)} warning(s)" if warnings else "")),
         Check("token", True, token_source),
     ]
     checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
+    checks.append(_kill_switch(settings))
     if not settings.target:
         fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env"
         return [*checks, Check("target", False, "no build host", fix)]

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from .config import Settings
-from .decision import TargetState, lease_is_live, next_eligible_ts
-
-RUN_KEYS = (
-    "id",
-    "trigger",
-    "started_ts",
-    "finished_ts",
-    "result",
-    "rc",
-    "reclaimed",
-    "reclaimed_bytes",
-    "error_kind",
-    "error",
-    "duration_s",
-    "worker_pid",
-)
+from .decision import Result, TargetState, lease_is_live, next_eligible_ts
+from .schemas import run_view
 
 
 def build_status(
@@ -73,7 +60,20 @@ def build_status(
             "telegram": settings.notify_enabled,
             "min_gb": settings.notify_min_gb,
         },
-        "recent_runs": [{key: run.get(key) for key in RUN_KEYS} for run in runs],
+        "recent_runs": [run_view(run) for run in runs],
+    }
+
+
+def state_gauges(settings: Settings, row: dict[str, Any] | None) -> dict[str, Any]:
+    """What /metrics shows of the state: the row alone, never the run history."""
+    row = row or {}
+    return {
+        "can_run": settings.enabled and settings.target is not None,
+        "in_flight": row.get("inflight_run_id") is not None,
+        "last_success_ts": row.get("last_success_ts"),
+        "last_run_ts": row.get("last_started_ts"),
+        "next_eligible_ts": next_eligible_ts(TargetState.from_mapping(row), settings.policy),
+        "last_reclaimed_bytes": row.get("last_reclaimed_bytes"),
     }
 
 
@@ -93,29 +93,44 @@ def human_delta(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-FAILED_MARK_PX = 6
+MARK_PX = 6
+
+
+class BarState(StrEnum):
+    OK = "ok"
+    RUNNING = "running"
+    FAILED = "failed"
+
+
+def _bar_state(result: str | None) -> BarState:
+    if result == Result.OK:
+        return BarState.OK
+    if result == Result.RUNNING:
+        return BarState.RUNNING
+    return BarState.FAILED  # failed, or lost with its worker
 
 
 def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 140) -> list[dict]:
-    """Bars for a chart of reclaimed space, oldest run first, scaled to the largest."""
+    """Bars for a chart of reclaimed space, oldest run first, scaled to the largest.
+    A run that failed or is still running has nothing to show: a small mark says which."""
     ordered = list(reversed(runs))
     largest = max((run.get("reclaimed_bytes") or 0 for run in ordered), default=0) or 1
     slot = width / max(len(ordered), 1)
     bars = []
     for index, run in enumerate(ordered):
         size = run.get("reclaimed_bytes") or 0
-        ok = run.get("result") == "ok"
+        state = _bar_state(run.get("result"))
         bar_height = round(size / largest * (height - 20), 1) if size else 0
-        if not ok:
-            bar_height = FAILED_MARK_PX
+        if state != BarState.OK:
+            bar_height = MARK_PX
         bars.append(
             {
                 "x": round(index * slot + slot * 0.15, 1),
                 "y": round(height - bar_height, 1),
                 "width": round(slot * 0.7, 1),
                 "height": bar_height,
-                "label": run.get("reclaimed") or ("0B" if ok else "failed"),
-                "ok": ok,
+                "label": run.get("reclaimed") or ("0B" if state == BarState.OK else str(state)),
+                "state": state,
                 "id": run.get("id"),
             }
         )

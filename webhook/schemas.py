@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields
+from typing import Any
+
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
 from marshmallow.validate import Equal, Length, OneOf, Range
 
+from .decision import Action, Result
+
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
+AN_ACTION = OneOf([action.value for action in Action])
+A_RESULT = OneOf([result.value for result in Result])
+
+
+class JSONNumber(fields.Float):
+    """A JSON number: marshmallow's Float also takes "91", which the document calls invalid."""
+
+    def _validated(self, value: Any) -> float:
+        if isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._validated(value)
 
 
 class CronPingSchema(Schema):
@@ -25,9 +40,9 @@ class WatchdogAlertSchema(Schema):
 
     host = fields.String(required=True, validate=Length(min=1, max=253))
     mount = fields.String(load_default="/", validate=Length(min=1, max=4096))
-    used_percent = fields.Float(required=True, validate=Range(min=0, max=100))
+    used_percent = JSONNumber(required=True, validate=Range(min=0, max=100))
     status = fields.String(load_default="firing", validate=FIRING_OR_RESOLVED)
-    threshold_percent = fields.Float(validate=Range(min=0, max=100))
+    threshold_percent = JSONNumber(validate=Range(min=0, max=100))
     free_bytes = fields.Integer(strict=True, validate=Range(min=0))
     message = fields.String(validate=Length(max=2000))
     timestamp = fields.AwareDateTime()
@@ -55,7 +70,9 @@ class AlertmanagerWebhookSchema(Schema):
 
     version = fields.String(required=True, validate=Equal("4"))
     group_key = fields.String(data_key="groupKey", required=True)
-    truncated_alerts = fields.Integer(data_key="truncatedAlerts", load_default=0)
+    truncated_alerts = fields.Integer(
+        data_key="truncatedAlerts", load_default=0, strict=True, validate=Range(min=0)
+    )
     status = fields.String(required=True, validate=FIRING_OR_RESOLVED)
     receiver = fields.String(required=True)
     group_labels = fields.Dict(data_key="groupLabels", load_default=dict)
@@ -65,22 +82,80 @@ class AlertmanagerWebhookSchema(Schema):
     alerts = fields.List(fields.Nested(AlertmanagerAlertSchema), required=True)
 
 
+class RunSchema(Schema):
+    """One run as every answer shows it: /status's recent runs and a ?wait=1 answer alike.
+    The output tails stay in the database: 32 KiB a run is too much for an answer."""
+
+    id = fields.Integer(required=True)
+    trigger = fields.String(required=True)
+    command = fields.String(required=True)
+    started_ts = fields.Float(required=True)
+    finished_ts = fields.Float(allow_none=True)
+    result = fields.String(required=True, validate=A_RESULT)
+    rc = fields.Integer(allow_none=True)
+    reclaimed = fields.String(allow_none=True, metadata={"example": "1.5GB"})
+    reclaimed_bytes = fields.Integer(allow_none=True)
+    error_kind = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    duration_s = fields.Float(allow_none=True)
+    worker_pid = fields.Integer(allow_none=True)
+    request_id = fields.String(allow_none=True)
+
+
+RUN = RunSchema()
+
+
+def run_view(run: dict[str, Any]) -> dict[str, Any]:
+    """A stored run (a `runs` row) as answers show it."""
+    return RUN.dump(run)
+
+
 class TriggerAnswerSchema(Schema):
     """What every hook answers when the request itself was good."""
 
-    decision = fields.String(
-        required=True,
-        validate=OneOf(
-            ["started", "skipped", "busy", "disabled", "no_target", "ignored", "duplicate"]
-        ),
-    )
+    decision = fields.String(required=True, validate=AN_ACTION)
     reason = fields.String(required=True)
     trigger = fields.String()
     target = fields.String(allow_none=True)
     run_id = fields.Integer(allow_none=True)
     next_eligible_ts = fields.Float(allow_none=True)
     request_id = fields.String()
-    run = fields.Dict(metadata={"description": "the finished run, with ?wait=1"})
+    run = fields.Nested(RunSchema, metadata={"description": "the finished run, with ?wait=1"})
+
+
+class InFlightSchema(Schema):
+    run_id = fields.Integer(required=True)
+    started_ts = fields.Float(allow_none=True)
+    lease_expires_ts = fields.Float(allow_none=True)
+    lease_expired = fields.Boolean(required=True)
+    worker_pid = fields.Integer(allow_none=True)
+
+
+class StatusSchema(Schema):
+    """GET /status (the keys operators and tools rely on; more may follow)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    enabled = fields.Boolean(required=True)
+    target = fields.String(required=True, allow_none=True)
+    command = fields.String(required=True)
+    interval_s = fields.Float(required=True)
+    until = fields.String(required=True)
+    all = fields.Boolean(required=True)
+    now = fields.Float(required=True)
+    last_run_ts = fields.Float(required=True, allow_none=True)
+    last_finished_ts = fields.Float(allow_none=True)
+    last_result = fields.String(allow_none=True, validate=A_RESULT)
+    last_reclaimed = fields.String(required=True, allow_none=True)
+    last_reclaimed_bytes = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    last_error_kind = fields.String(allow_none=True)
+    last_success_ts = fields.Float(allow_none=True)
+    in_flight = fields.Nested(InFlightSchema, required=True, allow_none=True)
+    next_eligible_ts = fields.Float(required=True, allow_none=True)
+    eligible_now = fields.Boolean(required=True)
+    recent_runs = fields.List(fields.Nested(RunSchema), required=True)
 
 
 class ErrorSchema(Schema):
