@@ -1,0 +1,122 @@
+"""How gunicorn runs prunehook: the commands README documents, started for real.
+
+`make run` and the Procfile's command are run as an operator runs them (the
+Procfile's 0.0.0.0 becomes 127.0.0.1: tests bind loopback only).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TOKEN
+from tests.hosts import REPO, free_port, http_call, wait_for
+
+# a refusal must come within seconds; a master rebooting workers never exits at all
+REFUSAL_BOUND_S = 60
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def procfile_command(port: int) -> list[str]:
+    (line,) = [ln for ln in (REPO / "Procfile").read_text().splitlines() if ln.startswith("web:")]
+    command = line.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")  # noqa: S104
+    return ["sh", "-c", command.replace("$PORT", str(port))]
+
+
+COMMANDS = {
+    "make-run": lambda port: ["make", "-s", "-C", str(REPO), "run", f"PORT={port}"],
+    "procfile": procfile_command,
+}
+
+
+def operator_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """The caller's environment without its PRUNEHOOK_* and gunicorn variables, plus ours."""
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PRUNEHOOK_", "GUNICORN_", "MAKE")) and name != "MFLAGS"
+    }
+    return clean | {
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
+        "PRUNEHOOK_TOKEN": TOKEN,
+        **variables,
+    }
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # make and gunicorn stop together, by this group only
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+
+
+def serving(port: int, process: subprocess.Popen) -> None:
+    def healthy() -> bool:
+        try:
+            return http_call(f"http://127.0.0.1:{port}/healthz", None, "GET")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, 60, "gunicorn", process)
+
+
+@pytest.mark.parametrize("how", sorted(COMMANDS))
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PRUNEHOOK_SSH_PORT", "notaport"), ("PRUNEHOOK_SSH_KEY_FILE", "/nonexistent/prunehook")],
+)
+def test_a_config_error_without_a_safe_default_stops_gunicorn_naming_the_variable(
+    tmp_path, how, variable, value
+):
+    log = tmp_path / "gunicorn.log"
+    process = start(COMMANDS[how](free_port()), operator_env(tmp_path, **{variable: value}), log)
+    try:
+        process.wait(REFUSAL_BOUND_S)
+    except subprocess.TimeoutExpired:
+        stop(process)
+        pytest.fail(f"`{how}` still running {REFUSAL_BOUND_S}s after a bad {variable}")
+    assert process.returncode != 0
+    assert variable in log.read_text()
+
+
+def test_gunicorn_timeouts_follow_the_prune_timeout_set_in_dot_env(tmp_path):
+    (tmp_path / ".env").write_text("PRUNEHOOK_TIMEOUT_S=600\n")
+    env = operator_env(tmp_path, PYTHONPATH=str(REPO))
+    config = str(REPO / "gunicorn.conf.py")
+    shown = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", config, "--print-config", "wsgi:app"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=REFUSAL_BOUND_S,
+        check=True,
+    )
+    effective = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (line.partition("=") for line in shown.stdout.splitlines())
+    )
+    assert effective["graceful_timeout"] == "660"
+    assert effective["timeout"] == "660"
