@@ -50,6 +50,13 @@ timeout = graceful_timeout = int(_prune_timeout_s()) + 60
 accesslog = "-"
 errorlog = "-"
 
+# gunicorn 27 would put every instance's control socket at one path per user
+# (~/.gunicorn/gunicorn.ctl), where instances take it over from each other
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
+
 
 def on_starting(server):
     """Counters start at zero with the service, as Prometheus expects of a restart."""

@@ -120,3 +120,41 @@ def test_gunicorn_timeouts_follow_the_prune_timeout_set_in_dot_env(tmp_path):
     )
     assert effective["graceful_timeout"] == "660"
     assert effective["timeout"] == "660"
+
+
+def test_two_instances_on_one_machine_do_not_share_a_control_socket(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = operator_env(tmp_path, HOME=str(home))
+    env.pop("XDG_RUNTIME_DIR", None)
+    started = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            process = start(COMMANDS["procfile"](port), env, tmp_path / f"{name}.log")
+            started.append(process)
+            serving(port, process)
+        assert not (home / ".gunicorn" / "gunicorn.ctl").exists()
+        assert list(home.rglob("*.ctl")) == []
+    finally:
+        for process in started:
+            stop(process)
+
+
+def test_each_instance_may_ask_for_its_own_control_socket(tmp_path):
+    env = operator_env(tmp_path)
+    sockets = [tmp_path / "a.ctl", tmp_path / "b.ctl"]
+    started = []
+    try:
+        for path in sockets:
+            port = free_port()
+            own = env | {"GUNICORN_CONTROL_SOCKET": str(path)}
+            process = start(COMMANDS["procfile"](port), own, path.with_suffix(".log"))
+            started.append(process)
+            serving(port, process)
+        # the master opens it from a thread of its own, not before it serves
+        wait_for(lambda: all(path.is_socket() for path in sockets), 30, "control sockets")
+        assert all(process.poll() is None for process in started)
+    finally:
+        for process in started:
+            stop(process)
