@@ -43,7 +43,8 @@ def _prune_timeout_s() -> float:
 
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-worker_class = "gthread"
+# gthread, but a thread serves a request only once it has arrived: slow clients cannot hold them
+worker_class = "gunicorn_worker.RequestBufferingWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = graceful_timeout = int(_prune_timeout_s()) + 60

@@ -6,16 +6,22 @@ Procfile's 0.0.0.0 becomes 127.0.0.1: tests bind loopback only).
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TOKEN
 from tests.hosts import REPO, free_port, http_call, wait_for
+from tests.payloads import WATCHDOG_ALERT
 
 # a refusal must come within seconds; a master rebooting workers never exits at all
 REFUSAL_BOUND_S = 60
@@ -158,3 +164,69 @@ def test_each_instance_may_ask_for_its_own_control_socket(tmp_path):
     finally:
         for process in started:
             stop(process)
+
+
+SLOW_HEAD = b"POST /hooks/cron HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 200
+
+
+def dribble(port: int, clients: int, rounds: list[int], stop: threading.Event) -> None:
+    """`clients` connections sending a request head a byte a second until `stop` (or its end)."""
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(clients)]
+    try:
+        for offset in range(len(SLOW_HEAD)):
+            for connection in sockets:
+                connection.sendall(SLOW_HEAD[offset : offset + 1])
+            rounds.append(offset)
+            if stop.wait(1):
+                return
+    finally:
+        for connection in sockets:
+            connection.close()
+
+
+def test_slow_clients_do_not_hold_back_a_trigger(tmp_path):
+    port = free_port()
+    # one worker: how the kernel spreads 64 connections over two would decide the outcome
+    env = operator_env(tmp_path, WEB_CONCURRENCY="1")
+    process = start(COMMANDS["make-run"](port), env, tmp_path / "run.log")
+    stop_dribbling, rounds = threading.Event(), []
+    slow = threading.Thread(target=dribble, args=(port, 64, rounds, stop_dribbling))
+    try:
+        serving(port, process)
+        slow.start()
+        wait_for(lambda: len(rounds) >= 3, 60, "64 slow clients under way")
+
+        code, body = http_call(f"http://127.0.0.1:{port}/hooks/cron", TOKEN)
+
+        # answered while all 64 still hold their connections, not once they gave up
+        assert slow.is_alive()
+        assert (code, body["decision"]) == (200, "no_target")
+    finally:
+        stop_dribbling.set()
+        slow.join(60)
+        stop(process)
+
+
+def test_a_request_whose_body_arrives_later_on_a_kept_alive_connection_is_served(tmp_path):
+    port = free_port()
+    process = start(COMMANDS["make-run"](port), operator_env(tmp_path), tmp_path / "run.log")
+    alert = json.dumps(WATCHDOG_ALERT).encode()
+    head = (
+        f"POST /hooks/watchdog HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(alert)}\r\n\r\n"
+    ).encode()
+    try:
+        serving(port, process)
+        answers = []
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            for _ in range(2):  # the second on the same connection
+                connection.sendall(head + alert[:10])
+                time.sleep(0.3)
+                connection.sendall(alert[10:])
+                response = http.client.HTTPResponse(connection)
+                response.begin()
+                answers.append((response.status, json.loads(response.read())["decision"]))
+                assert not response.will_close
+        assert answers == [(200, "no_target")] * 2
+    finally:
+        stop(process)
