@@ -1,38 +1,62 @@
 """gunicorn settings fit for a prune that runs in the background of a worker.
 
+The configuration is checked here, in the master, before it binds or forks:
+an error with no safe default stops gunicorn at once, naming the variable.
 gthread workers keep answering while a prune thread waits on SSH; the worker
-timeouts sit above the prune timeout so a graceful stop lets a running prune
-finish and record its result. Metrics run in prometheus_client's multiprocess
-mode, so /metrics adds up every worker's counts whichever worker answers.
+timeouts sit above the prune timeout (read as the app reads it, `.env` too)
+so a graceful stop lets a running prune finish and record its result. Metrics
+run in prometheus_client's multiprocess mode, so /metrics adds up every
+worker's counts whichever worker answers.
 """
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-
-def _prune_timeout_s() -> float:
-    try:
-        value = float(os.environ.get("PRUNEHOOK_TIMEOUT_S", "120"))
-    except ValueError:
-        return 120.0
-    return value if value > 0 else 120.0
-
-
-bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-timeout = int(_prune_timeout_s()) + 60
-graceful_timeout = int(_prune_timeout_s()) + 60
-accesslog = "-"
-errorlog = "-"
-
-# set before any worker imports prometheus_client, which reads it at import
+# set before anything imports prometheus_client, which reads it at import
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prunehook-metrics-")
+
+
+def _prune_timeout_s() -> float:
+    """The app's own settings check, run once before forking; exits naming what is wrong."""
+    here = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, here)
+    try:
+        from webhook.config import ConfigError, load_settings
+
+        settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        if _OWN_METRICS_DIR:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        sys.exit(2)
+    finally:
+        # workers import the app afresh, so a reload (HUP) serves the code on disk
+        for name in [name for name in sys.modules if name.partition(".")[0] == "webhook"]:
+            del sys.modules[name]
+        sys.path.remove(here)
+    return settings.timeout_s
+
+
+bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
+# gthread, but a thread serves a request only once it has arrived: slow clients cannot hold them
+worker_class = "gunicorn_worker.RequestBufferingWorker"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = graceful_timeout = int(_prune_timeout_s()) + 60
+accesslog = "-"
+errorlog = "-"
+
+# gunicorn 27 would put every instance's control socket at one path per user
+# (~/.gunicorn/gunicorn.ctl), where instances take it over from each other
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
 
 
 def on_starting(server):

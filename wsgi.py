@@ -9,4 +9,6 @@ try:
     app = create_app()
 except ConfigError as error:
     print(error, file=sys.stderr)
-    sys.exit(2)
+    # gunicorn's WORKER_BOOT_ERROR: the master stops instead of rebooting the worker for ever
+    # (gunicorn.conf.py refuses before forking; this covers a change between the two)
+    sys.exit(3)
