@@ -22,6 +22,8 @@ from .outcome import RunOutcome
 HISTORY_LIMIT = 100
 # signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
 DELIVERIES_LIMIT = 100_000
+EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
+CAP_DELIVERIES = "DELETE FROM deliveries WHERE rowid <= (SELECT max(rowid) FROM deliveries) - ?"
 BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
@@ -269,11 +271,8 @@ class Store:
         Each step is an index lookup (time, rowid), never a scan, as it runs under the
         write lock on every signed request."""
         with self._transaction() as connection:
-            connection.execute("DELETE FROM deliveries WHERE seen_ts < ?", (now - keep_s,))
-            connection.execute(
-                "DELETE FROM deliveries WHERE rowid <= (SELECT max(rowid) FROM deliveries) - ?",
-                (DELIVERIES_LIMIT - 1,),
-            )
+            connection.execute(EXPIRE_DELIVERIES, (now - keep_s,))
+            connection.execute(CAP_DELIVERIES, (DELIVERIES_LIMIT - 1,))
             return (
                 connection.execute(
                     "INSERT OR IGNORE INTO deliveries (id, seen_ts) VALUES (?, ?)",
