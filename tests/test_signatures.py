@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import time
 
 import pytest
 
-from tests.conftest import START
+from tests.conftest import START, TOKEN
 from webhook.config import ConfigError, load_settings
 from webhook.signatures import sign
 from webhook.store import StoreUnavailable
@@ -211,3 +213,31 @@ def test_an_empty_hmac_secret_variable_still_means_unset(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_HMAC_SECRET", "")
     settings, _ = load_settings()
     assert settings.hmac_keys == []
+
+
+def test_signed_clients_that_never_send_their_body_hold_no_gunicorn_thread(serve, tmp_path):
+    """Real gunicorn, one worker with two threads: four clients send stale signature headers
+    and announce a body they never send; each is refused at once, and a trigger still runs."""
+    served = serve(
+        {
+            "PRUNEHOOK_TOKEN": TOKEN,
+            "PRUNEHOOK_HMAC_SECRET": NEW,
+            "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
+            "GUNICORN_THREADS": "2",
+        },
+        workers=1,
+    )
+    port = int(served.base.rsplit(":", 1)[1])
+    stale = signed_headers(NEW_KEY, timestamp=time.time() - 3600)
+    head = "".join(f"{name}: {value}\r\n" for name, value in stale.items())
+    request = f"POST /hooks/watchdog HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 1000\r\n\r\n"
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
+    try:
+        for client in clients:
+            client.sendall(request.encode())
+        for client in clients:
+            assert client.recv(4096).startswith(b"HTTP/1.1 401")
+        assert served.call("/hooks/cron")[0] == 200  # no_target: no build host configured
+    finally:
+        for client in clients:
+            client.close()
