@@ -30,7 +30,6 @@ WATCHDOG_ALERT = WatchdogAlertSchema()
 ALERTMANAGER_WEBHOOK = AlertmanagerWebhookSchema()
 # senders retry a delivery with its id and a fresh timestamp: remember ids well past that
 DELIVERY_IDS_KEPT_S = 24 * 3600
-SMALL_BODY_BYTES = 1024 * 1024
 # Alertmanager sends a whole group in one body (about 1 KB an alert) and drops a group
 # answered 413 as unrecoverable; its receivers' `max_alerts` keeps a group smaller
 ALERTMANAGER_BODY_BYTES = 16 * 1024 * 1024
@@ -49,7 +48,8 @@ class HookSpec:
     hook: Hook
     schema: Schema
     read: Callable[[dict[str, Any]], Verdict]
-    max_body_bytes: int = SMALL_BODY_BYTES
+    # None: the app's limit (Settings.max_body_bytes, 1 MiB)
+    max_body_bytes: int | None = None
     allow_empty: bool = False
 
 
@@ -157,7 +157,8 @@ def _forget(service: Pruner, delivery_id: str) -> None:
 def _handle(spec: HookSpec) -> tuple[Response, int]:
     """Every hook: authenticate, remember a signed delivery, validate, decide, answer."""
     service = pruner()
-    request.max_content_length = spec.max_body_bytes
+    if spec.max_body_bytes is not None:
+        request.max_content_length = spec.max_body_bytes
     delivery_id = authenticate(service.settings, service.clock())
     if delivery_id is None:
         return _run(service, spec)
