@@ -42,7 +42,7 @@ def _text(max_chars: int, **kwargs) -> fields.String:
 def _string_map(max_value_chars: int, **kwargs) -> fields.Dict:
     """Alertmanager's label and annotation sets: names to strings, both bounded."""
     return fields.Dict(
-        keys=fields.String(validate=Length(min=1, max=NAME_CHARS)),
+        keys=fields.String(validate=Length(max=NAME_CHARS)),
         values=_text(max_value_chars),
         load_default=dict,
         **kwargs,
