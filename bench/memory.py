@@ -53,7 +53,7 @@ HUNDRED_THOUSAND_LINES = "seq -f 'line %g of the prune output' 100000"
 PEAK_CHILD = """
 import resource, sys
 from webhook.config import Settings
-from webhook.ssh import SSHRunner
+from webhook.remote.ssh import SSHRunner
 settings = Settings(ssh_host="127.0.0.1", ssh_port=int(sys.argv[1]), ssh_user="root",
                     ssh_key_file=sys.argv[2], known_hosts=sys.argv[3])
 execution = SSHRunner(settings).run(sys.argv[4])

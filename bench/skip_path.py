@@ -17,8 +17,8 @@ from pathlib import Path
 from common import TOKEN, gunicorn, median, stop
 
 from webhook.config import Settings
-from webhook.outcome import RunOutcome
-from webhook.store import Store
+from webhook.core.outcome import RunOutcome
+from webhook.store.sqlite import Store
 
 LUA = f"""
 wrk.method = "POST"

@@ -17,7 +17,7 @@ from common import median
 
 from tests.hosts import SSHServer
 from webhook.config import Settings
-from webhook.ssh import SSHRunner
+from webhook.remote.ssh import SSHRunner
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import pytest
 from tests.hosts import REPO, DockerEngine, SSHKeys, SSHServer, free_port, http_call, wait_for
 from webhook import create_app
 from webhook.config import Settings
-from webhook.outcome import Execution
+from webhook.core.outcome import Execution
 
 TOKEN = "test-token-7f3a9c1e5b2d4680"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from webhook import create_app
-from webhook.command import build_prune_command
 from webhook.config import ConfigError, load_settings
-from webhook.duration import DurationError, normalize_until
+from webhook.core.command import build_prune_command
+from webhook.core.duration import DurationError, normalize_until
 
 
 def test_defaults_are_the_documented_ones():

@@ -13,9 +13,9 @@ import pytest
 
 from tests.conftest import AUTH
 from tests.hosts import REPO, missing
-from webhook import store as store_module
-from webhook.decision import Policy
-from webhook.store import Store
+from webhook.core.decision import Policy
+from webhook.store import sqlite as store_module
+from webhook.store.sqlite import Store
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_read_only_database_is_503_and_runs_nothing(make_app, fake_host, immutab
 
 KILLED_WRITER = """
 import sys
-from webhook.decision import Policy
-from webhook.outcome import RunOutcome
-from webhook.store import Store
+from webhook.core.decision import Policy
+from webhook.core.outcome import RunOutcome
+from webhook.store.sqlite import Store
 store = Store(sys.argv[1])
 policy = Policy(True, True, 3600, 600)
 done = RunOutcome(True, 0, "1GB", 10**9, None, None, 0.5, "x" * 4000, "")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webhook.decision import Action, Policy, Result, TargetState, decide, next_eligible_ts
+from webhook.core.decision import Action, Policy, Result, TargetState, decide, next_eligible_ts
 
 POLICY = Policy(enabled=True, has_target=True, interval_s=21600, retry_after_s=600)
 T0 = 1_000_000.0

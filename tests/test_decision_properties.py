@@ -10,9 +10,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook.decision import Action, Policy
-from webhook.outcome import RunOutcome
-from webhook.store import Store
+from webhook.core.decision import Action, Policy
+from webhook.core.outcome import RunOutcome
+from webhook.store.sqlite import Store
 
 INTERVAL, RETRY, LEASE = 3600.0, 600.0, 180.0
 POLICY = Policy(enabled=True, has_target=True, interval_s=INTERVAL, retry_after_s=RETRY)

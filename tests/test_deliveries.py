@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from tests.conftest import START
-from webhook import store as store_module
-from webhook.store import CAP_DELIVERIES, EXPIRE_DELIVERIES, Store
+from webhook.store import sqlite as store_module
+from webhook.store.sqlite import CAP_DELIVERIES, EXPIRE_DELIVERIES, Store
 
 DAY = 24 * 3600
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import AUTH, START, TOKEN
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
-from webhook.outcome import Execution
+from webhook.core.outcome import Execution
 
 EXACT_COMMAND = "docker builder prune -f --filter until=24h"
 HOOKS = ["/hooks/cron", "/hooks/watchdog", "/hooks/alertmanager"]

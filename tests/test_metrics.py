@@ -50,7 +50,7 @@ def test_in_flight_gauge_shows_a_running_prune(client, fake_host):
 
 
 def test_failed_prunes_are_counted_by_error_kind(client, fake_host):
-    from webhook.outcome import Execution
+    from webhook.core.outcome import Execution
 
     fake_host.execution = Execution(None, "", "", 1.0, "auth_failed", "refused")
     client.post("/hooks/cron?wait=1", headers=AUTH)

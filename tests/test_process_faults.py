@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import AUTH
 from tests.hosts import wait_for
 from webhook import create_app
-from webhook.store import Store
+from webhook.store.sqlite import Store
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.command import build_prune_command
-from webhook.duration import DurationError, normalize_until
-from webhook.outcome import Execution, summarize
-from webhook.sizes import find_reclaimed, human_size, parse_size
-from webhook.sources import read_alertmanager, read_watchdog
+from webhook.core.command import build_prune_command
+from webhook.core.duration import DurationError, normalize_until
+from webhook.core.outcome import Execution, summarize
+from webhook.core.sizes import find_reclaimed, human_size, parse_size
+from webhook.core.sources import read_alertmanager, read_watchdog
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from tests.conftest import AUTH
 from tests.hosts import SSHKeys, free_port, keygen
 from webhook import create_app
 from webhook.config import Settings
-from webhook.outcome import summarize
-from webhook.ssh import TAIL_BYTES, SSHRunner
+from webhook.core.outcome import summarize
+from webhook.remote.ssh import TAIL_BYTES, SSHRunner
 
 PRUNE = "docker builder prune -f --filter until=24h"
 

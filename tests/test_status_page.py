@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 from tests.conftest import AUTH
 from tests.hosts import missing
 from tests.payloads import WATCHDOG_ALERT
-from webhook.outcome import Execution
+from webhook.core.outcome import Execution
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from webhook.decision import Action, Policy
-from webhook.outcome import RunOutcome
-from webhook.store import HISTORY_LIMIT, Store
+from webhook.core.decision import Action, Policy
+from webhook.core.outcome import RunOutcome
+from webhook.store.sqlite import HISTORY_LIMIT, Store
 
 TARGET = "ci@127.0.0.1:22"
 POLICY = Policy(enabled=True, has_target=True, interval_s=3600, retry_after_s=600)

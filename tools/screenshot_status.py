@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 
 from webhook import create_app
 from webhook.config import Settings
-from webhook.outcome import RunOutcome
+from webhook.core.outcome import RunOutcome
 
 HOUR = 3600.0
 NOW = 1_795_600_000.0
@@ -35,7 +35,7 @@ DEMO_RUNS = [  # hours ago, reclaimed bytes (None = failed), error kind, trigger
 
 
 def human(size: int) -> str:
-    from webhook.sizes import human_size
+    from webhook.core.sizes import human_size
 
     return human_size(size)
 

@@ -1,76 +1,21 @@
-"""prunehook: prunes BuildKit build cache on a build host when a watchdog or cron asks."""
+"""prunehook: prunes BuildKit build cache on build hosts when a watchdog or cron asks.
+
+Layout: `core/` decides and reads (no I/O imports), `store/` keeps the state,
+`remote/` reaches build hosts, `web/` is the HTTP layer, `service.py` sits
+between them, `app.py` wires them. Importing a part never imports the others:
+`import webhook.core.decision` pulls in neither Flask nor sqlite3.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import os
-import time
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from . import cli, errors, hooks, metrics, openapi, status
-from .config import Settings, load_settings
-from .hook_token import ensure_token
-from .logs import configure_logging
-from .metrics import Metrics
-from .notify import TelegramNotifier
-from .outcome import Execution
-from .pruner import Pruner
-from .ssh import SSHRunner
-from .store import Store, StoreUnavailable
-
-log = logging.getLogger("webhook")
+if TYPE_CHECKING:
+    from flask import Flask
 
 
-def _resolve_settings(app: Flask, settings: Settings | None) -> Settings:
-    if settings is None:
-        settings, warnings = load_settings(dotenv=Path.cwd() / ".env")
-        app.extensions["prunehook.warnings"] = warnings
-        for warning in warnings:
-            log.warning("%s", warning)
-    if not settings.db_path:
-        settings = dataclasses.replace(
-            settings, db_path=str(Path(app.instance_path) / "prunehook.sqlite3")
-        )
-    if not settings.token:
-        token, path = ensure_token(app.instance_path)
-        log.warning("PRUNEHOOK_TOKEN is not set: the hooks require the token kept in %s", path)
-        settings = dataclasses.replace(settings, token=token)
-    return settings
+def create_app(*args: Any, **kwargs: Any) -> Flask:
+    """The Flask app (see `webhook.app.create_app`)."""
+    from webhook.app import create_app as build
 
-
-def create_app(
-    settings: Settings | None = None,
-    *,
-    run_command: Callable[[str], Execution] | None = None,
-    clock: Callable[[], float] = time.time,
-    instance_path: str | None = None,
-) -> Flask:
-    """The app. Without `settings`, they are read from the environment and `.env`."""
-    configure_logging()
-    instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
-    settings = _resolve_settings(app, settings)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = Store(settings.db_path)
-    try:
-        store.init_schema()
-    except StoreUnavailable as error:
-        # keep serving: hooks answer 503 (senders retry) until the database is usable again
-        log.error("state database %s unavailable at start: %s", settings.db_path, error)
-    finally:
-        store.close()  # never hand a connection across a fork (gunicorn --preload)
-    pruner = Pruner(settings, store, run_command or SSHRunner(settings).run, clock=clock)
-    app.extensions["prunehook"] = pruner
-    app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_gauges(pruner))
-    pruner.after_run += [TelegramNotifier(settings), meters.finished]
-    errors.init_app(app)
-    app.register_blueprint(hooks.bp)
-    app.register_blueprint(status.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(metrics.bp)
-    cli.init_app(app)
-    return app
+    return build(*args, **kwargs)

@@ -9,10 +9,10 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from .decision import Action
-from .preflight import run_checks, token_source
-from .pruner import Pruner
-from .status import current_status
+from webhook.core.decision import Action
+from webhook.preflight import run_checks, token_source
+from webhook.pruner import Pruner
+from webhook.web.status import current_status
 
 
 def _service() -> Pruner:

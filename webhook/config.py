@@ -18,9 +18,9 @@ from pathlib import Path
 from environs import Env, EnvValidationError
 from marshmallow.validate import Range
 
-from .decision import Policy
-from .duration import DurationError, duration_seconds, normalize_until
-from .signatures import MIN_KEY_BYTES, parse_secrets
+from webhook.core.decision import Policy
+from webhook.core.duration import DurationError, duration_seconds, normalize_until
+from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
 DEFAULT_INTERVAL_S = 21600

@@ -9,8 +9,8 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .outcome import RunOutcome
+    from webhook.config import Settings
+    from webhook.core.outcome import RunOutcome
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 10

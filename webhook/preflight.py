@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
-from .ssh import SSHFailure, SSHRunner, load_private_key
+from webhook.config import Settings
+from webhook.remote.ssh import SSHFailure, SSHRunner, load_private_key
 
 DOCKER_VERSION = "docker version --format '{{.Server.Version}}'"
 

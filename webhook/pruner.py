@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .command import build_prune_command
-from .config import Settings
-from .decision import Action, Decision, TargetState, decide
-from .outcome import Execution, RunOutcome, summarize
-from .store import Store, StoreUnavailable
+from webhook.config import Settings
+from webhook.core.command import build_prune_command
+from webhook.core.decision import Action, Decision, TargetState, decide
+from webhook.core.outcome import Execution, RunOutcome, summarize
+from webhook.store.sqlite import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields
 from marshmallow.validate import Length, Range, Regexp
 
-from ..duration import DurationError, normalize_until
+from webhook.core.duration import DurationError, normalize_until
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 _NAME = re.compile(NAME_PATTERN)

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .config import Settings
-from .decision import Result, TargetState, lease_is_live, next_eligible_ts
-from .schemas import run_view
+from webhook.config import Settings
+from webhook.core.decision import Result, TargetState, lease_is_live, next_eligible_ts
+from webhook.web.schemas import run_view
 
 
 def build_status(

@@ -8,8 +8,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from .config import ConfigError
-from .signatures import MIN_KEY_BYTES
+from webhook.config import ConfigError
+from webhook.web.signatures import MIN_KEY_BYTES
 
 TOKEN_FILE = "hook-token"  # noqa: S105 (a file name, not a secret)
 

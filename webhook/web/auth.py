@@ -6,9 +6,9 @@ import hmac
 
 from flask import request
 
-from .config import Settings
-from .errors import Unauthorized
-from .signatures import SignatureError, check_body, check_headers, is_signed
+from webhook.config import Settings
+from webhook.web.errors import Unauthorized
+from webhook.web.signatures import SignatureError, check_body, check_headers, is_signed
 
 
 def bearer_token(header: str) -> str | None:

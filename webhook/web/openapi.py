@@ -70,7 +70,7 @@ def build_spec() -> dict[str, Any]:
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
-    from .schemas import (
+    from webhook.web.schemas import (
         AlertmanagerWebhookSchema,
         CronPingSchema,
         ErrorSchema,

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .outcome import Execution
+from webhook.core.outcome import Execution
 
 if TYPE_CHECKING:
     import paramiko
 
-    from .config import Settings
+    from webhook.config import Settings
 
 TAIL_BYTES = 16 * 1024
 _READ_CHUNK = 32 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sizes import find_reclaimed
+from webhook.core.sizes import find_reclaimed
 
 DOCKER_DOWN = "Cannot connect to the Docker daemon"
 DOCKER_REFUSED = "Error response from daemon"

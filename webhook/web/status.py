@@ -6,10 +6,10 @@ import secrets
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
-from .pruner import Pruner
-from .report import build_status, human_delta, human_time, reclaimed_bars, state_gauges
+from webhook.pruner import Pruner
+from webhook.web.report import build_status, human_delta, human_time, reclaimed_bars, state_gauges
 
-bp = Blueprint("status", __name__)
+bp = Blueprint("status", __name__, template_folder="templates")
 RECENT_RUNS = 10
 # nothing an answer carries may load, run or frame anything; the page's one <style> block
 # is let in by a nonce of its own

@@ -25,8 +25,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .decision import Action
-from .outcome import RunOutcome
+from webhook.core.decision import Action
+from webhook.core.outcome import RunOutcome
 
 bp = Blueprint("metrics", __name__)
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)

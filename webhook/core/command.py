@@ -6,7 +6,7 @@ so that nothing but a Go duration can ever be interpolated.
 
 from __future__ import annotations
 
-from .duration import GO_DURATION
+from webhook.core.duration import GO_DURATION
 
 
 def build_prune_command(until: str, prune_all: bool) -> str:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .decision import Action, Decision, Policy, Result, TargetState, decide
-from .outcome import RunOutcome
+from webhook.core.decision import Action, Decision, Policy, Result, TargetState, decide
+from webhook.core.outcome import RunOutcome
 
 HISTORY_LIMIT = 100
 # signed delivery ids kept at most; rowids grow with each insert, so the oldest go first

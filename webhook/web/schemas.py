@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
 from marshmallow.validate import Equal, Length, OneOf, Range
 
-from .decision import Action, Result
+from webhook.core.decision import Action, Result
 
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
 AN_ACTION = OneOf([action.value for action in Action])

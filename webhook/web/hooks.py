@@ -12,13 +12,18 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 
-from .auth import authenticate
-from .decision import Action, Decision
-from .errors import APIError, ValidationFailed
-from .pruner import Pruner, TriggerResult
-from .schemas import AlertmanagerWebhookSchema, CronPingSchema, WatchdogAlertSchema, run_view
-from .sources import Verdict, read_alertmanager, read_cron, read_watchdog
-from .store import StoreUnavailable
+from webhook.core.decision import Action, Decision
+from webhook.core.sources import Verdict, read_alertmanager, read_cron, read_watchdog
+from webhook.pruner import Pruner, TriggerResult
+from webhook.store.sqlite import StoreUnavailable
+from webhook.web.auth import authenticate
+from webhook.web.errors import APIError, ValidationFailed
+from webhook.web.schemas import (
+    AlertmanagerWebhookSchema,
+    CronPingSchema,
+    WatchdogAlertSchema,
+    run_view,
+)
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)

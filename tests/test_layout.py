@@ -1,0 +1,20 @@
+"""The layout keeps the core pure: importing it never pulls in the I/O layers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.hosts import REPO
+
+CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "verdicts"]
+IO_MODULES = ["flask", "sqlite3", "paramiko", "prometheus_client", "werkzeug"]
+
+
+def test_importing_the_core_pulls_in_no_web_database_or_ssh_module():
+    imports = "; ".join(f"import webhook.core.{name}" for name in CORE)
+    check = f"{imports}; import sys; print(sorted(m for m in {IO_MODULES!r} if m in sys.modules))"
+    found = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]"

@@ -1,0 +1,1 @@
+"""Reaching a build host: the SSH runner and its failure kinds."""

@@ -1,0 +1,1 @@
+"""The state store: each target's row, its run history and the signed deliveries seen."""

@@ -1,0 +1,1 @@
+"""The web layer: blueprints, payload schemas, authentication, errors, the page."""
