@@ -116,3 +116,9 @@ def test_a_state_file_from_the_first_schema_gains_the_new_columns(tmp_path):
         TARGET, T0, POLICY, trigger="t", command=COMMAND, lease_s=180, request_id="r-1"
     ).run_id
     assert store.run(run_id)["request_id"] == "r-1"
+
+
+def test_a_store_creates_its_schema_on_first_use(tmp_path):
+    store = Store(tmp_path / "not-yet" / "state.sqlite3")  # no init_schema: nor the folder
+    assert claim(store, T0).decision.action == Action.STARTED
+    assert len(store.recent_runs(TARGET)) == 1

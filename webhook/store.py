@@ -86,8 +86,16 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._local = threading.local()
+        # False until the schema exists: created on first use and retried after a failure
+        # (a volume that was full at start), so no restart is needed once it is usable
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
 
     def _open(self) -> sqlite3.Connection:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from error
         try:
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
@@ -115,6 +123,8 @@ class Store:
         if connection is None:
             connection = self._local.connection = self._open()
         try:
+            if not self._schema_ready:
+                self._create_schema(connection)
             yield connection
         except sqlite3.DatabaseError as error:
             # locked, read-only, unreadable or not a database: unavailable, so callers retry;
@@ -136,14 +146,22 @@ class Store:
             connection.execute("COMMIT")
 
     def init_schema(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
+        """Create the schema now (at start) rather than on first use; raises StoreUnavailable."""
+        with self._connect():
+            pass
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        """Idempotent: every statement may run again after a partial failure."""
+        with self._schema_lock:
+            if self._schema_ready:
+                return
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(_SCHEMA)
             present = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
             for column, kind in _ADDED_RUN_COLUMNS:
                 if column not in present:
                     connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            self._schema_ready = True
 
     def _row(self, connection: sqlite3.Connection, target: str) -> sqlite3.Row | None:
         return connection.execute("SELECT * FROM targets WHERE target = ?", (target,)).fetchone()
