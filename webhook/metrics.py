@@ -46,6 +46,9 @@ STATE_GAUGES = (
     ("prunehook_last_reclaimed_bytes", "last_reclaimed_bytes", "bytes the last prune reclaimed"),
 )
 
+# gauges of something that happened: never later than now
+PAST_EVENTS = frozenset({"last_success_ts", "last_run_ts"})
+
 
 class StateCollector(Collector):
     """Gauges read from the state row at scrape time."""
@@ -61,7 +64,12 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("prunehook_in_flight", "prunes in flight", value=in_flight)
         for name, key, help_text in STATE_GAUGES:
             if status.get(key) is not None:
-                yield GaugeMetricFamily(name, help_text, value=float(status[key]))
+                value = float(status[key])
+                if key in PAST_EVENTS:
+                    # after the clock stepped back: a future time would keep `time() - x`
+                    # negative, and a staleness alert silent, until the clock caught up
+                    value = min(value, status["now"])
+                yield GaugeMetricFamily(name, help_text, value=value)
 
 
 class Metrics:

@@ -86,6 +86,19 @@ class Pruner:
             worker_pid=os.getpid(),
             request_id=request_id,
         )
+        if claim.clock_step is not None:
+            log.warning(
+                "stored times were %.0f s ahead of the clock: it was stepped back; capped at now",
+                claim.clock_step.ahead_s,
+                extra={
+                    "fields": {
+                        "event": "clock_step",
+                        "target": target,
+                        "ahead_s": round(claim.clock_step.ahead_s, 3),
+                        "request_id": request_id,
+                    }
+                },
+            )
         if claim.decision.action != Action.STARTED or claim.run_id is None:
             return TriggerResult(claim.decision)
         thread = self._start(claim.run_id, request_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .decision import Action, Decision, Policy, Result, TargetState, decide
+from .decision import Action, ClockStep, Decision, Policy, Result, TargetState, clock_step, decide
 from .outcome import RunOutcome
 
 HISTORY_LIMIT = 100
@@ -77,6 +77,8 @@ class StoreUnavailable(Exception):
 class Claim:
     decision: Decision
     run_id: int | None = None
+    # set when stored times were ahead of `now` and this claim capped them
+    clock_step: ClockStep | None = None
 
 
 class Store:
@@ -185,15 +187,20 @@ class Store:
     ) -> Claim:
         """Decide for `target` at `now`; when the decision is to start, record the run."""
         if not force:
-            fast = decide(self.read_state(target), now, policy)
-            if fast.action != Action.STARTED:
-                return Claim(fast)
+            state = self.read_state(target)
+            if clock_step(state, now, lease_s) is None:
+                fast = decide(state, now, policy)
+                if fast.action != Action.STARTED:
+                    return Claim(fast)
         with self._transaction() as connection:
-            decision = decide(
-                TargetState.from_mapping(self._row(connection, target)), now, policy, force
-            )
+            state = TargetState.from_mapping(self._row(connection, target))
+            step = clock_step(state, now, lease_s)
+            if step is not None:
+                self._write_capped_times(connection, target, step.state)
+                state = step.state
+            decision = decide(state, now, policy, force)
             if decision.action != Action.STARTED:
-                return Claim(decision)
+                return Claim(decision, clock_step=step)
             if decision.lost_run_id is not None:
                 self._give_up_lost_run(connection, target, decision.lost_run_id, now)
             run_id = connection.execute(
@@ -211,7 +218,23 @@ class Store:
                 " last_run_id = excluded.last_run_id",
                 (target, run_id, now, now + lease_s, now, run_id),
             )
-            return Claim(decision, run_id)
+            return Claim(decision, run_id, step)
+
+    def _write_capped_times(
+        self, connection: sqlite3.Connection, target: str, state: TargetState
+    ) -> None:
+        connection.execute(
+            "UPDATE targets SET last_started_ts = ?, last_finished_ts = ?, last_success_ts = ?,"
+            " inflight_started_ts = ?, lease_expires_ts = ? WHERE target = ?",
+            (
+                state.last_started_ts,
+                state.last_finished_ts,
+                state.last_success_ts,
+                state.inflight_started_ts,
+                state.lease_expires_ts,
+                target,
+            ),
+        )
 
     def _give_up_lost_run(
         self, connection: sqlite3.Connection, target: str, run_id: int, now: float
