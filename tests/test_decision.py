@@ -108,3 +108,10 @@ def test_a_live_lease_alone_is_not_a_clock_step():
         last_started_ts=T0, inflight_run_id=7, inflight_started_ts=T0, lease_expires_ts=T0 + 180
     )
     assert clock_step(held, T0, lease_s=180) is None
+
+
+def test_a_lease_longer_than_todays_after_the_timeout_was_lowered_is_not_a_clock_step():
+    held = TargetState(
+        last_started_ts=T0, inflight_run_id=7, inflight_started_ts=T0, lease_expires_ts=T0 + 900
+    )
+    assert clock_step(held, T0 + 10, lease_s=180) is None

@@ -98,9 +98,9 @@ def clock_step(state: TargetState, now: float, lease_s: float) -> ClockStep | No
         )
         if ts is not None
     ]
+    # a lease ends in the future by design (and further after PRUNEHOOK_TIMEOUT_S was
+    # lowered): only its start tells a step
     ahead = max(past, default=now) - now
-    if state.lease_expires_ts is not None:
-        ahead = max(ahead, state.lease_expires_ts - (now + lease_s))
     if ahead <= CLOCK_STEP_TOLERANCE_S:
         return None
 
