@@ -116,17 +116,24 @@ class Store:
         """Close this thread's connection (others close with their threads)."""
         connection = getattr(self._local, "connection", None)
         self._local.connection = None
+        self._forget_states()  # data_version numbers are per connection
         if connection is not None:
             connection.close()
+
+    def _forget_states(self) -> None:
+        self._local.states = {}
+        self._local.data_version = None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._open()
+            self._forget_states()
         try:
             if not self._schema_ready:
                 self._create_schema(connection)
+                self._forget_states()
             yield connection
         except sqlite3.DatabaseError as error:
             # locked, read-only, unreadable or not a database: unavailable, so callers retry;
@@ -145,6 +152,9 @@ class Store:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            finally:
+                # this connection's own commits leave its data_version as it was
+                self._forget_states()
             connection.execute("COMMIT")
 
     def init_schema(self) -> None:
@@ -169,8 +179,20 @@ class Store:
         return connection.execute("SELECT * FROM targets WHERE target = ?", (target,)).fetchone()
 
     def read_state(self, target: str) -> TargetState:
+        """The state as last read by this thread while no connection has committed since
+        (`PRAGMA data_version` says so for other connections, `_transaction` for this one):
+        an alert storm's skips then cost one pragma each instead of a query and a row."""
         with self._connect() as connection:
-            return TargetState.from_mapping(self._row(connection, target))
+            local = self._local
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            if version != local.data_version:
+                local.states = {}
+                local.data_version = version
+            state = local.states.get(target)
+            if state is None:
+                state = TargetState.from_mapping(self._row(connection, target))
+                local.states[target] = state
+            return state
 
     def claim(
         self,
