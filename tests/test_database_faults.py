@@ -143,3 +143,57 @@ def test_integrity_holds_after_kill_9_during_writes(tmp_path):
         "t", 1e12, Policy(True, True, 3600, 600), trigger="after", command="c", lease_s=1
     )
     assert claim.run_id is not None
+
+
+@pytest.fixture
+def small_volume(tmp_path):
+    """A real 512 KiB file system (tmpfs) for the state database; `fill()` uses up its space
+    and `free()` gives it back, as a full disk and an operator's clean-up would."""
+    mount_point = tmp_path / "volume"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        missing("mount -t tmpfs (root)")
+    filler = mount_point / "filler"
+
+    class Volume:
+        path = mount_point
+
+        @staticmethod
+        def fill() -> None:
+            with filler.open("ab", buffering=0) as out:
+                try:
+                    while True:
+                        out.write(b"\0" * 4096)
+                except OSError:
+                    pass  # ENOSPC: the volume is full
+
+        @staticmethod
+        def free() -> None:
+            filler.unlink()
+
+    yield Volume
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_schema_that_could_not_be_created_at_start_is_created_once_space_is_freed(
+    make_app, fake_host, small_volume
+):
+    small_volume.fill()
+    app = make_app(db_path=str(small_volume.path / "state.sqlite3"))  # starts, the disk full
+    client = app.test_client()
+    full = client.post("/hooks/cron", headers=AUTH)
+    assert (full.status_code, full.get_json()["error"]) == (503, "database_unavailable")
+    assert client.get("/status").status_code == 503
+    assert fake_host.commands == []
+
+    small_volume.free()  # the operator frees space; nobody restarts the service
+
+    assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["decision"] == "started"
+    assert len(fake_host.commands) == 1
+    status = client.get("/status")
+    assert status.status_code == 200
+    assert status.get_json()["last_result"] == "ok"

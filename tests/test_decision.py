@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from webhook.core.decision import Action, Policy, Result, TargetState, decide, next_eligible_ts
+from webhook.core.decision import (
+    Action,
+    Policy,
+    Result,
+    TargetState,
+    clock_step,
+    decide,
+    next_eligible_ts,
+)
 
 POLICY = Policy(enabled=True, has_target=True, interval_s=21600, retry_after_s=600)
 T0 = 1_000_000.0
@@ -59,3 +67,51 @@ def test_kill_switch_and_missing_target_start_nothing():
     no_host = Policy(True, False, 21600, 600)
     assert decide(TargetState(), T0, off).action == Action.DISABLED
     assert decide(TargetState(), T0, no_host).action == Action.NO_TARGET
+
+
+def test_stored_times_up_to_a_minute_ahead_are_ordinary_skew_not_a_clock_step():
+    state = TargetState(
+        last_started_ts=T0 + 60, last_finished_ts=T0 + 60, last_result=Result.OK,
+        last_success_ts=T0 + 60,
+    )  # fmt: skip
+    assert clock_step(state, T0, lease_s=180) is None
+
+
+def test_a_start_stored_ahead_after_a_step_back_makes_the_next_prune_due_an_interval_from_now():
+    step = clock_step(ran(Result.OK, started=T0 + 7200), T0, lease_s=180)
+    assert step is not None and step.ahead_s == 7230
+    assert step.state.last_started_ts == step.state.last_finished_ts == T0
+    assert next_eligible_ts(step.state, POLICY) == T0 + 21600
+
+
+def test_a_failed_run_stored_ahead_is_retried_a_retry_delay_from_now():
+    step = clock_step(ran(Result.FAILED, started=T0 + 7200), T0, lease_s=180)
+    assert step is not None
+    assert decide(step.state, T0 + 599, POLICY).action == Action.SKIPPED
+    assert decide(step.state, T0 + 600, POLICY).action == Action.STARTED
+
+
+def test_a_lease_stored_ahead_is_capped_at_now_plus_the_lease():
+    held = TargetState(
+        last_started_ts=T0 + 7200, inflight_run_id=7, inflight_started_ts=T0 + 7200,
+        lease_expires_ts=T0 + 7380,
+    )  # fmt: skip
+    step = clock_step(held, T0, lease_s=180)
+    assert step is not None
+    assert step.state.lease_expires_ts == T0 + 180
+    assert decide(step.state, T0 + 179, POLICY).action == Action.BUSY
+    assert decide(step.state, T0 + 180, POLICY).lost_run_id == 7
+
+
+def test_a_live_lease_alone_is_not_a_clock_step():
+    held = TargetState(
+        last_started_ts=T0, inflight_run_id=7, inflight_started_ts=T0, lease_expires_ts=T0 + 180
+    )
+    assert clock_step(held, T0, lease_s=180) is None
+
+
+def test_a_lease_longer_than_todays_after_the_timeout_was_lowered_is_not_a_clock_step():
+    held = TargetState(
+        last_started_ts=T0, inflight_run_id=7, inflight_started_ts=T0, lease_expires_ts=T0 + 900
+    )
+    assert clock_step(held, T0 + 10, lease_s=180) is None

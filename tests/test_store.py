@@ -116,3 +116,35 @@ def test_a_state_file_from_the_first_schema_gains_the_new_columns(tmp_path):
         TARGET, T0, POLICY, trigger="t", command=COMMAND, lease_s=180, request_id="r-1"
     ).run_id
     assert store.run(run_id)["request_id"] == "r-1"
+
+
+def test_a_store_creates_its_schema_on_first_use(tmp_path):
+    store = Store(tmp_path / "not-yet" / "state.sqlite3")  # no init_schema: nor the folder
+    assert claim(store, T0).decision.action == Action.STARTED
+    assert len(store.recent_runs(TARGET)) == 1
+
+
+def test_a_run_claimed_through_another_connection_is_seen_by_the_next_trigger(tmp_path):
+    worker_a, worker_b = new_store(tmp_path), new_store(tmp_path)  # two gunicorn workers
+    run = claim(worker_a, T0).run_id
+    worker_a.finish(TARGET, run, outcome(), T0 + 5)
+    assert claim(worker_a, T0 + 10).decision.action == Action.SKIPPED
+
+    assert claim(worker_b, T0 + 20, force=True).decision.action == Action.STARTED
+
+    assert claim(worker_a, T0 + 30).decision.action == Action.BUSY
+
+
+def test_a_workers_own_finish_is_seen_by_its_next_trigger(tmp_path):
+    store, other_worker = new_store(tmp_path), new_store(tmp_path)
+    long_lease = {"trigger": "test", "command": COMMAND, "lease_s": 3000}
+    run = store.claim(TARGET, T0, POLICY, **long_lease).run_id
+    other_worker.claim("another-target", T0 + 1, POLICY, **long_lease)  # any commit elsewhere
+    busy = store.claim(TARGET, T0 + 2, POLICY, **long_lease).decision  # read while in flight
+    assert busy.action == Action.BUSY
+
+    store.finish(TARGET, run, outcome(ok=False), T0 + 3)
+
+    # the failed run may be retried after the retry delay, long before its lease would end
+    retry = store.claim(TARGET, T0 + 3 + 600, POLICY, **long_lease).decision
+    assert retry.action == Action.STARTED

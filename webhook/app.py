@@ -60,7 +60,7 @@ def create_app(
     try:
         store.init_schema()
     except StoreUnavailable as error:
-        # keep serving: hooks answer 503 (senders retry) until the database is usable again
+        # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
         log.error("state database %s unavailable at start: %s", settings.db_path, error)
     finally:
         store.close()  # never hand a connection across a fork (gunicorn --preload)

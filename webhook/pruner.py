@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from webhook.config import Settings
@@ -53,8 +54,12 @@ class Pruner:
         self.clock = clock
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
+        # derived from the (frozen) settings once, not on every trigger of an alert storm
+        self._target = settings.target
+        self._policy = settings.policy
+        self._lease_s = settings.lease_s
 
-    @property
+    @cached_property
     def command(self) -> str:
         return build_prune_command(self.settings.until, self.settings.prune_all)
 
@@ -72,20 +77,33 @@ class Pruner:
         request_id: str | None = None,
     ) -> TriggerResult:
         """Decide and, when due, start a prune; with `wait`, return after it finished."""
-        target = self.settings.target
-        if target is None or not self.settings.enabled:
-            return TriggerResult(decide(TargetState(), self.clock(), self.settings.policy))
+        target = self._target
+        if target is None or not self._policy.enabled:
+            return TriggerResult(decide(TargetState(), self.clock(), self._policy))
         claim = self.store.claim(
             target,
             self.clock(),
-            self.settings.policy,
+            self._policy,
             trigger=source,
             command=self.command,
-            lease_s=self.settings.lease_s,
+            lease_s=self._lease_s,
             force=force,
             worker_pid=os.getpid(),
             request_id=request_id,
         )
+        if claim.clock_step is not None:
+            log.warning(
+                "stored times were %.0f s ahead of the clock: it was stepped back; capped at now",
+                claim.clock_step.ahead_s,
+                extra={
+                    "fields": {
+                        "event": "clock_step",
+                        "target": target,
+                        "ahead_s": round(claim.clock_step.ahead_s, 3),
+                        "request_id": request_id,
+                    }
+                },
+            )
         if claim.decision.action != Action.STARTED or claim.run_id is None:
             return TriggerResult(claim.decision)
         thread = self._start(claim.run_id, request_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +34,9 @@ class TargetState:
     last_result: Result | None = None
     inflight_run_id: int | None = None
     lease_expires_ts: float | None = None
+    # not needed to decide, but capped with the others after a clock step
+    inflight_started_ts: float | None = None
+    last_success_ts: float | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any] | None) -> TargetState:
@@ -46,6 +49,8 @@ class TargetState:
             last_result=Result(row["last_result"]) if row["last_result"] else None,
             inflight_run_id=row["inflight_run_id"],
             lease_expires_ts=row["lease_expires_ts"],
+            inflight_started_ts=row["inflight_started_ts"],
+            last_success_ts=row["last_success_ts"],
         )
 
 
@@ -64,6 +69,53 @@ class Decision:
     next_eligible_ts: float | None = None
     # the in-flight run whose lease ran out: it is given up as lost when this claim starts
     lost_run_id: int | None = None
+
+
+# stored times further ahead of now than this mean the clock was stepped back (NTP, a
+# restored VM): within it, the ordinary skew between processes reading the same clock
+CLOCK_STEP_TOLERANCE_S = 60.0
+
+
+@dataclass(frozen=True)
+class ClockStep:
+    """Stored times were ahead of now: how far, and the state with them capped."""
+
+    ahead_s: float
+    state: TargetState
+
+
+def clock_step(state: TargetState, now: float, lease_s: float) -> ClockStep | None:
+    """None when the stored times are plausible at `now`; else they are capped so that the
+    next prune is due at most an interval (or retry delay) from now and a lease ends at most
+    `lease_s` from now, instead of waiting out the step as well."""
+    past = [
+        ts
+        for ts in (
+            state.last_started_ts,
+            state.last_finished_ts,
+            state.inflight_started_ts,
+            state.last_success_ts,
+        )
+        if ts is not None
+    ]
+    # a lease ends in the future by design (and further after PRUNEHOOK_TIMEOUT_S was
+    # lowered): only its start tells a step
+    ahead = max(past, default=now) - now
+    if ahead <= CLOCK_STEP_TOLERANCE_S:
+        return None
+
+    def cap(ts: float | None, limit: float = now) -> float | None:
+        return None if ts is None else min(ts, limit)
+
+    capped = replace(
+        state,
+        last_started_ts=cap(state.last_started_ts),
+        last_finished_ts=cap(state.last_finished_ts),
+        inflight_started_ts=cap(state.inflight_started_ts),
+        last_success_ts=cap(state.last_success_ts),
+        lease_expires_ts=cap(state.lease_expires_ts, now + lease_s),
+    )
+    return ClockStep(ahead, capped)
 
 
 def lease_is_live(state: TargetState, now: float) -> bool:

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webhook.core.decision import Action, Decision, Policy, Result, TargetState, decide
+from webhook.core.decision import (
+    Action,
+    ClockStep,
+    Decision,
+    Policy,
+    Result,
+    TargetState,
+    clock_step,
+    decide,
+)
 from webhook.core.outcome import RunOutcome
 
 HISTORY_LIMIT = 100
@@ -82,6 +91,8 @@ class StoreUnavailable(Exception):
 class Claim:
     decision: Decision
     run_id: int | None = None
+    # set when stored times were ahead of `now` and this claim capped them
+    clock_step: ClockStep | None = None
 
 
 class Store:
@@ -91,8 +102,16 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._local = threading.local()
+        # False until the schema exists: created on first use and retried after a failure
+        # (a volume that was full at start), so no restart is needed once it is usable
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
 
     def _open(self) -> sqlite3.Connection:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from error
         try:
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
@@ -111,15 +130,24 @@ class Store:
         """Close this thread's connection (others close with their threads)."""
         connection = getattr(self._local, "connection", None)
         self._local.connection = None
+        self._forget_states()  # data_version numbers are per connection
         if connection is not None:
             connection.close()
+
+    def _forget_states(self) -> None:
+        self._local.states = {}
+        self._local.data_version = None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._open()
+            self._forget_states()
         try:
+            if not self._schema_ready:
+                self._create_schema(connection)
+                self._forget_states()
             yield connection
         except sqlite3.DatabaseError as error:
             # locked, read-only, unreadable or not a database: unavailable, so callers retry;
@@ -138,24 +166,47 @@ class Store:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            finally:
+                # this connection's own commits leave its data_version as it was
+                self._forget_states()
             connection.execute("COMMIT")
 
     def init_schema(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
+        """Create the schema now (at start) rather than on first use; raises StoreUnavailable."""
+        with self._connect():
+            pass
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        """Idempotent: every statement may run again after a partial failure."""
+        with self._schema_lock:
+            if self._schema_ready:
+                return
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(_SCHEMA)
             present = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
             for column, kind in _ADDED_RUN_COLUMNS:
                 if column not in present:
                     connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            self._schema_ready = True
 
     def _row(self, connection: sqlite3.Connection, target: str) -> sqlite3.Row | None:
         return connection.execute("SELECT * FROM targets WHERE target = ?", (target,)).fetchone()
 
     def read_state(self, target: str) -> TargetState:
+        """The state as last read by this thread while no connection has committed since
+        (`PRAGMA data_version` says so for other connections, `_transaction` for this one):
+        an alert storm's skips then cost one pragma each instead of a query and a row."""
         with self._connect() as connection:
-            return TargetState.from_mapping(self._row(connection, target))
+            local = self._local
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            if version != local.data_version:
+                local.states = {}
+                local.data_version = version
+            state = local.states.get(target)
+            if state is None:
+                state = TargetState.from_mapping(self._row(connection, target))
+                local.states[target] = state
+            return state
 
     def claim(
         self,
@@ -172,15 +223,20 @@ class Store:
     ) -> Claim:
         """Decide for `target` at `now`; when the decision is to start, record the run."""
         if not force:
-            fast = decide(self.read_state(target), now, policy)
-            if fast.action != Action.STARTED:
-                return Claim(fast)
+            state = self.read_state(target)
+            if clock_step(state, now, lease_s) is None:
+                fast = decide(state, now, policy)
+                if fast.action != Action.STARTED:
+                    return Claim(fast)
         with self._transaction() as connection:
-            decision = decide(
-                TargetState.from_mapping(self._row(connection, target)), now, policy, force
-            )
+            state = TargetState.from_mapping(self._row(connection, target))
+            step = clock_step(state, now, lease_s)
+            if step is not None:
+                self._write_capped_times(connection, target, step.state)
+                state = step.state
+            decision = decide(state, now, policy, force)
             if decision.action != Action.STARTED:
-                return Claim(decision)
+                return Claim(decision, clock_step=step)
             if decision.lost_run_id is not None:
                 self._give_up_lost_run(connection, target, decision.lost_run_id, now)
             run_id = connection.execute(
@@ -198,7 +254,23 @@ class Store:
                 " last_run_id = excluded.last_run_id",
                 (target, run_id, now, now + lease_s, now, run_id),
             )
-            return Claim(decision, run_id)
+            return Claim(decision, run_id, step)
+
+    def _write_capped_times(
+        self, connection: sqlite3.Connection, target: str, state: TargetState
+    ) -> None:
+        connection.execute(
+            "UPDATE targets SET last_started_ts = ?, last_finished_ts = ?, last_success_ts = ?,"
+            " inflight_started_ts = ?, lease_expires_ts = ? WHERE target = ?",
+            (
+                state.last_started_ts,
+                state.last_finished_ts,
+                state.last_success_ts,
+                state.inflight_started_ts,
+                state.lease_expires_ts,
+                target,
+            ),
+        )
 
     def _give_up_lost_run(
         self, connection: sqlite3.Connection, target: str, run_id: int, now: float

@@ -72,6 +72,7 @@ class Metrics:
             "prunehook_trigger_decisions", "Trigger answers by decision and caller",
             ["decision", "source"], registry=self.registry,
         )  # fmt: skip
+        self._decision_children: dict[tuple[Action, str], Any] = {}
         self.prunes = Counter(
             "prunehook_prunes", "Finished prunes by outcome (ok, or the error kind)",
             ["outcome"], registry=self.registry,
@@ -85,7 +86,12 @@ class Metrics:
         )  # fmt: skip
 
     def decided(self, action: Action, source: str) -> None:
-        self.decisions.labels(decision=str(action), source=source_kind(source)).inc()
+        labels = (action, source_kind(source))
+        child = self._decision_children.get(labels)
+        if child is None:  # looked up once per pair: `labels()` costs more than `inc()`
+            child = self.decisions.labels(decision=str(action), source=labels[1])
+            self._decision_children[labels] = child
+        child.inc()
 
     def finished(self, target: str, outcome: RunOutcome) -> None:
         self.prunes.labels(outcome="ok" if outcome.ok else outcome.error_kind or "failed").inc()

@@ -64,14 +64,20 @@ def build_status(
     }
 
 
-def state_gauges(settings: Settings, row: dict[str, Any] | None) -> dict[str, Any]:
+def _not_after(ts: float | None, now: float) -> float | None:
+    # after the clock stepped back, a future time would keep `time() - x` negative, and a
+    # staleness alert silent, until the clock caught up
+    return None if ts is None else min(ts, now)
+
+
+def state_gauges(settings: Settings, row: dict[str, Any] | None, now: float) -> dict[str, Any]:
     """What /metrics shows of the state: the row alone, never the run history."""
     row = row or {}
     return {
         "can_run": settings.enabled and settings.target is not None,
         "in_flight": row.get("inflight_run_id") is not None,
-        "last_success_ts": row.get("last_success_ts"),
-        "last_run_ts": row.get("last_started_ts"),
+        "last_success_ts": _not_after(row.get("last_success_ts"), now),
+        "last_run_ts": _not_after(row.get("last_started_ts"), now),
         "next_eligible_ts": next_eligible_ts(TargetState.from_mapping(row), settings.policy),
         "last_reclaimed_bytes": row.get("last_reclaimed_bytes"),
     }

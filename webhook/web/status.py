@@ -37,7 +37,8 @@ def current_status(service: Pruner) -> dict:
 def current_gauges(service: Pruner) -> dict:
     """The state /metrics shows, read from the target's row alone (a scrape is frequent)."""
     target = service.settings.target
-    return state_gauges(service.settings, service.store.target_row(target) if target else None)
+    row = service.store.target_row(target) if target else None
+    return state_gauges(service.settings, row, service.clock())
 
 
 @bp.get("/status")
