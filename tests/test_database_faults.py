@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import AUTH
-from tests.hosts import REPO, missing
+from tests.conftest import AUTH, missing
+from tests.harness import REPO
 from webhook import store as store_module
 from webhook.decision import Policy
 from webhook.store import Store
