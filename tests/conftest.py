@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import (
+    BuildFleet,
     DockerEngine,
     Gunicorn,
     PartMissing,
@@ -32,6 +33,7 @@ NEEDS = {
     "make_sshd": ("sshd",),
     "build_host": ("sshd", "dockerd"),
     "docker_engine": ("dockerd",),
+    "three_hosts": ("sshd", "dockerd"),
 }
 
 
@@ -201,6 +203,17 @@ def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def three_hosts(tmp_path_factory, docker_engine) -> Iterator[BuildFleet]:
+    """Three build hosts (three sshd, each with its own host key and guard log) in front of
+    the one dockerd, and a targets file naming them build-1..3 (see BuildFleet)."""
+    fleet = BuildFleet(tmp_path_factory.mktemp("fleet"), docker_engine.host)
+    try:
+        yield fleet.start()
+    finally:
+        fleet.stop()
 
 
 @pytest.fixture

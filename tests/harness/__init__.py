@@ -7,6 +7,7 @@ from the repository root and put the root on sys.path before importing `tests.ha
 """
 
 from tests.harness.docker import DockerEngine
+from tests.harness.fleet import BuildFleet
 from tests.harness.gunicorn import Gunicorn, How, operator_environment, start_gunicorn
 from tests.harness.parts import (
     BUILD_CLIENT_CANDIDATES,
@@ -25,6 +26,7 @@ __all__ = [
     "BUILD_CLIENT_CANDIDATES",
     "GUARD",
     "REPO",
+    "BuildFleet",
     "DockerEngine",
     "Gunicorn",
     "How",
