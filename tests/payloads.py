@@ -25,3 +25,36 @@ ALERTMANAGER = {
     ],
     "someFutureKey": {"nested": True},
 }
+
+
+def alertmanager_group(alerts: int) -> dict:
+    """A firing group as Alertmanager sends it for a fleet-wide rule: about 900 bytes an alert."""
+    template = ALERTMANAGER["alerts"][0]
+    return ALERTMANAGER | {
+        "alerts": [
+            template
+            | {
+                "labels": {
+                    "alertname": "BuildHostDiskFull",
+                    "instance": f"build-{n}.ci.example.internal:9100",
+                    "job": "node",
+                    "device": "/dev/nvme0n1p2",
+                    "fstype": "ext4",
+                    "mountpoint": "/var/lib/docker",
+                    "severity": "critical",
+                    "cluster": "ci-eu-west-1",
+                },
+                "annotations": {
+                    "summary": f"build-{n}: /var/lib/docker at 96% used",
+                    "description": "The filesystem holding Docker's data is almost full; "
+                    "builds will fail once it is. prunehook prunes old BuildKit cache.",
+                    "runbook_url": "https://runbooks.example/ci/build-host-disk-full",
+                },
+                "generatorURL": "http://prometheus.local:9090/graph?g0.expr=%28node_filesystem"
+                "_avail_bytes%7Bmountpoint%3D%22%2Fvar%2Flib%2Fdocker%22%7D+%2F+node_filesystem"
+                "_size_bytes%29+%3C+0.05&g0.tab=1",
+                "fingerprint": f"{n:016x}",
+            }
+            for n in range(alerts)
+        ],
+    }

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import socket
+import time
 
 import pytest
 
-from tests.conftest import START
+from tests.conftest import START, TOKEN
 from webhook.config import ConfigError, load_settings
 from webhook.signatures import sign
+from webhook.store import StoreUnavailable
 
 OLD_KEY, NEW_KEY = b"old-secret-key-bytes", b"new-secret-key-bytes"
 OLD = "whsec_" + base64.b64encode(OLD_KEY).decode()
@@ -107,3 +111,132 @@ def test_a_whsec_secret_that_is_not_base64_refuses_to_start(monkeypatch):
         load_settings()
     assert "PRUNEHOOK_HMAC_SECRET" in raised.value.errors
     assert "***" not in str(raised.value)
+
+
+def no_traceback_logged(caplog) -> bool:
+    return not any(record.exc_info for record in caplog.records)
+
+
+# '\u00b2' is '²' and '\uff11' a fullwidth '1': str.isdigit() says yes to both
+@pytest.mark.parametrize("stamp", ["\u00b2", "1800000000\u00b2", "\uff11" * 10, "-18000", "+180"])
+def test_timestamp_of_non_ascii_digits_is_401_without_a_traceback(
+    signed_client, fake_host, caplog, stamp
+):
+    response = post(signed_client, signed_headers(NEW_KEY) | {"webhook-timestamp": stamp})
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert no_traceback_logged(caplog)
+    assert fake_host.commands == []
+
+
+class WatchedBody(io.BytesIO):
+    """The request body, counting how often the app reads from it."""
+
+    reads = 0
+
+    def read(self, *args) -> bytes:
+        self.reads += 1
+        return super().read(*args)
+
+    def readinto(self, buffer) -> int:
+        self.reads += 1
+        return super().readinto(buffer)
+
+    def readline(self, *args) -> bytes:
+        self.reads += 1
+        return super().readline(*args)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"webhook-timestamp": str(int(START) - 3600)},
+        {"webhook-timestamp": "soon"},
+        {"webhook-signature": ""},
+        {"webhook-id": ""},
+        {"webhook-signature": "v2,abc"},
+    ],
+)
+def test_missing_or_stale_signature_headers_are_refused_before_the_body_is_read(
+    signed_client, fake_host, change
+):
+    body = WatchedBody(BODY)
+    headers = signed_headers(NEW_KEY) | change
+    response = signed_client.post("/hooks/watchdog", input_stream=body, headers=headers)
+    assert response.status_code == 401
+    assert body.reads == 0
+    assert fake_host.commands == []
+
+
+def test_signed_body_refused_at_one_hook_is_a_duplicate_at_another(signed_client, fake_host):
+    refused = signed_client.post("/hooks/alertmanager", data=BODY, headers=signed_headers(NEW_KEY))
+    assert refused.status_code == 422
+    replayed = post(signed_client, signed_headers(NEW_KEY))
+    assert (replayed.status_code, replayed.get_json()["decision"]) == (200, "duplicate")
+    assert fake_host.commands == []
+
+
+def test_retry_of_a_delivery_answered_503_is_decided_afresh_and_runs(
+    signed_client, fake_host, clock, monkeypatch
+):
+    store = signed_client.application.extensions["prunehook"].store
+    real_claim = store.claim
+
+    def locked_once(*args, **kwargs):
+        monkeypatch.setattr(store, "claim", real_claim)
+        raise StoreUnavailable("database is locked")
+
+    monkeypatch.setattr(store, "claim", locked_once)
+    first = post(signed_client, signed_headers(NEW_KEY))
+    assert first.status_code == 503
+    assert fake_host.commands == []
+    clock.advance(30)  # the sender's retry: same id, fresh timestamp and signature
+    retry = post(signed_client, signed_headers(NEW_KEY, timestamp=clock.now))
+    assert (retry.status_code, retry.get_json()["decision"]) == (202, "started")
+    signed_client.application.extensions["prunehook"].join_all(10)
+    assert len(fake_host.commands) == 1
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["whsec_", "whsec_" + base64.b64encode(b"x").decode(), "short", f"{NEW} whsec_"],
+)
+def test_an_empty_or_short_hmac_key_refuses_to_start_naming_the_variable(monkeypatch, secret):
+    monkeypatch.setenv("PRUNEHOOK_HMAC_SECRET", secret)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "PRUNEHOOK_HMAC_SECRET" in raised.value.errors
+    assert "16 bytes" in str(raised.value)
+
+
+def test_an_empty_hmac_secret_variable_still_means_unset(monkeypatch):
+    monkeypatch.setenv("PRUNEHOOK_HMAC_SECRET", "")
+    settings, _ = load_settings()
+    assert settings.hmac_keys == []
+
+
+def test_signed_clients_that_never_send_their_body_hold_no_gunicorn_thread(serve, tmp_path):
+    """Real gunicorn, one worker with two threads: four clients send stale signature headers
+    and announce a body they never send. The worker waits for a body without a thread (the
+    app refuses the headers before the body, tested above), so a trigger still runs."""
+    served = serve(
+        {
+            "PRUNEHOOK_TOKEN": TOKEN,
+            "PRUNEHOOK_HMAC_SECRET": NEW,
+            "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
+            "GUNICORN_THREADS": "2",
+        },
+        workers=1,
+    )
+    port = int(served.base.rsplit(":", 1)[1])
+    stale = signed_headers(NEW_KEY, timestamp=time.time() - 3600)
+    head = "".join(f"{name}: {value}\r\n" for name, value in stale.items())
+    request = f"POST /hooks/watchdog HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 1000\r\n\r\n"
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
+    try:
+        for client in clients:
+            client.sendall(request.encode())
+        assert served.call("/hooks/cron")[0] == 200  # no_target: no build host configured
+    finally:
+        for client in clients:
+            client.close()

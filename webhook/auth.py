@@ -8,7 +8,7 @@ from flask import request
 
 from .config import Settings
 from .errors import Unauthorized
-from .signatures import SignatureError, is_signed, verify
+from .signatures import SignatureError, check_body, check_headers, is_signed
 
 
 def bearer_token(header: str) -> str | None:
@@ -26,13 +26,18 @@ def token_matches(presented: str | None, expected: str) -> bool:
 
 
 def authenticate(settings: Settings, now: float) -> str | None:
-    """Admit the request or raise Unauthorized. Returns the webhook id of a signed request."""
+    """Admit the request or raise Unauthorized. Returns the webhook id of a signed request.
+
+    Everything that needs no body is refused before the body is read, so a client without
+    credentials cannot hold a thread by sending its body slowly.
+    """
     authorization = request.headers.get("Authorization", "")
     if authorization or not is_signed(request.headers):
         if token_matches(bearer_token(authorization), settings.token):
             return None
         raise Unauthorized("missing or wrong bearer token: send Authorization: Bearer <token>")
     try:
-        return verify(settings.hmac_keys, request.headers, request.get_data(cache=True), now)
+        signed = check_headers(settings.hmac_keys, request.headers, now)
+        return check_body(settings.hmac_keys, signed, request.get_data(cache=True))
     except SignatureError as error:
         raise Unauthorized(f"bad signature: {error}") from error

@@ -20,7 +20,7 @@ from marshmallow.validate import Range
 
 from .decision import Policy
 from .duration import DurationError, duration_seconds, normalize_until
-from .signatures import parse_secrets
+from .signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
 DEFAULT_INTERVAL_S = 21600
@@ -184,6 +184,11 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         parse_secrets(hmac_secret)
     except ValueError as error:
         errors[f"{PREFIX}HMAC_SECRET"] = [str(error)]
+    if token and len(token.encode()) < MIN_KEY_BYTES:
+        errors[f"{PREFIX}TOKEN"] = [
+            f"is {len(token.encode())} bytes; at least {MIN_KEY_BYTES} are needed"
+            " (e.g. openssl rand -hex 32)"
+        ]
     if not telegram_api_base.startswith(("https://", "http://")):
         errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
     if ssh_host and not (ssh_key_file or ssh_key):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
+
+from .config import ConfigError
+from .signatures import MIN_KEY_BYTES
 
 TOKEN_FILE = "hook-token"  # noqa: S105 (a file name, not a secret)
 
@@ -15,11 +19,12 @@ def ensure_token(instance_path: str | os.PathLike[str]) -> tuple[str, Path]:
 
     Several gunicorn workers start at once: the file is written under a private
     name and linked into place, so every worker reads the same complete token.
+    Raises ConfigError naming the file when it cannot be trusted.
     """
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TOKEN_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         draft = folder / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
         descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
@@ -31,7 +36,35 @@ def ensure_token(instance_path: str | os.PathLike[str]) -> tuple[str, Path]:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 draft.unlink()
-    token = path.read_text().strip()
-    if not token:
-        raise RuntimeError(f"{path} is empty: delete it to have a new token generated")
+    token = _read_trusted(path)
+    if len(token.encode()) < MIN_KEY_BYTES:
+        problem = "is empty" if not token else f"holds a {len(token.encode())}-byte token"
+        raise ConfigError({str(path): [f"{problem}; delete it to have a new token generated"]})
     return token, path
+
+
+def _read_trusted(path: Path) -> str:
+    """The file's text, when only the current user could have written or read it."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        if os.path.islink(path):
+            raise ConfigError(
+                {str(path): ["is a symlink; the token file must be a plain file"]}
+            ) from None
+        raise ConfigError({str(path): [f"cannot be read: {error.strerror}"]}) from error
+    with os.fdopen(descriptor) as handle:
+        # checked on the open file, so it cannot be swapped between the check and the read
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError({str(path): ["is not a plain file"]})
+        if info.st_uid != os.geteuid():
+            raise ConfigError(
+                {str(path): [f"is owned by uid {info.st_uid}, not by this user ({os.geteuid()})"]}
+            )
+        if info.st_mode & 0o077:
+            mode = stat.S_IMODE(info.st_mode)
+            raise ConfigError(
+                {str(path): [f"others can read or write it (mode {mode:04o}): chmod 600 it"]}
+            )
+        return handle.read().strip()

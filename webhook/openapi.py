@@ -16,7 +16,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     why = {
         400: "the body is not JSON",
         401: "missing or wrong token or signature",
-        413: "the body is larger than 1 MiB",
+        413: "the body is larger than the hook takes: 16 MiB for Alertmanager, else 1 MiB",
         422: "a field is invalid",
         503: "the state database is unavailable; retry",
     }

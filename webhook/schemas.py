@@ -23,6 +23,32 @@ class JSONNumber(fields.Float):
         return super()._validated(value)
 
 
+# Every text a hook accepts is bounded, as some are logged and stored (the receiver is the
+# run's trigger): well above what a real sender sends, so an over-long value is a broken or
+# hostile sender and is refused (422) rather than cut into something it never sent.
+NAME_CHARS = 256  # a receiver's or a label's name
+LABEL_VALUE_CHARS = 4096
+ANNOTATION_CHARS = 64 * 1024  # free prose: descriptions, runbooks
+URL_CHARS = 8192  # a generatorURL carries the alert's PromQL expression
+GROUP_KEY_CHARS = 8192  # the route's matchers and the group's labels
+FINGERPRINT_CHARS = 64
+TIME_CHARS = 64
+
+
+def _text(max_chars: int, **kwargs) -> fields.String:
+    return fields.String(validate=Length(max=max_chars), **kwargs)
+
+
+def _string_map(max_value_chars: int, **kwargs) -> fields.Dict:
+    """Alertmanager's label and annotation sets: names to strings, both bounded."""
+    return fields.Dict(
+        keys=fields.String(validate=Length(max=NAME_CHARS)),
+        values=_text(max_value_chars),
+        load_default=dict,
+        **kwargs,
+    )
+
+
 class CronPingSchema(Schema):
     """A cron ping: an empty body is fine; a cron service may add its own keys."""
 
@@ -53,13 +79,13 @@ class AlertmanagerAlertSchema(Schema):
         unknown = EXCLUDE
 
     status = fields.String(required=True, validate=FIRING_OR_RESOLVED)
-    labels = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    annotations = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    starts_at = fields.String(data_key="startsAt")
+    labels = _string_map(LABEL_VALUE_CHARS)
+    annotations = _string_map(ANNOTATION_CHARS)
+    starts_at = _text(TIME_CHARS, data_key="startsAt")
     # a firing alert carries endsAt "0001-01-01T00:00:00Z"; it is kept as text, never needed
-    ends_at = fields.String(data_key="endsAt")
-    generator_url = fields.String(data_key="generatorURL")
-    fingerprint = fields.String()
+    ends_at = _text(TIME_CHARS, data_key="endsAt")
+    generator_url = _text(URL_CHARS, data_key="generatorURL")
+    fingerprint = _text(FINGERPRINT_CHARS)
 
 
 class AlertmanagerWebhookSchema(Schema):
@@ -69,16 +95,16 @@ class AlertmanagerWebhookSchema(Schema):
         unknown = EXCLUDE
 
     version = fields.String(required=True, validate=Equal("4"))
-    group_key = fields.String(data_key="groupKey", required=True)
+    group_key = _text(GROUP_KEY_CHARS, data_key="groupKey", required=True)
     truncated_alerts = fields.Integer(
         data_key="truncatedAlerts", load_default=0, strict=True, validate=Range(min=0)
     )
     status = fields.String(required=True, validate=FIRING_OR_RESOLVED)
-    receiver = fields.String(required=True)
-    group_labels = fields.Dict(data_key="groupLabels", load_default=dict)
-    common_labels = fields.Dict(data_key="commonLabels", load_default=dict)
-    common_annotations = fields.Dict(data_key="commonAnnotations", load_default=dict)
-    external_url = fields.String(data_key="externalURL")
+    receiver = fields.String(required=True, validate=Length(min=1, max=NAME_CHARS))
+    group_labels = _string_map(LABEL_VALUE_CHARS, data_key="groupLabels")
+    common_labels = _string_map(LABEL_VALUE_CHARS, data_key="commonLabels")
+    common_annotations = _string_map(ANNOTATION_CHARS, data_key="commonAnnotations")
+    external_url = _text(URL_CHARS, data_key="externalURL")
     alerts = fields.List(fields.Nested(AlertmanagerAlertSchema), required=True)
 
 

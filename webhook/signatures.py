@@ -12,11 +12,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 TOLERANCE_S = 300
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# a key shorter than this is guessable; the Standard Webhooks libraries generate 24-64 bytes
+MIN_KEY_BYTES = 16
+MAX_ID_CHARS = 256
+# ASCII digits only: str.isdigit() is true for '²', which int() refuses
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 class SignatureError(Exception):
@@ -34,8 +41,18 @@ def secret_key(secret: str) -> bytes:
 
 
 def parse_secrets(raw: str) -> list[bytes]:
-    """Several secrets may be configured during a rotation, separated by spaces or commas."""
-    return [secret_key(part) for part in raw.replace(",", " ").split()]
+    """Several secrets may be configured during a rotation, separated by spaces or commas.
+
+    Raises ValueError for a secret that is not usable, saying which one (by position only).
+    """
+    keys = [secret_key(part) for part in raw.replace(",", " ").split()]
+    for position, key in enumerate(keys, start=1):
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"secret {position} is a {len(key)}-byte key; at least {MIN_KEY_BYTES} bytes"
+                " are needed (e.g. whsec_ + base64 of 32 random bytes)"
+            )
+    return keys
 
 
 def sign(key: bytes, message_id: str, timestamp: str, body: bytes) -> str:
@@ -47,8 +64,17 @@ def is_signed(headers: Mapping[str, str]) -> bool:
     return any(headers.get(name) for name in HEADERS)
 
 
-def verify(keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, now: float) -> str:
-    """Return the webhook id of a correctly signed, timely request; raise SignatureError."""
+@dataclass(frozen=True)
+class SignedHeaders:
+    """The signature headers of a request, well-formed and timely; the body is not checked yet."""
+
+    message_id: str
+    timestamp: str
+    signatures: tuple[bytes, ...]
+
+
+def check_headers(keys: Sequence[bytes], headers: Mapping[str, str], now: float) -> SignedHeaders:
+    """What can be refused before the body is read: missing, malformed or stale headers."""
     values = {name: (headers.get(name) or "").strip() for name in HEADERS}
     for name, value in values.items():
         if not value:
@@ -56,18 +82,25 @@ def verify(keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, now: 
     if not keys:
         raise SignatureError("signed requests are not accepted: PRUNEHOOK_HMAC_SECRET is unset")
     message_id, timestamp = values["webhook-id"], values["webhook-timestamp"]
-    if len(message_id) > 256:
+    if len(message_id) > MAX_ID_CHARS:
         raise SignatureError("the webhook-id header is too long")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not _UNIX_SECONDS.fullmatch(timestamp):
         raise SignatureError("webhook-timestamp must be Unix seconds")
     if abs(now - int(timestamp)) > TOLERANCE_S:
         raise SignatureError("webhook-timestamp is more than 5 minutes from now")
-    presented = [
+    presented = tuple(
         entry.partition(",")[2].encode()
         for entry in values["webhook-signature"].split()
         if entry.startswith("v1,")
-    ]
-    expected = [sign(key, message_id, timestamp, body).encode() for key in keys]
-    if not any(hmac.compare_digest(p, e) for p in presented for e in expected):
+    )
+    if not presented:
+        raise SignatureError("webhook-signature has no v1 signature")
+    return SignedHeaders(message_id, timestamp, presented)
+
+
+def check_body(keys: Sequence[bytes], signed: SignedHeaders, body: bytes) -> str:
+    """Return the webhook id when a presented signature matches the body; raise SignatureError."""
+    expected = [sign(key, signed.message_id, signed.timestamp, body).encode() for key in keys]
+    if not any(hmac.compare_digest(p, e) for p in signed.signatures for e in expected):
         raise SignatureError("no signature in webhook-signature matches")
-    return message_id
+    return signed.message_id

@@ -20,6 +20,10 @@ from .decision import Action, Decision, Policy, Result, TargetState, decide
 from .outcome import RunOutcome
 
 HISTORY_LIMIT = 100
+# signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
+DELIVERIES_LIMIT = 100_000
+EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
+CAP_DELIVERIES = "DELETE FROM deliveries WHERE rowid <= (SELECT max(rowid) FROM deliveries) - ?"
 BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
@@ -62,6 +66,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
     seen_ts REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (seen_ts);
 """
 
 
@@ -261,9 +266,13 @@ class Store:
             return owned == 1
 
     def remember_delivery(self, delivery_id: str, now: float, keep_s: float) -> bool:
-        """Record a signed delivery's id; False when it was seen within `keep_s` (a replay)."""
+        """Record a signed delivery's id; False when it was seen within `keep_s` (a replay).
+
+        Each step is an index lookup (time, rowid), never a scan, as it runs under the
+        write lock on every signed request."""
         with self._transaction() as connection:
-            connection.execute("DELETE FROM deliveries WHERE seen_ts < ?", (now - keep_s,))
+            connection.execute(EXPIRE_DELIVERIES, (now - keep_s,))
+            connection.execute(CAP_DELIVERIES, (DELIVERIES_LIMIT - 1,))
             return (
                 connection.execute(
                     "INSERT OR IGNORE INTO deliveries (id, seen_ts) VALUES (?, ?)",
@@ -271,6 +280,11 @@ class Store:
                 ).rowcount
                 == 1
             )
+
+    def forget_delivery(self, delivery_id: str) -> None:
+        """Undo `remember_delivery`: the request failed, so its retry must be decided afresh."""
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
 
     def target_row(self, target: str) -> dict[str, Any] | None:
         with self._connect() as connection:
