@@ -12,29 +12,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
-from common import GUNICORN, REPO, median, stop, wait_until_up
-
-from tests.hosts import free_port
+from common import POLL_S, REPO, median, start
 
 
 def start_to_first_answer(app: str, env: dict[str, str]) -> float:
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")}
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [*GUNICORN, app, "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=REPO,
-        env=clean | {"PYTHONPATH": str(REPO / "bench")} | env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    served = start(app, env, workers=1)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", process)
-        return time.monotonic() - started
+        return served.wait_until_serving(30, POLL_S)
     finally:
-        stop(process)
+        served.stop()
 
 
 def import_seconds(module: str, env: dict[str, str]) -> float:

@@ -1,57 +1,40 @@
-"""Shared by the benchmarks: start gunicorn on a loopback port and wait for it."""
+"""Shared by the benchmarks: the repository on sys.path, gunicorn started the tests' way."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.hosts import free_port  # noqa: E402
+from tests.harness import Gunicorn, operator_environment, start_gunicorn  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a benchmark's loopback token)
-GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
+# fine-grained: cold_start.py times start-up to the first answer with it
+POLL_S = 0.005
 
 
-def gunicorn(app: str, env: dict[str, str], workers: int = 2, log: Path | None = None):
-    """Start `gunicorn app` with the project's gunicorn.conf.py; returns (process, base url)."""
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")}
-    process = subprocess.Popen(
-        [*GUNICORN, app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-        cwd=REPO,
-        env=clean | {"PYTHONPATH": str(REPO / "bench")} | env,
-        stdout=(log or Path(os.devnull)).open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_until_up(base, process)
-    return process, base
+def start(
+    app: str, env: dict[str, str], workers: int | None = 2, extra: Sequence[str] = (), log=None
+) -> Gunicorn:
+    """Start `gunicorn app` with the project's gunicorn.conf.py, bench/ on PYTHONPATH (for
+    bare_app); not waited for. `workers=None` keeps the config's."""
+    bench = operator_environment(PYTHONPATH=str(REPO / "bench"))
+    return start_gunicorn(bench | env, app=app, workers=workers, extra=extra, log_path=log)
 
 
-def wait_until_up(base: str, process: subprocess.Popen, timeout: float = 30) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError("gunicorn exited")
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except OSError:
-            time.sleep(0.005)
-    raise TimeoutError(base)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    process.wait(30)
+def gunicorn(app: str, env: dict[str, str], workers: int = 2, log: Path | None = None) -> Gunicorn:
+    """Start `gunicorn app` (see start) and wait until it answers."""
+    served = start(app, env, workers, log=log)
+    try:
+        served.wait_until_serving(30, POLL_S)
+    except BaseException:
+        served.stop()
+        raise
+    return served
 
 
 def median(values: list[float]) -> float:

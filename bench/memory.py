@@ -10,10 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import gunicorn, stop
+from common import gunicorn
 from skip_path import LUA, prunehook_in_skip_state
 
-from tests.hosts import SSHServer
+from tests.harness import SSHServer
 
 
 def kib(pid: int, field: str) -> int:
@@ -36,16 +36,16 @@ def rss_under_load(folder: Path) -> list[tuple[str, int, int]]:
         ("bare Flask app", "bare_app:app", {}),
         ("prunehook", "wsgi:app", prunehook_in_skip_state(folder)),
     ):
-        process, base = gunicorn(app, env)
+        served = gunicorn(app, env)
         try:
             subprocess.run(
-                ["wrk", "-t2", "-c64", "-d10s", "-s", str(script), f"{base}/hooks/cron"],
+                ["wrk", "-t2", "-c64", "-d10s", "-s", str(script), f"{served.base}/hooks/cron"],
                 check=True, capture_output=True,
             )  # fmt: skip
-            for pid in worker_pids(process.pid):
+            for pid in worker_pids(served.process.pid):
                 rows.append((name, kib(pid, "VmRSS"), kib(pid, "VmHWM")))
         finally:
-            stop(process)
+            served.stop()
     return rows
 
 

@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import TOKEN, gunicorn, median, stop
+from common import TOKEN, gunicorn, median
 
+from tests.harness import succeeded_outcome
 from webhook.config import Settings
-from webhook.core.outcome import RunOutcome
 from webhook.store.sqlite import Store
 
 LUA = f"""
@@ -53,7 +53,7 @@ def prunehook_in_skip_state(folder: Path) -> dict[str, str]:
         settings.target, time.time(), settings.policy, trigger="bench",
         command="docker builder prune -f --filter until=24h", lease_s=180,
     )  # fmt: skip
-    done = RunOutcome(True, 0, "1GB", 10**9, None, None, 1.0, "", "")
+    done = succeeded_outcome(10**9)
     store.finish(settings.target, claim.run_id, done, time.time())
     return {
         "PRUNEHOOK_SSH_HOST": "127.0.0.1",
@@ -82,12 +82,12 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         try:
             for _ in range(args.rounds):
-                for name, (_, base) in servers.items():
-                    url = f"{base}/hooks/cron"
+                for name, served in servers.items():
+                    url = f"{served.base}/hooks/cron"
                     results[name].append(wrk(url, args.seconds, args.connections, script))
         finally:
-            for process, _ in servers.values():
-                stop(process)
+            for served in servers.values():
+                served.stop()
     baseline = median([r["rps"] for r in results["bare Flask route"]])
     print("| server | req/s (median) | p50 ms | p99 ms | ratio to bare | non-2xx |")
     print("|---|---|---|---|---|---|")

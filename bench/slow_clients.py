@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,9 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import GUNICORN, REPO, TOKEN, median, stop, wait_until_up
-
-from tests.hosts import free_port
+from common import POLL_S, TOKEN, median, start
 
 SLOW_HEAD = b"POST /hooks/cron HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 200
 
@@ -60,21 +56,17 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")} | {
+        env = {
             "PRUNEHOOK_TOKEN": TOKEN,
             "PRUNEHOOK_DB_PATH": str(Path(folder) / "state.sqlite3"),
             "PRUNEHOOK_INSTANCE_PATH": folder,
         }
         extra = ["--worker-class", args.worker_class] if args.worker_class else []
         # as `make run` starts it: the config's workers and threads
-        command = [*GUNICORN, "wsgi:app", "--bind", f"127.0.0.1:{port}", *extra]
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        base = f"http://127.0.0.1:{port}"
+        served = start("wsgi:app", env, workers=None, extra=extra)
+        port, base = served.port, served.base
         try:
-            wait_until_up(base, process)
+            served.wait_until_serving(30, POLL_S)
             quiet = [trigger(base)[0] for _ in range(5)]
             opened = threading.Event()
             slow = threading.Thread(
@@ -91,7 +83,7 @@ def main() -> None:
                 time.sleep(0.5)
             slow.join()
         finally:
-            stop(process)
+            served.stop()
     print(f"worker class: {args.worker_class or 'gunicorn.conf.py'}, {args.clients} slow clients")
     print(f"  quiet:  median {median(quiet) * 1000:.1f} ms")
     print(

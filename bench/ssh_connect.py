@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import median
 
-from tests.hosts import SSHServer
+from tests.harness import SSHServer
 from webhook.config import Settings
 from webhook.remote.ssh import SSHRunner
 

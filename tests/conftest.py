@@ -2,16 +2,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.hosts import REPO, DockerEngine, SSHKeys, SSHServer, free_port, http_call, wait_for
+from tests.harness import (
+    BuildFleet,
+    DockerEngine,
+    Gunicorn,
+    PartMissing,
+    SSHKeys,
+    SSHServer,
+    free_port,
+    operator_environment,
+    start_gunicorn,
+)
 from webhook import create_app
 from webhook.config import Settings
 from webhook.core.outcome import Execution
@@ -26,7 +33,33 @@ NEEDS = {
     "make_sshd": ("sshd",),
     "build_host": ("sshd", "dockerd"),
     "docker_engine": ("dockerd",),
+    "three_hosts": ("sshd", "dockerd"),
 }
+
+
+def missing(what: str) -> None:
+    """Skip for a missing part, but fail under CI, where every part must run."""
+    message = f"{what} (make test installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(message)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """A part the harness cannot start here (tests/harness raises PartMissing) is missing()."""
+    try:
+        return (yield)
+    except PartMissing as error:
+        missing(str(error))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    try:
+        return (yield)
+    except PartMissing as error:
+        missing(str(error))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -173,6 +206,17 @@ def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
 
 
 @pytest.fixture
+def three_hosts(tmp_path_factory, docker_engine) -> Iterator[BuildFleet]:
+    """Three build hosts (three sshd, each with its own host key and guard log) in front of
+    the one dockerd, and a targets file naming them build-1..3 (see BuildFleet)."""
+    fleet = BuildFleet(tmp_path_factory.mktemp("fleet"), docker_engine.host)
+    try:
+        yield fleet.start()
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture
 def ssh_keys(tmp_path: Path) -> SSHKeys:
     """A client key and known_hosts for a loopback port where no sshd runs."""
     return SSHKeys(tmp_path / "keys")
@@ -202,57 +246,26 @@ def env_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, service_env):
     return configure
 
 
-@dataclasses.dataclass
-class Served:
-    """A gunicorn serving wsgi:app the way the Procfile does, on a loopback port."""
-
-    base: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def call(self, path: str, token: str | None = TOKEN, method: str = "POST", body=None):
-        return http_call(self.base + path, token, method, body)
-
-    def status(self) -> dict:
-        return self.call("/status", None, "GET")[1]
-
-    def raw(self, path: str, headers: dict | None = None) -> str:
-        request = urllib.request.Request(self.base + path, headers=headers or {})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.read().decode()
-
-
 @pytest.fixture
-def serve(tmp_path) -> Iterator[Callable[..., Served]]:
-    processes: list[subprocess.Popen] = []
+def serve(tmp_path) -> Iterator[Callable[..., Gunicorn]]:
+    """gunicorn serving wsgi:app with the project's config on a loopback port; `call()`
+    sends the test token."""
+    started: list[Gunicorn] = []
 
-    def start(env: dict[str, str], workers: int = 3) -> Served:
+    def start(env: dict[str, str], workers: int = 3) -> Gunicorn:
         port = free_port()
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")}
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        command = [sys.executable, "-m", "gunicorn", "wsgi:app", "--config", "gunicorn.conf.py"]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*command, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-                cwd=REPO,
-                env=clean | {"PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance")} | env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        served = Served(f"http://127.0.0.1:{port}", process, log_path)
-
-        def healthy() -> bool:
-            try:
-                return served.call("/healthz", None, "GET")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 30, "gunicorn", process)
+        instance = {"PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance")}
+        served = start_gunicorn(
+            operator_environment(**instance) | env,
+            workers=workers,
+            port=port,
+            log_path=tmp_path / f"gunicorn-{port}.log",
+            token=TOKEN,
+        )
+        started.append(served)
+        served.wait_until_serving()
         return served
 
     yield start
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(30)
+    for served in started:
+        served.stop()

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import AUTH
-from tests.hosts import REPO, missing
+from tests.conftest import AUTH, missing
+from tests.harness import REPO
 from webhook.core.decision import Policy
 from webhook.store import sqlite as store_module
 from webhook.store.sqlite import Store

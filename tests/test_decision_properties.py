@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Action, Policy
 from webhook.core.outcome import RunOutcome
 from webhook.store.sqlite import Store
@@ -34,7 +35,7 @@ steps = st.lists(
 
 
 def outcome(ok: bool) -> RunOutcome:
-    return RunOutcome(ok, 0 if ok else 1, None, None, None, None if ok else "rc=1", 1.0, "", "")
+    return succeeded_outcome(None) if ok else failed_outcome()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.hosts import REPO
+from tests.harness import REPO
 
 
 def requirements() -> dict[str, Requirement]:

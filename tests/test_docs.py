@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.hosts import REPO
+from tests.harness import REPO
 
 CITED = re.compile(r"tests/(test_\w+)\.py::(test_\w+)")
 

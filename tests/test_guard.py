@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import GUARD
+from tests.harness import GUARD
 
 DENIED = 126
 USAGE_ERROR = 64

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.conftest import TOKEN
-from tests.hosts import wait_for
+from tests.harness import wait_for
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 
 

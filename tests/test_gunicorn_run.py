@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,72 +18,34 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOKEN
-from tests.hosts import REPO, free_port, http_call, wait_for
+from tests.harness import (
+    REPO,
+    Gunicorn,
+    How,
+    http_call,
+    operator_environment,
+    start_gunicorn,
+    wait_for,
+)
 from tests.payloads import WATCHDOG_ALERT
 
 # a refusal must come within seconds; a master rebooting workers never exits at all
 REFUSAL_BOUND_S = 60
-VENV_BIN = REPO / ".venv" / "bin"
-
-
-def procfile_command(port: int) -> list[str]:
-    (line,) = [ln for ln in (REPO / "Procfile").read_text().splitlines() if ln.startswith("web:")]
-    command = line.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")  # noqa: S104
-    return ["sh", "-c", command.replace("$PORT", str(port))]
-
-
-COMMANDS = {
-    "make-run": lambda port: ["make", "-s", "-C", str(REPO), "run", f"PORT={port}"],
-    "procfile": procfile_command,
-}
+COMMANDS = {how.value: how for how in (How.MAKE_RUN, How.PROCFILE)}
 
 
 def operator_env(tmp_path: Path, **variables: str) -> dict[str, str]:
     """The caller's environment without its PRUNEHOOK_* and gunicorn variables, plus ours."""
-    clean = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("PRUNEHOOK_", "GUNICORN_", "MAKE")) and name != "MFLAGS"
-    }
-    return clean | {
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
-        "PRUNEHOOK_TOKEN": TOKEN,
+    return operator_environment(
+        PRUNEHOOK_INSTANCE_PATH=str(tmp_path / "instance"),
+        PRUNEHOOK_DB_PATH=str(tmp_path / "state.sqlite3"),
+        PRUNEHOOK_TOKEN=TOKEN,
         **variables,
-    }
+    )
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("wb") as output:
-        return subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # make and gunicorn stop together, by this group only
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(30)
-
-
-def serving(port: int, process: subprocess.Popen) -> None:
-    def healthy() -> bool:
-        try:
-            return http_call(f"http://127.0.0.1:{port}/healthz", None, "GET")[0] == 200
-        except OSError:
-            return False
-
-    wait_for(healthy, 60, "gunicorn", process)
+def start(how: str, env: dict[str, str], log: Path) -> Gunicorn:
+    return start_gunicorn(env, how=COMMANDS[how], log_path=log)
 
 
 @pytest.mark.parametrize("how", sorted(COMMANDS))
@@ -97,13 +57,13 @@ def test_a_config_error_without_a_safe_default_stops_gunicorn_naming_the_variabl
     tmp_path, how, variable, value
 ):
     log = tmp_path / "gunicorn.log"
-    process = start(COMMANDS[how](free_port()), operator_env(tmp_path, **{variable: value}), log)
+    served = start(how, operator_env(tmp_path, **{variable: value}), log)
     try:
-        process.wait(REFUSAL_BOUND_S)
+        served.process.wait(REFUSAL_BOUND_S)
     except subprocess.TimeoutExpired:
-        stop(process)
+        served.stop()
         pytest.fail(f"`{how}` still running {REFUSAL_BOUND_S}s after a bad {variable}")
-    assert process.returncode != 0
+    assert served.process.returncode != 0
     assert variable in log.read_text()
 
 
@@ -136,15 +96,14 @@ def test_two_instances_on_one_machine_do_not_share_a_control_socket(tmp_path):
     started = []
     try:
         for name in ("a", "b"):
-            port = free_port()
-            process = start(COMMANDS["procfile"](port), env, tmp_path / f"{name}.log")
-            started.append(process)
-            serving(port, process)
+            served = start("procfile", env, tmp_path / f"{name}.log")
+            started.append(served)
+            served.wait_until_serving()
         assert not (home / ".gunicorn" / "gunicorn.ctl").exists()
         assert list(home.rglob("*.ctl")) == []
     finally:
-        for process in started:
-            stop(process)
+        for served in started:
+            served.stop()
 
 
 def test_each_instance_may_ask_for_its_own_control_socket(tmp_path):
@@ -153,17 +112,16 @@ def test_each_instance_may_ask_for_its_own_control_socket(tmp_path):
     started = []
     try:
         for path in sockets:
-            port = free_port()
             own = env | {"GUNICORN_CONTROL_SOCKET": str(path)}
-            process = start(COMMANDS["procfile"](port), own, path.with_suffix(".log"))
-            started.append(process)
-            serving(port, process)
+            served = start("procfile", own, path.with_suffix(".log"))
+            started.append(served)
+            served.wait_until_serving()
         # the master opens it from a thread of its own, not before it serves
         wait_for(lambda: all(path.is_socket() for path in sockets), 30, "control sockets")
-        assert all(process.poll() is None for process in started)
+        assert all(served.process.poll() is None for served in started)
     finally:
-        for process in started:
-            stop(process)
+        for served in started:
+            served.stop()
 
 
 SLOW_HEAD = b"POST /hooks/cron HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 200
@@ -185,14 +143,14 @@ def dribble(port: int, clients: int, rounds: list[int], stop: threading.Event) -
 
 
 def test_slow_clients_do_not_hold_back_a_trigger(tmp_path):
-    port = free_port()
     # one worker: how the kernel spreads 64 connections over two would decide the outcome
     env = operator_env(tmp_path, WEB_CONCURRENCY="1")
-    process = start(COMMANDS["make-run"](port), env, tmp_path / "run.log")
+    served = start("make-run", env, tmp_path / "run.log")
+    port = served.port
     stop_dribbling, rounds = threading.Event(), []
     slow = threading.Thread(target=dribble, args=(port, 64, rounds, stop_dribbling))
     try:
-        serving(port, process)
+        served.wait_until_serving()
         slow.start()
         wait_for(lambda: len(rounds) >= 3, 60, "64 slow clients under way")
 
@@ -204,19 +162,19 @@ def test_slow_clients_do_not_hold_back_a_trigger(tmp_path):
     finally:
         stop_dribbling.set()
         slow.join(60)
-        stop(process)
+        served.stop()
 
 
 def test_a_request_whose_body_arrives_later_on_a_kept_alive_connection_is_served(tmp_path):
-    port = free_port()
-    process = start(COMMANDS["make-run"](port), operator_env(tmp_path), tmp_path / "run.log")
+    served = start("make-run", operator_env(tmp_path), tmp_path / "run.log")
+    port = served.port
     alert = json.dumps(WATCHDOG_ALERT).encode()
     head = (
         f"POST /hooks/watchdog HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(alert)}\r\n\r\n"
     ).encode()
     try:
-        serving(port, process)
+        served.wait_until_serving()
         answers = []
         with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
             for _ in range(2):  # the second on the same connection
@@ -229,4 +187,4 @@ def test_a_request_whose_body_arrives_later_on_a_kept_alive_connection_is_served
                 assert not response.will_close
         assert answers == [(200, "no_target")] * 2
     finally:
-        stop(process)
+        served.stop()

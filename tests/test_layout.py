@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.hosts import REPO
+from tests.harness import REPO
 
 CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "verdicts"]
 IO_MODULES = ["flask", "sqlite3", "paramiko", "prometheus_client", "werkzeug"]

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import AUTH
-from tests.hosts import wait_for
+from tests.harness import wait_for
 from webhook import create_app
 from webhook.store.sqlite import Store
 

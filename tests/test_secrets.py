@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOKEN
-from tests.hosts import REPO
+from tests.harness import REPO
 from webhook import create_app
 from webhook.config import ConfigError, load_settings
 

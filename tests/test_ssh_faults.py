@@ -15,7 +15,7 @@ import paramiko
 import pytest
 
 from tests.conftest import AUTH
-from tests.hosts import SSHKeys, free_port, keygen
+from tests.harness import SSHKeys, free_port, keygen
 from webhook import create_app
 from webhook.config import Settings
 from webhook.core.outcome import summarize

@@ -10,8 +10,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from tests.conftest import AUTH
-from tests.hosts import missing
+from tests.conftest import AUTH, missing
 from tests.payloads import WATCHDOG_ALERT
 from webhook.core.outcome import Execution
 
@@ -56,7 +55,7 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     import subprocess
     import sys
 
-    from tests.hosts import REPO, find_binary
+    from tests.harness import REPO, find_binary
 
     # the shared rule: skips without Debian's chromium, fails under CI=true
     chromium = find_binary("chromium")

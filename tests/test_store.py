@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Action, Policy
 from webhook.core.outcome import RunOutcome
 from webhook.store.sqlite import HISTORY_LIMIT, Store
@@ -21,17 +22,7 @@ def claim(store: Store, now: float, force: bool = False):
 
 
 def outcome(ok: bool = True, reclaimed: str = "2GB", size: int = 2_000_000_000) -> RunOutcome:
-    return RunOutcome(
-        ok=ok,
-        rc=0 if ok else 1,
-        reclaimed=reclaimed if ok else None,
-        reclaimed_bytes=size if ok else None,
-        error_kind=None if ok else "exit_status",
-        error=None if ok else "rc=1",
-        duration_s=1.0,
-        stdout_tail="",
-        stderr_tail="",
-    )
+    return succeeded_outcome(size, reclaimed=reclaimed) if ok else failed_outcome()
 
 
 def new_store(tmp_path) -> Store:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
 from werkzeug.serving import make_server
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import failed_outcome, succeeded_outcome
 from webhook import create_app
 from webhook.config import Settings
-from webhook.core.outcome import RunOutcome
 
 HOUR = 3600.0
 NOW = 1_795_600_000.0
@@ -32,12 +35,6 @@ DEMO_RUNS = [  # hours ago, reclaimed bytes (None = failed), error kind, trigger
     (18, 2_900_000_000, None, "alertmanager:prunehook"),
     (6, 870_000_000, None, "cron"),
 ]
-
-
-def human(size: int) -> str:
-    from webhook.core.sizes import human_size
-
-    return human_size(size)
 
 
 def demo_app(folder: Path):
@@ -54,12 +51,11 @@ def demo_app(folder: Path):
             target, started, policy, trigger=trigger, command=app.extensions["prunehook"].command,
             lease_s=settings.lease_s, force=True,
         )  # fmt: skip
-        ok = kind is None
-        outcome = RunOutcome(
-            ok, 0 if ok else 1, human(size) if ok else None, size if ok else None, kind,
-            None if ok else "rc=1: Cannot connect to the Docker daemon at unix:///var/run/docker.sock",
-            14.2 if ok else 0.4, "", "",
-        )  # fmt: skip
+        if kind is None:
+            outcome = succeeded_outcome(size, duration_s=14.2)
+        else:
+            error = "rc=1: Cannot connect to the Docker daemon at unix:///var/run/docker.sock"
+            outcome = failed_outcome(kind, error, duration_s=0.4)
         store.finish(target, claim.run_id, outcome, started + outcome.duration_s)
     return app
 

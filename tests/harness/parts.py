@@ -1,0 +1,74 @@
+"""What every real part needs: the repository, binaries, loopback ports, waiting, HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parent.parent.parent
+GUARD = REPO / "contrib" / "prunehook-guard"
+# Debian's docker.io client still has BuildKit built in; newer clients need buildx for it
+BUILD_CLIENT_CANDIDATES = ("/usr/bin/docker", "docker")
+
+T = TypeVar("T")
+
+
+class PartMissing(RuntimeError):
+    """A real part (a binary, root) is not available here; the message says which."""
+
+
+def find_binary(*candidates: str) -> str:
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise PartMissing(f"none of {', '.join(candidates)} is installed")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+    interval: float = 0.05,
+) -> T:
+    """Poll `predicate` until it returns something true (returned), or raise after `timeout`;
+    a `process` that exits meanwhile ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {process.returncode}")
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not ready within {timeout}s")
+
+
+def http_call(
+    url: str, token: str | None, method: str = "POST", body: dict | None = None
+) -> tuple[int, dict]:
+    """One JSON call to a loopback URL: (status, decoded body), errors included."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    call = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(call, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())

@@ -1,0 +1,57 @@
+"""Records as a prune leaves them, for tests, benchmarks and demos that fill a store.
+
+Build them here rather than calling RunOutcome(...) by position, so a field added to the
+record changes one place.
+"""
+
+from __future__ import annotations
+
+from webhook.core.outcome import RunOutcome
+from webhook.core.sizes import human_size
+
+
+def succeeded_outcome(
+    reclaimed_bytes: int | None = 10**9,
+    *,
+    reclaimed: str | None = None,
+    duration_s: float = 1.0,
+    stdout_tail: str = "",
+    stderr_tail: str = "",
+) -> RunOutcome:
+    """A prune that exited 0; `reclaimed` defaults to Docker's way of printing the bytes."""
+    if reclaimed is None and reclaimed_bytes is not None:
+        reclaimed = human_size(reclaimed_bytes)
+    return RunOutcome(
+        ok=True,
+        rc=0,
+        reclaimed=reclaimed,
+        reclaimed_bytes=reclaimed_bytes,
+        error_kind=None,
+        error=None,
+        duration_s=duration_s,
+        stdout_tail=stdout_tail,
+        stderr_tail=stderr_tail,
+    )
+
+
+def failed_outcome(
+    error_kind: str = "exit_status",
+    error: str = "rc=1",
+    *,
+    rc: int | None = 1,
+    duration_s: float = 1.0,
+    stdout_tail: str = "",
+    stderr_tail: str = "",
+) -> RunOutcome:
+    """A prune that failed: nothing reclaimed, the failure's kind and readable error."""
+    return RunOutcome(
+        ok=False,
+        rc=rc,
+        reclaimed=None,
+        reclaimed_bytes=None,
+        error_kind=error_kind,
+        error=error,
+        duration_s=duration_s,
+        stdout_tail=stdout_tail,
+        stderr_tail=stderr_tail,
+    )

@@ -1,0 +1,168 @@
+"""OpenSSH's sshd on loopback, its keys, and known_hosts: a build host as prunehook sees it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from tests.harness.parts import (
+    BUILD_CLIENT_CANDIDATES,
+    GUARD,
+    PartMissing,
+    find_binary,
+    free_port,
+    wait_for,
+)
+
+
+def keygen(path: Path) -> Path:
+    ssh_keygen = find_binary("ssh-keygen")
+    subprocess.run(
+        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+def known_hosts_line(port: int, public_key: str) -> str:
+    """A known_hosts line for a host on 127.0.0.1:`port`; `public_key` is `type base64 ...`."""
+    key_type, key_body = public_key.split()[:2]
+    return f"[127.0.0.1]:{port} {key_type} {key_body}\n"
+
+
+def _env(port: int, client_key: Path, known_hosts: Path) -> dict[str, str]:
+    return {
+        "PRUNEHOOK_SSH_HOST": "127.0.0.1",
+        "PRUNEHOOK_SSH_PORT": str(port),
+        "PRUNEHOOK_SSH_USER": "root",
+        "PRUNEHOOK_SSH_KEY_FILE": str(client_key),
+        "PRUNEHOOK_SSH_KNOWN_HOSTS": str(known_hosts),
+    }
+
+
+class SSHKeys:
+    """A client key and a known_hosts entry for a host on a loopback port, and no sshd: for
+    tests whose "host" is something else (a refused port, a silent listener, a paramiko
+    server), so they need neither root nor OpenSSH's server."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.client_key = keygen(root / "client_key")
+        self.known_hosts = root / "known_hosts"
+        self.trust(keygen(root / "host_key").with_suffix(".pub").read_text())
+
+    def trust(self, public_key: str) -> None:
+        """Make `public_key` (`type base64`) the host key known for this port."""
+        self.known_hosts.write_text(known_hosts_line(self.port, public_key))
+
+    def env(self) -> dict[str, str]:
+        return _env(self.port, self.client_key, self.known_hosts)
+
+
+class SSHServer:
+    """OpenSSH's sshd on a loopback port, with a generated host key and authorized_keys.
+
+    The client key is pinned to the prunehook guard, which logs every command it is
+    asked to run, so tests can assert what really ran on the host. Sessions reach the
+    Docker engine at `docker_host` (sshd's SetEnv DOCKER_HOST). `client_key` shares one
+    client key between servers (a fleet); by default each server makes its own.
+    """
+
+    # the tests prune cache a second old, some with -a; guard_options=() keeps the guard's defaults
+    GUARD_OPTIONS = ("--min-until", "1s", "--allow-all")
+
+    def __init__(
+        self,
+        root: Path,
+        docker_host: str,
+        guard_timeout: int = 60,
+        guard_options: tuple[str, ...] = GUARD_OPTIONS,
+        client_key: Path | None = None,
+    ):
+        self.root = root
+        self.docker_host = docker_host
+        self.guard_timeout = guard_timeout
+        self.guard_options = guard_options
+        self.shared_client_key = client_key
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> SSHServer:
+        sshd = find_binary("/usr/sbin/sshd", "sshd")
+        find_binary("ssh-keygen")
+        if os.geteuid() != 0:
+            raise PartMissing("sshd on loopback is started as root here")
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        self.host_key = keygen(root / "host_key")
+        self.client_key = self.shared_client_key or keygen(root / "client_key")
+        self.stranger_key = keygen(root / "stranger_key")
+        self.guard_log = root / "guard.log"
+        self.guard_log.touch()
+        self.authorized_keys = root / "authorized_keys"
+        self.authorize(guarded=True)
+        self.known_hosts = root / "known_hosts"
+        self.known_hosts.write_text(self.known_hosts_line(self.host_key))
+        self.config = root / "sshd_config"
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    f"PidFile {root / 'sshd.pid'}",
+                    f"SetEnv DOCKER_HOST={self.docker_host}",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        self.log_path = root / "sshd.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for(self._listening, 20, f"sshd (log: {self.log_path})", self.process)
+        return self
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                return connection.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def known_hosts_line(self, host_key: Path) -> str:
+        return known_hosts_line(self.port, host_key.with_suffix(".pub").read_text())
+
+    def authorize(self, guarded: bool) -> None:
+        """Pin the client key to the guard (the recommended setup), or leave it unrestricted."""
+        public = Path(f"{self.client_key}.pub").read_text().strip()
+        docker = find_binary(*BUILD_CLIENT_CANDIDATES)
+        options = " ".join(self.guard_options)
+        guard = f"bash {GUARD} --timeout {self.guard_timeout} --log {self.guard_log} {options}"
+        guard += f" --docker {docker}"
+        prefix = f'restrict,command="{guard}" ' if guarded else ""
+        self.authorized_keys.write_text(prefix + public + "\n")
+
+    def commands_run(self) -> list[str]:
+        return self.guard_log.read_text().splitlines()
+
+    def env(self) -> dict[str, str]:
+        """The PRUNEHOOK_* variables that point prunehook at this host."""
+        return _env(self.port, self.client_key, self.known_hosts)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

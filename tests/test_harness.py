@@ -1,0 +1,60 @@
+"""The harness's fleet: three real, distinct build hosts in front of one dockerd."""
+
+from __future__ import annotations
+
+import tomllib
+
+import paramiko
+
+from tests.harness import BuildFleet
+
+
+def ssh_run(port: int, key_file: str, known_hosts: str, command: str) -> tuple[str, int]:
+    """Run `command` on 127.0.0.1:`port` as the targets file says to reach it; returns the
+    host key it presented (checked against known_hosts) and the exit status."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            "127.0.0.1",
+            port,
+            username="root",
+            key_filename=key_file,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=30,
+        )
+        transport = client.get_transport()
+        assert transport is not None
+        host_key = transport.get_remote_server_key().get_base64()
+        _, stdout, _ = client.exec_command(command, timeout=30)
+        return host_key, stdout.channel.recv_exit_status()
+    finally:
+        client.close()
+
+
+def test_three_hosts_are_distinct_and_each_logs_only_what_reached_it(
+    three_hosts: BuildFleet,
+):
+    targets_file = tomllib.loads(three_hosts.targets_file.read_text())
+    defaults, targets = targets_file["defaults"], targets_file["targets"]
+    assert sorted(targets) == ["build-1", "build-2", "build-3"]
+
+    host_keys, statuses = set(), []
+    for name, target in targets.items():
+        assert (target["host"], target["port"]) == ("127.0.0.1", three_hosts.hosts[name].port)
+        assert target["aliases"] == [f"{name}.fleet.test"]
+        host_key, status = ssh_run(
+            target["port"], defaults["key_file"], defaults["known_hosts"], f"echo ran-on-{name}"
+        )
+        host_keys.add(host_key)
+        statuses.append(status)
+
+    assert defaults["user"] == "root"
+    assert len(host_keys) == 3
+    assert all(status != 0 for status in statuses)  # the guard refuses anything but a prune
+    assert {name: host.commands_run() for name, host in three_hosts.hosts.items()} == {
+        name: [f"denied echo ran-on-{name}"] for name in targets
+    }
+    assert {host.docker_host for host in three_hosts.hosts.values()} == {three_hosts.docker_host}
