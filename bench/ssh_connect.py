@@ -28,15 +28,14 @@ def main() -> None:
         server = SSHServer(Path(folder), docker_host="unix:///nonexistent").start()
         server.authorize(guarded=False)
         try:
-            runner = SSHRunner(
-                Settings(
-                    ssh_host="127.0.0.1",
-                    ssh_port=server.port,
-                    ssh_user="root",
-                    ssh_key_file=str(server.client_key),
-                    known_hosts=str(server.known_hosts),
-                )
-            )
+            target = Settings(
+                ssh_host="127.0.0.1",
+                ssh_port=server.port,
+                ssh_user="root",
+                ssh_key_file=str(server.client_key),
+                known_hosts=str(server.known_hosts),
+            ).env_target
+            runner = SSHRunner()
             openssh = [
                 "ssh", "-p", str(server.port), "-i", str(server.client_key),
                 "-o", f"UserKnownHostsFile={server.known_hosts}", "-o", "StrictHostKeyChecking=yes",
@@ -48,7 +47,7 @@ def main() -> None:
                 subprocess.run(openssh, check=True, capture_output=True)
                 timings["OpenSSH ssh"].append(time.perf_counter() - started)
                 started = time.perf_counter()
-                execution = runner.run("true")
+                execution = runner.run(target, "true")
                 timings["paramiko (prunehook)"].append(time.perf_counter() - started)
                 assert execution.rc == 0, execution
         finally:

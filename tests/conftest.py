@@ -22,6 +22,7 @@ from tests.harness import (
 from webhook import create_app
 from webhook.config import Settings
 from webhook.core.outcome import Execution
+from webhook.core.targets import Target
 
 TOKEN = "test-token-7f3a9c1e5b2d4680"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -99,10 +100,12 @@ class FakeHost:
     def __init__(self) -> None:
         self.commands: list[str] = []
         self.execution = Execution(0, "Total reclaimed space: 1.5GB\n", "", 0.2)
+        self.targets: list[str] = []
         self.release = threading.Event()
         self.release.set()
 
-    def __call__(self, command: str) -> Execution:
+    def __call__(self, target: Target, command: str) -> Execution:
+        self.targets.append(target.name)
         self.commands.append(command)
         self.release.wait(30)
         return self.execution

@@ -83,7 +83,7 @@ def test_dry_run_prints_the_exact_command_and_runs_nothing(ssh_keys, env_for, tm
         with pytest.raises(BlockingIOError):
             host.accept()  # nobody connected to the host
     assert result.exit_code == 0
-    assert f"target:  root@127.0.0.1:{ssh_keys.port}" in result.output
+    assert f"target:  127.0.0.1 (root@127.0.0.1:{ssh_keys.port})" in result.output
     assert "command: docker builder prune -f -a --filter until=168h" in result.output
 
 

@@ -225,7 +225,7 @@ def test_failed_run_is_recorded_and_retried_after_the_retry_delay(client, fake_h
 def test_a_runner_that_raises_is_recorded_never_a_crash(make_settings, clock, tmp_path):
     from webhook import create_app
 
-    def explode(command: str) -> Execution:
+    def explode(target, command: str) -> Execution:
         raise RuntimeError("boom")
 
     app = create_app(make_settings(), run_command=explode, clock=clock, instance_path=str(tmp_path))
@@ -244,7 +244,7 @@ def test_status_has_the_seed_keys_and_what_an_operator_needs(client):
         "recent_runs", "command",
     ):  # fmt: skip
         assert key in shown
-    assert shown["target"] == "ci@127.0.0.1:22"
+    assert (shown["target"], shown["host"]) == ("127.0.0.1", "ci@127.0.0.1:22")
     assert shown["command"] == EXACT_COMMAND
     assert shown["eligible_now"] is True
     assert TOKEN not in str(shown)

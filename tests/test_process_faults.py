@@ -75,7 +75,7 @@ def test_graceful_stop_lets_the_running_prune_finish_and_record(
         served.process.wait(60)
 
     assert served.process.returncode == 0
-    run = Store(env["PRUNEHOOK_DB_PATH"]).recent_runs(f"root@127.0.0.1:{quick_host.port}")
+    run = Store(env["PRUNEHOOK_DB_PATH"]).recent_runs("127.0.0.1")
     assert [(each["result"], each["error_kind"]) for each in run] == [("ok", None)]
     assert wait_for(lambda: quick_host.commands_run(), 5, "the guard log")
 

@@ -18,13 +18,25 @@ from tests.conftest import AUTH
 from tests.harness import SSHKeys, free_port, keygen
 from webhook import create_app
 from webhook.config import Settings
-from webhook.core.outcome import summarize
+from webhook.core.outcome import Execution, summarize
+from webhook.core.targets import Target
 from webhook.remote.ssh import TAIL_BYTES, SSHRunner
 
 PRUNE = "docker builder prune -f --filter until=24h"
 
 
-def runner_for(server, **overrides) -> SSHRunner:
+class HostRunner:
+    """The SSH runner bound to one test host's target."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.runner = SSHRunner()
+
+    def run(self, command: str) -> Execution:
+        return self.runner.run(self.target, command)
+
+
+def runner_for(server, **overrides) -> HostRunner:
     values = {
         "ssh_host": "127.0.0.1",
         "ssh_port": server.port,
@@ -34,7 +46,9 @@ def runner_for(server, **overrides) -> SSHRunner:
         "connect_timeout_s": 5,
         "timeout_s": 30,
     } | overrides
-    return SSHRunner(Settings(**values))
+    target = Settings(**values).env_target
+    assert target is not None
+    return HostRunner(target)
 
 
 def test_unknown_host_key_is_refused_never_accepted(make_sshd):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from tests.conftest import AUTH
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Action, Policy
 from webhook.core.outcome import RunOutcome
@@ -139,3 +140,34 @@ def test_a_workers_own_finish_is_seen_by_its_next_trigger(tmp_path):
     # the failed run may be retried after the retry delay, long before its lease would end
     retry = store.claim(TARGET, T0 + 3 + 600, POLICY, **long_lease).decision
     assert retry.action == Action.STARTED
+
+
+def test_upgrade_carries_a_row_keyed_by_the_ssh_endpoint_over_to_the_target_name(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    store.init_schema()
+    legacy = "ci@build-1.example:22"
+    claim = store.claim(legacy, 100.0, POLICY, trigger="cron", command="prune", lease_s=60)
+    store.finish(legacy, claim.run_id, succeeded_outcome(), 110.0)
+
+    assert store.adopt_legacy_state("build-1.example", legacy) == legacy
+    assert store.target_row("build-1.example")["last_started_ts"] == 100.0
+    assert [run["id"] for run in store.recent_runs("build-1.example")] == [claim.run_id]
+    assert store.target_row(legacy) is None
+    # the upgrade does not prune at once: the interval still holds for the named target
+    assert (
+        store.claim(
+            "build-1.example", 200.0, POLICY, trigger="cron", command="p", lease_s=60
+        ).decision.action
+        == Action.SKIPPED
+    )
+    assert store.adopt_legacy_state("build-1.example", legacy) is None  # once only
+
+
+def test_a_changed_ssh_user_keeps_the_state_of_its_target(make_app, fake_host, clock):
+    first = make_app(ssh_user="ci").test_client()
+    assert first.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
+    first.application.extensions["prunehook"].join_all(10)
+
+    renamed = make_app(ssh_user="deploy").test_client()
+    assert renamed.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "skipped"
+    assert fake_host.targets == ["127.0.0.1"]

@@ -14,6 +14,7 @@ from flask import Flask
 from webhook import cli
 from webhook.config import Settings, load_settings
 from webhook.core.outcome import Execution
+from webhook.core.targets import Target
 from webhook.logs import configure_logging
 from webhook.notify import TelegramNotifier
 from webhook.pruner import Pruner
@@ -46,7 +47,7 @@ def _resolve_settings(app: Flask, settings: Settings | None) -> Settings:
 def create_app(
     settings: Settings | None = None,
     *,
-    run_command: Callable[[str], Execution] | None = None,
+    run_command: Callable[[Target, str], Execution] | None = None,
     clock: Callable[[], float] = time.time,
     instance_path: str | None = None,
 ) -> Flask:
@@ -59,12 +60,16 @@ def create_app(
     store = Store(settings.db_path)
     try:
         store.init_schema()
+        if settings.target is not None:
+            adopted = store.adopt_legacy_state(settings.target, settings.legacy_state_key)
+            if adopted:
+                log.warning("state of %s is now kept as target %s", adopted, settings.target)
     except StoreUnavailable as error:
         # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
         log.error("state database %s unavailable at start: %s", settings.db_path, error)
     finally:
         store.close()  # never hand a connection across a fork (gunicorn --preload)
-    pruner = Pruner(settings, store, run_command or SSHRunner(settings).run, clock=clock)
+    pruner = Pruner(settings, store, run_command or SSHRunner().run, clock=clock)
     app.extensions["prunehook"] = pruner
     app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_gauges(pruner))
     pruner.after_run += [TelegramNotifier(settings), meters.finished]

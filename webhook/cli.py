@@ -38,7 +38,11 @@ def prune_command(force: bool, dry_run: bool) -> None:
     """
     if dry_run:
         service = _service()
-        click.echo(f"target:  {service.settings.target or '(none: PRUNEHOOK_SSH_HOST is not set)'}")
+        target = service.settings.env_target
+        shown = (
+            f"{target.name} ({target.ssh})" if target else "(none: PRUNEHOOK_SSH_HOST is not set)"
+        )
+        click.echo(f"target:  {shown}")
         click.echo(f"command: {service.command}")
         return
     result = _service().trigger("cli", force=force, wait=True)

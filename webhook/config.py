@@ -20,6 +20,7 @@ from marshmallow.validate import Range
 
 from webhook.core.decision import Policy
 from webhook.core.duration import DurationError, duration_seconds, normalize_until
+from webhook.core.targets import PrunePolicy, SSHEndpoint, Target, name_for_host
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
@@ -65,9 +66,40 @@ class Settings:
     telegram_api_base: str = "https://api.telegram.org"
     max_body_bytes: int = 1024 * 1024
 
+    @cached_property
+    def env_target(self) -> Target | None:
+        """The build host of the `PRUNEHOOK_SSH_*` variables; None when unset."""
+        if not self.ssh_host:
+            return None
+        endpoint = SSHEndpoint(
+            address=self.ssh_host,
+            port=self.ssh_port,
+            user=self.ssh_user,
+            key_file=self.ssh_key_file,
+            key=self.ssh_key,
+            known_hosts=self.known_hosts,
+            connect_timeout_s=self.connect_timeout_s,
+        )
+        policy = PrunePolicy(
+            until=self.until,
+            prune_all=self.prune_all,
+            interval_s=self.interval_s,
+            retry_after_s=self.retry_after_s,
+            timeout_s=self.timeout_s,
+            lease_grace_s=self.lease_grace_s,
+        )
+        return Target(name_for_host(self.ssh_host), endpoint, policy)
+
     @property
     def target(self) -> str | None:
-        """The build host as `user@host:port`, the key of its state row; None when unset."""
+        """The build host's stable name, the key of its state row; None when unset.
+
+        The SSH user or port may change without orphaning the state."""
+        return self.env_target.name if self.env_target else None
+
+    @property
+    def legacy_state_key(self) -> str | None:
+        """How state files before target names keyed the row: `user@host:port`."""
         return f"{self.ssh_user}@{self.ssh_host}:{self.ssh_port}" if self.ssh_host else None
 
     @property

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webhook.config import Settings
+from webhook.core.targets import Target
 from webhook.remote.ssh import SSHFailure, SSHRunner, load_private_key
 
 DOCKER_VERSION = "docker version --format '{{.Server.Version}}'"
@@ -24,40 +25,41 @@ class Check:
         return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
 
 
-def _known_host(settings: Settings) -> Check:
+def _known_host(target: Target) -> Check:
     import paramiko
 
-    path = settings.known_hosts_path
-    scan = f"ssh-keyscan -p {settings.ssh_port} {settings.ssh_host} >> {path}"
+    endpoint = target.ssh
+    path = endpoint.known_hosts_path
+    scan = f"ssh-keyscan -p {endpoint.port} {endpoint.address} >> {path}"
     fix = f"{scan}  (then compare the fingerprint with the host's own)"
     if not path.is_file():
         return Check("host key", False, f"{path} does not exist", fix)
-    name = settings.ssh_host
-    if settings.ssh_port != 22:
-        name = f"[{settings.ssh_host}]:{settings.ssh_port}"
+    name = endpoint.address
+    if endpoint.port != 22:
+        name = f"[{endpoint.address}]:{endpoint.port}"
     if paramiko.HostKeys(str(path)).lookup(name) is None:
         return Check("host key", False, f"{name} is not in {path}", fix)
     return Check("host key", True, f"{name} is in {path}")
 
 
-def _docker(settings: Settings, runner: SSHRunner) -> Iterator[Check]:
-    execution = runner.run(DOCKER_VERSION)
+def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
+    execution = runner.run(target, DOCKER_VERSION)
     if not execution.logged_in:
         fix = "see last_error_kind in the README; the host must accept this key"
         yield Check("ssh login", False, f"{execution.error_kind}: {execution.error}", fix)
         return
-    yield Check("ssh login", True, f"{settings.target} accepted the key")
+    yield Check("ssh login", True, f"{target.ssh} accepted the key")
     if execution.rc == 0:
         version = execution.stdout_tail.strip() or "?"
         yield Check("docker", True, f"Docker {version} answers on the host (read-only check)")
     elif execution.rc == 126 and "prunehook-guard" in execution.stderr_tail:
         detail = "the key is pinned to prunehook-guard (good): Docker is checked by the prune"
         yield Check("docker", True, detail)
-    elif execution.error_kind == "timeout":
+    elif execution.error_kind in ("timeout", "exec_timeout"):
         yield Check("docker", False, "docker version did not answer", "is dockerd hung?")
     else:
         last = (execution.stderr_tail.strip().splitlines() or ["no output"])[-1]
-        fix = f"make {settings.ssh_user} able to run docker (docker group) and start dockerd"
+        fix = f"make {target.ssh.user} able to run docker (docker group) and start dockerd"
         yield Check("docker", False, f"rc={execution.rc}: {last}", fix)
 
 
@@ -76,21 +78,22 @@ def run_checks(settings: Settings, token_source: str, warnings: list[str]) -> li
     ]
     checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
     checks.append(_kill_switch(settings))
-    if not settings.target:
+    target = settings.env_target
+    if target is None:
         fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env"
         return [*checks, Check("target", False, "no build host", fix)]
-    checks.append(Check("target", True, str(settings.target)))
+    checks.append(Check("target", True, f"{target.name} ({target.ssh})"))
     try:
-        load_private_key(settings)
-        where = settings.ssh_key_file or "PRUNEHOOK_SSH_KEY"
+        load_private_key(target.ssh)
+        where = target.ssh.key_file or "PRUNEHOOK_SSH_KEY"
         checks.append(Check("key", True, f"{where} loads"))
     except SSHFailure as failure:
         fix = "ssh-keygen -t ed25519 -N '' -f ~/.ssh/prunehook; set PRUNEHOOK_SSH_KEY_FILE"
         return [*checks, Check("key", False, str(failure), fix)]
-    checks.append(_known_host(settings))
+    checks.append(_known_host(target))
     if not checks[-1].ok:
         return checks
-    return [*checks, *_docker(settings, SSHRunner(settings))]
+    return [*checks, *_docker(target, SSHRunner())]
 
 
 def token_source(settings: Settings, instance_path: str) -> str:

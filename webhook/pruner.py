@@ -19,11 +19,13 @@ from webhook.config import Settings
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Action, Decision, TargetState, decide
 from webhook.core.outcome import Execution, RunOutcome, summarize
+from webhook.core.targets import Target
 from webhook.store.sqlite import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-RunCommand = Callable[[str], Execution]
+# runs a command on a target: the SSH runner, or a fake in service-level tests
+RunCommand = Callable[[Target, str], Execution]
 # told of every finished run: the notifier, the metrics
 AfterRun = Callable[[str, RunOutcome], object]
 FINISH_ATTEMPTS = 10
@@ -135,7 +137,8 @@ class Pruner:
         target = self.settings.target
         assert target is not None
         try:
-            execution = self.run_command(self.command)
+            assert self.settings.env_target is not None
+            execution = self.run_command(self.settings.env_target, self.command)
         except Exception as error:
             log.exception("run %s: the command runner raised", run_id)
             execution = Execution(None, "", "", 0.0, "internal", f"{type(error).__name__}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields
@@ -44,6 +45,10 @@ class SSHEndpoint:
 
     def __str__(self) -> str:
         return f"{self.user}@{self.address}:{self.port}"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return Path(self.known_hosts).expanduser()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from webhook.core.outcome import Execution
 if TYPE_CHECKING:
     import paramiko
 
-    from webhook.config import Settings
+    from webhook.core.targets import SSHEndpoint, Target
 
 TAIL_BYTES = 16 * 1024
 _READ_CHUNK = 32 * 1024
@@ -51,17 +51,17 @@ class SSHFailure(Exception):
         self.kind = kind
 
 
-def load_private_key(settings: Settings) -> paramiko.PKey:
+def load_private_key(endpoint: SSHEndpoint) -> paramiko.PKey:
     import paramiko
 
-    if not (settings.ssh_key_file or settings.ssh_key):
+    if not (endpoint.key_file or endpoint.key):
         raise SSHFailure("key_missing", "no private key: set PRUNEHOOK_SSH_KEY_FILE")
     try:
-        if settings.ssh_key_file:
-            return paramiko.PKey.from_path(settings.ssh_key_file)
+        if endpoint.key_file:
+            return paramiko.PKey.from_path(endpoint.key_file)
         for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
             try:
-                return key_class.from_private_key(io.StringIO(settings.ssh_key))
+                return key_class.from_private_key(io.StringIO(endpoint.key))
             except paramiko.SSHException:
                 continue
     except Exception as error:  # cryptography and paramiko raise many kinds for a bad key
@@ -69,24 +69,24 @@ def load_private_key(settings: Settings) -> paramiko.PKey:
     raise SSHFailure("key_invalid", "PRUNEHOOK_SSH_KEY holds no key paramiko can read")
 
 
-def _connect(settings: Settings) -> paramiko.SSHClient:
+def _connect(endpoint: SSHEndpoint) -> paramiko.SSHClient:
     import paramiko
 
-    pkey = load_private_key(settings)
+    pkey = load_private_key(endpoint)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.load_host_keys(str(settings.known_hosts_path))
+        client.load_host_keys(str(endpoint.known_hosts_path))
     except (OSError, paramiko.SSHException) as error:
         raise SSHFailure(
-            "host_key_unknown", f"cannot read known_hosts {settings.known_hosts_path}: {error}"
+            "host_key_unknown", f"cannot read known_hosts {endpoint.known_hosts_path}: {error}"
         ) from error
-    timeout = settings.connect_timeout_s
+    timeout = endpoint.connect_timeout_s
     try:
         client.connect(
-            settings.ssh_host,
-            port=settings.ssh_port,
-            username=settings.ssh_user,
+            endpoint.address,
+            port=endpoint.port,
+            username=endpoint.user,
             pkey=pkey,
             timeout=timeout,
             banner_timeout=timeout,
@@ -99,7 +99,7 @@ def _connect(settings: Settings) -> paramiko.SSHClient:
         client.close()
         raise SSHFailure(
             "host_key_changed",
-            f"host key of {settings.ssh_host} does not match known_hosts: refused ({error})",
+            f"host key of {endpoint.address} does not match known_hosts: refused ({error})",
         ) from error
     except paramiko.AuthenticationException as error:
         client.close()
@@ -113,12 +113,12 @@ def _connect(settings: Settings) -> paramiko.SSHClient:
         if "not found in known_hosts" in message:
             raise SSHFailure(
                 "host_key_unknown",
-                f"{message}: add it to {settings.known_hosts_path} (never auto-accepted)",
+                f"{message}: add it to {endpoint.known_hosts_path} (never auto-accepted)",
             ) from error
         if not saw_banner:
             raise SSHFailure(
                 "banner_timeout",
-                f"{settings.ssh_host}:{settings.ssh_port} sent no SSH banner within {timeout}s",
+                f"{endpoint.address}:{endpoint.port} sent no SSH banner within {timeout}s",
             ) from error
         raise SSHFailure("ssh_error", message) from error
     except (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError) as error:
@@ -127,12 +127,12 @@ def _connect(settings: Settings) -> paramiko.SSHClient:
         if not all(isinstance(each, ConnectionRefusedError) for each in errors):
             raise SSHFailure("connect_error", f"cannot connect: {error}") from error
         raise SSHFailure(
-            "connect_refused", f"{settings.ssh_host}:{settings.ssh_port} refused the connection"
+            "connect_refused", f"{endpoint.address}:{endpoint.port} refused the connection"
         ) from error
     except TimeoutError as error:
         client.close()
         raise SSHFailure(
-            "connect_timeout", f"no answer from {settings.ssh_host}:{settings.ssh_port}"
+            "connect_timeout", f"no answer from {endpoint.address}:{endpoint.port}"
         ) from error
     except OSError as error:
         client.close()
@@ -197,13 +197,14 @@ def _drain(
 
 
 class SSHRunner:
-    """Runs a command on the configured build host; `run` never raises."""
+    """Runs a command on a target's build host; `run` never raises."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
-        self.settings = settings
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
 
-    def run(self, command: str) -> Execution:
+    def run(self, target: Target, command: str) -> Execution:
+        """`command` on `target`, within its policy's timeout."""
+        endpoint, limit = target.ssh, target.policy.timeout_s
         started = self.clock()
         stdout, stderr = Tail(), Tail()
 
@@ -214,23 +215,21 @@ class SSHRunner:
             return Execution(rc, stdout.text(), stderr.text(), elapsed, kind, error, logged_in)
 
         try:
-            client = _connect(self.settings)
+            client = _connect(endpoint)
         except SSHFailure as failure:
             return done(None, failure.kind, str(failure), logged_in=False)
         try:
             transport = client.get_transport()
             assert transport is not None
-            step = self.settings.connect_timeout_s
+            step = endpoint.connect_timeout_s
             channel = transport.open_session(timeout=step)
             if not _exec_within(channel, command, step):
-                host = f"{self.settings.ssh_host}:{self.settings.ssh_port}"
+                host = f"{endpoint.address}:{endpoint.port}"
                 message = f"{host} accepted the session but did not answer the command within"
                 return done(None, "exec_timeout", f"{message} {step}s; gave up")
-            deadline = started + self.settings.timeout_s
-            rc = _drain(channel, stdout, stderr, deadline, self.clock)
+            rc = _drain(channel, stdout, stderr, started + limit, self.clock)
             if rc is None:
                 channel.close()
-                limit = self.settings.timeout_s
                 return done(None, "timeout", f"timeout: no result within {limit}s; gave up")
             return done(rc)
         except Exception as error:  # a dropped connection mid-run, whatever paramiko raises

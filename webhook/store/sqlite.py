@@ -358,6 +358,29 @@ class Store:
         with self._transaction() as connection:
             connection.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
 
+    def adopt_legacy_state(self, name: str, preferred_key: str | None = None) -> str | None:
+        """Carry a row keyed the old way (`user@host:port`) over to the target `name`.
+
+        Before targets had names, a row was keyed by its SSH endpoint. On upgrade the
+        endpoint's row (or, when the user or port changed too, the most recent such row)
+        becomes the named target's, with its history, so the interval survives the
+        upgrade instead of pruning at once. Returns the old key, or None.
+        """
+        with self._transaction() as connection:
+            if self._row(connection, name) is not None:
+                return None
+            legacy = connection.execute(
+                "SELECT target FROM targets WHERE target LIKE '%@%'"
+                " ORDER BY target = ? DESC, last_started_ts DESC LIMIT 1",
+                (preferred_key,),
+            ).fetchone()
+            if legacy is None:
+                return None
+            old = legacy["target"]
+            connection.execute("UPDATE targets SET target = ? WHERE target = ?", (name, old))
+            connection.execute("UPDATE runs SET target = ? WHERE target = ?", (name, old))
+            return str(old)
+
     def target_row(self, target: str) -> dict[str, Any] | None:
         with self._connect() as connection:
             row = self._row(connection, target)

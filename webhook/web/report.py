@@ -36,6 +36,7 @@ def build_status(
     return {
         "enabled": settings.enabled,
         "target": settings.target,
+        "host": str(settings.env_target.ssh) if settings.env_target else None,
         "command": command,
         "interval_s": settings.interval_s,
         "retry_after_s": settings.retry_after_s,

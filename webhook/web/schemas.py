@@ -164,7 +164,10 @@ class StatusSchema(Schema):
         unknown = INCLUDE
 
     enabled = fields.Boolean(required=True)
-    target = fields.String(required=True, allow_none=True)
+    target = fields.String(
+        required=True, allow_none=True, metadata={"description": "the target's stable name"}
+    )
+    host = fields.String(allow_none=True, metadata={"description": "user@address:port"})
     command = fields.String(required=True)
     interval_s = fields.Float(required=True)
     until = fields.String(required=True)
