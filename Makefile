@@ -39,9 +39,10 @@ system-deps:  ## install sshd, dockerd and chromium from Debian when missing (ne
 	  fi; \
 	fi
 
-lint: $(VENV)/.installed  ## ruff lint and format check
+lint: $(VENV)/.installed  ## ruff lint and format check, mypy type check (pyproject.toml [tool.mypy])
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
@@ -56,4 +57,4 @@ constraints: $(VENV)/.installed  ## re-pin constraints.txt from what the virtual
 	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Action(StrEnum):
@@ -25,6 +24,12 @@ class Result(StrEnum):
     LOST = "lost"
 
 
+class StoredRow(Protocol):
+    """A stored row read by column name: a `Mapping` or a `sqlite3.Row` (which is no Mapping)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
 @dataclass(frozen=True)
 class TargetState:
     """What the store remembers of one target, as far as deciding needs it."""
@@ -39,7 +44,7 @@ class TargetState:
     last_success_ts: float | None = None
 
     @classmethod
-    def from_mapping(cls, row: Mapping[str, Any] | None) -> TargetState:
+    def from_mapping(cls, row: StoredRow | None) -> TargetState:
         """From a stored `targets` row (or None: nothing stored yet)."""
         if not row:
             return cls()

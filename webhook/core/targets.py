@@ -10,7 +10,7 @@ ever select a configured target, never be connected to.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,9 @@ class Fleet:
     """Every configured target, in the order configured."""
 
     targets: tuple[Target, ...] = ()
+    # derived from `targets` in __post_init__: not arguments, and not part of equality
+    _index: dict[str, tuple[Target, ...]] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, Target] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[Target]] = {}
@@ -115,7 +118,7 @@ class Fleet:
         object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
         object.__setattr__(self, "_by_name", {t.name: t for t in self.targets})
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Target]:
         return iter(self.targets)
 
     def __len__(self) -> int:
@@ -126,11 +129,11 @@ class Fleet:
         return tuple(target.name for target in self.targets)
 
     def get(self, name: str) -> Target | None:
-        return self._by_name.get(name)  # type: ignore[attr-defined]
+        return self._by_name.get(name)
 
     def concerning(self, host_value: str) -> tuple[Target, ...]:
         """The targets whose name, host or alias is `host_value` (case and :port aside)."""
-        return self._index.get(normalize_host(host_value), ())  # type: ignore[attr-defined]
+        return self._index.get(normalize_host(host_value), ())
 
 
 class TargetsFileError(ValueError):
@@ -215,7 +218,7 @@ def parse_targets(
             if len(name) > NAME_MAX:
                 raise ValidationError(f"longer than {NAME_MAX} characters")
         except ValidationError as error:
-            problems.append(f"{where}: {'; '.join(error.messages)}")  # type: ignore[arg-type]
+            problems.append(f"{where}: {'; '.join(error.messages)}")
             continue
         if not isinstance(table, Mapping):
             problems.append(f"{where}: must be a table")
@@ -258,7 +261,8 @@ def _target(
 
 def _shared_names(targets: list[Target]) -> list[str]:
     """An alias that is another target's name or alias would let one alert prune both."""
-    problems, owner = [], {}
+    problems: list[str] = []
+    owner: dict[str, str] = {}
     for target in targets:
         own = {normalize_host(target.name), *(normalize_host(a) for a in target.aliases)}
         for known in sorted(own):

@@ -190,7 +190,10 @@ class Store:
             self._schema_ready = True
 
     def _row(self, connection: sqlite3.Connection, target: str) -> sqlite3.Row | None:
-        return connection.execute("SELECT * FROM targets WHERE target = ?", (target,)).fetchone()
+        row: sqlite3.Row | None = connection.execute(
+            "SELECT * FROM targets WHERE target = ?", (target,)
+        ).fetchone()
+        return row
 
     def read_state(self, target: str) -> TargetState:
         """The state as last read by this thread while no connection has committed since
@@ -202,7 +205,7 @@ class Store:
             if version != local.data_version:
                 local.states = {}
                 local.data_version = version
-            state = local.states.get(target)
+            state: TargetState | None = local.states.get(target)
             if state is None:
                 state = TargetState.from_mapping(self._row(connection, target))
                 local.states[target] = state

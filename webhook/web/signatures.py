@@ -13,11 +13,20 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 TOLERANCE_S = 300
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
+
+
+class Headers(Protocol):
+    """Request headers by name: a `Mapping` or werkzeug's `Headers` (which is no Mapping)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # a key shorter than this is guessable; the Standard Webhooks libraries generate 24-64 bytes
 MIN_KEY_BYTES = 16
@@ -60,7 +69,7 @@ def sign(key: bytes, message_id: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def is_signed(headers: Mapping[str, str]) -> bool:
+def is_signed(headers: Headers) -> bool:
     return any(headers.get(name) for name in HEADERS)
 
 
@@ -73,7 +82,7 @@ class SignedHeaders:
     signatures: tuple[bytes, ...]
 
 
-def check_headers(keys: Sequence[bytes], headers: Mapping[str, str], now: float) -> SignedHeaders:
+def check_headers(keys: Sequence[bytes], headers: Headers, now: float) -> SignedHeaders:
     """What can be refused before the body is read: missing, malformed or stale headers."""
     values = {name: (headers.get(name) or "").strip() for name in HEADERS}
     for name, value in values.items():
