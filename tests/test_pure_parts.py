@@ -132,3 +132,9 @@ def test_alertmanager_prunes_only_for_firing_alerts():
     assert read_alertmanager(payload).wants_prune
     assert not read_alertmanager(payload | {"alerts": [resolved]}).wants_prune
     assert not read_alertmanager(payload | {"status": "resolved", "alerts": [resolved]}).wants_prune
+
+
+def test_an_until_in_days_that_rounds_to_nothing_is_refused_never_zero():
+    with pytest.raises(DurationError):
+        normalize_until("0.000001d")
+    assert normalize_until("0.5d") == "12h"

@@ -75,6 +75,8 @@ def normalize_until(raw: str) -> str:
         raise DurationError(f"{raw!r} is longer than Docker accepts (about 292 years)")
     if any(unit in _FRIENDLY_UNITS_S for _, unit in tokens):
         text = _format_hours_minutes_seconds(total_s)
+        if text == "0s":  # 0.000001d rounds to nothing: `until=0s` would prune all cache
+            raise DurationError(f"{raw!r} is shorter than a second once days become hours")
     assert GO_DURATION.match(text), text
     return text
 
