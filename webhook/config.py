@@ -20,16 +20,20 @@ from marshmallow.validate import Range
 
 from webhook.core.decision import Policy
 from webhook.core.duration import DurationError, duration_seconds, normalize_until
-from webhook.core.targets import PrunePolicy, SSHEndpoint, Target, name_for_host
+from webhook.core.targets import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_LEASE_GRACE_S,
+    DEFAULT_RETRY_AFTER_S,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_UNTIL,
+    PrunePolicy,
+    SSHEndpoint,
+    Target,
+    name_for_host,
+)
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
-DEFAULT_INTERVAL_S = 21600
-DEFAULT_RETRY_AFTER_S = 600
-DEFAULT_TIMEOUT_S = 120
-DEFAULT_UNTIL = "24h"
-# how long past the prune timeout an in-flight run's lease holds off others
-DEFAULT_LEASE_GRACE_S = 60
 
 
 class ConfigError(Exception):

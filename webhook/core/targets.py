@@ -27,6 +27,7 @@ DEFAULT_UNTIL = "24h"
 DEFAULT_INTERVAL_S = 21600
 DEFAULT_RETRY_AFTER_S = 600
 DEFAULT_TIMEOUT_S = 120
+# how long past the prune timeout an in-flight run's lease holds off others
 DEFAULT_LEASE_GRACE_S = 60
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
