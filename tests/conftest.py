@@ -23,6 +23,8 @@ from webhook import create_app
 from webhook.config import Settings
 from webhook.core.outcome import Execution
 from webhook.core.targets import Target
+from webhook.store import Store
+from webhook.store.sqlite import SQLiteStore
 
 TOKEN = "test-token-7f3a9c1e5b2d4680"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -172,6 +174,25 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# every backend the store's contract suite (tests/test_store.py) runs against
+STORE_BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """A factory of connections (workers, replicas) to one fresh database of a backend."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = SQLiteStore(tmp_path / "state.sqlite3")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture(scope="session")

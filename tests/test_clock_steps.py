@@ -11,6 +11,9 @@ from tests.test_metrics import metrics_of
 STEP_BACK_S = 2 * 3600
 INTERVAL_S = 21600
 
+# the labels of the one target the test apps configure (named after 127.0.0.1)
+ONE = (("target", "127.0.0.1"),)
+
 
 def test_after_a_step_back_the_next_prune_is_due_one_interval_from_now(client, clock, caplog):
     assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["decision"] == "started"
@@ -46,13 +49,13 @@ def test_timestamp_gauges_never_report_the_future_after_a_step_back(client, cloc
     clock.advance(-STEP_BACK_S)
 
     seen = metrics_of(client)
-    assert seen[("prunehook_last_success_timestamp_seconds", ())] <= clock.now
-    assert seen[("prunehook_last_run_timestamp_seconds", ())] <= clock.now
+    assert seen[("prunehook_last_success_timestamp_seconds", ONE)] <= clock.now
+    assert seen[("prunehook_last_run_timestamp_seconds", ONE)] <= clock.now
 
     client.post("/hooks/cron", headers=AUTH)  # the step is noticed and the times capped
     stepped_at = clock.now
     clock.advance(600)
     seen = metrics_of(client)
     # the age a staleness alert computes grows again from the step
-    assert seen[("prunehook_last_success_timestamp_seconds", ())] == stepped_at
-    assert seen[("prunehook_next_eligible_timestamp_seconds", ())] == stepped_at + INTERVAL_S
+    assert seen[("prunehook_last_success_timestamp_seconds", ONE)] == stepped_at
+    assert seen[("prunehook_next_eligible_timestamp_seconds", ONE)] == stepped_at + INTERVAL_S

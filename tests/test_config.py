@@ -15,7 +15,8 @@ def test_defaults_are_the_documented_ones():
     assert (settings.enabled, settings.ssh_host, settings.ssh_port) == (True, "", 22)
     assert (settings.interval_s, settings.retry_after_s, settings.timeout_s) == (21600, 600, 120)
     assert (settings.until, settings.prune_all, settings.notify_min_gb) == ("24h", False, 0)
-    assert settings.target is None
+    assert settings.env_target is None and len(settings.fleet) == 0
+    assert (settings.max_parallel, settings.host_labels) == (8, ("host", "nodename", "instance"))
     assert warnings == []
 
 

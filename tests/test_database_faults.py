@@ -13,9 +13,10 @@ import pytest
 
 from tests.conftest import AUTH, missing
 from tests.harness import REPO
-from webhook.core.decision import Policy
+from webhook.store import NewRun
 from webhook.store import sqlite as store_module
-from webhook.store.sqlite import Store
+from webhook.store.sqlite import SQLiteStore
+from webhook.web.context import prunehook
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def short_busy_timeout(monkeypatch):
 @pytest.fixture
 def write_lock(app):
     """Another process's long write transaction on the state database."""
-    locker = sqlite3.connect(app.extensions["prunehook"].settings.db_path, isolation_level=None)
+    locker = sqlite3.connect(prunehook(app).settings.db_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     yield locker
     locker.execute("ROLLBACK")
@@ -50,7 +51,7 @@ def test_skip_path_answers_while_the_database_is_write_locked(
     app, client, fake_host, short_busy_timeout
 ):
     assert client.post("/hooks/cron?wait=1", headers=AUTH).status_code == 200
-    locker = sqlite3.connect(app.extensions["prunehook"].settings.db_path, isolation_level=None)
+    locker = sqlite3.connect(prunehook(app).settings.db_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     try:
         response = client.post("/hooks/cron", headers=AUTH)
@@ -78,8 +79,8 @@ def immutable(tmp_path):
 
 def test_read_only_database_is_503_and_runs_nothing(make_app, fake_host, immutable):
     first = make_app()
-    db_path = first.extensions["prunehook"].settings.db_path
-    first.extensions["prunehook"].store.close()
+    db_path = prunehook(first).settings.db_path
+    prunehook(first).service.store.close()
     immutable(db_path)
 
     client = make_app().test_client()  # a restart: the app still starts
@@ -92,32 +93,31 @@ def test_read_only_database_is_503_and_runs_nothing(make_app, fake_host, immutab
 
 KILLED_WRITER = """
 import sys
-from webhook.core.decision import Policy
-from webhook.core.outcome import RunOutcome
-from webhook.store.sqlite import Store
-store = Store(sys.argv[1])
-policy = Policy(True, True, 3600, 600)
-done = RunOutcome(True, 0, "1GB", 10**9, None, None, 0.5, "x" * 4000, "")
-row = store.target_row("t")
+from tests.harness import succeeded_outcome
+from webhook.store import NewRun
+from webhook.store.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+done = succeeded_outcome(10**9, stdout_tail="x" * 4000)
+record = store.target_record("t")
 # after the last start (and its lease) of the writer killed before this one
-base = (row["last_started_ts"] if row else 0.0) + 10
+base = (record.last_started_ts if record else 0.0) + 10
 for step in range(10**9):
     now = base + step
-    claim = store.claim("t", now, policy, trigger="loop", command="c", lease_s=1, force=True)
-    store.finish("t", claim.run_id, done, now)
+    run_id = store.claim("t", store.read_state("t"), NewRun("loop", "c"), now, 1)
+    store.finish("t", run_id, done, now)
     if step == 0:
         print("writing", flush=True)  # the kill must land among writes, not during imports
 """
 
 
 def last_run_id(db_path) -> int:
-    row = Store(db_path).target_row("t")
-    return row["last_run_id"] if row else 0
+    record = SQLiteStore(db_path).target_record("t")
+    return record.last_run_id or 0 if record else 0
 
 
 def test_integrity_holds_after_kill_9_during_writes(tmp_path):
     db_path = tmp_path / "state.sqlite3"
-    Store(db_path).init_schema()
+    SQLiteStore(db_path).ensure_schema()
     chance = random.Random(20261125)
     for _ in range(12):
         before = last_run_id(db_path)
@@ -136,13 +136,10 @@ def test_integrity_holds_after_kill_9_during_writes(tmp_path):
         assert last_run_id(db_path) > before, "the writer was killed before any write"
     with sqlite3.connect(db_path) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    store = Store(db_path)
-    row = store.target_row("t")
-    assert row is not None and row["last_run_id"] is not None
-    claim = store.claim(
-        "t", 1e12, Policy(True, True, 3600, 600), trigger="after", command="c", lease_s=1
-    )
-    assert claim.run_id is not None
+    store = SQLiteStore(db_path)
+    record = store.target_record("t")
+    assert record is not None and record.last_run_id is not None
+    assert store.claim("t", store.read_state("t"), NewRun("after", "c"), 1e12, 1) is not None
 
 
 @pytest.fixture

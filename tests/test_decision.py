@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from webhook.core.decision import (
     Action,
-    Policy,
     Result,
     TargetState,
     clock_step,
     decide,
     next_eligible_ts,
 )
+from webhook.core.targets import PrunePolicy
 
-POLICY = Policy(enabled=True, has_target=True, interval_s=21600, retry_after_s=600)
+POLICY = PrunePolicy(interval_s=21600, retry_after_s=600)
 T0 = 1_000_000.0
 
 
@@ -60,13 +60,6 @@ def test_expired_lease_lets_the_target_be_claimed_and_gives_up_the_dead_run():
 
 def test_force_overrides_the_interval_only():
     assert decide(ran(Result.OK), T0 + 1, POLICY, force=True).action == Action.STARTED
-
-
-def test_kill_switch_and_missing_target_start_nothing():
-    off = Policy(False, True, 21600, 600)
-    no_host = Policy(True, False, 21600, 600)
-    assert decide(TargetState(), T0, off).action == Action.DISABLED
-    assert decide(TargetState(), T0, no_host).action == Action.NO_TARGET
 
 
 def test_stored_times_up_to_a_minute_ahead_are_ordinary_skew_not_a_clock_step():

@@ -1,22 +1,25 @@
 """Property: whatever the trigger times and outcomes, no two runs start within the interval,
-a failed run is retried no sooner than the retry delay, and a live lease is never overtaken."""
+a failed run is retried no sooner than the retry delay, a live lease is never overtaken, and
+a due trigger starts a run. The service decides, the store claims: run on every backend."""
 
 from __future__ import annotations
 
 import itertools
-import tempfile
-from pathlib import Path
+import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import failed_outcome, succeeded_outcome
-from webhook.core.decision import Action, Policy
 from webhook.core.outcome import RunOutcome
-from webhook.store.sqlite import Store
+from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
+from webhook.service import PruneService
+from webhook.store import Store
 
 INTERVAL, RETRY, LEASE = 3600.0, 600.0, 180.0
-POLICY = Policy(enabled=True, has_target=True, interval_s=INTERVAL, retry_after_s=RETRY)
+POLICY = PrunePolicy(interval_s=INTERVAL, retry_after_s=RETRY, timeout_s=120, lease_grace_s=60)
+# one database for all examples (a backend's server is slow to make): a target each
+ONE_DATABASE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 
 # the edges of the lease, the retry delay and the interval, where bugs live
 EDGES = [0.0, 0.5, 179.5, 180.0, 599.5, 600.0, 3599.5, 3600.0]
@@ -38,37 +41,58 @@ def outcome(ok: bool) -> RunOutcome:
     return succeeded_outcome(None) if ok else failed_outcome()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps)
-def test_runs_respect_interval_retry_delay_and_lease(sequence):
-    with tempfile.TemporaryDirectory() as folder:
-        store = Store(Path(folder) / "state.sqlite3")
-        store.init_schema()
-        now, in_flight = 0.0, None
-        starts: list[dict] = []
-        for gap, step in sequence:
-            now += gap
-            if step == "trigger":
-                claim = store.claim("t", now, POLICY, trigger="p", command="c", lease_s=LEASE)
-                if claim.decision.action == Action.STARTED:
-                    starts.append({"at": now, "ended": None, "ok": None})
-                    in_flight = claim.run_id
-            elif step == "die":
-                in_flight = None  # its worker is gone: the run never finishes
-            elif in_flight is not None:
-                store.finish("t", in_flight, outcome(step == "finish_ok"), now)
-                starts[-1].update(ended=now, ok=step == "finish_ok")
-                in_flight = None
+class Claims:
+    """The service deciding for one fresh target at injected times; runs are not run."""
 
-        for previous, following in itertools.pairwise(starts):
-            gap = following["at"] - previous["at"]
-            if previous["ended"] is None:
-                assert gap >= LEASE, "a run started while another's lease was live"
-            elif previous["ok"]:
-                assert gap >= INTERVAL, "two runs started within the interval"
-            else:
-                earliest = min(previous["at"] + INTERVAL, previous["ended"] + RETRY)
-                assert following["at"] >= earliest, "a failed run was retried too soon"
+    def __init__(self, store: Store):
+        self.now = 0.0
+        self.target = Target(f"t-{uuid.uuid4().hex[:12]}", SSHEndpoint("127.0.0.1"), POLICY)
+        self.store = store
+        self.service = PruneService(
+            Fleet((self.target,)), store, unreachable, clock=lambda: self.now
+        )
+
+    def trigger(self) -> int | None:
+        return self.service.claim(self.target, "property").run_id
+
+    def finish(self, run_id: int, ok: bool) -> None:
+        self.store.finish(self.target.name, run_id, outcome(ok), self.now)
+
+
+def unreachable(target, command):
+    raise AssertionError("claims are never launched here")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=ONE_DATABASE)
+@given(sequence=steps)
+def test_runs_respect_interval_retry_delay_and_lease(make_store, sequence):
+    claims = Claims(make_store())
+    in_flight = None
+    starts: list[dict] = []
+    for gap, step in sequence:
+        claims.now += gap
+        now = claims.now
+        if step == "trigger":
+            run_id = claims.trigger()
+            if run_id is not None:
+                starts.append({"at": now, "ended": None, "ok": None})
+                in_flight = run_id
+        elif step == "die":
+            in_flight = None  # its worker is gone: the run never finishes
+        elif in_flight is not None:
+            claims.finish(in_flight, step == "finish_ok")
+            starts[-1].update(ended=now, ok=step == "finish_ok")
+            in_flight = None
+
+    for previous, following in itertools.pairwise(starts):
+        gap = following["at"] - previous["at"]
+        if previous["ended"] is None:
+            assert gap >= LEASE, "a run started while another's lease was live"
+        elif previous["ok"]:
+            assert gap >= INTERVAL, "two runs started within the interval"
+        else:
+            earliest = min(previous["at"] + INTERVAL, previous["ended"] + RETRY)
+            assert following["at"] >= earliest, "a failed run was retried too soon"
 
 
 def due(starts: list[dict], now: float) -> bool:
@@ -83,28 +107,26 @@ def due(starts: list[dict], now: float) -> bool:
     return now >= min(last["at"] + INTERVAL, last["ended"] + RETRY)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps)
-def test_a_due_trigger_always_starts_a_run(sequence):
+@settings(max_examples=400, deadline=None, suppress_health_check=ONE_DATABASE)
+@given(sequence=steps)
+def test_a_due_trigger_always_starts_a_run(make_store, sequence):
     """Liveness: safety alone passes with a store that never starts anything."""
-    with tempfile.TemporaryDirectory() as folder:
-        store = Store(Path(folder) / "state.sqlite3")
-        store.init_schema()
-        now, in_flight = 0.0, None
-        starts: list[dict] = []
-        for gap, step in sequence:
-            now += gap
-            if step == "trigger":
-                expected = due(starts, now)
-                claim = store.claim("t", now, POLICY, trigger="p", command="c", lease_s=LEASE)
-                started = claim.decision.action == Action.STARTED
-                assert started == expected, (now, starts, claim.decision)
-                if started:
-                    starts.append({"at": now, "ended": None, "ok": None})
-                    in_flight = claim.run_id
-            elif step == "die":
-                in_flight = None
-            elif in_flight is not None:
-                store.finish("t", in_flight, outcome(step == "finish_ok"), now)
-                starts[-1].update(ended=now, ok=step == "finish_ok")
-                in_flight = None
+    claims = Claims(make_store())
+    in_flight = None
+    starts: list[dict] = []
+    for gap, step in sequence:
+        claims.now += gap
+        now = claims.now
+        if step == "trigger":
+            expected = due(starts, now)
+            run_id = claims.trigger()
+            assert (run_id is not None) == expected, (now, starts)
+            if run_id is not None:
+                starts.append({"at": now, "ended": None, "ok": None})
+                in_flight = run_id
+        elif step == "die":
+            in_flight = None
+        elif in_flight is not None:
+            claims.finish(in_flight, step == "finish_ok")
+            starts[-1].update(ended=now, ok=step == "finish_ok")
+            in_flight = None

@@ -8,6 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AUTH, START
 
+# the labels of the one target the test apps configure (named after 127.0.0.1)
+ONE = (("target", "127.0.0.1"),)
+
 
 def scrape(text: str) -> dict[tuple[str, tuple], float]:
     return {
@@ -32,20 +35,20 @@ def test_metrics_count_decisions_prunes_and_reclaimed_bytes(client, clock):
     seen = metrics_of(client)
 
     decision = "prunehook_trigger_decisions_total"
-    assert seen[(decision, (("decision", "started"), ("source", "cron")))] == 1
-    assert seen[(decision, (("decision", "skipped"), ("source", "watchdog")))] == 1
-    assert seen[("prunehook_prunes_total", (("outcome", "ok"),))] == 1
-    assert seen[("prunehook_reclaimed_bytes_total", ())] == 1_500_000_000
-    assert seen[("prunehook_prune_duration_seconds_count", ())] == 1
-    assert seen[("prunehook_last_success_timestamp_seconds", ())] == START
-    assert seen[("prunehook_next_eligible_timestamp_seconds", ())] == START + 21600
-    assert seen[("prunehook_in_flight", ())] == 0
+    assert seen[(decision, (("decision", "started"), ("source", "cron"), ONE[0]))] == 1
+    assert seen[(decision, (("decision", "skipped"), ("source", "watchdog"), ONE[0]))] == 1
+    assert seen[("prunehook_prunes_total", (("outcome", "ok"), ("target", "127.0.0.1")))] == 1
+    assert seen[("prunehook_reclaimed_bytes_total", ONE)] == 1_500_000_000
+    assert seen[("prunehook_prune_duration_seconds_count", ONE)] == 1
+    assert seen[("prunehook_last_success_timestamp_seconds", ONE)] == START
+    assert seen[("prunehook_next_eligible_timestamp_seconds", ONE)] == START + 21600
+    assert seen[("prunehook_in_flight", ONE)] == 0
 
 
 def test_in_flight_gauge_shows_a_running_prune(client, fake_host):
     fake_host.hold()
     client.post("/hooks/cron", headers=AUTH)
-    assert metrics_of(client)[("prunehook_in_flight", ())] == 1
+    assert metrics_of(client)[("prunehook_in_flight", ONE)] == 1
     fake_host.release.set()
 
 
@@ -54,7 +57,12 @@ def test_failed_prunes_are_counted_by_error_kind(client, fake_host):
 
     fake_host.execution = Execution(None, "", "", 1.0, "auth_failed", "refused")
     client.post("/hooks/cron?wait=1", headers=AUTH)
-    assert metrics_of(client)[("prunehook_prunes_total", (("outcome", "auth_failed"),))] == 1
+    assert (
+        metrics_of(client)[
+            ("prunehook_prunes_total", (("outcome", "auth_failed"), ("target", "127.0.0.1")))
+        ]
+        == 1
+    )
 
 
 def test_metrics_add_up_across_gunicorn_workers(serve, tmp_path):
@@ -66,7 +74,8 @@ def test_metrics_add_up_across_gunicorn_workers(serve, tmp_path):
     for _ in range(6):  # whichever worker answers the scrape
         text = served.raw("/metrics")
         seen = scrape(text)
-        key = ("prunehook_trigger_decisions_total", (("decision", "no_target"), ("source", "cron")))
+        no_target = (("decision", "no_target"), ("source", "cron"), ("target", ""))
+        key = ("prunehook_trigger_decisions_total", no_target)
         assert seen[key] == 60
 
 
@@ -77,5 +86,5 @@ def test_a_scrape_reads_the_state_row_never_the_run_history(app, client, tmp_pat
 
     seen = metrics_of(client)
 
-    assert seen[("prunehook_last_success_timestamp_seconds", ())] == START
-    assert seen[("prunehook_enabled", ())] == 1
+    assert seen[("prunehook_last_success_timestamp_seconds", ONE)] == START
+    assert seen[("prunehook_enabled", ONE)] == 1

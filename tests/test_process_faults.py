@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import AUTH
 from tests.harness import wait_for
 from webhook import create_app
-from webhook.store.sqlite import Store
+from webhook.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -75,8 +75,8 @@ def test_graceful_stop_lets_the_running_prune_finish_and_record(
         served.process.wait(60)
 
     assert served.process.returncode == 0
-    run = Store(env["PRUNEHOOK_DB_PATH"]).recent_runs("127.0.0.1")
-    assert [(each["result"], each["error_kind"]) for each in run] == [("ok", None)]
+    run = SQLiteStore(env["PRUNEHOOK_DB_PATH"]).recent_runs("127.0.0.1")
+    assert [(each.result, each.error_kind) for each in run] == [("ok", None)]
     assert wait_for(lambda: quick_host.commands_run(), 5, "the guard log")
 
 

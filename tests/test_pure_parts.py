@@ -8,7 +8,7 @@ from webhook.core.command import build_prune_command
 from webhook.core.duration import DurationError, normalize_until
 from webhook.core.outcome import Execution, summarize
 from webhook.core.sizes import find_reclaimed, human_size, parse_size
-from webhook.core.sources import read_alertmanager, read_watchdog
+from webhook.core.verdicts import read_alertmanager, read_watchdog
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import START, TOKEN
 from webhook.config import ConfigError, load_settings
-from webhook.store.sqlite import StoreUnavailable
+from webhook.store import StoreUnavailable
+from webhook.web.context import prunehook
+from webhook.web.hooks import DELIVERY_PENDING_S
 from webhook.web.signatures import sign
 
 OLD_KEY, NEW_KEY = b"old-secret-key-bytes", b"new-secret-key-bytes"
@@ -179,7 +181,7 @@ def test_signed_body_refused_at_one_hook_is_a_duplicate_at_another(signed_client
 def test_retry_of_a_delivery_answered_503_is_decided_afresh_and_runs(
     signed_client, fake_host, clock, monkeypatch
 ):
-    store = signed_client.application.extensions["prunehook"].store
+    store = prunehook(signed_client.application).service.store
     real_claim = store.claim
 
     def locked_once(*args, **kwargs):
@@ -195,6 +197,23 @@ def test_retry_of_a_delivery_answered_503_is_decided_afresh_and_runs(
     assert (retry.status_code, retry.get_json()["decision"]) == (202, "started")
     signed_client.application.extensions["prunehook"].join_all(10)
     assert len(fake_host.commands) == 1
+
+
+def test_retry_is_decided_afresh_even_when_the_failed_delivery_could_not_be_freed(
+    signed_client, fake_host, clock, monkeypatch
+):
+    store = prunehook(signed_client.application).service.store
+
+    def unavailable(*args, **kwargs):
+        raise StoreUnavailable("database is locked")
+
+    with monkeypatch.context() as locked:
+        locked.setattr(store, "claim", unavailable)
+        locked.setattr(store, "forget_delivery", unavailable)
+        assert post(signed_client, signed_headers(NEW_KEY)).status_code == 503
+    clock.advance(DELIVERY_PENDING_S + 1)  # the sender's retry, after its backoff
+    retry = post(signed_client, signed_headers(NEW_KEY, timestamp=clock.now))
+    assert (retry.status_code, retry.get_json()["decision"]) == (202, "started")
 
 
 @pytest.mark.parametrize(

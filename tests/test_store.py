@@ -1,173 +1,244 @@
-"""The state row on a real SQLite file: atomic claims, leases, history, restarts."""
+"""The store's contract: what every backend must do, run against each (`make_store`).
+
+A backend stores and never decides: a claim is a compare-and-set against the state the
+service read, a finish belongs to the run that owns the target, history is bounded.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
-from tests.conftest import AUTH
 from tests.harness import failed_outcome, succeeded_outcome
-from webhook.core.decision import Action, Policy
-from webhook.core.outcome import RunOutcome
-from webhook.store.sqlite import HISTORY_LIMIT, Store
+from webhook.core.decision import Result, TargetState
+from webhook.core.outcome import ErrorKind, RunOutcome
+from webhook.store import HISTORY_LIMIT, NewRun, Store
 
-TARGET = "ci@127.0.0.1:22"
-POLICY = Policy(enabled=True, has_target=True, interval_s=3600, retry_after_s=600)
+TARGET = "build-1"
 T0 = 1_000_000.0
-COMMAND = "docker builder prune -f --filter until=24h"
-
-
-def claim(store: Store, now: float, force: bool = False):
-    return store.claim(
-        TARGET, now, POLICY, trigger="test", command=COMMAND, lease_s=180, force=force
-    )
+LEASE = 180.0
+RUN = NewRun("cron", "docker builder prune -f --filter until=24h", 4242, "req-1")
+MakeStore = Callable[[], Store]
 
 
 def outcome(ok: bool = True, reclaimed: str = "2GB", size: int = 2_000_000_000) -> RunOutcome:
     return succeeded_outcome(size, reclaimed=reclaimed) if ok else failed_outcome()
 
 
-def new_store(tmp_path) -> Store:
-    store = Store(tmp_path / "state.sqlite3")
-    store.init_schema()
-    return store
+def claim_now(store: Store, now: float, target: str = TARGET) -> int | None:
+    """Claim against the state as it is now (what the service does when a run is due)."""
+    return store.claim(target, store.read_state(target), RUN, now, LEASE)
 
 
-def test_concurrent_claims_start_exactly_one_run(tmp_path):
-    store = new_store(tmp_path)
+def test_a_new_target_has_an_empty_state_and_no_record(make_store: MakeStore):
+    store = make_store()
+    assert store.read_state(TARGET) == TargetState()
+    assert store.target_record(TARGET) is None
+    assert store.recent_runs(TARGET) == []
+
+
+def test_a_claim_records_the_run_in_flight_with_its_lease(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.inflight_run_id, record.lease_expires_ts) == (run_id, T0 + LEASE)
+    assert (record.last_run_id, record.last_started_ts) == (run_id, T0)
+    run = store.run(run_id)
+    assert run is not None
+    assert (run.result, run.trigger, run.worker_pid, run.request_id) == (
+        Result.RUNNING, "cron", 4242, "req-1",
+    )  # fmt: skip
+
+
+def test_a_claim_against_a_state_that_changed_records_nothing(make_store: MakeStore):
+    store = make_store()
+    stale = store.read_state(TARGET)
+    assert store.claim(TARGET, stale, RUN, T0, LEASE) is not None
+    assert store.claim(TARGET, stale, RUN, T0 + 1, LEASE) is None
+    assert len(store.recent_runs(TARGET)) == 1
+
+
+def test_concurrent_claims_on_one_state_record_exactly_one_run(make_store: MakeStore):
+    make_store().ensure_schema()
     barrier = threading.Barrier(16)
-    actions: list[Action] = []
+    won: list[int | None] = []
 
     def contend() -> None:
+        store = make_store()  # a worker of its own
+        expected = store.read_state(TARGET)
         barrier.wait()
-        actions.append(claim(new_store(tmp_path), T0).decision.action)
+        won.append(store.claim(TARGET, expected, RUN, T0, LEASE))
 
     threads = [threading.Thread(target=contend) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert actions.count(Action.STARTED) == 1
-    assert set(actions) <= {Action.STARTED, Action.BUSY}
-    assert len(store.recent_runs(TARGET)) == 1
+    assert len([run for run in won if run is not None]) == 1
+    assert len(make_store().recent_runs(TARGET)) == 1
 
 
-def test_state_survives_a_restart(tmp_path):
-    store = new_store(tmp_path)
-    run_id = claim(store, T0).run_id
-    store.finish(TARGET, run_id, outcome(), T0 + 5)
-    reopened = new_store(tmp_path)
-    row = reopened.target_row(TARGET)
-    assert (row["last_result"], row["last_reclaimed"], row["last_started_ts"]) == ("ok", "2GB", T0)
-    assert claim(reopened, T0 + 60).decision.action == Action.SKIPPED
+def test_a_finish_records_the_outcome_and_clears_the_run_in_flight(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    assert store.finish(TARGET, run_id, outcome(), T0 + 5) is True
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_result, record.last_reclaimed, record.last_reclaimed_bytes) == (
+        Result.OK, "2GB", 2_000_000_000,
+    )  # fmt: skip
+    assert (record.inflight_run_id, record.last_success_ts) == (None, T0 + 5)
+    run = store.run(run_id)
+    assert run is not None
+    assert (run.result, run.finished_ts, run.reclaimed_bytes) == (Result.OK, T0 + 5, 2 * 10**9)
 
 
-def test_dead_runs_late_finish_never_overwrites_a_newer_run(tmp_path):
-    store = new_store(tmp_path)
-    dead = claim(store, T0).run_id
-    assert claim(store, T0 + 100).decision.action == Action.BUSY
-    newer = claim(store, T0 + 180)
-    assert newer.decision.action == Action.STARTED
-    assert newer.decision.lost_run_id == dead
-    assert store.run(dead)["result"] == "lost"
-    store.finish(TARGET, newer.run_id, outcome(reclaimed="5GB", size=5_000_000_000), T0 + 200)
+def test_a_failure_keeps_the_last_success_and_says_what_failed(make_store: MakeStore):
+    store = make_store()
+    first = claim_now(store, T0)
+    assert first is not None
+    store.finish(TARGET, first, outcome(), T0 + 5)
+    second = claim_now(store, T0 + 10)
+    assert second is not None
+    store.finish(TARGET, second, outcome(ok=False), T0 + 15)
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_result, record.last_error_kind, record.last_success_ts) == (
+        Result.FAILED, ErrorKind.EXIT_STATUS, T0 + 5,
+    )  # fmt: skip
+
+
+def test_state_survives_a_new_connection(make_store: MakeStore):
+    run_id = claim_now(make_store(), T0)
+    assert run_id is not None
+    make_store().finish(TARGET, run_id, outcome(), T0 + 5)
+    state = make_store().read_state(TARGET)
+    assert (state.last_result, state.last_started_ts, state.inflight_run_id) == (
+        Result.OK, T0, None,
+    )  # fmt: skip
+
+
+def test_claiming_over_an_expired_lease_gives_up_the_dead_run_as_lost(make_store: MakeStore):
+    store = make_store()
+    dead = claim_now(store, T0)
+    assert dead is not None
+    newer = claim_now(store, T0 + LEASE)
+    assert newer is not None
+    run = store.run(dead)
+    assert run is not None
+    assert (run.result, run.error_kind) == (Result.LOST, ErrorKind.LOST)
+
+
+def test_a_dead_runs_late_finish_never_overwrites_a_newer_run(make_store: MakeStore):
+    store = make_store()
+    dead = claim_now(store, T0)
+    newer = claim_now(store, T0 + LEASE)
+    assert dead is not None and newer is not None
+    store.finish(TARGET, newer, outcome(reclaimed="5GB", size=5_000_000_000), T0 + 200)
     assert store.finish(TARGET, dead, outcome(reclaimed="1GB", size=1), T0 + 300) is False
-    row = store.target_row(TARGET)
-    assert (row["last_run_id"], row["last_reclaimed"], row["inflight_run_id"]) == (
-        newer.run_id,
-        "5GB",
-        None,
-    )
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_run_id, record.last_reclaimed, record.inflight_run_id) == (
+        newer, "5GB", None,
+    )  # fmt: skip
 
 
-def test_history_is_bounded(tmp_path):
-    store = new_store(tmp_path)
+def test_a_lease_is_renewed_only_by_the_run_that_owns_the_target(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    assert store.renew_lease(TARGET, run_id, T0 + 999) is True
+    assert store.read_state(TARGET).lease_expires_ts == T0 + 999
+    assert store.renew_lease(TARGET, run_id + 1, T0 + 5000) is False
+    store.finish(TARGET, run_id, outcome(), T0 + 5)
+    assert store.renew_lease(TARGET, run_id, T0 + 5000) is False
+
+
+def test_times_are_corrected_only_against_the_state_that_was_read(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0 + 7200)  # written by a clock two hours ahead
+    assert run_id is not None
+    store.finish(TARGET, run_id, outcome(), T0 + 7205)
+    seen = store.read_state(TARGET)
+    capped = TargetState(
+        last_run_id=seen.last_run_id, last_started_ts=T0, last_finished_ts=T0,
+        last_result=seen.last_result, last_success_ts=T0,
+    )  # fmt: skip
+    assert store.correct_times(TARGET, seen, capped) is True
+    assert store.read_state(TARGET) == capped
+    assert store.correct_times(TARGET, seen, capped) is False  # seen is stale now
+
+
+def test_history_is_bounded_per_target(make_store: MakeStore):
+    store = make_store()
     for index in range(HISTORY_LIMIT + 20):
-        run_id = claim(store, T0 + index, force=True).run_id
+        run_id = claim_now(store, T0 + index)
+        assert run_id is not None
         store.finish(TARGET, run_id, outcome(), T0 + index)
+    other = claim_now(store, T0, target="build-2")
     runs = store.recent_runs(TARGET, limit=1000)
     assert len(runs) == HISTORY_LIMIT
-    assert runs[0]["id"] == HISTORY_LIMIT + 20
+    assert runs[0].id == max(run.id for run in runs)
+    assert [run.id for run in store.recent_runs("build-2")] == [other]
 
 
-def test_a_state_file_from_the_first_schema_gains_the_new_columns(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as connection:
-        connection.execute(
-            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,"
-            " trigger TEXT NOT NULL, command TEXT NOT NULL, started_ts REAL NOT NULL,"
-            " finished_ts REAL, result TEXT NOT NULL, rc INTEGER, reclaimed TEXT,"
-            " reclaimed_bytes INTEGER, error TEXT, error_kind TEXT, duration_s REAL,"
-            " stdout_tail TEXT, stderr_tail TEXT)"
-        )
-    connection.close()
-    store = Store(path)
-    store.init_schema()
-    run_id = store.claim(
-        TARGET, T0, POLICY, trigger="t", command=COMMAND, lease_s=180, request_id="r-1"
-    ).run_id
-    assert store.run(run_id)["request_id"] == "r-1"
+def test_every_targets_record_is_read_at_once(make_store: MakeStore):
+    store = make_store()
+    for name in ("build-1", "build-2", "build-3"):
+        claim_now(store, T0, target=name)
+    records = store.target_records()
+    assert sorted(records) == ["build-1", "build-2", "build-3"]
+    assert all(record.inflight_run_id is not None for record in records.values())
 
 
-def test_a_store_creates_its_schema_on_first_use(tmp_path):
-    store = Store(tmp_path / "not-yet" / "state.sqlite3")  # no init_schema: nor the folder
-    assert claim(store, T0).decision.action == Action.STARTED
-    assert len(store.recent_runs(TARGET)) == 1
+def test_a_claim_on_one_target_leaves_the_others_alone(make_store: MakeStore):
+    store = make_store()
+    claim_now(store, T0, target="build-1")
+    assert store.read_state("build-2") == TargetState()
+    assert claim_now(store, T0, target="build-2") is not None
 
 
-def test_a_run_claimed_through_another_connection_is_seen_by_the_next_trigger(tmp_path):
-    worker_a, worker_b = new_store(tmp_path), new_store(tmp_path)  # two gunicorn workers
-    run = claim(worker_a, T0).run_id
-    worker_a.finish(TARGET, run, outcome(), T0 + 5)
-    assert claim(worker_a, T0 + 10).decision.action == Action.SKIPPED
-
-    assert claim(worker_b, T0 + 20, force=True).decision.action == Action.STARTED
-
-    assert claim(worker_a, T0 + 30).decision.action == Action.BUSY
-
-
-def test_a_workers_own_finish_is_seen_by_its_next_trigger(tmp_path):
-    store, other_worker = new_store(tmp_path), new_store(tmp_path)
-    long_lease = {"trigger": "test", "command": COMMAND, "lease_s": 3000}
-    run = store.claim(TARGET, T0, POLICY, **long_lease).run_id
-    other_worker.claim("another-target", T0 + 1, POLICY, **long_lease)  # any commit elsewhere
-    busy = store.claim(TARGET, T0 + 2, POLICY, **long_lease).decision  # read while in flight
-    assert busy.action == Action.BUSY
-
-    store.finish(TARGET, run, outcome(ok=False), T0 + 3)
-
-    # the failed run may be retried after the retry delay, long before its lease would end
-    retry = store.claim(TARGET, T0 + 3 + 600, POLICY, **long_lease).decision
-    assert retry.action == Action.STARTED
+def test_a_run_claimed_through_another_connection_is_seen_by_the_next_read(
+    make_store: MakeStore,
+):
+    worker_a, worker_b = make_store(), make_store()  # two gunicorn workers (or replicas)
+    run_id = claim_now(worker_a, T0)
+    assert run_id is not None
+    worker_a.finish(TARGET, run_id, outcome(), T0 + 5)
+    assert worker_a.read_state(TARGET).inflight_run_id is None
+    newer = claim_now(worker_b, T0 + 20)
+    assert worker_a.read_state(TARGET).inflight_run_id == newer
 
 
-def test_upgrade_carries_a_row_keyed_by_the_ssh_endpoint_over_to_the_target_name(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
-    store.init_schema()
-    legacy = "ci@build-1.example:22"
-    claim = store.claim(legacy, 100.0, POLICY, trigger="cron", command="prune", lease_s=60)
-    store.finish(legacy, claim.run_id, succeeded_outcome(), 110.0)
-
-    assert store.adopt_legacy_state("build-1.example", legacy) == legacy
-    assert store.target_row("build-1.example")["last_started_ts"] == 100.0
-    assert [run["id"] for run in store.recent_runs("build-1.example")] == [claim.run_id]
-    assert store.target_row(legacy) is None
-    # the upgrade does not prune at once: the interval still holds for the named target
-    assert (
-        store.claim(
-            "build-1.example", 200.0, POLICY, trigger="cron", command="p", lease_s=60
-        ).decision.action
-        == Action.SKIPPED
-    )
-    assert store.adopt_legacy_state("build-1.example", legacy) is None  # once only
+def test_a_delivery_id_is_a_replay_once_settled(make_store: MakeStore):
+    store = make_store()
+    assert store.remember_delivery("msg_1", T0, keep_s=86400, pending_s=90)
+    store.settle_delivery("msg_1")
+    assert not store.remember_delivery("msg_1", T0 + 3600, keep_s=86400, pending_s=90)
+    assert store.remember_delivery("msg_1", T0 + 86401, keep_s=86400, pending_s=90)
 
 
-def test_a_changed_ssh_user_keeps_the_state_of_its_target(make_app, fake_host, clock):
-    first = make_app(ssh_user="ci").test_client()
-    assert first.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
-    first.application.extensions["prunehook"].join_all(10)
+def test_a_pending_delivery_id_is_taken_until_it_settles_or_its_time_runs_out(
+    make_store: MakeStore,
+):
+    store = make_store()
+    assert store.remember_delivery("msg_1", T0, keep_s=86400, pending_s=90)
+    assert not store.remember_delivery("msg_1", T0 + 10, keep_s=86400, pending_s=90)
+    # never settled (a 5xx that could not be undone, a dead worker): free again later
+    assert store.remember_delivery("msg_1", T0 + 91, keep_s=86400, pending_s=90)
 
-    renamed = make_app(ssh_user="deploy").test_client()
-    assert renamed.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "skipped"
-    assert fake_host.targets == ["127.0.0.1"]
+
+def test_a_forgotten_delivery_id_is_free_at_once_but_a_settled_one_stays(
+    make_store: MakeStore,
+):
+    store = make_store()
+    store.remember_delivery("failed", T0, keep_s=86400, pending_s=90)
+    store.forget_delivery("failed")
+    assert store.remember_delivery("failed", T0 + 1, keep_s=86400, pending_s=90)
+    store.remember_delivery("answered", T0, keep_s=86400, pending_s=90)
+    store.settle_delivery("answered")
+    store.forget_delivery("answered")
+    assert not store.remember_delivery("answered", T0 + 1, keep_s=86400, pending_s=90)

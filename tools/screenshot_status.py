@@ -19,9 +19,11 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import failed_outcome, succeeded_outcome
+from tests.harness import failed_outcome, record_run, succeeded_outcome
 from webhook import create_app
 from webhook.config import Settings
+from webhook.core.outcome import ErrorKind
+from webhook.web.context import prunehook
 
 HOUR = 3600.0
 NOW = 1_795_600_000.0
@@ -29,7 +31,7 @@ DEMO_RUNS = [  # hours ago, reclaimed bytes (None = failed), error kind, trigger
     (60, 4_210_000_000, None, "alertmanager:prunehook"),
     (54, 650_000_000, None, "cron"),
     (48, 0, None, "cron"),
-    (42, None, "docker_unavailable", "watchdog:build-1:/var/lib/docker"),
+    (42, None, ErrorKind.DOCKER_UNAVAILABLE, "watchdog:build-1:/var/lib/docker"),
     (41.8, 11_050_000_000, None, "watchdog:build-1:/var/lib/docker"),
     (30, 1_200_000_000, None, "cron"),
     (18, 2_900_000_000, None, "alertmanager:prunehook"),
@@ -43,20 +45,18 @@ def demo_app(folder: Path):
         db_path=str(folder / "demo.sqlite3"),
     )  # fmt: skip
     app = create_app(settings, clock=lambda: NOW, instance_path=str(folder))
-    store, target = app.extensions["prunehook"].store, settings.target
-    policy = settings.policy
+    service = prunehook(app).service
+    target = next(iter(service.fleet))
     for hours_ago, size, kind, trigger in DEMO_RUNS:
-        started = NOW - hours_ago * HOUR
-        claim = store.claim(
-            target, started, policy, trigger=trigger, command=app.extensions["prunehook"].command,
-            lease_s=settings.lease_s, force=True,
-        )  # fmt: skip
         if kind is None:
             outcome = succeeded_outcome(size, duration_s=14.2)
         else:
             error = "rc=1: Cannot connect to the Docker daemon at unix:///var/run/docker.sock"
             outcome = failed_outcome(kind, error, duration_s=0.4)
-        store.finish(target, claim.run_id, outcome, started + outcome.duration_s)
+        record_run(
+            service.store, target.name, NOW - hours_ago * HOUR, outcome, trigger=trigger,
+            command=service.command(target),
+        )  # fmt: skip
     return app
 
 

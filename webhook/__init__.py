@@ -1,7 +1,7 @@
 """prunehook: prunes BuildKit build cache on build hosts when a watchdog or cron asks.
 
 Layout: `core/` decides and reads (no I/O imports), `store/` keeps the state,
-`remote/` reaches build hosts, `web/` is the HTTP layer, `pruner.py` sits
+`remote/` reaches build hosts, `web/` is the HTTP layer, `service.py` sits
 between them, `app.py` wires them. Importing a part never imports the others:
 `import webhook.core.decision` pulls in neither Flask nor sqlite3.
 """

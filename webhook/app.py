@@ -13,24 +13,24 @@ from flask import Flask
 
 from webhook import cli
 from webhook.config import Settings, load_settings
-from webhook.core.outcome import Execution
-from webhook.core.targets import Target
 from webhook.logs import configure_logging
 from webhook.notify import TelegramNotifier
-from webhook.pruner import Pruner
 from webhook.remote.ssh import SSHRunner
-from webhook.store.sqlite import Store, StoreUnavailable
+from webhook.service import Listeners, PruneService, RunCommand
+from webhook.store import Store, StoreUnavailable
+from webhook.store.sqlite import SQLiteStore
 from webhook.web import errors, hooks, metrics, openapi, status
+from webhook.web.context import EXTENSION, Prunehook
 from webhook.web.hook_token import ensure_token
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
 
 
-def _resolve_settings(app: Flask, settings: Settings | None) -> Settings:
+def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, list[str]]:
+    warnings: list[str] = []
     if settings is None:
         settings, warnings = load_settings(dotenv=Path.cwd() / ".env")
-        app.extensions["prunehook.warnings"] = warnings
         for warning in warnings:
             log.warning("%s", warning)
     if not settings.db_path:
@@ -41,13 +41,29 @@ def _resolve_settings(app: Flask, settings: Settings | None) -> Settings:
         token, path = ensure_token(app.instance_path)
         log.warning("PRUNEHOOK_TOKEN is not set: the hooks require the token kept in %s", path)
         settings = dataclasses.replace(settings, token=token)
-    return settings
+    return settings, warnings
+
+
+def _prepare(store: Store, settings: Settings) -> None:
+    """Migrate the schema and carry a state row keyed the old way over to its target name."""
+    try:
+        store.ensure_schema()
+        target = settings.env_target
+        if target is not None and not settings.targets_file:
+            adopted = store.adopt_legacy_state(target.name, settings.legacy_state_key)
+            if adopted:
+                log.warning("state of %s is now kept as target %s", adopted, target.name)
+    except StoreUnavailable as error:
+        # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
+        log.error("state database %s unavailable at start: %s", settings.db_path, error)
+    finally:
+        store.close()  # never hand a connection across a fork (gunicorn --preload)
 
 
 def create_app(
     settings: Settings | None = None,
     *,
-    run_command: Callable[[Target, str], Execution] | None = None,
+    run_command: RunCommand | None = None,
     clock: Callable[[], float] = time.time,
     instance_path: str | None = None,
 ) -> Flask:
@@ -55,24 +71,25 @@ def create_app(
     configure_logging()
     instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
-    settings = _resolve_settings(app, settings)
+    settings, warnings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = Store(settings.db_path)
-    try:
-        store.init_schema()
-        if settings.target is not None:
-            adopted = store.adopt_legacy_state(settings.target, settings.legacy_state_key)
-            if adopted:
-                log.warning("state of %s is now kept as target %s", adopted, settings.target)
-    except StoreUnavailable as error:
-        # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
-        log.error("state database %s unavailable at start: %s", settings.db_path, error)
-    finally:
-        store.close()  # never hand a connection across a fork (gunicorn --preload)
-    pruner = Pruner(settings, store, run_command or SSHRunner().run, clock=clock)
-    app.extensions["prunehook"] = pruner
-    app.extensions["prunehook.metrics"] = meters = Metrics(lambda: status.current_gauges(pruner))
-    pruner.after_run += [TelegramNotifier(settings), meters.finished]
+    store = SQLiteStore(settings.db_path)
+    _prepare(store, settings)
+    listeners = Listeners()
+    service = PruneService(
+        settings.fleet,
+        store,
+        run_command or SSHRunner().run,
+        enabled=settings.enabled,
+        routes_by_host=settings.routes_by_host,
+        max_parallel=settings.max_parallel,
+        clock=clock,
+        listeners=listeners,
+    )
+    meters = Metrics(service)
+    listeners.decided.append(meters.decided)
+    listeners.finished += [TelegramNotifier(settings), meters.finished]
+    app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings))
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)

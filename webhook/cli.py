@@ -1,83 +1,149 @@
-"""`flask --app wsgi prune` and `flask --app wsgi status`."""
+"""`flask --app wsgi targets | prune | status | check`: the operator's commands."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from webhook.core.decision import Action
+from webhook.core.decision import Result
+from webhook.core.targets import Target
+from webhook.core.verdicts import Source, Verdict
 from webhook.preflight import run_checks, token_source
-from webhook.pruner import Pruner
-from webhook.web.status import current_status
+from webhook.service import Answer, TargetResult
+from webhook.store import RunRecord
+from webhook.web.context import Prunehook, prunehook
+from webhook.web.schemas import run_view
+from webhook.web.status import fleet_status, one_target
 
-
-def _service() -> Pruner:
-    return current_app.extensions["prunehook"]
+TARGET_OPTION = click.option(
+    "--target",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this target (repeatable). Default: every target.",
+)
 
 
 def _print(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _chosen(hook: Prunehook, names: Sequence[str]) -> list[Target]:
+    """The targets named (all when none is); an unknown name is a usage error (exit 2)."""
+    fleet = hook.service.fleet
+    unknown = [name for name in names if fleet.get(name) is None]
+    if unknown:
+        known = ", ".join(fleet.names) or "none"
+        raise click.BadParameter(f"no target named {', '.join(unknown)} (known: {known})")
+    return [t for t in fleet if t.name in names] if names else list(fleet)
+
+
+def _exit_code(results: Sequence[TargetResult]) -> int:
+    """0: every run succeeded or was not due; 1: a run failed; 2: something could not run."""
+    started = [r for r in results if r.answer == Answer.STARTED]
+    if any(r.run is None or r.run.result != Result.OK for r in started):
+        return 1
+    if all(r.answer in (Answer.STARTED, Answer.SKIPPED) for r in results):
+        return 0
+    return 2
+
+
+def _shown(result: TargetResult) -> dict[str, object]:
+    run: RunRecord | None = result.run
+    return {
+        "target": result.target,
+        "decision": result.answer,
+        "reason": result.reason,
+        "run": run_view(run) if run else None,
+    }
+
+
+@click.command("targets")
+@with_appcontext
+def targets_command() -> None:
+    """List the configured build hosts: name, SSH endpoint, aliases and prune policy."""
+    hook = prunehook()
+    if not hook.service.fleet:
+        click.echo("no target: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE")
+        sys.exit(2)
+    for target in hook.service.fleet:
+        policy = target.policy
+        aliases = f"  aliases: {', '.join(target.aliases)}" if target.aliases else ""
+        flags = " -a" if policy.prune_all else ""
+        click.echo(
+            f"{target.name:<24} {target.ssh}  until={policy.until}{flags}"
+            f" every {policy.interval_s:g}s{aliases}"
+        )
+
+
 @click.command("prune")
 @with_appcontext
+@TARGET_OPTION
 @click.option("--force", is_flag=True, help="Run now even inside the anti-frequency interval.")
 @click.option(
-    "--dry-run", is_flag=True, help="Print the target and the exact command; run nothing."
+    "--dry-run", is_flag=True, help="Print each target and its exact command; run nothing."
 )
-def prune_command(force: bool, dry_run: bool) -> None:
-    """Run one prune now on the configured build host and print its result.
+def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
+    """Run one prune now on each build host (or those given by --target); print the results.
 
-    Honours the interval unless --force; never overrides a run in flight.
-    Exits 0 when the prune ran and succeeded or was not due, 1 when it failed,
-    2 when nothing could run (disabled, no target, busy).
+    Honours the interval unless --force; never overrides a run in flight. Runs at most
+    PRUNEHOOK_MAX_PARALLEL at once. Exits 0 when every prune ran and succeeded or was not
+    due, 1 when one failed, 2 when something could not run (disabled, no target, busy).
     """
+    hook = prunehook()
+    targets = _chosen(hook, names)
     if dry_run:
-        service = _service()
-        target = service.settings.env_target
-        shown = (
-            f"{target.name} ({target.ssh})" if target else "(none: PRUNEHOOK_SSH_HOST is not set)"
-        )
-        click.echo(f"target:  {shown}")
-        click.echo(f"command: {service.command}")
+        if not targets:
+            click.echo("target:  (none: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE)")
+        for target in targets:
+            click.echo(f"target:  {target.name} ({target.ssh})")
+            click.echo(f"command: {hook.service.command(target)}")
         return
-    result = _service().trigger("cli", force=force, wait=True)
-    decision = result.decision
-    _print({"decision": decision.action, "reason": decision.reason, "run": result.run})
-    if decision.action == Action.STARTED:
-        sys.exit(0 if result.run and result.run["result"] == "ok" else 1)
-    sys.exit(0 if decision.action == Action.SKIPPED else 2)
+    verdict = Verdict(Source.CLI, True, "flask prune", names=tuple(names) or None)
+    outcome = hook.service.handle(verdict, wait=True, force=force)
+    shown = [_shown(result) for result in outcome.results]
+    first = shown[0]
+    _print({**first, "results": shown} if len(shown) == 1 else {"results": shown})
+    sys.exit(_exit_code(outcome.results))
 
 
 @click.command("status")
 @with_appcontext
-def status_command() -> None:
-    """Print what GET /status shows: settings, the last run, what is in flight."""
-    _print(current_status(_service()))
+@TARGET_OPTION
+def status_command(names: tuple[str, ...]) -> None:
+    """Print what GET /status shows (or GET /status/NAME for each --target)."""
+    hook = prunehook()
+    if not names:
+        _print(fleet_status(hook))
+        return
+    shown = [one_target(hook, target) for target in _chosen(hook, names)]
+    _print(shown[0] if len(shown) == 1 else shown)
 
 
 @click.command("check")
 @with_appcontext
-def check_command() -> None:
-    """Preflight after configuring: config, token, key, host key, SSH login, Docker.
+@TARGET_OPTION
+def check_command(names: tuple[str, ...]) -> None:
+    """Preflight after configuring: config, token, and for each target its key, host key,
+    SSH login and Docker.
 
     One line per check; a failed check says how to fix it. Runs only the read-only
-    `docker version` on the host. Exits 1 when any check fails.
+    `docker version` on each host. Exits 1 when any check fails.
     """
-    service = _service()
-    warnings = current_app.extensions.get("prunehook.warnings", [])
-    source = token_source(service.settings, current_app.instance_path)
-    checks = run_checks(service.settings, source, warnings)
+    hook = prunehook()
+    targets = _chosen(hook, names)
+    source = token_source(hook.settings, current_app.instance_path)
+    checks = run_checks(hook.settings, targets, source, list(hook.warnings))
     for check in checks:
         click.echo(check.line())
     sys.exit(0 if all(check.ok for check in checks) else 1)
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(prune_command)
-    app.cli.add_command(status_command)
-    app.cli.add_command(check_command)
+    for command in (targets_command, prune_command, status_command, check_command):
+        app.cli.add_command(command)

@@ -9,8 +9,10 @@ refuses to start and names the variable.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
+import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +20,6 @@ from pathlib import Path
 from environs import Env, EnvValidationError
 from marshmallow.validate import Range
 
-from webhook.core.decision import Policy
 from webhook.core.duration import DurationError, duration_seconds, normalize_until
 from webhook.core.targets import (
     DEFAULT_INTERVAL_S,
@@ -26,11 +27,15 @@ from webhook.core.targets import (
     DEFAULT_RETRY_AFTER_S,
     DEFAULT_TIMEOUT_S,
     DEFAULT_UNTIL,
+    Fleet,
     PrunePolicy,
     SSHEndpoint,
     Target,
+    TargetsFileError,
     name_for_host,
+    parse_targets,
 )
+from webhook.core.verdicts import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
@@ -69,13 +74,16 @@ class Settings:
     telegram_chat_id: str = ""
     telegram_api_base: str = "https://api.telegram.org"
     max_body_bytes: int = 1024 * 1024
+    # PRUNEHOOK_TARGETS_FILE and the targets read from it; none: the env target alone
+    targets_file: str = ""
+    file_targets: tuple[Target, ...] = ()
+    host_labels: tuple[str, ...] = DEFAULT_HOST_LABELS
+    max_parallel: int = 8
 
-    @cached_property
-    def env_target(self) -> Target | None:
-        """The build host of the `PRUNEHOOK_SSH_*` variables; None when unset."""
-        if not self.ssh_host:
-            return None
-        endpoint = SSHEndpoint(
+    @property
+    def base_endpoint(self) -> SSHEndpoint:
+        """The `PRUNEHOOK_SSH_*` connection: the env target's, and a targets file's defaults."""
+        return SSHEndpoint(
             address=self.ssh_host,
             port=self.ssh_port,
             user=self.ssh_user,
@@ -84,7 +92,10 @@ class Settings:
             known_hosts=self.known_hosts,
             connect_timeout_s=self.connect_timeout_s,
         )
-        policy = PrunePolicy(
+
+    @property
+    def base_policy(self) -> PrunePolicy:
+        return PrunePolicy(
             until=self.until,
             prune_all=self.prune_all,
             interval_s=self.interval_s,
@@ -92,23 +103,31 @@ class Settings:
             timeout_s=self.timeout_s,
             lease_grace_s=self.lease_grace_s,
         )
-        return Target(name_for_host(self.ssh_host), endpoint, policy)
+
+    @cached_property
+    def env_target(self) -> Target | None:
+        """The build host of the `PRUNEHOOK_SSH_*` variables; None when unset."""
+        if not self.ssh_host:
+            return None
+        return Target(name_for_host(self.ssh_host), self.base_endpoint, self.base_policy)
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """Every target: a targets file's, or the env target alone (or none)."""
+        if self.targets_file:
+            return Fleet(self.file_targets)
+        return Fleet((self.env_target,) if self.env_target else ())
 
     @property
-    def target(self) -> str | None:
-        """The build host's stable name, the key of its state row; None when unset.
-
-        The SSH user or port may change without orphaning the state."""
-        return self.env_target.name if self.env_target else None
+    def routes_by_host(self) -> bool:
+        """With a targets file an alert prunes the hosts it names; the env target alone
+        is pruned by every firing alert, whichever host it names (as before fleets)."""
+        return bool(self.targets_file)
 
     @property
     def legacy_state_key(self) -> str | None:
         """How state files before target names keyed the row: `user@host:port`."""
         return f"{self.ssh_user}@{self.ssh_host}:{self.ssh_port}" if self.ssh_host else None
-
-    @property
-    def policy(self) -> Policy:
-        return Policy(self.enabled, self.target is not None, self.interval_s, self.retry_after_s)
 
     @cached_property
     def hmac_keys(self) -> list[bytes]:
@@ -159,6 +178,39 @@ def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
         )
 
 
+def _read_targets_file(
+    path: str, base: SSHEndpoint, base_policy: PrunePolicy, errors: dict[str, list[str]]
+) -> tuple[Target, ...]:
+    name = f"{PREFIX}TARGETS_FILE"
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        errors[name] = [f"cannot read {path}: {error.strerror}"]
+        return ()
+    except tomllib.TOMLDecodeError as error:
+        errors[name] = [f"{path} is not valid TOML: {error}"]
+        return ()
+    try:
+        targets = parse_targets(document, path, base, base_policy)
+    except TargetsFileError as error:
+        errors[name] = [f"{path}: {problem}" for problem in error.problems]
+        return ()
+    for target in targets:
+        if target.ssh.key_file:
+            problems: dict[str, list[str]] = {}
+            _read_key_file(target.ssh.key_file, problems)
+            for message in problems.get(f"{PREFIX}SSH_KEY_FILE", []):
+                where = f"{path}: targets.{target.name}.key_file"
+                errors.setdefault(name, []).append(f"{where}: {message}")
+        elif not target.ssh.key:
+            errors.setdefault(name, []).append(
+                f"{path}: targets.{target.name}: no key: set key_file (here or in [defaults])"
+                f" or {PREFIX}SSH_KEY_FILE"
+            )
+    return targets
+
+
 def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Settings, list[str]]:
     """Settings from os.environ (and `dotenv`, which never overrides it), plus warnings.
 
@@ -192,6 +244,9 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         lease_grace_s = _number_or_default(env, "LEASE_GRACE_S", DEFAULT_LEASE_GRACE_S, warnings)
         connect_timeout_s = _number_or_default(env, "SSH_CONNECT_TIMEOUT_S", 10.0, warnings)
         notify_min_gb = _number_or_default(env, "NOTIFY_MIN_GB", 0.0, warnings, allow_zero=True)
+        targets_file = env.str("TARGETS_FILE", "").strip()
+        host_labels = tuple(env.list("HOST_LABELS", list(DEFAULT_HOST_LABELS)))
+        max_parallel = env.int("MAX_PARALLEL", 8, validate=Range(min=1, max=256))
 
     try:
         env.seal()
@@ -227,6 +282,9 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         ]
     if not telegram_api_base.startswith(("https://", "http://")):
         errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
+    host_labels = tuple(label.strip() for label in host_labels if label.strip())
+    if not host_labels:
+        errors[f"{PREFIX}HOST_LABELS"] = ["name at least one label, e.g. host,instance"]
     if ssh_host and not (ssh_key_file or ssh_key):
         warnings.append(
             f"{PREFIX}SSH_HOST is set but no key is: set {PREFIX}SSH_KEY_FILE or {PREFIX}SSH_KEY"
@@ -235,6 +293,9 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         raise ConfigError(errors)
 
     settings = Settings(
+        targets_file=targets_file,
+        host_labels=host_labels,
+        max_parallel=max_parallel,
         enabled=enabled,
         ssh_host=ssh_host,
         ssh_port=ssh_port,
@@ -257,7 +318,20 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_chat_id=telegram_chat_id,
         telegram_api_base=telegram_api_base.rstrip("/"),
     )
-    if ssh_host and not settings.known_hosts_path.is_file():
+    if targets_file:
+        targets = _read_targets_file(
+            targets_file, settings.base_endpoint, settings.base_policy, errors
+        )
+        if errors:
+            raise ConfigError(errors)
+        settings = dataclasses.replace(settings, file_targets=targets)
+        paths = {t.ssh.known_hosts_path for t in targets}
+        for path in sorted(str(p) for p in paths if not p.is_file()):
+            warnings.append(
+                f"{PREFIX}TARGETS_FILE: known_hosts {path} does not exist; prunes of the targets"
+                " that use it will be refused until their host keys are there"
+            )
+    elif ssh_host and not settings.known_hosts_path.is_file():
         warnings.append(
             f"{PREFIX}SSH_KNOWN_HOSTS: {settings.known_hosts_path} does not exist; every prune "
             "will be refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from webhook.config import Settings
     from webhook.core.outcome import RunOutcome
+    from webhook.core.targets import Target
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 10
@@ -34,14 +35,14 @@ class TelegramNotifier:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def __call__(self, target: str, outcome: RunOutcome) -> bool:
+    def __call__(self, target: Target, outcome: RunOutcome) -> bool:
         """Send when due; returns whether a message was delivered. Never raises."""
         settings = self.settings
         if not settings.notify_enabled or not should_notify(outcome, settings.notify_min_gb):
             return False
         url = f"{settings.telegram_api_base}/bot{settings.telegram_bot_token}/sendMessage"
         body = json.dumps(
-            {"chat_id": settings.telegram_chat_id, "text": message_for(target, outcome)}
+            {"chat_id": settings.telegram_chat_id, "text": message_for(target.name, outcome)}
         )
         # the scheme is checked at startup: PRUNEHOOK_TELEGRAM_API_BASE is http(s) only
         request = urllib.request.Request(  # noqa: S310

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,29 +71,40 @@ def _kill_switch(settings: Settings) -> Check:
     return Check("enabled", False, detail, "set PRUNEHOOK_ENABLED=true when prunes should run")
 
 
-def run_checks(settings: Settings, token_source: str, warnings: list[str]) -> list[Check]:
+def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
+    yield Check("target", True, f"{target.name} ({target.ssh})")
+    try:
+        load_private_key(target.ssh)
+        where = target.ssh.key_file or "PRUNEHOOK_SSH_KEY"
+        yield Check("key", True, f"{where} loads")
+    except SSHFailure as failure:
+        fix = "ssh-keygen -t ed25519 -N '' -f ~/.ssh/prunehook; set PRUNEHOOK_SSH_KEY_FILE"
+        yield Check("key", False, str(failure), fix)
+        return
+    known = _known_host(target)
+    yield known
+    if known.ok:
+        yield from _docker(target, runner)
+
+
+def run_checks(
+    settings: Settings, targets: Sequence[Target], token_source: str, warnings: list[str]
+) -> list[Check]:
+    """The service's checks, then each target's (a failed target does not stop the next)."""
     checks = [
         Check("config", True, "valid" + (f", {len(warnings)} warning(s)" if warnings else "")),
         Check("token", True, token_source),
     ]
     checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
     checks.append(_kill_switch(settings))
-    target = settings.env_target
-    if target is None:
-        fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env"
+    if not targets:
+        fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env, or"
+        fix += " PRUNEHOOK_TARGETS_FILE"
         return [*checks, Check("target", False, "no build host", fix)]
-    checks.append(Check("target", True, f"{target.name} ({target.ssh})"))
-    try:
-        load_private_key(target.ssh)
-        where = target.ssh.key_file or "PRUNEHOOK_SSH_KEY"
-        checks.append(Check("key", True, f"{where} loads"))
-    except SSHFailure as failure:
-        fix = "ssh-keygen -t ed25519 -N '' -f ~/.ssh/prunehook; set PRUNEHOOK_SSH_KEY_FILE"
-        return [*checks, Check("key", False, str(failure), fix)]
-    checks.append(_known_host(target))
-    if not checks[-1].ok:
-        return checks
-    return [*checks, *_docker(target, SSHRunner())]
+    runner = SSHRunner()
+    for target in targets:
+        checks += _target_checks(target, runner)
+    return checks
 
 
 def token_source(settings: Settings, instance_path: str) -> str:

@@ -19,7 +19,7 @@ from tests.harness.parts import (
     http_call,
     wait_for,
 )
-from tests.harness.records import failed_outcome, succeeded_outcome
+from tests.harness.records import failed_outcome, record_run, succeeded_outcome
 from tests.harness.ssh import SSHKeys, SSHServer, keygen, known_hosts_line
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "keygen",
     "known_hosts_line",
     "operator_environment",
+    "record_run",
     "start_gunicorn",
     "succeeded_outcome",
     "wait_for",

@@ -6,8 +6,9 @@ record changes one place.
 
 from __future__ import annotations
 
-from webhook.core.outcome import RunOutcome
+from webhook.core.outcome import ErrorKind, RunOutcome
 from webhook.core.sizes import human_size
+from webhook.store import NewRun, Store
 
 
 def succeeded_outcome(
@@ -35,7 +36,7 @@ def succeeded_outcome(
 
 
 def failed_outcome(
-    error_kind: str = "exit_status",
+    error_kind: ErrorKind = ErrorKind.EXIT_STATUS,
     error: str = "rc=1",
     *,
     rc: int | None = 1,
@@ -55,3 +56,24 @@ def failed_outcome(
         stdout_tail=stdout_tail,
         stderr_tail=stderr_tail,
     )
+
+
+def record_run(
+    store: Store,
+    target: str,
+    started: float,
+    outcome: RunOutcome,
+    *,
+    trigger: str = "cron",
+    command: str = "docker builder prune -f --filter until=24h",
+    lease_s: float = 180.0,
+) -> int:
+    """Claim and finish a run as a prune at `started` would, whatever the interval says (a
+    demo's or a benchmark's history). Any run in flight is given up as lost."""
+    run_id = store.claim(
+        target, store.read_state(target), NewRun(trigger, command), started, lease_s
+    )
+    if run_id is None:
+        raise RuntimeError(f"the state of {target} changed while a run was being recorded")
+    store.finish(target, run_id, outcome, started + outcome.duration_s)
+    return run_id

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class Action(StrEnum):
+    """What the decision does for one target. The API's answers add their own
+    (`ignored`, `duplicate`, `unknown_target`, ...: see `webhook.service.Answer`)."""
+
     STARTED = "started"
     SKIPPED = "skipped"
     BUSY = "busy"
-    DISABLED = "disabled"
-    NO_TARGET = "no_target"
-    IGNORED = "ignored"
-    DUPLICATE = "duplicate"
 
 
 class Result(StrEnum):
@@ -24,16 +23,11 @@ class Result(StrEnum):
     LOST = "lost"
 
 
-class StoredRow(Protocol):
-    """A stored row read by column name: a `Mapping` or a `sqlite3.Row` (which is no Mapping)."""
-
-    def __getitem__(self, column: str, /) -> Any: ...
-
-
 @dataclass(frozen=True)
 class TargetState:
     """What the store remembers of one target, as far as deciding needs it."""
 
+    last_run_id: int | None = None
     last_started_ts: float | None = None
     last_finished_ts: float | None = None
     last_result: Result | None = None
@@ -43,28 +37,15 @@ class TargetState:
     inflight_started_ts: float | None = None
     last_success_ts: float | None = None
 
-    @classmethod
-    def from_mapping(cls, row: StoredRow | None) -> TargetState:
-        """From a stored `targets` row (or None: nothing stored yet)."""
-        if not row:
-            return cls()
-        return cls(
-            last_started_ts=row["last_started_ts"],
-            last_finished_ts=row["last_finished_ts"],
-            last_result=Result(row["last_result"]) if row["last_result"] else None,
-            inflight_run_id=row["inflight_run_id"],
-            lease_expires_ts=row["lease_expires_ts"],
-            inflight_started_ts=row["inflight_started_ts"],
-            last_success_ts=row["last_success_ts"],
-        )
 
+class Policy(Protocol):
+    """What deciding needs of a target's policy (`webhook.core.targets.PrunePolicy`)."""
 
-@dataclass(frozen=True)
-class Policy:
-    enabled: bool
-    has_target: bool
-    interval_s: float
-    retry_after_s: float
+    @property
+    def interval_s(self) -> float: ...
+
+    @property
+    def retry_after_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -142,10 +123,6 @@ def next_eligible_ts(state: TargetState, policy: Policy) -> float | None:
 
 def decide(state: TargetState, now: float, policy: Policy, force: bool = False) -> Decision:
     """Start, or say why not. `force` overrides the interval only, never a live run."""
-    if not policy.enabled:
-        return Decision(Action.DISABLED, "PRUNEHOOK_ENABLED is false")
-    if not policy.has_target:
-        return Decision(Action.NO_TARGET, "PRUNEHOOK_SSH_HOST is not set")
     if lease_is_live(state, now):
         return Decision(
             Action.BUSY,

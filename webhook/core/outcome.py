@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from webhook.core.sizes import find_reclaimed
 
@@ -10,6 +11,29 @@ DOCKER_DOWN = "Cannot connect to the Docker daemon"
 DOCKER_REFUSED = "Error response from daemon"
 # `timeout` (the host-side guard runs the prune under it) exits 124 when the limit ends it
 HOST_TIME_LIMIT_RC = 124
+
+
+class ErrorKind(StrEnum):
+    """Why a run failed: `last_error_kind` in /status, the `outcome` label in /metrics."""
+
+    KEY_MISSING = "key_missing"
+    KEY_INVALID = "key_invalid"
+    HOST_KEY_UNKNOWN = "host_key_unknown"
+    HOST_KEY_CHANGED = "host_key_changed"
+    AUTH_FAILED = "auth_failed"
+    CONNECT_REFUSED = "connect_refused"
+    CONNECT_TIMEOUT = "connect_timeout"
+    CONNECT_ERROR = "connect_error"
+    BANNER_TIMEOUT = "banner_timeout"
+    SSH_ERROR = "ssh_error"
+    EXEC_TIMEOUT = "exec_timeout"
+    TIMEOUT = "timeout"
+    HOST_TIMEOUT = "host_timeout"
+    EXIT_STATUS = "exit_status"
+    DOCKER_UNAVAILABLE = "docker_unavailable"
+    DOCKER_ERROR = "docker_error"
+    INTERNAL = "internal"
+    LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -21,7 +45,7 @@ class Execution:
     stdout_tail: str
     stderr_tail: str
     duration_s: float
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error: str | None = None
     # False when the host was never reached or never accepted the key
     logged_in: bool = True
@@ -33,7 +57,7 @@ class RunOutcome:
     rc: int | None
     reclaimed: str | None
     reclaimed_bytes: int | None
-    error_kind: str | None
+    error_kind: ErrorKind | None
     error: str | None
     duration_s: float
     stdout_tail: str
@@ -47,17 +71,18 @@ def _last_line(text: str) -> str:
 
 def summarize(execution: Execution) -> RunOutcome:
     """Classify an execution: success, or which kind of failure with a readable error."""
-    kind, error = execution.error_kind, execution.error
+    kind = ErrorKind(execution.error_kind) if execution.error_kind else None
+    error = execution.error
     if kind is None and execution.rc != 0:
         detail = _last_line(execution.stderr_tail) or _last_line(execution.stdout_tail)
-        kind = "exit_status"
+        kind = ErrorKind.EXIT_STATUS
         if DOCKER_DOWN in execution.stderr_tail:
-            kind = "docker_unavailable"
+            kind = ErrorKind.DOCKER_UNAVAILABLE
         elif DOCKER_REFUSED in execution.stderr_tail:
-            kind = "docker_error"
+            kind = ErrorKind.DOCKER_ERROR
         error = f"rc={execution.rc}: {detail}" if detail else f"rc={execution.rc}"
         if execution.rc == HOST_TIME_LIMIT_RC:
-            kind = "host_timeout"
+            kind = ErrorKind.HOST_TIMEOUT
             error = "rc=124: the host's time limit (prunehook-guard --timeout) ended the prune"
     found = find_reclaimed(execution.stdout_tail) if kind is None else None
     return RunOutcome(

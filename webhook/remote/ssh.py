@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from webhook.core.outcome import Execution
+from webhook.core.outcome import ErrorKind, Execution
 
 if TYPE_CHECKING:
     import paramiko
@@ -212,7 +212,8 @@ class SSHRunner:
             rc: int | None, kind: str | None = None, error: str | None = None, logged_in=True
         ) -> Execution:
             elapsed = self.clock() - started
-            return Execution(rc, stdout.text(), stderr.text(), elapsed, kind, error, logged_in)
+            known = ErrorKind(kind) if kind else None
+            return Execution(rc, stdout.text(), stderr.text(), elapsed, known, error, logged_in)
 
         try:
             client = _connect(endpoint)

@@ -1,1 +1,146 @@
-"""The state store: each target's row, its run history and the signed deliveries seen."""
+"""The state store: what every backend keeps, and the protocol the service uses.
+
+A backend stores; it never decides. `claim` is a compare-and-set: it records a
+new run only when the target's state is still the one the service decided
+on, so concurrent requests in any number of workers (or replicas) start at
+most one prune per target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from webhook.core.decision import Result, TargetState
+from webhook.core.outcome import ErrorKind, RunOutcome
+
+HISTORY_LIMIT = 100
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be read or written right now (locked, read-only, full, down)."""
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What a claim records of the run it starts."""
+
+    trigger: str
+    command: str
+    worker_pid: int | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run in a target's history."""
+
+    id: int
+    target: str
+    trigger: str
+    command: str
+    started_ts: float
+    result: Result
+    finished_ts: float | None = None
+    rc: int | None = None
+    reclaimed: str | None = None
+    reclaimed_bytes: int | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    duration_s: float | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    worker_pid: int | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetRecord:
+    """A target's row: its last run, and the run in flight with its lease."""
+
+    target: str
+    last_run_id: int | None = None
+    last_started_ts: float | None = None
+    last_finished_ts: float | None = None
+    last_result: Result | None = None
+    last_reclaimed: str | None = None
+    last_reclaimed_bytes: int | None = None
+    last_error: str | None = None
+    last_error_kind: ErrorKind | None = None
+    last_success_ts: float | None = None
+    inflight_run_id: int | None = None
+    inflight_started_ts: float | None = None
+    lease_expires_ts: float | None = None
+
+    @property
+    def state(self) -> TargetState:
+        return TargetState(
+            last_run_id=self.last_run_id,
+            last_started_ts=self.last_started_ts,
+            last_finished_ts=self.last_finished_ts,
+            last_result=self.last_result,
+            inflight_run_id=self.inflight_run_id,
+            lease_expires_ts=self.lease_expires_ts,
+            inflight_started_ts=self.inflight_started_ts,
+            last_success_ts=self.last_success_ts,
+        )
+
+
+class Store(Protocol):
+    """What the service needs of a backend. Every method raises StoreUnavailable when the
+    database cannot be reached; none decides."""
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the schema; idempotent, retried after a failure."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+
+    def read_state(self, target: str) -> TargetState:
+        """What deciding needs; may answer from a cache that the backend knows is current."""
+
+    def claim(
+        self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
+    ) -> int | None:
+        """Record `run` as in flight when the state is still `expected`; its id, or None.
+
+        An expected run in flight (its lease expired) is given up as lost.
+        """
+
+    def correct_times(self, target: str, expected: TargetState, corrected: TargetState) -> bool:
+        """Write `corrected`'s times (capped after a clock step) when the state is still
+        `expected`; False when it changed meanwhile."""
+
+    def renew_lease(self, target: str, run_id: int, expires_ts: float) -> bool:
+        """Extend the lease of the run in flight; False when it no longer owns the target."""
+
+    def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
+        """Record how a run ended; False when a newer run owns the target (history only)."""
+
+    def target_record(self, target: str) -> TargetRecord | None: ...
+
+    def target_records(self) -> dict[str, TargetRecord]:
+        """Every stored target's row, by name (a fleet's /status and /metrics)."""
+
+    def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]: ...
+
+    def run(self, run_id: int) -> RunRecord | None: ...
+
+    def remember_delivery(
+        self, delivery_id: str, now: float, keep_s: float, pending_s: float
+    ) -> bool:
+        """Take a signed delivery's id; False when it is a replay: settled within `keep_s`,
+        or taken by a request still pending (seen within `pending_s`). An id whose request
+        never settled (its answer was a 5xx, or the worker died) is free again after
+        `pending_s`, so the sender's retry is decided afresh."""
+
+    def settle_delivery(self, delivery_id: str) -> None:
+        """The request with this id was answered (2xx or 4xx): a replay is a duplicate."""
+
+    def forget_delivery(self, delivery_id: str) -> None:
+        """Free an unsettled id at once (its request failed with a 5xx)."""
+
+    def adopt_legacy_state(self, name: str, preferred_key: str | None = None) -> str | None:
+        """Carry a row keyed the old way (`user@host:port`) over to the target `name`."""
+
+    def close(self) -> None: ...

@@ -1,41 +1,33 @@
-"""The state of each target and its recent runs, in SQLite.
+"""The state of each target and its recent runs, in one SQLite file (the embedded default).
 
-Claiming a run is one `BEGIN IMMEDIATE` transaction that reads the row,
-decides and writes the in-flight run, so concurrent requests in any number of
-gunicorn workers start at most one prune. A plain read answers the common
-case (a trigger inside the interval) without taking the write lock.
+Every write is one short `BEGIN IMMEDIATE` transaction, so concurrent requests
+in any number of gunicorn workers serialize on it; a claim is a
+compare-and-set against the state the service decided on. A plain read
+answers the common case (a trigger inside the interval) without the write
+lock, and is cached per thread until `PRAGMA data_version` says another
+connection committed.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from webhook.core.decision import (
-    Action,
-    ClockStep,
-    Decision,
-    Policy,
-    Result,
-    TargetState,
-    clock_step,
-    decide,
-)
-from webhook.core.outcome import RunOutcome
+from webhook.core.decision import Result, TargetState
+from webhook.core.outcome import ErrorKind, RunOutcome
+from webhook.store import HISTORY_LIMIT, NewRun, RunRecord, StoreUnavailable, TargetRecord
 
-HISTORY_LIMIT = 100
 # signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
 DELIVERIES_LIMIT = 100_000
 EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
 CAP_DELIVERIES = "DELETE FROM deliveries WHERE rowid <= (SELECT max(rowid) FROM deliveries) - ?"
 BUSY_TIMEOUT_MS = 5000
+LOST_ERROR = "the worker running this prune died or hung; its lease expired"
 
-_SCHEMA = """
+_FIRST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (
     target TEXT PRIMARY KEY,
     last_run_id INTEGER,
@@ -66,9 +58,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error_kind TEXT,
     duration_s REAL,
     stdout_tail TEXT,
-    stderr_tail TEXT,
-    worker_pid INTEGER,
-    request_id TEXT
+    stderr_tail TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -79,33 +69,82 @@ CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (seen_ts);
 """
 
 
-# columns added after the first schema: state files from then gain them at start
-_ADDED_RUN_COLUMNS = (("worker_pid", "INTEGER"), ("request_id", "TEXT"))
+def _add_columns(table: str, columns: Sequence[tuple[str, str]]) -> Callable[..., None]:
+    def migrate(connection: sqlite3.Connection) -> None:
+        present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+        for column, kind in columns:
+            if column not in present:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    return migrate
 
 
-class StoreUnavailable(Exception):
-    """The database cannot be read or written right now (locked, read-only, missing)."""
+def _first_schema(connection: sqlite3.Connection) -> None:
+    # files from before versioning (user_version 0) may hold any earlier shape of it
+    for statement in _FIRST_SCHEMA.split(";"):
+        if statement.strip():
+            connection.execute(statement)
 
 
-@dataclass(frozen=True)
-class Claim:
-    decision: Decision
-    run_id: int | None = None
-    # set when stored times were ahead of `now` and this claim capped them
-    clock_step: ClockStep | None = None
+# MIGRATIONS[n] takes a file from user_version n to n + 1; append, never edit one
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _first_schema,
+    _add_columns("runs", (("worker_pid", "INTEGER"), ("request_id", "TEXT"))),
+    # ids remembered before this were answered: settled
+    _add_columns("deliveries", (("settled", "INTEGER NOT NULL DEFAULT 1"),)),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+SELECT_TARGETS = (
+    "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
+    " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts FROM targets"
+)
+SELECT_TARGET = SELECT_TARGETS + " WHERE target = ?"
+SELECT_RUNS = (
+    "SELECT id, target, trigger, command, started_ts, finished_ts, result, rc, reclaimed,"
+    " reclaimed_bytes, error, error_kind, duration_s, stdout_tail, stderr_tail, worker_pid,"
+    " request_id FROM runs"
+)
+SELECT_RECENT_RUNS = SELECT_RUNS + " WHERE target = ? ORDER BY id DESC LIMIT ?"
+SELECT_RUN = SELECT_RUNS + " WHERE id = ?"
 
 
-class Store:
+def _error_kind(value: str | None) -> ErrorKind | None:
+    try:
+        return ErrorKind(value) if value else None
+    except ValueError:  # a kind a later version wrote: the error text still says what
+        return None
+
+
+def _target_record(row: sqlite3.Row) -> TargetRecord:
+    values = dict(row)
+    values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
+    values["last_error_kind"] = _error_kind(row["last_error_kind"])
+    return TargetRecord(**values)
+
+
+def _run_record(row: sqlite3.Row) -> RunRecord:
+    values = dict(row)
+    values["result"] = Result(row["result"])
+    values["error_kind"] = _error_kind(row["error_kind"])
+    return RunRecord(**values)
+
+
+class SQLiteStore:
     """One SQLite connection per thread, kept open: opening one per call (connect, pragma,
     reading the schema) cost more than the skip path's whole query."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._local = threading.local()
-        # False until the schema exists: created on first use and retried after a failure
+        # False until the schema is current: made on first use and retried after a failure
         # (a volume that was full at start), so no restart is needed once it is usable
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -146,7 +185,7 @@ class Store:
             self._forget_states()
         try:
             if not self._schema_ready:
-                self._create_schema(connection)
+                self._migrate(connection)
                 self._forget_states()
             yield connection
         except sqlite3.DatabaseError as error:
@@ -171,28 +210,46 @@ class Store:
                 self._forget_states()
             connection.execute("COMMIT")
 
-    def init_schema(self) -> None:
-        """Create the schema now (at start) rather than on first use; raises StoreUnavailable."""
+    def ensure_schema(self) -> None:
+        """Create or migrate the schema now (at start) rather than on first use."""
         with self._connect():
             pass
 
-    def _create_schema(self, connection: sqlite3.Connection) -> None:
-        """Idempotent: every statement may run again after a partial failure."""
+    def ping(self) -> None:
+        with self._connect() as connection:
+            connection.execute("SELECT 1").fetchone()
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        """Bring the file to SCHEMA_VERSION. Each step runs in the write transaction that
+        also reads the version, so workers starting at once migrate it exactly once."""
         with self._schema_lock:
             if self._schema_ready:
                 return
             connection.execute("PRAGMA journal_mode = WAL")
-            connection.executescript(_SCHEMA)
-            present = {row["name"] for row in connection.execute("PRAGMA table_info(runs)")}
-            for column, kind in _ADDED_RUN_COLUMNS:
-                if column not in present:
-                    connection.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreUnavailable(
+                        f"{self.path} has schema version {version}, newer than this"
+                        f" prunehook's {SCHEMA_VERSION}: upgrade prunehook"
+                    )
+                for migrate in MIGRATIONS[version:]:
+                    migrate(connection)
+                # PRAGMA takes no parameters; the value is our own integer
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
             self._schema_ready = True
 
+    def schema_version(self) -> int:
+        with self._connect() as connection:
+            return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
     def _row(self, connection: sqlite3.Connection, target: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = connection.execute(
-            "SELECT * FROM targets WHERE target = ?", (target,)
-        ).fetchone()
+        row: sqlite3.Row | None = connection.execute(SELECT_TARGET, (target,)).fetchone()
         return row
 
     def read_state(self, target: str) -> TargetState:
@@ -207,45 +264,38 @@ class Store:
                 local.data_version = version
             state: TargetState | None = local.states.get(target)
             if state is None:
-                state = TargetState.from_mapping(self._row(connection, target))
+                row = self._row(connection, target)
+                state = _target_record(row).state if row else TargetState()
                 local.states[target] = state
             return state
 
+    @staticmethod
+    def _unchanged(row: sqlite3.Row | None, expected: TargetState) -> bool:
+        """Every write to a target changes its last run or its run in flight (the times
+        capped after a clock step aside, which are compared too)."""
+        current = _target_record(row).state if row else TargetState()
+        return current == expected
+
     def claim(
-        self,
-        target: str,
-        now: float,
-        policy: Policy,
-        *,
-        trigger: str,
-        command: str,
-        lease_s: float,
-        force: bool = False,
-        worker_pid: int | None = None,
-        request_id: str | None = None,
-    ) -> Claim:
-        """Decide for `target` at `now`; when the decision is to start, record the run."""
-        if not force:
-            state = self.read_state(target)
-            if clock_step(state, now, lease_s) is None:
-                fast = decide(state, now, policy)
-                if fast.action != Action.STARTED:
-                    return Claim(fast)
+        self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
+    ) -> int | None:
         with self._transaction() as connection:
-            state = TargetState.from_mapping(self._row(connection, target))
-            step = clock_step(state, now, lease_s)
-            if step is not None:
-                self._write_capped_times(connection, target, step.state)
-                state = step.state
-            decision = decide(state, now, policy, force)
-            if decision.action != Action.STARTED:
-                return Claim(decision, clock_step=step)
-            if decision.lost_run_id is not None:
-                self._give_up_lost_run(connection, target, decision.lost_run_id, now)
+            if not self._unchanged(self._row(connection, target), expected):
+                return None
+            if expected.inflight_run_id is not None:
+                self._give_up_lost_run(connection, target, expected.inflight_run_id, now)
             run_id = connection.execute(
                 "INSERT INTO runs (target, trigger, command, started_ts, result, worker_pid,"
                 " request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (target, trigger, command, now, Result.RUNNING, worker_pid, request_id),
+                (
+                    target,
+                    run.trigger,
+                    run.command,
+                    now,
+                    Result.RUNNING,
+                    run.worker_pid,
+                    run.request_id,
+                ),
             ).lastrowid
             connection.execute(
                 "INSERT INTO targets (target, inflight_run_id, inflight_started_ts,"
@@ -257,38 +307,51 @@ class Store:
                 " last_run_id = excluded.last_run_id",
                 (target, run_id, now, now + lease_s, now, run_id),
             )
-            return Claim(decision, run_id, step)
+            return run_id
 
-    def _write_capped_times(
-        self, connection: sqlite3.Connection, target: str, state: TargetState
-    ) -> None:
-        connection.execute(
-            "UPDATE targets SET last_started_ts = ?, last_finished_ts = ?, last_success_ts = ?,"
-            " inflight_started_ts = ?, lease_expires_ts = ? WHERE target = ?",
-            (
-                state.last_started_ts,
-                state.last_finished_ts,
-                state.last_success_ts,
-                state.inflight_started_ts,
-                state.lease_expires_ts,
-                target,
-            ),
-        )
+    def correct_times(self, target: str, expected: TargetState, corrected: TargetState) -> bool:
+        with self._transaction() as connection:
+            if not self._unchanged(self._row(connection, target), expected):
+                return False
+            connection.execute(
+                "UPDATE targets SET last_started_ts = ?, last_finished_ts = ?,"
+                " last_success_ts = ?, inflight_started_ts = ?, lease_expires_ts = ?"
+                " WHERE target = ?",
+                (
+                    corrected.last_started_ts,
+                    corrected.last_finished_ts,
+                    corrected.last_success_ts,
+                    corrected.inflight_started_ts,
+                    corrected.lease_expires_ts,
+                    target,
+                ),
+            )
+            return True
+
+    def renew_lease(self, target: str, run_id: int, expires_ts: float) -> bool:
+        with self._transaction() as connection:
+            return (
+                connection.execute(
+                    "UPDATE targets SET lease_expires_ts = ? WHERE target = ?"
+                    " AND inflight_run_id = ?",
+                    (expires_ts, target, run_id),
+                ).rowcount
+                == 1
+            )
 
     def _give_up_lost_run(
         self, connection: sqlite3.Connection, target: str, run_id: int, now: float
     ) -> None:
-        error = "the worker running this prune died or hung; its lease expired"
         connection.execute(
-            "UPDATE runs SET result = ?, finished_ts = ?, error = ?, error_kind = 'lost'"
+            "UPDATE runs SET result = ?, finished_ts = ?, error = ?, error_kind = ?"
             " WHERE id = ? AND result = ?",
-            (Result.LOST, now, error, run_id, Result.RUNNING),
+            (Result.LOST, now, LOST_ERROR, ErrorKind.LOST, run_id, Result.RUNNING),
         )
         connection.execute(
             "UPDATE targets SET last_result = ?, last_finished_ts = ?, last_error = ?,"
-            " last_error_kind = 'lost', inflight_run_id = NULL, inflight_started_ts = NULL,"
+            " last_error_kind = ?, inflight_run_id = NULL, inflight_started_ts = NULL,"
             " lease_expires_ts = NULL WHERE target = ? AND inflight_run_id = ?",
-            (Result.LOST, now, error, target, run_id),
+            (Result.LOST, now, LOST_ERROR, ErrorKind.LOST, target, run_id),
         )
 
     def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
@@ -340,31 +403,36 @@ class Store:
             )
             return owned == 1
 
-    def remember_delivery(self, delivery_id: str, now: float, keep_s: float) -> bool:
-        """Record a signed delivery's id; False when it was seen within `keep_s` (a replay).
-
-        Each step is an index lookup (time, rowid), never a scan, as it runs under the
+    def remember_delivery(
+        self, delivery_id: str, now: float, keep_s: float, pending_s: float
+    ) -> bool:
+        """Each step is an index lookup (time, rowid), never a scan, as it runs under the
         write lock on every signed request."""
         with self._transaction() as connection:
             connection.execute(EXPIRE_DELIVERIES, (now - keep_s,))
             connection.execute(CAP_DELIVERIES, (DELIVERIES_LIMIT - 1,))
             return (
                 connection.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, seen_ts) VALUES (?, ?)",
-                    (delivery_id, now),
+                    "INSERT INTO deliveries (id, seen_ts, settled) VALUES (?, ?, 0)"
+                    " ON CONFLICT (id) DO UPDATE SET seen_ts = excluded.seen_ts"
+                    " WHERE deliveries.settled = 0 AND deliveries.seen_ts < ?",
+                    (delivery_id, now, now - pending_s),
                 ).rowcount
                 == 1
             )
 
-    def forget_delivery(self, delivery_id: str) -> None:
-        """Undo `remember_delivery`: the request failed, so its retry must be decided afresh."""
+    def settle_delivery(self, delivery_id: str) -> None:
         with self._transaction() as connection:
-            connection.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+            connection.execute("UPDATE deliveries SET settled = 1 WHERE id = ?", (delivery_id,))
+
+    def forget_delivery(self, delivery_id: str) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "DELETE FROM deliveries WHERE id = ? AND settled = 0", (delivery_id,)
+            )
 
     def adopt_legacy_state(self, name: str, preferred_key: str | None = None) -> str | None:
-        """Carry a row keyed the old way (`user@host:port`) over to the target `name`.
-
-        Before targets had names, a row was keyed by its SSH endpoint. On upgrade the
+        """Before targets had names, a row was keyed by its SSH endpoint. On upgrade the
         endpoint's row (or, when the user or port changed too, the most recent such row)
         becomes the named target's, with its history, so the interval survives the
         upgrade instead of pruning at once. Returns the old key, or None.
@@ -384,19 +452,23 @@ class Store:
             connection.execute("UPDATE runs SET target = ? WHERE target = ?", (name, old))
             return str(old)
 
-    def target_row(self, target: str) -> dict[str, Any] | None:
+    def target_record(self, target: str) -> TargetRecord | None:
         with self._connect() as connection:
             row = self._row(connection, target)
-            return dict(row) if row else None
+            return _target_record(row) if row else None
 
-    def recent_runs(self, target: str, limit: int = 10) -> list[dict[str, Any]]:
+    def target_records(self) -> dict[str, TargetRecord]:
+        """Every target's row at once: a fleet's /status and /metrics read them together."""
         with self._connect() as connection:
-            rows = connection.execute(
-                "SELECT * FROM runs WHERE target = ? ORDER BY id DESC LIMIT ?", (target, limit)
-            ).fetchall()
-            return [dict(row) for row in rows]
+            rows = connection.execute(SELECT_TARGETS).fetchall()
+            return {row["target"]: _target_record(row) for row in rows}
 
-    def run(self, run_id: int) -> dict[str, Any] | None:
+    def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
         with self._connect() as connection:
-            row = connection.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-            return dict(row) if row else None
+            rows = connection.execute(SELECT_RECENT_RUNS, (target, limit)).fetchall()
+            return [_run_record(row) for row in rows]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self._connect() as connection:
+            row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
+            return _run_record(row) if row else None

@@ -9,7 +9,7 @@ import uuid
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from webhook.store.sqlite import StoreUnavailable
+from webhook.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
 
-from webhook.core.decision import Action, Decision
-from webhook.core.sources import Verdict, read_alertmanager, read_cron, read_watchdog
-from webhook.pruner import Pruner, TriggerResult
-from webhook.store.sqlite import StoreUnavailable
+from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
+from webhook.service import Answer, TargetResult, TriggerOutcome
+from webhook.store import StoreUnavailable
 from webhook.web.auth import authenticate
+from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError, ValidationFailed
 from webhook.web.schemas import (
     AlertmanagerWebhookSchema,
@@ -36,6 +37,9 @@ WATCHDOG_ALERT = WatchdogAlertSchema()
 ALERTMANAGER_WEBHOOK = AlertmanagerWebhookSchema()
 # senders retry a delivery with its id and a fresh timestamp: remember ids well past that
 DELIVERY_IDS_KEPT_S = 24 * 3600
+# an id whose request never settled (a 5xx, a dead worker) is free again after this: longer
+# than any request takes, shorter than a sender's first retry
+DELIVERY_PENDING_S = 90
 # Alertmanager sends a whole group in one body (about 1 KB an alert) and drops a group
 # answered 413 as unrecoverable; its receivers' `max_alerts` keeps a group smaller
 ALERTMANAGER_BODY_BYTES = 16 * 1024 * 1024
@@ -49,18 +53,18 @@ class Hook(StrEnum):
     ALERTMANAGER = "alertmanager"
 
 
+# reads a validated body: the settings give the host labels and the ?target= names
+Reader = Callable[[dict[str, Any], Prunehook], Verdict]
+
+
 @dataclass(frozen=True)
 class HookSpec:
     hook: Hook
     schema: Schema
-    read: Callable[[dict[str, Any]], Verdict]
+    read: Reader
     # None: the app's limit (Settings.max_body_bytes, 1 MiB)
     max_body_bytes: int | None = None
     allow_empty: bool = False
-
-
-def pruner() -> Pruner:
-    return current_app.extensions["prunehook"]
 
 
 def _bounded_int(digits: str) -> int:
@@ -109,89 +113,109 @@ def _wants_wait() -> bool:
     raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
 
 
-def _decide(service: Pruner, verdict: Verdict, wait: bool) -> TriggerResult:
-    if not verdict.wants_prune:
-        return TriggerResult(Decision(Action.IGNORED, verdict.reason))
-    return service.trigger(verdict.source, wait=wait, request_id=g.request_id)
-
-
-def _answer(
-    service: Pruner, verdict: Verdict, result: TriggerResult, wait: bool
-) -> tuple[Response, int]:
-    decision, request_id = result.decision, g.request_id
-    current_app.extensions["prunehook.metrics"].decided(decision.action, verdict.source)
-    fields = {
-        "decision": decision.action,
-        "reason": decision.reason,
-        "trigger": verdict.reason,
+def _item(result: TargetResult) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "target": result.target,
+        "decision": result.answer,
+        "reason": result.reason,
         "run_id": result.run_id,
-        "request_id": request_id,
-    }
-    log.info(
-        "trigger %s: %s",
-        verdict.source,
-        decision.action,
-        extra={"fields": {"event": "trigger", "source": verdict.source, **fields}},
-    )
-    body: dict[str, Any] = {
-        **fields,
-        "target": service.settings.target,
-        "next_eligible_ts": decision.next_eligible_ts,
+        "next_eligible_ts": result.next_eligible_ts,
     }
     if result.run is not None:
-        body["run"] = run_view(result.run)
-    started_in_background = decision.action == Action.STARTED and not wait
+        item["run"] = run_view(result.run)
+    return item
+
+
+def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
+    """Today's top-level keys (from the item that started, else the first) and `results`."""
+    first = outcome.first
+    body: dict[str, Any] = {
+        **_item(first),
+        "decision": outcome.answer,
+        "trigger": outcome.verdict.reason,
+        "request_id": outcome.request_id,
+        "results": [_item(result) for result in outcome.results],
+    }
+    started_in_background = outcome.answer == Answer.STARTED and not wait
     return jsonify(body), 202 if started_in_background else 200
 
 
-def _run(service: Pruner, spec: HookSpec) -> tuple[Response, int]:
+def _run(hook: Prunehook, spec: HookSpec) -> tuple[Response, int]:
     wait = _wants_wait()
-    verdict = spec.read(_load(spec.schema, spec.allow_empty))
-    return _answer(service, verdict, _decide(service, verdict, wait), wait)
+    verdict = spec.read(_load(spec.schema, spec.allow_empty), hook)
+    outcome = hook.service.handle(verdict, wait=wait, request_id=g.request_id)
+    return _answer(outcome, wait)
 
 
 def _is_server_error(error: Exception) -> bool:
-    return not isinstance(error, APIError) or error.status >= 500
+    if isinstance(error, APIError | HTTPException):
+        status = error.status if isinstance(error, APIError) else error.code
+        return status is None or status >= 500
+    return True
 
 
-def _forget(service: Pruner, delivery_id: str) -> None:
-    """The sender retries a 5xx with the same id: that retry must be decided afresh."""
+def _settle(hook: Prunehook, delivery_id: str, server_error: bool) -> None:
+    """A 2xx or 4xx answer settles the id (a replay is a duplicate); after a 5xx it is freed
+    so the sender's retry is decided afresh. When the database cannot take either, the id
+    stays pending and is free again after DELIVERY_PENDING_S: never a lost delivery."""
+    store = hook.service.store
     try:
-        service.store.forget_delivery(delivery_id)
+        if server_error:
+            store.forget_delivery(delivery_id)
+        else:
+            store.settle_delivery(delivery_id)
     except StoreUnavailable as error:
-        log.error("cannot forget delivery %r after a failure: %s", delivery_id, error)
+        log.error("delivery %r stays pending: %s", delivery_id, error)
 
 
 def _handle(spec: HookSpec) -> tuple[Response, int]:
-    """Every hook: authenticate, remember a signed delivery, validate, decide, answer."""
-    service = pruner()
+    """Every hook: authenticate, take a signed delivery's id, validate, decide, answer."""
+    hook = prunehook()
+    service = hook.service
     if spec.max_body_bytes is not None:
         request.max_content_length = spec.max_body_bytes
-    delivery_id = authenticate(service.settings, service.clock())
+    delivery_id = authenticate(hook.settings, service.clock())
     if delivery_id is None:
-        return _run(service, spec)
-    # remembered before validation, so a body refused here is not accepted at another hook
-    if not service.store.remember_delivery(
-        delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S
-    ):
-        duplicate = Verdict(False, str(spec.hook), "a signed delivery")
-        decision = Decision(Action.DUPLICATE, "this webhook-id was already received")
-        return _answer(service, duplicate, TriggerResult(decision), wait=False)
+        return _run(hook, spec)
+    # taken before validation, so a body refused here is not accepted at another hook
+    taken = service.store.remember_delivery(
+        delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S, pending_s=DELIVERY_PENDING_S
+    )
+    if not taken:
+        duplicate = Verdict(Source(spec.hook), False, "a signed delivery")
+        return _answer(service.duplicate(duplicate, g.request_id), wait=False)
     try:
-        response, status_code = _run(service, spec)
+        response, status_code = _run(hook, spec)
     except Exception as error:
-        if _is_server_error(error):
-            _forget(service, delivery_id)
+        _settle(hook, delivery_id, _is_server_error(error))
         raise
-    if status_code >= 500:
-        _forget(service, delivery_id)
+    _settle(hook, delivery_id, status_code >= 500)
     return response, status_code
 
 
-CRON = HookSpec(Hook.CRON, CRON_PING, read_cron, allow_empty=True)
-WATCHDOG = HookSpec(Hook.WATCHDOG, WATCHDOG_ALERT, read_watchdog)
+def _cron_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
+    names = request.args.getlist("target") if request.query_string else []
+    unknown = [name for name in names if hook.service.fleet.get(name) is None]
+    if unknown:
+        raise ValidationFailed(
+            "?target= names no configured target",
+            {"target": [f"no target is named {name[:64]!r}" for name in unknown[:10]]},
+        )
+    return read_cron(body, names)
+
+
+def _alertmanager_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
+    return read_alertmanager(body, hook.settings.host_labels)
+
+
+def _watchdog_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
+    return read_watchdog(body)
+
+
+CRON = HookSpec(Hook.CRON, CRON_PING, _cron_verdict, allow_empty=True)
+WATCHDOG = HookSpec(Hook.WATCHDOG, WATCHDOG_ALERT, _watchdog_verdict)
 ALERTMANAGER = HookSpec(
-    Hook.ALERTMANAGER, ALERTMANAGER_WEBHOOK, read_alertmanager, ALERTMANAGER_BODY_BYTES
+    Hook.ALERTMANAGER, ALERTMANAGER_WEBHOOK, _alertmanager_verdict, ALERTMANAGER_BODY_BYTES
 )
 
 

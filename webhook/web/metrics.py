@@ -11,10 +11,10 @@ are right across workers and restarts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,20 +25,21 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from webhook.core.decision import Action
-from webhook.core.outcome import RunOutcome
+from webhook.core.verdicts import Source
+from webhook.service import Answer
+from webhook.web.context import prunehook
+from webhook.web.report import TargetGauges, target_gauges
+
+if TYPE_CHECKING:
+    from webhook.core.outcome import RunOutcome
+    from webhook.core.targets import Target
+    from webhook.service import PruneService, TriggerOutcome
 
 bp = Blueprint("metrics", __name__)
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-
-def source_kind(source: str) -> str:
-    """`watchdog:build-1:/` -> `watchdog`: a label must not grow with the callers."""
-    return source.partition(":")[0]
-
-
-# gauge name, key of report.state_gauges, help
+# gauge name, field of report.TargetGauges, help
 STATE_GAUGES = (
     ("prunehook_last_success_timestamp_seconds", "last_success_ts", "end of the last good prune"),
     ("prunehook_last_run_timestamp_seconds", "last_run_ts", "start of the last prune"),
@@ -48,56 +49,86 @@ STATE_GAUGES = (
 
 
 class StateCollector(Collector):
-    """Gauges read from the state row at scrape time."""
+    """Per-target gauges read from the stored rows at scrape time (one query for all)."""
 
-    def __init__(self, read_gauges: Callable[[], dict[str, Any]]):
-        self.read_gauges = read_gauges
+    def __init__(self, service: PruneService):
+        self.service = service
+
+    def gauges(self) -> list[TargetGauges]:
+        service = self.service
+        records = service.store.target_records()
+        now = service.clock()
+        return [
+            target_gauges(target, records.get(target.name), now, service.enabled)
+            for target in service.fleet
+        ]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        state = self.read_gauges()
-        can_run, in_flight = float(state["can_run"]), float(state["in_flight"])
-        yield GaugeMetricFamily("prunehook_enabled", "1 when prunes may run", value=can_run)
-        yield GaugeMetricFamily("prunehook_in_flight", "prunes in flight", value=in_flight)
-        for name, key, help_text in STATE_GAUGES:
-            if state.get(key) is not None:
-                yield GaugeMetricFamily(name, help_text, value=float(state[key]))
+        every = self.gauges()
+        enabled = GaugeMetricFamily("prunehook_enabled", "1 when prunes may run", labels=["target"])
+        in_flight = GaugeMetricFamily("prunehook_in_flight", "prunes in flight", labels=["target"])
+        for each in every:
+            enabled.add_metric([each.name], float(each.can_run))
+            in_flight.add_metric([each.name], float(each.in_flight))
+        yield enabled
+        yield in_flight
+        for name, attribute, help_text in STATE_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=["target"])
+            for each in every:
+                value = getattr(each, attribute)
+                if value is not None:
+                    family.add_metric([each.name], float(value))
+            yield family
 
 
 class Metrics:
-    def __init__(self, read_gauges: Callable[[], dict[str, Any]]):
+    def __init__(self, service: PruneService):
         self.registry = CollectorRegistry()
-        self.state = StateCollector(read_gauges)
+        self.state = StateCollector(service)
         self.registry.register(self.state)
         self.decisions = Counter(
-            "prunehook_trigger_decisions", "Trigger answers by decision and caller",
-            ["decision", "source"], registry=self.registry,
+            "prunehook_trigger_decisions", "Trigger answers by decision, caller and target",
+            ["decision", "source", "target"], registry=self.registry,
         )  # fmt: skip
-        self._decision_children: dict[tuple[Action, str], Any] = {}
+        self._decision_children: dict[tuple[Answer, Source, str], Any] = {}
+        self.unknown_hosts = Counter(
+            "prunehook_unknown_hosts",
+            "Hosts named by alerts that are no configured target (nothing was pruned)",
+            registry=self.registry,
+        )
         self.prunes = Counter(
-            "prunehook_prunes", "Finished prunes by outcome (ok, or the error kind)",
-            ["outcome"], registry=self.registry,
+            "prunehook_prunes", "Finished prunes by target and outcome (ok, or the error kind)",
+            ["target", "outcome"], registry=self.registry,
         )  # fmt: skip
         self.reclaimed = Counter(
-            "prunehook_reclaimed_bytes", "Build cache bytes reclaimed", registry=self.registry
-        )
+            "prunehook_reclaimed_bytes", "Build cache bytes reclaimed", ["target"],
+            registry=self.registry,
+        )  # fmt: skip
         self.duration = Histogram(
-            "prunehook_prune_duration_seconds", "Time one remote prune took",
+            "prunehook_prune_duration_seconds", "Time one remote prune took", ["target"],
             buckets=DURATION_BUCKETS, registry=self.registry,
         )  # fmt: skip
 
-    def decided(self, action: Action, source: str) -> None:
-        labels = (action, source_kind(source))
-        child = self._decision_children.get(labels)
-        if child is None:  # looked up once per pair: `labels()` costs more than `inc()`
-            child = self.decisions.labels(decision=str(action), source=labels[1])
-            self._decision_children[labels] = child
-        child.inc()
+    def decided(self, outcome: TriggerOutcome) -> None:
+        source = outcome.verdict.source
+        for result in outcome.results:
+            if result.unknown_host is not None:
+                self.unknown_hosts.inc()
+            labels = (result.answer, source, result.target or "")
+            child = self._decision_children.get(labels)
+            if child is None:  # looked up once per triple: `labels()` costs more than `inc()`
+                child = self.decisions.labels(
+                    decision=str(result.answer), source=str(source), target=labels[2]
+                )
+                self._decision_children[labels] = child
+            child.inc()
 
-    def finished(self, target: str, outcome: RunOutcome) -> None:
-        self.prunes.labels(outcome="ok" if outcome.ok else outcome.error_kind or "failed").inc()
+    def finished(self, target: Target, outcome: RunOutcome) -> None:
+        kind = "ok" if outcome.ok else str(outcome.error_kind or "failed")
+        self.prunes.labels(target=target.name, outcome=kind).inc()
         if outcome.reclaimed_bytes:
-            self.reclaimed.inc(outcome.reclaimed_bytes)
-        self.duration.observe(outcome.duration_s)
+            self.reclaimed.labels(target=target.name).inc(outcome.reclaimed_bytes)
+        self.duration.labels(target=target.name).observe(outcome.duration_s)
 
     def render(self) -> bytes:
         if not os.environ.get(MULTIPROC_ENV):
@@ -112,5 +143,4 @@ class Metrics:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    body = current_app.extensions["prunehook.metrics"].render()
-    return Response(body, content_type=CONTENT_TYPE_LATEST)
+    return Response(prunehook().metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from webhook.core.targets import NAME_PATTERN
+from webhook.web.context import prunehook
+
 bp = Blueprint("openapi", __name__)
 TITLE = "prunehook"
 VERSION = "0.1.0"
@@ -34,21 +37,41 @@ def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _hook(summary: str, body: str, body_required: bool) -> dict[str, Any]:
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": "1 or true: wait for the prune's result instead of answering at once;"
+    " absent means 0",
+    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+}
+
+
+def _targets(names: tuple[str, ...]) -> dict[str, Any]:
+    """`?target=`: the names are this instance's targets, so the document lists them."""
+    item: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN}
+    if names:
+        item["enum"] = list(names)
+    return {
+        "name": "target",
+        "in": "query",
+        "required": False,
+        "description": "only these targets (repeatable); default: every target. A name that"
+        " is no target is a 422",
+        "schema": {"type": "array", "items": item},
+        "style": "form",
+        "explode": True,
+    }
+
+
+def _hook(
+    summary: str, body: str, body_required: bool, parameters: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"standardWebhooks": []}],
-            "parameters": [
-                {
-                    "name": "wait",
-                    "in": "query",
-                    "required": False,
-                    "description": "1 or true: wait for the prune's result instead of answering"
-                    " at once; absent means 0",
-                    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
-                }
-            ],
+            "parameters": [_WAIT, *parameters],
             "requestBody": {"required": body_required, "content": _json(body)},
             "responses": {
                 "200": {
@@ -66,7 +89,7 @@ def _hook(summary: str, body: str, body_required: bool) -> dict[str, Any]:
 
 
 @cache
-def build_spec() -> dict[str, Any]:
+def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
@@ -74,6 +97,7 @@ def build_spec() -> dict[str, Any]:
         AlertmanagerWebhookSchema,
         CronPingSchema,
         ErrorSchema,
+        OneTargetStatusSchema,
         StatusSchema,
         TriggerAnswerSchema,
         WatchdogAlertSchema,
@@ -91,10 +115,16 @@ def build_spec() -> dict[str, Any]:
         ("AlertmanagerWebhook", AlertmanagerWebhookSchema),
         ("TriggerAnswer", TriggerAnswerSchema),
         ("Status", StatusSchema),
+        ("OneTargetStatus", OneTargetStatusSchema),
         ("Error", ErrorSchema),
     ]:
         spec.components.schema(name, schema=schema)
-    spec.path("/hooks/cron", operations=_hook("A cron ping", "CronPing", False))
+    spec.path(
+        "/hooks/cron",
+        operations=_hook(
+            "A cron ping: a sweep of the targets", "CronPing", False, (_targets(target_names),)
+        ),
+    )
     spec.path(
         "/hooks/watchdog", operations=_hook("Our disk watchdog's alert", "WatchdogAlert", True)
     )
@@ -106,7 +136,7 @@ def build_spec() -> dict[str, Any]:
         "/status",
         operations={
             "get": {
-                "summary": "settings, the last run, the run in flight, recent runs",
+                "summary": "every target: settings, the last run, the run in flight",
                 "responses": {
                     "200": {
                         "description": "status: JSON, or a page for a browser (Accept: text/html)",
@@ -115,6 +145,33 @@ def build_spec() -> dict[str, Any]:
                             "text/html": {"schema": {"type": "string"}},
                         },
                     },
+                    **_errors(503),
+                },
+            }
+        },
+    )
+    spec.path(
+        "/status/{name}",
+        operations={
+            "get": {
+                "summary": "one target: its state, the run in flight, recent runs",
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "JSON, or a page for a browser (Accept: text/html)",
+                        "content": {
+                            **_json("OneTargetStatus"),
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": {"description": "no target has this name", "content": _json("Error")},
                     **_errors(503),
                 },
             }
@@ -134,4 +191,4 @@ def build_spec() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(build_spec())
+    return jsonify(build_spec(prunehook().service.fleet.names))

@@ -1,68 +1,89 @@
-"""What GET /status shows: a pure function of settings, the stored row and recent runs."""
+"""What GET /status and /metrics show: pure functions of the fleet, the stored records and now."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from webhook.config import Settings
-from webhook.core.decision import Result, TargetState, lease_is_live, next_eligible_ts
+from webhook.core.command import build_prune_command
+from webhook.core.decision import Result, lease_is_live, next_eligible_ts
+from webhook.core.targets import PrunePolicy, Target
+from webhook.store import RunRecord, TargetRecord
 from webhook.web.schemas import run_view
 
 
-def build_status(
-    settings: Settings,
-    row: dict[str, Any] | None,
-    runs: list[dict[str, Any]],
-    now: float,
-    command: str,
-) -> dict[str, Any]:
-    row = row or {}
-    state = TargetState.from_mapping(row)
-    eligible = next_eligible_ts(state, settings.policy)
-    in_flight = None
-    if state.inflight_run_id is not None:
-        in_flight = {
-            "run_id": state.inflight_run_id,
-            "started_ts": row.get("inflight_started_ts"),
-            "lease_expires_ts": state.lease_expires_ts,
-            "lease_expired": not lease_is_live(state, now),
-            "worker_pid": next(
-                (run.get("worker_pid") for run in runs if run.get("id") == state.inflight_run_id),
-                None,
-            ),
-        }
+def _in_flight(
+    record: TargetRecord, runs: list[RunRecord] | None, now: float
+) -> dict[str, Any] | None:
+    if record.inflight_run_id is None:
+        return None
+    worker = next((run.worker_pid for run in runs or () if run.id == record.inflight_run_id), None)
     return {
-        "enabled": settings.enabled,
-        "target": settings.target,
-        "host": str(settings.env_target.ssh) if settings.env_target else None,
-        "command": command,
-        "interval_s": settings.interval_s,
-        "retry_after_s": settings.retry_after_s,
-        "timeout_s": settings.timeout_s,
-        "until": settings.until,
-        "all": settings.prune_all,
-        "now": now,
-        "last_run_ts": row.get("last_started_ts"),
-        "last_finished_ts": row.get("last_finished_ts"),
-        "last_result": row.get("last_result"),
-        "last_reclaimed": row.get("last_reclaimed"),
-        "last_reclaimed_bytes": row.get("last_reclaimed_bytes"),
-        "last_error": row.get("last_error"),
-        "last_error_kind": row.get("last_error_kind"),
-        "last_success_ts": row.get("last_success_ts"),
-        "in_flight": in_flight,
-        "next_eligible_ts": eligible,
-        "eligible_now": settings.enabled
-        and settings.target is not None
-        and (eligible is None or eligible <= now),
-        "notify": {
-            "telegram": settings.notify_enabled,
-            "min_gb": settings.notify_min_gb,
-        },
-        "recent_runs": [run_view(run) for run in runs],
+        "run_id": record.inflight_run_id,
+        "started_ts": record.inflight_started_ts,
+        "lease_expires_ts": record.lease_expires_ts,
+        "lease_expired": not lease_is_live(record.state, now),
+        "worker_pid": worker,
     }
+
+
+def target_status(
+    target: Target | None,
+    policy: PrunePolicy,
+    record: TargetRecord | None,
+    now: float,
+    *,
+    enabled: bool,
+    runs: list[RunRecord] | None = None,
+) -> dict[str, Any]:
+    """One target's keys (the seed's among them); `runs` adds `recent_runs`. With no
+    target (nothing configured) the policy's values and an empty state are shown."""
+    name = target.name if target else None
+    record = record or TargetRecord(name or "")
+    eligible = next_eligible_ts(record.state, policy)
+    shown: dict[str, Any] = {
+        "name": name,
+        "host": str(target.ssh) if target else None,
+        "enabled": enabled,
+        "command": build_prune_command(policy.until, policy.prune_all),
+        "interval_s": policy.interval_s,
+        "retry_after_s": policy.retry_after_s,
+        "timeout_s": policy.timeout_s,
+        "until": policy.until,
+        "all": policy.prune_all,
+        "last_run_ts": record.last_started_ts,
+        "last_finished_ts": record.last_finished_ts,
+        "last_result": record.last_result,
+        "last_reclaimed": record.last_reclaimed,
+        "last_reclaimed_bytes": record.last_reclaimed_bytes,
+        "last_error": record.last_error,
+        "last_error_kind": record.last_error_kind,
+        "last_success_ts": record.last_success_ts,
+        "in_flight": _in_flight(record, runs, now),
+        "next_eligible_ts": eligible,
+        "eligible_now": enabled and target is not None and (eligible is None or eligible <= now),
+    }
+    if runs is not None:
+        shown["recent_runs"] = [run_view(run) for run in runs]
+    return shown
+
+
+def worst_first(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failed or lost first, then running past its lease, then the rest, by name."""
+
+    def rank(shown: dict[str, Any]) -> tuple[int, str]:
+        flight = shown["in_flight"]
+        if flight and flight["lease_expired"]:
+            return 0, shown["name"]
+        if shown["last_result"] in (Result.FAILED, Result.LOST):
+            return 1, shown["name"]
+        if shown["last_result"] is None and not flight:
+            return 2, shown["name"]  # never pruned
+        return 3, shown["name"]
+
+    return sorted(targets, key=rank)
 
 
 def _not_after(ts: float | None, now: float) -> float | None:
@@ -71,17 +92,32 @@ def _not_after(ts: float | None, now: float) -> float | None:
     return None if ts is None else min(ts, now)
 
 
-def state_gauges(settings: Settings, row: dict[str, Any] | None, now: float) -> dict[str, Any]:
-    """What /metrics shows of the state: the row alone, never the run history."""
-    row = row or {}
-    return {
-        "can_run": settings.enabled and settings.target is not None,
-        "in_flight": row.get("inflight_run_id") is not None,
-        "last_success_ts": _not_after(row.get("last_success_ts"), now),
-        "last_run_ts": _not_after(row.get("last_started_ts"), now),
-        "next_eligible_ts": next_eligible_ts(TargetState.from_mapping(row), settings.policy),
-        "last_reclaimed_bytes": row.get("last_reclaimed_bytes"),
-    }
+@dataclass(frozen=True)
+class TargetGauges:
+    """What /metrics shows of one target's state: its row alone, never the run history."""
+
+    name: str
+    can_run: bool
+    in_flight: bool
+    last_success_ts: float | None
+    last_run_ts: float | None
+    next_eligible_ts: float | None
+    last_reclaimed_bytes: int | None
+
+
+def target_gauges(
+    target: Target, record: TargetRecord | None, now: float, enabled: bool
+) -> TargetGauges:
+    record = record or TargetRecord(target.name)
+    return TargetGauges(
+        name=target.name,
+        can_run=enabled,
+        in_flight=record.inflight_run_id is not None,
+        last_success_ts=_not_after(record.last_success_ts, now),
+        last_run_ts=_not_after(record.last_started_ts, now),
+        next_eligible_ts=next_eligible_ts(record.state, target.policy),
+        last_reclaimed_bytes=record.last_reclaimed_bytes,
+    )
 
 
 def human_time(ts: float | None) -> str:

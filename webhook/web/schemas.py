@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
 from marshmallow.validate import Equal, Length, OneOf, Range
 
-from webhook.core.decision import Action, Result
+from webhook.core.decision import Result
+from webhook.core.outcome import ErrorKind
+from webhook.service import Answer
+
+if TYPE_CHECKING:
+    from webhook.store import RunRecord
 
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
-AN_ACTION = OneOf([action.value for action in Action])
+AN_ANSWER = OneOf([answer.value for answer in Answer])
+AN_ERROR_KIND = OneOf([kind.value for kind in ErrorKind])
 A_RESULT = OneOf([result.value for result in Result])
 
 
@@ -121,7 +127,7 @@ class RunSchema(Schema):
     rc = fields.Integer(allow_none=True)
     reclaimed = fields.String(allow_none=True, metadata={"example": "1.5GB"})
     reclaimed_bytes = fields.Integer(allow_none=True)
-    error_kind = fields.String(allow_none=True)
+    error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
     error = fields.String(allow_none=True)
     duration_s = fields.Float(allow_none=True)
     worker_pid = fields.Integer(allow_none=True)
@@ -131,22 +137,36 @@ class RunSchema(Schema):
 RUN = RunSchema()
 
 
-def run_view(run: dict[str, Any]) -> dict[str, Any]:
-    """A stored run (a `runs` row) as answers show it."""
+def run_view(run: RunRecord) -> dict[str, Any]:
+    """A stored run as answers show it."""
     return RUN.dump(run)
 
 
-class TriggerAnswerSchema(Schema):
-    """What every hook answers when the request itself was good."""
+class TargetAnswerSchema(Schema):
+    """What a trigger decided for one target it concerns."""
 
-    decision = fields.String(required=True, validate=AN_ACTION)
+    target = fields.String(
+        allow_none=True, metadata={"description": "null for a host that is no target"}
+    )
+    decision = fields.String(required=True, validate=AN_ANSWER)
     reason = fields.String(required=True)
-    trigger = fields.String()
-    target = fields.String(allow_none=True)
     run_id = fields.Integer(allow_none=True)
     next_eligible_ts = fields.Float(allow_none=True)
-    request_id = fields.String()
     run = fields.Nested(RunSchema, metadata={"description": "the finished run, with ?wait=1"})
+
+
+class TriggerAnswerSchema(TargetAnswerSchema):
+    """What every hook answers when the request itself was good: the keys of the target
+    that started (else the first), and `results`, one item per concerned target."""
+
+    decision = fields.String(
+        required=True,
+        validate=AN_ANSWER,
+        metadata={"description": "started when any target started, else the first item's"},
+    )
+    trigger = fields.String()
+    request_id = fields.String()
+    results = fields.List(fields.Nested(TargetAnswerSchema), required=True)
 
 
 class InFlightSchema(Schema):
@@ -157,34 +177,72 @@ class InFlightSchema(Schema):
     worker_pid = fields.Integer(allow_none=True)
 
 
-class StatusSchema(Schema):
-    """GET /status (the keys operators and tools rely on; more may follow)."""
+class TargetStatusSchema(Schema):
+    """One target in GET /status's `targets`, and GET /status/{name} (with `recent_runs`)."""
 
     class Meta:
         unknown = INCLUDE
 
+    name = fields.String(required=True, metadata={"description": "the target's stable name"})
+    host = fields.String(required=True, metadata={"description": "user@address:port"})
     enabled = fields.Boolean(required=True)
-    target = fields.String(
-        required=True, allow_none=True, metadata={"description": "the target's stable name"}
-    )
-    host = fields.String(allow_none=True, metadata={"description": "user@address:port"})
     command = fields.String(required=True)
     interval_s = fields.Float(required=True)
     until = fields.String(required=True)
     all = fields.Boolean(required=True)
-    now = fields.Float(required=True)
     last_run_ts = fields.Float(required=True, allow_none=True)
     last_finished_ts = fields.Float(allow_none=True)
     last_result = fields.String(allow_none=True, validate=A_RESULT)
     last_reclaimed = fields.String(required=True, allow_none=True)
     last_reclaimed_bytes = fields.Integer(required=True, allow_none=True)
     last_error = fields.String(required=True, allow_none=True)
-    last_error_kind = fields.String(allow_none=True)
+    last_error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
     last_success_ts = fields.Float(allow_none=True)
     in_flight = fields.Nested(InFlightSchema, required=True, allow_none=True)
     next_eligible_ts = fields.Float(required=True, allow_none=True)
     eligible_now = fields.Boolean(required=True)
+    recent_runs = fields.List(fields.Nested(RunSchema))
+
+
+class OneTargetStatusSchema(TargetStatusSchema):
+    """GET /status/{name}: the target with its recent runs."""
+
+    target = fields.String(required=True)
     recent_runs = fields.List(fields.Nested(RunSchema), required=True)
+
+
+class StatusSchema(Schema):
+    """GET /status (the keys operators and tools rely on; more may follow). With at most
+    one target, that target's keys (the seed's: `last_run_ts`, `last_reclaimed`, ...) and
+    its `recent_runs` are at the top level too, `target` naming it."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    enabled = fields.Boolean(required=True)
+    now = fields.Float(required=True)
+    targets = fields.List(fields.Nested(TargetStatusSchema), required=True)
+    warnings = fields.List(fields.String(), required=True)
+    target = fields.String(
+        allow_none=True, metadata={"description": "the single target's name (one target only)"}
+    )
+    host = fields.String(allow_none=True, metadata={"description": "user@address:port"})
+    command = fields.String()
+    interval_s = fields.Float()
+    until = fields.String()
+    all = fields.Boolean()
+    last_run_ts = fields.Float(allow_none=True)
+    last_finished_ts = fields.Float(allow_none=True)
+    last_result = fields.String(allow_none=True, validate=A_RESULT)
+    last_reclaimed = fields.String(allow_none=True)
+    last_reclaimed_bytes = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    last_error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
+    last_success_ts = fields.Float(allow_none=True)
+    in_flight = fields.Nested(InFlightSchema, allow_none=True)
+    next_eligible_ts = fields.Float(allow_none=True)
+    eligible_now = fields.Boolean()
+    recent_runs = fields.List(fields.Nested(RunSchema))
 
 
 class ErrorSchema(Schema):

@@ -1,13 +1,23 @@
-"""GET /status for operators and GET /healthz for liveness; the headers every answer carries."""
+"""GET /status (the fleet), GET /status/<name> (one target), GET /healthz; the headers
+every answer carries."""
 
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template, request
 
-from webhook.pruner import Pruner
-from webhook.web.report import build_status, human_delta, human_time, reclaimed_bars, state_gauges
+from webhook.core.targets import Target
+from webhook.web.context import Prunehook, prunehook
+from webhook.web.errors import APIError
+from webhook.web.report import (
+    human_delta,
+    human_time,
+    reclaimed_bars,
+    target_status,
+    worst_first,
+)
 
 bp = Blueprint("status", __name__, template_folder="templates")
 RECENT_RUNS = 10
@@ -27,41 +37,89 @@ def security_headers(response: Response) -> Response:
     return response
 
 
-def current_status(service: Pruner) -> dict:
-    target = service.settings.target
-    row = service.store.target_row(target) if target else None
-    runs = service.store.recent_runs(target, RECENT_RUNS) if target else []
-    return build_status(service.settings, row, runs, service.clock(), service.command)
-
-
-def current_gauges(service: Pruner) -> dict:
-    """The state /metrics shows, read from the target's row alone (a scrape is frequent)."""
-    target = service.settings.target
-    row = service.store.target_row(target) if target else None
-    return state_gauges(service.settings, row, service.clock())
-
-
-@bp.get("/status")
-def status() -> Response | str:
-    shown = current_status(current_app.extensions["prunehook"])
-    # configuration problems that fell back to a default (config.load_settings)
-    shown["warnings"] = list(current_app.extensions.get("prunehook.warnings", []))
-    # JSON for tools (and anything that does not ask otherwise); a page for browsers
-    wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    if wanted != "text/html":
-        return jsonify(shown)
-    nonce = secrets.token_urlsafe(16)
-    page = render_template(
-        "status.html",
-        s=shown,
-        bars=reclaimed_bars(shown["recent_runs"]),
-        csp_nonce=nonce,
-        when=human_time,
-        delta=human_delta,
+def one_target(hook: Prunehook, target: Target | None) -> dict[str, Any]:
+    """A target's status with its recent runs (None: nothing is configured)."""
+    service, now = hook.service, hook.service.clock()
+    if target is None:
+        policy = hook.settings.base_policy
+        return target_status(None, policy, None, now, enabled=service.enabled, runs=[])
+    store = service.store
+    return target_status(
+        target,
+        target.policy,
+        store.target_record(target.name),
+        now,
+        enabled=service.enabled,
+        runs=store.recent_runs(target.name, RECENT_RUNS),
     )
+
+
+def fleet_status(hook: Prunehook) -> dict[str, Any]:
+    """Every target, worst first; with exactly one (or none), its keys at the top level
+    too, where single-host tools read them."""
+    service, settings = hook.service, hook.settings
+    now = service.clock()
+    records = service.store.target_records()
+    targets = [
+        target_status(t, t.policy, records.get(t.name), now, enabled=service.enabled)
+        for t in service.fleet
+    ]
+    shown: dict[str, Any] = {}
+    if len(service.fleet) <= 1:
+        single = one_target(hook, next(iter(service.fleet), None))
+        shown.update(single, target=single["name"])
+        del shown["name"]
+    shown.update(
+        enabled=service.enabled,
+        now=now,
+        targets=worst_first(targets),
+        notify={"telegram": settings.notify_enabled, "min_gb": settings.notify_min_gb},
+        warnings=list(hook.warnings),
+    )
+    return shown
+
+
+def _wants_html() -> bool:
+    # JSON for tools (and anything that does not ask otherwise); a page for browsers
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def _page(template: str, **context: Any) -> Response:
+    nonce = secrets.token_urlsafe(16)
+    page = render_template(template, csp_nonce=nonce, when=human_time, delta=human_delta, **context)
     return Response(page, content_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": page_policy(nonce),
     })  # fmt: skip
+
+
+def _target_page(shown: dict[str, Any], fleet_size: int) -> Response:
+    return _page(
+        "status.html", s=shown, bars=reclaimed_bars(shown["recent_runs"]), fleet_size=fleet_size
+    )
+
+
+@bp.get("/status")
+def status() -> Response:
+    hook = prunehook()
+    shown = fleet_status(hook)
+    if not _wants_html():
+        return jsonify(shown)
+    if len(hook.service.fleet) <= 1:
+        return _target_page(shown, len(hook.service.fleet))
+    return _page("fleet.html", s=shown)
+
+
+@bp.get("/status/<name>")
+def target(name: str) -> Response:
+    hook = prunehook()
+    found = hook.service.fleet.get(name)
+    if found is None:
+        raise APIError(f"no target is named {name!r}", status=404, code="unknown_target")
+    shown = one_target(hook, found)
+    shown["target"] = shown["name"]
+    if not _wants_html():
+        return jsonify(shown)
+    return _target_page(shown, len(hook.service.fleet))
 
 
 @bp.get("/healthz")

@@ -1,0 +1,93 @@
+"""What only the SQLite backend does: versioned migrations of files made by older
+releases, the schema made on first use, the upgrade to target names."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.conftest import AUTH
+from tests.harness import succeeded_outcome
+from webhook.core.decision import Result
+from webhook.store import NewRun, StoreUnavailable
+from webhook.store.sqlite import SCHEMA_VERSION, SQLiteStore
+
+T0 = 1_000_000.0
+RUN = NewRun("cron", "prune")
+
+
+def claim_now(store: SQLiteStore, target: str, now: float) -> int | None:
+    return store.claim(target, store.read_state(target), RUN, now, 180)
+
+
+def test_a_file_from_the_first_schema_is_migrated_to_the_current_version(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,"
+            " trigger TEXT NOT NULL, command TEXT NOT NULL, started_ts REAL NOT NULL,"
+            " finished_ts REAL, result TEXT NOT NULL, rc INTEGER, reclaimed TEXT,"
+            " reclaimed_bytes INTEGER, error TEXT, error_kind TEXT, duration_s REAL,"
+            " stdout_tail TEXT, stderr_tail TEXT)"
+        )
+        connection.execute("CREATE TABLE deliveries (id TEXT PRIMARY KEY, seen_ts REAL NOT NULL)")
+        connection.execute("INSERT INTO deliveries VALUES ('msg_old', ?)", (T0,))
+    connection.close()
+    store = SQLiteStore(path)
+    store.ensure_schema()
+    assert store.schema_version() == SCHEMA_VERSION
+    run_id = store.claim("t", store.read_state("t"), NewRun("t", "c", 7, "r-1"), T0, 180)
+    assert run_id is not None
+    run = store.run(run_id)
+    assert run is not None and run.request_id == "r-1"
+    # an id remembered by the old release had been answered: still a replay
+    assert not store.remember_delivery("msg_old", T0 + 1, keep_s=86400, pending_s=90)
+
+
+def test_a_file_of_a_newer_schema_is_refused_not_rewritten(tmp_path):
+    path = tmp_path / "newer.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(StoreUnavailable, match="newer than this prunehook"):
+        SQLiteStore(path).ensure_schema()
+
+
+def test_workers_starting_at_once_migrate_the_file_once(tmp_path):
+    stores = [SQLiteStore(tmp_path / "state.sqlite3") for _ in range(4)]
+    for store in stores:
+        store.ensure_schema()
+    assert {store.schema_version() for store in stores} == {SCHEMA_VERSION}
+
+
+def test_a_store_creates_its_schema_on_first_use(tmp_path):
+    store = SQLiteStore(tmp_path / "not-yet" / "state.sqlite3")  # nor the folder
+    assert claim_now(store, "t", T0) is not None
+    assert len(store.recent_runs("t")) == 1
+
+
+def test_upgrade_carries_a_row_keyed_by_the_ssh_endpoint_over_to_the_target_name(tmp_path):
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    legacy = "ci@build-1.example:22"
+    run_id = claim_now(store, legacy, 100.0)
+    assert run_id is not None
+    store.finish(legacy, run_id, succeeded_outcome(), 110.0)
+
+    assert store.adopt_legacy_state("build-1.example", legacy) == legacy
+    record = store.target_record("build-1.example")
+    assert record is not None and record.last_started_ts == 100.0
+    assert record.last_result == Result.OK
+    assert [run.id for run in store.recent_runs("build-1.example")] == [run_id]
+    assert store.target_record(legacy) is None
+    assert store.adopt_legacy_state("build-1.example", legacy) is None  # once only
+
+
+def test_a_changed_ssh_user_keeps_the_state_of_its_target(make_app, fake_host, clock):
+    first = make_app(ssh_user="ci").test_client()
+    assert first.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
+    first.application.extensions["prunehook"].join_all(10)
+
+    renamed = make_app(ssh_user="deploy").test_client()
+    assert renamed.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "skipped"
+    assert fake_host.targets == ["127.0.0.1"]
