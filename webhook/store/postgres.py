@@ -1,0 +1,435 @@
+"""The state in PostgreSQL (psycopg 3): one database shared by any number of replicas.
+
+Every write is one short transaction; a claim locks the target's row (`FOR UPDATE`),
+compares it with the state the service decided on and records the run, so replicas
+start at most one prune per target. No transaction or lock is held while a prune runs.
+Nothing depends on session state (no prepared statements, no session advisory locks),
+so the store works through PgBouncer in transaction mode. The schema is versioned and
+migrated under a transaction-level advisory lock, so replicas starting at once migrate
+it once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from webhook.core.decision import Result, TargetState
+from webhook.core.outcome import ErrorKind, RunOutcome
+from webhook.store import HISTORY_LIMIT, NewRun, RunRecord, StoreUnavailable, TargetRecord
+
+DELIVERIES_LIMIT = 100_000
+LOST_ERROR = "the worker running this prune died or hung; its lease expired"
+# any constant of our own: the key of the transaction-level lock that migrations take
+MIGRATION_LOCK = 0x7072756E65  # "prune"
+# how long a request waits for a connection, or for the server to answer one
+POOL_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3
+
+_FIRST_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS targets (
+        target TEXT PRIMARY KEY,
+        last_run_id BIGINT,
+        last_started_ts DOUBLE PRECISION,
+        last_finished_ts DOUBLE PRECISION,
+        last_result TEXT,
+        last_reclaimed TEXT,
+        last_reclaimed_bytes BIGINT,
+        last_error TEXT,
+        last_error_kind TEXT,
+        last_success_ts DOUBLE PRECISION,
+        inflight_run_id BIGINT,
+        inflight_started_ts DOUBLE PRECISION,
+        lease_expires_ts DOUBLE PRECISION
+    )""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id BIGSERIAL PRIMARY KEY,
+        target TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        command TEXT NOT NULL,
+        started_ts DOUBLE PRECISION NOT NULL,
+        finished_ts DOUBLE PRECISION,
+        result TEXT NOT NULL,
+        rc INTEGER,
+        reclaimed TEXT,
+        reclaimed_bytes BIGINT,
+        error TEXT,
+        error_kind TEXT,
+        duration_s DOUBLE PRECISION,
+        stdout_tail TEXT,
+        stderr_tail TEXT,
+        worker_pid INTEGER,
+        request_id TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id)",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        id TEXT PRIMARY KEY,
+        seen_ts DOUBLE PRECISION NOT NULL,
+        settled BOOLEAN NOT NULL DEFAULT false,
+        seq BIGSERIAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (seen_ts)",
+    "CREATE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (seq)",
+)
+
+# MIGRATIONS[n] takes a database from version n to n + 1; append, never edit one
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_FIRST_SCHEMA,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+SELECT_TARGETS = (
+    "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
+    " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts FROM targets"
+)
+SELECT_TARGET = SELECT_TARGETS + " WHERE target = %s"
+SELECT_RUNS = (
+    "SELECT id, target, trigger, command, started_ts, finished_ts, result, rc, reclaimed,"
+    " reclaimed_bytes, error, error_kind, duration_s, stdout_tail, stderr_tail, worker_pid,"
+    " request_id FROM runs"
+)
+SELECT_RECENT_RUNS = SELECT_RUNS + " WHERE target = %s ORDER BY id DESC LIMIT %s"
+SELECT_RUN = SELECT_RUNS + " WHERE id = %s"
+
+
+def _error_kind(value: str | None) -> ErrorKind | None:
+    try:
+        return ErrorKind(value) if value else None
+    except ValueError:
+        return None
+
+
+def _target_record(row: dict[str, Any]) -> TargetRecord:
+    values = dict(row)
+    values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
+    values["last_error_kind"] = _error_kind(row["last_error_kind"])
+    return TargetRecord(**values)
+
+
+def _run_record(row: dict[str, Any]) -> RunRecord:
+    values = dict(row)
+    values["result"] = Result(row["result"])
+    values["error_kind"] = _error_kind(row["error_kind"])
+    return RunRecord(**values)
+
+
+class PostgresStore:
+    """A small pool of connections per process, each checked before use."""
+
+    def __init__(self, url: str, max_connections: int = 4):
+        self.url = url
+        self._pool: ConnectionPool | None = None
+        self._max = max(2, max_connections)
+        self._pool_lock = threading.Lock()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        # the last state read of each target: what the skip path answers from while the
+        # database is unreachable (a claim still needs it, and then answers 503)
+        self._last_known: dict[str, TargetState] = {}
+
+    def __repr__(self) -> str:
+        return "PostgresStore(<url>)"  # the URL may carry a password
+
+    def _connections(self) -> ConnectionPool:
+        # opened on first use, in the process that uses it: never across a fork
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self._max,
+                    kwargs={
+                        "autocommit": True,
+                        "row_factory": dict_row,
+                        # PgBouncer in transaction mode: no prepared statements
+                        "prepare_threshold": None,
+                        "connect_timeout": CONNECT_TIMEOUT_S,
+                    },
+                    check=ConnectionPool.check_connection,
+                    timeout=POOL_TIMEOUT_S,
+                    reconnect_timeout=0,  # never give up on a database that comes back
+                    open=False,
+                    name="prunehook",
+                )
+                self._pool.open(wait=False)
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._connections().connection() as connection:
+                if not self._schema_ready:
+                    self._migrate(connection)
+                with connection.transaction():
+                    yield connection
+        except PoolTimeout as error:
+            raise StoreUnavailable(f"no connection to PostgreSQL: {error}") from error
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"PostgreSQL: {error}") from error
+
+    def ensure_schema(self) -> None:
+        with self._transaction():
+            pass
+
+    def ping(self) -> None:
+        with self._transaction() as connection:
+            connection.execute("SELECT 1").fetchone()
+
+    def clock(self) -> float:
+        """The database's time: what replicas share, whatever their own clocks say."""
+        with self._transaction() as connection:
+            found = connection.execute(
+                "SELECT extract(epoch FROM clock_timestamp()) AS now"
+            ).fetchone()
+            assert found is not None
+            return float(found["now"])
+
+    def _migrate(self, connection: psycopg.Connection[Any]) -> None:
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+                )
+                row = connection.execute("SELECT max(version) AS v FROM schema_version")
+                found = row.fetchone()
+                version = int(found["v"]) if found and found["v"] is not None else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreUnavailable(
+                        f"the database has schema version {version}, newer than this"
+                        f" prunehook's {SCHEMA_VERSION}: upgrade prunehook"
+                    )
+                for statements in MIGRATIONS[version:]:
+                    for statement in statements:
+                        connection.execute(statement)
+                connection.execute("DELETE FROM schema_version")
+                connection.execute(
+                    "INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,)
+                )
+            self._schema_ready = True
+
+    def schema_version(self) -> int:
+        with self._transaction() as connection:
+            found = connection.execute("SELECT max(version) AS v FROM schema_version").fetchone()
+            return int(found["v"]) if found and found["v"] is not None else 0
+
+    @staticmethod
+    def _row(connection: psycopg.Connection[Any], target: str, lock: bool = False) -> Any:
+        query = SELECT_TARGET + (" FOR UPDATE" if lock else "")
+        return connection.execute(query, (target,)).fetchone()
+
+    def read_state(self, target: str) -> TargetState:
+        try:
+            with self._transaction() as connection:
+                row = self._row(connection, target)
+        except StoreUnavailable:
+            known = self._last_known.get(target)
+            if known is None:
+                raise
+            return known
+        state = _target_record(row).state if row else TargetState()
+        self._last_known[target] = state
+        return state
+
+    def _locked_unchanged(
+        self, connection: psycopg.Connection[Any], target: str, expected: TargetState
+    ) -> bool:
+        # an empty row is made first, so that concurrent claims of a new target lock it too
+        connection.execute(
+            "INSERT INTO targets (target) VALUES (%s) ON CONFLICT (target) DO NOTHING", (target,)
+        )
+        row = self._row(connection, target, lock=True)
+        return bool(_target_record(row).state == expected)
+
+    def claim(
+        self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
+    ) -> int | None:
+        with self._transaction() as connection:
+            if not self._locked_unchanged(connection, target, expected):
+                return None
+            if expected.inflight_run_id is not None:
+                self._give_up_lost_run(connection, target, expected.inflight_run_id, now)
+            found = connection.execute(
+                "INSERT INTO runs (target, trigger, command, started_ts, result, worker_pid,"
+                " request_id) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    target,
+                    run.trigger,
+                    run.command,
+                    now,
+                    Result.RUNNING.value,
+                    run.worker_pid,
+                    run.request_id,
+                ),
+            ).fetchone()
+            assert found is not None
+            run_id = int(found["id"])
+            connection.execute(
+                "UPDATE targets SET inflight_run_id = %s, inflight_started_ts = %s,"
+                " lease_expires_ts = %s, last_started_ts = %s, last_run_id = %s"
+                " WHERE target = %s",
+                (run_id, now, now + lease_s, now, run_id, target),
+            )
+            return run_id
+
+    def correct_times(self, target: str, expected: TargetState, corrected: TargetState) -> bool:
+        with self._transaction() as connection:
+            if not self._locked_unchanged(connection, target, expected):
+                return False
+            connection.execute(
+                "UPDATE targets SET last_started_ts = %s, last_finished_ts = %s,"
+                " last_success_ts = %s, inflight_started_ts = %s, lease_expires_ts = %s"
+                " WHERE target = %s",
+                (
+                    corrected.last_started_ts,
+                    corrected.last_finished_ts,
+                    corrected.last_success_ts,
+                    corrected.inflight_started_ts,
+                    corrected.lease_expires_ts,
+                    target,
+                ),
+            )
+            return True
+
+    def renew_lease(self, target: str, run_id: int, expires_ts: float) -> bool:
+        with self._transaction() as connection:
+            renewed = connection.execute(
+                "UPDATE targets SET lease_expires_ts = %s WHERE target = %s"
+                " AND inflight_run_id = %s",
+                (expires_ts, target, run_id),
+            )
+            return renewed.rowcount == 1
+
+    @staticmethod
+    def _give_up_lost_run(
+        connection: psycopg.Connection[Any], target: str, run_id: int, now: float
+    ) -> None:
+        connection.execute(
+            "UPDATE runs SET result = %s, finished_ts = %s, error = %s, error_kind = %s"
+            " WHERE id = %s AND result = %s",
+            (Result.LOST.value, now, LOST_ERROR, ErrorKind.LOST.value, run_id, "running"),
+        )
+        connection.execute(
+            "UPDATE targets SET last_result = %s, last_finished_ts = %s, last_error = %s,"
+            " last_error_kind = %s, inflight_run_id = NULL, inflight_started_ts = NULL,"
+            " lease_expires_ts = NULL WHERE target = %s AND inflight_run_id = %s",
+            (Result.LOST.value, now, LOST_ERROR, ErrorKind.LOST.value, target, run_id),
+        )
+
+    def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
+        result = (Result.OK if outcome.ok else Result.FAILED).value
+        kind = outcome.error_kind.value if outcome.error_kind else None
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE runs SET finished_ts = %s, result = %s, rc = %s, reclaimed = %s,"
+                " reclaimed_bytes = %s, error = %s, error_kind = %s, duration_s = %s,"
+                " stdout_tail = %s, stderr_tail = %s WHERE id = %s",
+                (
+                    now,
+                    result,
+                    outcome.rc,
+                    outcome.reclaimed,
+                    outcome.reclaimed_bytes,
+                    outcome.error,
+                    kind,
+                    outcome.duration_s,
+                    _text(outcome.stdout_tail),
+                    _text(outcome.stderr_tail),
+                    run_id,
+                ),
+            )
+            owned = connection.execute(
+                "UPDATE targets SET last_finished_ts = %s, last_result = %s,"
+                " last_reclaimed = %s, last_reclaimed_bytes = %s, last_error = %s,"
+                " last_error_kind = %s,"
+                " last_success_ts = CASE WHEN %s THEN %s ELSE last_success_ts END,"
+                " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL"
+                " WHERE target = %s AND inflight_run_id = %s",
+                (
+                    now,
+                    result,
+                    outcome.reclaimed,
+                    outcome.reclaimed_bytes,
+                    outcome.error,
+                    kind,
+                    outcome.ok,
+                    now,
+                    target,
+                    run_id,
+                ),
+            ).rowcount
+            connection.execute(
+                "DELETE FROM runs WHERE target = %s AND result <> 'running' AND id NOT IN ("
+                " SELECT id FROM runs WHERE target = %s ORDER BY id DESC LIMIT %s)",
+                (target, target, HISTORY_LIMIT),
+            )
+            return owned == 1
+
+    def remember_delivery(
+        self, delivery_id: str, now: float, keep_s: float, pending_s: float
+    ) -> bool:
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM deliveries WHERE seen_ts < %s", (now - keep_s,))
+            connection.execute(
+                "DELETE FROM deliveries WHERE seq <= (SELECT max(seq) FROM deliveries) - %s",
+                (DELIVERIES_LIMIT - 1,),
+            )
+            taken = connection.execute(
+                "INSERT INTO deliveries (id, seen_ts, settled) VALUES (%s, %s, false)"
+                " ON CONFLICT (id) DO UPDATE SET seen_ts = excluded.seen_ts"
+                " WHERE deliveries.settled = false AND deliveries.seen_ts < %s",
+                (delivery_id, now, now - pending_s),
+            )
+            return taken.rowcount == 1
+
+    def settle_delivery(self, delivery_id: str) -> None:
+        with self._transaction() as connection:
+            connection.execute("UPDATE deliveries SET settled = true WHERE id = %s", (delivery_id,))
+
+    def forget_delivery(self, delivery_id: str) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "DELETE FROM deliveries WHERE id = %s AND settled = false", (delivery_id,)
+            )
+
+    def adopt_legacy_state(self, name: str, preferred_key: str | None = None) -> str | None:
+        """Rows keyed by an SSH endpoint predate PostgreSQL support: nothing to adopt."""
+        return None
+
+    def target_record(self, target: str) -> TargetRecord | None:
+        with self._transaction() as connection:
+            row = self._row(connection, target)
+            return _target_record(row) if row else None
+
+    def target_records(self) -> dict[str, TargetRecord]:
+        with self._transaction() as connection:
+            rows = connection.execute(SELECT_TARGETS).fetchall()
+            return {row["target"]: _target_record(row) for row in rows}
+
+    def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
+        with self._transaction() as connection:
+            rows = connection.execute(SELECT_RECENT_RUNS, (target, limit)).fetchall()
+            return [_run_record(row) for row in rows]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self._transaction() as connection:
+            row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
+            return _run_record(row) if row else None
+
+
+def _text(value: str) -> str:
+    # PostgreSQL's text cannot hold NUL; a host's output may
+    return value.replace("\x00", "\ufffd")
