@@ -20,7 +20,7 @@ from tests.harness.parts import (
     wait_for,
 )
 from tests.harness.records import failed_outcome, succeeded_outcome
-from tests.harness.ssh import SSHKeys, SSHServer, keygen, known_hosts_line
+from tests.harness.ssh import ResettingRelay, SSHKeys, SSHServer, keygen, known_hosts_line
 
 __all__ = [
     "BUILD_CLIENT_CANDIDATES",
@@ -31,6 +31,7 @@ __all__ = [
     "Gunicorn",
     "How",
     "PartMissing",
+    "ResettingRelay",
     "SSHKeys",
     "SSHServer",
     "failed_outcome",
