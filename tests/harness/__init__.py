@@ -19,6 +19,7 @@ from tests.harness.parts import (
     http_call,
     wait_for,
 )
+from tests.harness.postgres import PostgresServer
 from tests.harness.records import failed_outcome, succeeded_outcome
 from tests.harness.ssh import ResettingRelay, SSHKeys, SSHServer, keygen, known_hosts_line
 
@@ -31,6 +32,7 @@ __all__ = [
     "Gunicorn",
     "How",
     "PartMissing",
+    "PostgresServer",
     "ResettingRelay",
     "SSHKeys",
     "SSHServer",
