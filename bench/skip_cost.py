@@ -3,11 +3,13 @@
 Process time, not wall time, so other jobs on the machine hardly move it; prometheus_client
 in multiprocess mode, as under gunicorn. Run by hand, for this checkout or another (an older
 commit exported with `git archive COMMIT | tar -x -C DIR`):
-    .venv/bin/python bench/skip_cost.py [DIR]
+    .venv/bin/python bench/skip_cost.py [DIR] [--rounds 7] [--requests 4000]
+(bench/wsgi_cost.py is the wall-time version, for this checkout only.)
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import statistics
@@ -16,9 +18,23 @@ import tempfile
 import time
 from pathlib import Path
 
-TREE = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent).resolve()
+_parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+_parser.add_argument(
+    "tree",
+    nargs="?",
+    type=Path,
+    default=Path(__file__).resolve().parent.parent,
+    help="the checkout to measure (default: this one)",
+)
+_parser.add_argument("--rounds", type=int, default=7)
+_parser.add_argument("--requests", type=int, default=4000, help="per round")
+_args = _parser.parse_args()
+TREE = _args.tree.resolve()
+if not (TREE / "bench" / "skip_path.py").is_file():
+    _parser.error(f"{TREE}: no bench/skip_path.py there")
+# the tree's own benchmark helpers and package, before this checkout's
 sys.path[:0] = [str(TREE / "bench"), str(TREE)]
-ROUNDS, N = 7, 4000
+ROUNDS, N = _args.rounds, _args.requests
 
 from common import TOKEN  # noqa: E402
 from skip_path import prunehook_in_skip_state  # noqa: E402
