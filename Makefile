@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
-# Debian packages the integration tests drive for real: sshd, dockerd, and a browser for the
-# status page (tests/test_status_page.py)
-SYSTEM_PACKAGES := openssh-server docker.io chromium
+# Debian packages the integration tests drive for real: sshd, dockerd, a browser for the
+# status page (tests/test_status_page.py), and PostgreSQL (tests/harness/postgres.py)
+SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql
 
 .PHONY: run test lint format system-deps constraints clean help
 
@@ -25,11 +25,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
-system-deps:  ## install sshd, dockerd and chromium from Debian when missing (needs root)
+system-deps:  ## install sshd, dockerd, chromium and PostgreSQL from Debian when missing (needs root)
 	@missing=""; \
 	command -v /usr/sbin/sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
 	command -v dockerd >/dev/null 2>&1 && [ -x /usr/bin/docker ] || missing="$$missing docker.io"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \

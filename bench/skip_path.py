@@ -3,6 +3,9 @@
 wrk at 64 connections against POST /hooks/cron (authenticated, answered `skipped`)
 and against a bare Flask route under the same gunicorn config, alternating rounds,
 medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
+
+`--compare-with DIR` also serves the prunehook found in DIR (an older commit, exported with
+`git archive COMMIT | tar -x -C DIR`) in the same rounds, for before/after in one run.
 """
 
 from __future__ import annotations
@@ -14,9 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import TOKEN, gunicorn, median
+from common import POLL_S, TOKEN, gunicorn, median
 
-from tests.harness import record_run, succeeded_outcome
+from tests.harness import (
+    Gunicorn,
+    operator_environment,
+    record_run,
+    start_gunicorn,
+    succeeded_outcome,
+)
 from webhook.config import Settings
 from webhook.store.sqlite import SQLiteStore
 
@@ -60,22 +69,43 @@ def prunehook_in_skip_state(folder: Path) -> dict[str, str]:
     }
 
 
+def gunicorn_in(tree: Path, env: dict[str, str]) -> Gunicorn:
+    """`gunicorn wsgi:app` of the checkout in `tree`: its wsgi.py, webhook and gunicorn.conf.py
+    (run from `tree`, which comes first on sys.path), this virtualenv's packages."""
+    environment = operator_environment(PYTHONPATH=str(tree)) | env
+    served = start_gunicorn(environment, workers=2, cwd=tree)
+    try:
+        served.wait_until_serving(30, POLL_S)
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--compare-with", type=Path, help="another checkout of prunehook")
     args = parser.parse_args()
+    if args.compare_with and not (args.compare_with / "wsgi.py").is_file():
+        parser.error(f"--compare-with {args.compare_with}: no wsgi.py there")
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "post.lua"
         script.write_text(LUA)
         env = prunehook_in_skip_state(Path(folder))
-        servers = {
-            "bare Flask route": gunicorn("bare_app:app", {}),
-            "prunehook skip path": gunicorn("wsgi:app", env),
-        }
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        servers: dict[str, Gunicorn] = {}
         try:
+            servers["bare Flask route"] = gunicorn("bare_app:app", {})
+            servers["prunehook skip path"] = gunicorn("wsgi:app", env)
+            if args.compare_with:
+                other = Path(folder) / "other"
+                other.mkdir()
+                name = f"prunehook in {args.compare_with}"
+                tree = args.compare_with.resolve()
+                servers[name] = gunicorn_in(tree, prunehook_in_skip_state(other))
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
             for _ in range(args.rounds):
                 for name, served in servers.items():
                     url = f"{served.base}/hooks/cron"

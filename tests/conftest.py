@@ -13,6 +13,7 @@ from tests.harness import (
     DockerEngine,
     Gunicorn,
     PartMissing,
+    PostgresServer,
     SSHKeys,
     SSHServer,
     free_port,
@@ -37,6 +38,7 @@ NEEDS = {
     "build_host": ("sshd", "dockerd"),
     "docker_engine": ("dockerd",),
     "three_hosts": ("sshd", "dockerd"),
+    "postgres": ("postgres",),
 }
 
 
@@ -212,6 +214,17 @@ def build_host(tmp_path_factory, docker_engine) -> Iterator[SSHServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the session's own on loopback (`url`), empty database
+    `prunehook`. A test that stops it starts it again before it ends."""
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import re
+from unittest import mock
 
-from webhook import create_app
+import pytest
+from environs import Env
+
+from tests.harness import REPO
+from webhook import config, create_app
 from webhook.config import ConfigError, load_settings
 from webhook.core.command import build_prune_command
 from webhook.core.duration import DurationError, normalize_until
+
+ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=")
 
 
 def test_defaults_are_the_documented_ones():
@@ -126,3 +134,43 @@ def test_status_shows_no_warnings_for_a_clean_configuration(monkeypatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     client = create_app(instance_path=str(tmp_path / "instance")).test_client()
     assert client.get("/status").get_json()["warnings"] == []
+
+
+def _example_lines() -> list[str]:
+    return (REPO / ".env.example").read_text().splitlines()
+
+
+def test_every_variable_the_env_example_sets_is_read_from_a_dotenv(monkeypatch, tmp_path):
+    """A name .env.example sets (not commented out) must take effect from `.env`: copied to
+    a `.env` as it is, the example loads, and load_settings reads every name it sets."""
+    settable = {line.split("=")[0] for line in _example_lines() if ASSIGNMENT.match(line)}
+    assert "PRUNEHOOK_SSH_HOST" in settable
+    envs: list[Env] = []
+
+    class RecordingEnv(Env):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            envs.append(self)
+
+    monkeypatch.setattr(config, "Env", RecordingEnv)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text((REPO / ".env.example").read_text())
+    with mock.patch.dict(os.environ):  # python-dotenv may copy the file into os.environ
+        load_settings(dotenv)
+    (env,) = envs
+    assert sorted(settable - set(env.dump())) == []
+
+
+def test_the_env_example_names_where_its_process_only_variables_are_read():
+    """The commented-out names are read from the process environment alone, where it says."""
+    commented = [line.removeprefix("# ") for line in _example_lines() if line.startswith("# ")]
+    process_only = {line.split("=")[0] for line in commented if ASSIGNMENT.match(line)}
+    assert process_only == {
+        "PRUNEHOOK_INSTANCE_PATH",
+        "PORT",
+        "WEB_CONCURRENCY",
+        "GUNICORN_THREADS",
+    }
+    readers = (REPO / "gunicorn.conf.py").read_text() + (REPO / "webhook/app.py").read_text()
+    unread = [name for name in process_only if not re.search(f"[\"']{name}[\"']", readers)]
+    assert unread == []

@@ -1,12 +1,15 @@
-"""The harness's fleet: three real, distinct build hosts in front of one dockerd."""
+"""The harness's parts: the fleet (three real, distinct build hosts in front of one dockerd)
+and PostgreSQL."""
 
 from __future__ import annotations
 
 import tomllib
 
 import paramiko
+import psycopg
+import pytest
 
-from tests.harness import BuildFleet
+from tests.harness import BuildFleet, PostgresServer
 
 
 def ssh_run(port: int, key_file: str, known_hosts: str, command: str) -> tuple[str, int]:
@@ -58,3 +61,20 @@ def test_three_hosts_are_distinct_and_each_logs_only_what_reached_it(
         name: [f"denied echo ran-on-{name}"] for name in targets
     }
     assert {host.docker_host for host in three_hosts.hosts.values()} == {three_hosts.docker_host}
+
+
+def test_postgres_part_starts_stops_and_starts_again(postgres: PostgresServer):
+    with psycopg.connect(postgres.url, connect_timeout=10) as connection:
+        assert connection.execute("select 1").fetchone() == (1,)
+        connection.execute("create table kept (value int)")
+        connection.execute("insert into kept values (7)")
+    try:
+        postgres.stop()
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            psycopg.connect(postgres.url, connect_timeout=10)
+    finally:
+        postgres.start()
+    with psycopg.connect(postgres.url, connect_timeout=10) as connection:
+        assert connection.execute("select 1").fetchone() == (1,)
+        assert connection.execute("select value from kept").fetchall() == [(7,)]
+        connection.execute("drop table kept")

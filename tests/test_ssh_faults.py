@@ -7,15 +7,19 @@ paramiko server on loopback, with keys from ssh-keygen: no sshd, no root.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import paramiko
 import pytest
 
 from tests.conftest import AUTH
-from tests.harness import SSHKeys, free_port, keygen
+from tests.harness import ResettingRelay, SSHKeys, free_port, keygen, known_hosts_line, wait_for
 from webhook import create_app
 from webhook.config import Settings
 from webhook.core.outcome import Execution, summarize
@@ -170,35 +174,63 @@ class _AcceptsTheSessionNeverAnswersTheCommand(paramiko.ServerInterface):
         return False
 
 
+class _ResetsTheConnectionAtTheCommandRequest(_AcceptsTheSessionNeverAnswersTheCommand):
+    """Logs the client in and opens its session, then answers the exec request with a TCP
+    reset (RST): the client reads ECONNRESET while it waits for the answer."""
+
+    connection: socket.socket
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self.asked.append(command)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # this thread is the only one that reads it: the RST goes out
+        return False
+
+
 @pytest.fixture
-def mute_host(
+def paramiko_host(
     ssh_keys: SSHKeys,
-) -> Iterator[tuple[SSHKeys, _AcceptsTheSessionNeverAnswersTheCommand]]:
-    """A paramiko SSH server on loopback that never answers the command request."""
+) -> Iterator[Callable[[_AcceptsTheSessionNeverAnswersTheCommand], SSHKeys]]:
+    """A paramiko SSH server on loopback, for one connection, behaving as it is told."""
     host_key = paramiko.ECDSAKey.generate()
     ssh_keys.trust(f"{host_key.get_name()} {host_key.get_base64()}")
-    behaviour = _AcceptsTheSessionNeverAnswersTheCommand()
     listener = socket.create_server(("127.0.0.1", ssh_keys.port))
     transports: list[paramiko.Transport] = []
+    behaviours: list[_AcceptsTheSessionNeverAnswersTheCommand] = []
+    threads: list[threading.Thread] = []
 
-    def serve() -> None:
+    def serve(behaviour: _AcceptsTheSessionNeverAnswersTheCommand) -> None:
         try:
             connection, _ = listener.accept()
         except OSError:
             return  # the test ended without connecting
+        behaviour.connection = connection
         transport = paramiko.Transport(connection)
         transports.append(transport)
         transport.add_server_key(host_key)
         transport.start_server(server=behaviour)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield ssh_keys, behaviour
-    behaviour.release.set()
+    def start(behaviour: _AcceptsTheSessionNeverAnswersTheCommand) -> SSHKeys:
+        behaviours.append(behaviour)
+        threads.append(threading.Thread(target=serve, args=(behaviour,), daemon=True))
+        threads[-1].start()
+        return ssh_keys
+
+    yield start
+    for behaviour in behaviours:
+        behaviour.release.set()
     listener.close()
-    thread.join(10)
+    for thread in threads:
+        thread.join(10)
     for transport in transports:
         transport.close()
+
+
+@pytest.fixture
+def mute_host(paramiko_host) -> tuple[SSHKeys, _AcceptsTheSessionNeverAnswersTheCommand]:
+    """A paramiko SSH server on loopback that never answers the command request."""
+    behaviour = _AcceptsTheSessionNeverAnswersTheCommand()
+    return paramiko_host(behaviour), behaviour
 
 
 def test_host_that_never_answers_the_command_request_is_given_up(mute_host):
@@ -216,3 +248,118 @@ def test_host_that_never_answers_the_command_request_is_given_up(mute_host):
     assert (execution.rc, execution.error_kind, execution.logged_in) == (None, "exec_timeout", True)
     assert "did not answer the command within 1s" in execution.error
     assert summarize(execution).error_kind == "exec_timeout"
+
+
+def started(runner: HostRunner, command: str) -> tuple[threading.Thread, list[Execution]]:
+    """`command` running in a thread of its own, as the service's prune thread runs it."""
+    finished: list[Execution] = []
+    thread = threading.Thread(target=lambda: finished.append(runner.run(command)), daemon=True)
+    thread.start()
+    return thread, finished
+
+
+def test_sshd_killed_mid_command_is_a_lost_connection_not_an_exit_status(make_sshd, tmp_path):
+    # paramiko closes the channel without an exit status (rc -1): it was recorded as the
+    # command's own failure, exit_status rc=-1, as if the prune had run and failed
+    server = make_sshd()
+    server.authorize(guarded=False)
+    began = tmp_path / "began"
+    prune, finished = started(runner_for(server), f"touch {began}; sleep 30")
+    wait_for(began.exists, 10, "the command to start")
+
+    assert server.drop_sessions()
+    prune.join(20)
+
+    (execution,) = finished
+    assert (execution.rc, execution.error_kind, execution.logged_in) == (None, "ssh_error", True)
+    assert "connection was lost before the command finished" in execution.error
+    assert execution.duration_s < 15
+    assert summarize(execution).error_kind == "ssh_error"
+
+
+def test_connection_reset_mid_command_is_an_ssh_error(make_sshd, tmp_path):
+    server = make_sshd()
+    server.authorize(guarded=False)
+    relay = ResettingRelay(server.port)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(
+        known_hosts_line(relay.port, server.host_key.with_suffix(".pub").read_text())
+    )
+    runner = runner_for(server, ssh_port=relay.port, known_hosts=str(known_hosts))
+    pid = tmp_path / "command.pid"
+    try:
+        prune, finished = started(runner, f"echo $$ > {pid}.new; mv {pid}.new {pid}; exec sleep 30")
+        wait_for(pid.exists, 10, "the command to start")
+        relay.reset()
+        prune.join(20)
+    finally:
+        relay.close()
+        if pid.exists():  # the command outlives its session (nothing signals it)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid.read_text()), signal.SIGKILL)
+
+    (execution,) = finished
+    assert (execution.rc, execution.error_kind, execution.logged_in) == (None, "ssh_error", True)
+    assert "ConnectionResetError" in execution.error
+    assert execution.duration_s < 15
+
+
+def test_connection_reset_at_the_command_request_is_an_ssh_error(paramiko_host):
+    behaviour = _ResetsTheConnectionAtTheCommandRequest()
+    runner = runner_for(paramiko_host(behaviour), connect_timeout_s=5)
+    prune, finished = started(runner, PRUNE)
+    prune.join(30)
+
+    (execution,) = finished
+    assert behaviour.asked == [PRUNE.encode()]
+    assert (execution.rc, execution.error_kind, execution.logged_in) == (None, "ssh_error", True)
+    assert "ConnectionResetError" in execution.error
+
+
+def test_host_closing_the_connection_during_the_handshake_is_a_connect_error(ssh_keys):
+    # paramiko re-raises the EOFError its transport thread saw; it escaped the runner
+    listener = socket.create_server(("127.0.0.1", ssh_keys.port))
+
+    def banner_then_close() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            connection.shutdown(socket.SHUT_WR)  # a clean close (FIN), not a reset
+            connection.settimeout(10)
+            while connection.recv(65536):
+                pass
+
+    server = threading.Thread(target=banner_then_close, daemon=True)
+    server.start()
+    try:
+        prune, finished = started(runner_for(ssh_keys), PRUNE)
+        prune.join(30)
+    finally:
+        listener.close()
+        server.join(10)
+
+    assert finished, "the runner raised instead of returning an Execution"
+    (execution,) = finished
+    assert (execution.rc, execution.error_kind, execution.logged_in) == (
+        None,
+        "connect_error",
+        False,
+    )
+    assert "closed the connection" in execution.error
+
+
+def test_a_command_killed_by_a_signal_is_its_own_failure_not_a_lost_connection(make_sshd):
+    # sshd reports exit-signal, not exit-status: rc -1 on a connection that is still up
+    server = make_sshd()
+    server.authorize(guarded=False)
+    execution = runner_for(server).run("echo started; kill -9 $$")
+    assert (execution.rc, execution.error_kind, execution.stdout_tail) == (-1, None, "started\n")
+    assert summarize(execution).error_kind == "exit_status"
+
+
+@pytest.mark.parametrize("host", ["build..example", "a" * 300])
+def test_a_host_name_that_cannot_be_encoded_is_a_connect_error(ssh_keys, host):
+    # the IDNA codec raised UnicodeError out of the runner
+    execution = runner_for(ssh_keys, ssh_host=host).run(PRUNE)
+    assert (execution.error_kind, execution.logged_in) == ("connect_error", False)
+    assert "UnicodeError" in execution.error

@@ -19,8 +19,9 @@ from tests.harness.parts import (
     http_call,
     wait_for,
 )
+from tests.harness.postgres import PostgresServer
 from tests.harness.records import failed_outcome, record_run, succeeded_outcome
-from tests.harness.ssh import SSHKeys, SSHServer, keygen, known_hosts_line
+from tests.harness.ssh import ResettingRelay, SSHKeys, SSHServer, keygen, known_hosts_line
 
 __all__ = [
     "BUILD_CLIENT_CANDIDATES",
@@ -31,6 +32,8 @@ __all__ = [
     "Gunicorn",
     "How",
     "PartMissing",
+    "PostgresServer",
+    "ResettingRelay",
     "SSHKeys",
     "SSHServer",
     "failed_outcome",

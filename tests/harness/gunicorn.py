@@ -135,9 +135,11 @@ def start_gunicorn(
     port: int | None = None,
     log_path: Path | None = None,
     token: str | None = None,
+    cwd: Path = REPO,
 ) -> Gunicorn:
-    """Start gunicorn from the repository root with exactly `env` (see operator_environment);
-    it is not waited for: call wait_until_serving(), or wait for the process to refuse.
+    """Start gunicorn from the repository root (or `cwd`, another checkout: its app and
+    gunicorn.conf.py) with exactly `env` (see operator_environment); it is not waited for:
+    call wait_until_serving(), or wait for the process to refuse.
     `workers` and `extra` (more gunicorn options) apply to How.GUNICORN, where `workers=None`
     keeps gunicorn.conf.py's. Without `log_path` the output is discarded."""
     port = port or free_port()
@@ -147,7 +149,7 @@ def start_gunicorn(
     try:
         process = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import selectors
+import signal
 import socket
+import struct
 import subprocess
+import threading
 from pathlib import Path
 
 from tests.harness.parts import (
@@ -162,7 +166,96 @@ class SSHServer:
         """The PRUNEHOOK_* variables that point prunehook at this host."""
         return _env(self.port, self.client_key, self.known_hosts)
 
+    def drop_sessions(self) -> list[int]:
+        """SIGKILL the server side of every open connection (the sshd processes the listener
+        forked, and the commands they run), as a host that crashes or restarts sshd hard;
+        the listener stays up."""
+        assert self.process is not None
+        killed = []
+        for pid in _descendants(self.process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(pid)
+        return killed
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def _descendants(ancestor: int) -> list[int]:
+    """Every process below `ancestor` (from /proc), parents before their children."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [ancestor]
+    while frontier:
+        below = [pid for pid, parent in parents.items() if parent in frontier]
+        found += below
+        frontier = below
+    return found
+
+
+class ResettingRelay:
+    """A TCP relay on a loopback port in front of `port`, for one connection at a time;
+    `reset()` ends the connection with a TCP reset (RST) to the client, as a middlebox or a
+    rebooted host does. One thread moves the bytes, so the reset closes sockets no other
+    thread is reading (a socket closed under a blocked recv sends nothing)."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connected = threading.Event()
+        self._reset = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with client, socket.create_connection(("127.0.0.1", self.target)) as upstream:
+                self.connected.set()
+                self._pump(client, upstream)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peer = {client: upstream, upstream: client}
+        self._reset.clear()
+        with selectors.DefaultSelector() as selector:
+            for each in peer:
+                selector.register(each, selectors.EVENT_READ)
+            while not self._closed.is_set():
+                if self._reset.is_set():
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return  # closing `client` now sends the RST
+                for key, _ in selector.select(0.05):
+                    try:
+                        data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                        if not data:
+                            return
+                        peer[key.fileobj].sendall(data)  # type: ignore[index]
+                    except OSError:
+                        return
+
+    def reset(self) -> None:
+        """Reset the connection being relayed (the next one is relayed as usual)."""
+        self._reset.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.listener.close()
+        self._thread.join(10)

@@ -137,7 +137,39 @@ def _connect(endpoint: SSHEndpoint) -> paramiko.SSHClient:
     except OSError as error:
         client.close()
         raise SSHFailure("connect_error", f"cannot connect: {error.strerror or error}") from error
+    except EOFError as error:  # paramiko re-raises what its transport thread saw
+        client.close()
+        raise SSHFailure(
+            "connect_error",
+            f"{endpoint.address}:{endpoint.port} closed the connection during the SSH handshake",
+        ) from error
+    except Exception as error:  # e.g. UnicodeError: a host name IDNA cannot encode
+        client.close()
+        raise SSHFailure("connect_error", f"cannot connect: {_reason(error)}") from error
     return client
+
+
+def _reason(error: BaseException) -> str:
+    """`Type: message`; paramiko's EOFError (a clean close by the peer) has no message."""
+    if isinstance(error, EOFError) and not str(error):
+        return "the host closed the connection"
+    return f"{type(error).__name__}: {error}"
+
+
+def _lost_before_exit(transport: paramiko.Transport, rc: int) -> str | None:
+    """Why the connection ended before the command's exit status came; None if it did not.
+
+    paramiko closes the channels of a transport that died (a reset, the host's sshd
+    killed) and a closed channel reads as exited with -1, no status: that is a lost
+    connection, not the command's result. The transport keeps the exception it died of
+    before it closes them. A live transport with -1 is a command ended by a signal.
+    """
+    if rc != -1:
+        return None
+    error = transport.get_exception()
+    if error is not None:
+        return _reason(error)
+    return None if transport.is_active() else "the connection closed"
 
 
 def _exec_within(channel: paramiko.Channel, command: str, limit: float) -> bool:
@@ -161,7 +193,9 @@ def _exec_within(channel: paramiko.Channel, command: str, limit: float) -> bool:
     timer.start()
     try:
         channel.exec_command(command)
-    except (paramiko.SSHException, EOFError):
+    except (paramiko.SSHException, EOFError, OSError):
+        # closing the transport ends the wait with whatever paramiko saw: a reset or a
+        # closed socket is an OSError. Unless the timer closed it, the caller records it
         if not unanswered.is_set():
             raise
     finally:
@@ -219,21 +253,31 @@ class SSHRunner:
             client = _connect(endpoint)
         except SSHFailure as failure:
             return done(None, failure.kind, str(failure), logged_in=False)
+        host = f"{endpoint.address}:{endpoint.port}"
+
+        def lost(reason: str) -> Execution:
+            message = f"{host}: the connection was lost before the command finished ({reason})"
+            return done(None, "ssh_error", f"{message}; whether the prune ran is unknown")
+
         try:
             transport = client.get_transport()
             assert transport is not None
             step = endpoint.connect_timeout_s
             channel = transport.open_session(timeout=step)
             if not _exec_within(channel, command, step):
-                host = f"{endpoint.address}:{endpoint.port}"
                 message = f"{host} accepted the session but did not answer the command within"
                 return done(None, "exec_timeout", f"{message} {step}s; gave up")
             rc = _drain(channel, stdout, stderr, started + limit, self.clock)
             if rc is None:
                 channel.close()
                 return done(None, "timeout", f"timeout: no result within {limit}s; gave up")
+            reason = _lost_before_exit(transport, rc)
+            if reason is not None:
+                return lost(reason)
             return done(rc)
-        except Exception as error:  # a dropped connection mid-run, whatever paramiko raises
+        except (OSError, EOFError) as error:  # a reset or a close while opening or asking
+            return lost(_reason(error))
+        except Exception as error:  # whatever else paramiko raises mid-run
             return done(None, "ssh_error", f"{type(error).__name__}: {error}")
         finally:
             client.close()
