@@ -25,6 +25,7 @@ from webhook.config import Settings
 from webhook.core.outcome import Execution
 from webhook.core.targets import Target
 from webhook.store import Store
+from webhook.store.postgres import PostgresStore
 from webhook.store.sqlite import SQLiteStore
 
 TOKEN = "test-token-7f3a9c1e5b2d4680"
@@ -179,18 +180,36 @@ def client(app):
 
 
 # every backend the store's contract suite (tests/test_store.py) runs against
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL."""
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.fresh_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture(params=STORE_BACKENDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """A factory of connections (workers, replicas) to one fresh database of a backend."""
     opened: list[Store] = []
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_database")
 
-    def make() -> Store:
-        store = SQLiteStore(tmp_path / "state.sqlite3")
-        opened.append(store)
-        return store
+        def make() -> Store:
+            store: Store = PostgresStore(url)
+            opened.append(store)
+            return store
+
+    else:
+
+        def make() -> Store:
+            store: Store = SQLiteStore(tmp_path / "state.sqlite3")
+            opened.append(store)
+            return store
 
     yield make
     for store in opened:

@@ -67,6 +67,13 @@ def unreachable(target, command):
 @given(sequence=steps)
 def test_runs_respect_interval_retry_delay_and_lease(make_store, sequence):
     claims = Claims(make_store())
+    try:
+        check_safety(claims, sequence)
+    finally:
+        claims.store.close()  # a connection pool of a server backend each example
+
+
+def check_safety(claims: Claims, sequence) -> None:
     in_flight = None
     starts: list[dict] = []
     for gap, step in sequence:
@@ -112,6 +119,13 @@ def due(starts: list[dict], now: float) -> bool:
 def test_a_due_trigger_always_starts_a_run(make_store, sequence):
     """Liveness: safety alone passes with a store that never starts anything."""
     claims = Claims(make_store())
+    try:
+        check_liveness(claims, sequence)
+    finally:
+        claims.store.close()
+
+
+def check_liveness(claims: Claims, sequence) -> None:
     in_flight = None
     starts: list[dict] = []
     for gap, step in sequence:

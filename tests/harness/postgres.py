@@ -176,6 +176,25 @@ class PostgresServer:
             )
         return self
 
+    def fresh_database(self) -> str:
+        """A new empty database on this server (one a test may fill and drop): its URL."""
+        import uuid
+
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')  # a name of our own, not input
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def drop_database(self, url: str) -> None:
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        if self.running():
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def running(self) -> bool:
         if self.root is None:
             return False
