@@ -6,23 +6,26 @@ sending a head a byte a second hold all 2 x 8 threads, and every trigger waits
 until they leave. Here the main loop (a selector, no thread) reads the request
 head, and a body of declared length up to BUFFER_LIMIT, without blocking; only
 then does a thread parse and answer it from those bytes. A request that has
-not arrived within REQUEST_READ_TIMEOUT_S is answered 408, a head over
-HEAD_LIMIT 431; either way the connection is closed. Nothing else changes:
+not arrived within GUNICORN_REQUEST_READ_TIMEOUT_S (default 30 s) is answered
+408, a head over HEAD_LIMIT 431; either way the connection is closed. Nothing else changes:
 threads, keep-alive, graceful stop, the prune threads the app starts.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import socket
 import time
 from collections import deque
+from collections.abc import Mapping
 from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-REQUEST_READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_VARIABLE = "GUNICORN_REQUEST_READ_TIMEOUT_S"
+DEFAULT_READ_TIMEOUT_S = 30.0
 HEAD_LIMIT = 64 * 1024
 # larger bodies (an Alertmanager group of thousands of alerts) go to a thread once this much
 # has arrived: a client that sends that much has shown it is no trickle
@@ -37,6 +40,20 @@ def _refusal(status: str) -> bytes:
 
 REQUEST_TIMEOUT = _refusal("408 Request Timeout")
 HEAD_TOO_LARGE = _refusal("431 Request Header Fields Too Large")
+
+
+def request_read_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds a request (head and body) may take to arrive; ValueError names a bad value."""
+    raw = environ.get(READ_TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_READ_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:  # nan too
+        raise ValueError(f"{READ_TIMEOUT_VARIABLE}={raw!r}: give seconds, over 0 and at most 3600")
+    return seconds
 
 
 def body_to_buffer(head: bytes) -> int:
@@ -67,6 +84,7 @@ class BufferedConn(TConn):
 class RequestBufferingWorker(ThreadWorker):
     def init_process(self) -> None:
         self.arriving: deque[BufferedConn] = deque()  # oldest deadline first
+        self.read_timeout_s = request_read_timeout_s()
         # TLS, HTTP/2 and uwsgi read from the socket themselves: those keep the stock path
         self.buffering = (
             not self.cfg.is_ssl
@@ -99,7 +117,7 @@ class RequestBufferingWorker(ThreadWorker):
 
     def await_request(self, conn: BufferedConn) -> None:
         conn.sock.setblocking(False)
-        conn.timeout = time.monotonic() + REQUEST_READ_TIMEOUT_S
+        conn.timeout = time.monotonic() + self.read_timeout_s
         self.arriving.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
 

@@ -51,7 +51,11 @@ def start(how: str, env: dict[str, str], log: Path) -> Gunicorn:
 @pytest.mark.parametrize("how", sorted(COMMANDS))
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("PRUNEHOOK_SSH_PORT", "notaport"), ("PRUNEHOOK_SSH_KEY_FILE", "/nonexistent/prunehook")],
+    [
+        ("PRUNEHOOK_SSH_PORT", "notaport"),
+        ("PRUNEHOOK_SSH_KEY_FILE", "/nonexistent/prunehook"),
+        ("GUNICORN_REQUEST_READ_TIMEOUT_S", "soon"),
+    ],
 )
 def test_a_config_error_without_a_safe_default_stops_gunicorn_naming_the_variable(
     tmp_path, how, variable, value
@@ -186,5 +190,62 @@ def test_a_request_whose_body_arrives_later_on_a_kept_alive_connection_is_served
                 answers.append((response.status, json.loads(response.read())["decision"]))
                 assert not response.will_close
         assert answers == [(200, "no_target")] * 2
+    finally:
+        served.stop()
+
+
+def serve_one_worker(tmp_path: Path, **variables: str) -> Gunicorn:
+    """`make run` with one worker: which of two a connection reaches would decide nothing."""
+    served = start(
+        "make-run", operator_env(tmp_path, WEB_CONCURRENCY="1", **variables), tmp_path / "run.log"
+    )
+    served.wait_until_serving()
+    return served
+
+
+def answer(connection: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """The next response on `connection`: status, headers, body (decoded if JSON, else {})."""
+    response = http.client.HTTPResponse(connection)
+    response.begin()
+    body = response.read()
+    is_json = response.getheader("Content-Type", "").startswith("application/json")
+    return response.status, dict(response.getheaders()), json.loads(body) if is_json else {}
+
+
+def closed_by_server(connection: socket.socket) -> bool:
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_request_head_not_in_within_the_read_timeout_is_answered_408_and_closed(tmp_path):
+    served = serve_one_worker(tmp_path, GUNICORN_REQUEST_READ_TIMEOUT_S="2")
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
+            connection.sendall(SLOW_HEAD)  # and never the rest
+            sent = time.monotonic()
+            status, _, _ = answer(connection)
+            waited = time.monotonic() - sent
+            assert closed_by_server(connection)
+        assert status == 408
+        assert 1.5 < waited < 10  # the deadline is checked once a second
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("ends", [False, True], ids=["never-ends", "ends-too-late"])
+def test_a_request_head_over_64_kib_is_answered_431_and_closed(tmp_path, ends):
+    served = serve_one_worker(tmp_path)
+    head = b"POST /hooks/cron HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Padding: x\r\n" * 5000
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
+            connection.sendall(head + (b"\r\n" if ends else b""))
+            sent = time.monotonic()
+            status, _, _ = answer(connection)
+            waited = time.monotonic() - sent
+            assert closed_by_server(connection)
+        assert status == 431
+        assert waited < 5
     finally:
         served.stop()
