@@ -7,19 +7,23 @@ until they leave. Here the main loop (a selector, no thread) reads the request
 head, and a body of declared length up to BUFFER_LIMIT, without blocking; only
 then does a thread parse and answer it from those bytes. A request that has
 not arrived within GUNICORN_REQUEST_READ_TIMEOUT_S (default 30 s) is answered
-408, a head over HEAD_LIMIT 431; either way the connection is closed. Nothing else changes:
+408, a head over HEAD_LIMIT 431, a chunked one 411 (its length is not known up
+front); the main loop answers those itself, in the app's JSON error shape, and
+closes the connection without blocking. Nothing else changes:
 threads, keep-alive, graceful stop, the prune threads the app starts.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import selectors
 import socket
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -30,16 +34,40 @@ HEAD_LIMIT = 64 * 1024
 # larger bodies (an Alertmanager group of thousands of alerts) go to a thread once this much
 # has arrived: a client that sends that much has shown it is no trickle
 BUFFER_LIMIT = 1024 * 1024
+# a refused client's further bytes are read and discarded this long before closing
+LINGER_S = 2.0
 _HEAD_END = b"\r\n\r\n"
 _RECV = 64 * 1024
 
 
-def _refusal(status: str) -> bytes:
-    return f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+def refusal(status: int, reason: str, code: str, message: str) -> bytes:
+    """An answer the main loop sends itself, in the app's JSON error shape, closing."""
+    body = json.dumps({"error": code, "message": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
-REQUEST_TIMEOUT = _refusal("408 Request Timeout")
-HEAD_TOO_LARGE = _refusal("431 Request Header Fields Too Large")
+REQUEST_TIMEOUT = refusal(
+    408, "Request Timeout", "request_timeout", "the request did not arrive in time"
+)
+HEAD_TOO_LARGE = refusal(
+    431,
+    "Request Header Fields Too Large",
+    "request_header_fields_too_large",
+    f"the request head is over {HEAD_LIMIT // 1024} KiB",
+)
+# None of the senders prunehook serves (Alertmanager, curl, cron pingers) sends a webhook
+# body chunked: each knows its length. Reading a chunked body here would mean parsing the
+# chunks; handing it to a thread unread would let a client hold that thread.
+LENGTH_REQUIRED = refusal(
+    411,
+    "Length Required",
+    "length_required",
+    "send the body with a Content-Length; Transfer-Encoding is not accepted",
+)
 
 
 def request_read_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
@@ -56,34 +84,49 @@ def request_read_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
     return seconds
 
 
-def body_to_buffer(head: bytes) -> int:
-    """Body bytes to read before a thread takes over: a declared length, else none.
+@dataclass(frozen=True)
+class Head:
+    """What the main loop needs to know of a complete request head."""
 
-    A chunked body, or a client waiting for `100 Continue`, is handed over with its head.
-    """
+    size: int  # bytes, the blank line that ends it included
+    body: int  # the declared Content-Length; 0 without one, or with one the parser refuses
+    transfer_encoding: bool
+
+
+def read_head(head: bytes) -> Head:
+    """The framing of a request head (`head` ends with its blank line). Validating it is
+    left to gunicorn's parser, which refuses anything read differently here."""
     lengths = []
-    for line in head.split(b"\r\n")[1:]:
+    transfer_encoding = False
+    # gunicorn allows one empty line before the request line (RFC 9112 section 2.2)
+    for line in head.removeprefix(b"\r\n").split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
-        if name in (b"transfer-encoding", b"expect"):
-            return 0
-        if name == b"content-length":
+        if name == b"transfer-encoding":
+            transfer_encoding = True
+        elif name == b"content-length":
             lengths.append(value.strip())
+    body = 0
     if len(lengths) == 1 and lengths[0].isdigit() and len(lengths[0]) < 12:
-        return int(lengths[0])
-    return 0  # none, or one the parser will refuse
+        body = int(lengths[0])
+    return Head(len(head), body, transfer_encoding)
 
 
 class BufferedConn(TConn):
     def __init__(self, cfg, sock, client, server):
         super().__init__(cfg, sock, client, server)
         self.buffered = bytearray()
-        self.wanted: int | None = None  # head + body bytes, once the head is complete
+        self.searched_to = 0  # where to look for the end of the head next
+        self.head: Head | None = None  # once complete
+
+    def next_request(self) -> None:
+        self.buffered, self.searched_to, self.head = bytearray(), 0, None
 
 
 class RequestBufferingWorker(ThreadWorker):
     def init_process(self) -> None:
         self.arriving: deque[BufferedConn] = deque()  # oldest deadline first
+        self.lingering: deque[BufferedConn] = deque()  # answered, closing; oldest first
         self.read_timeout_s = request_read_timeout_s()
         # TLS, HTTP/2 and uwsgi read from the socket themselves: those keep the stock path
         self.buffering = (
@@ -129,48 +172,90 @@ class RequestBufferingWorker(ThreadWorker):
         except OSError:
             data = b""
         if not data:
-            self.drop(conn)
+            self.stop_awaiting(conn)
+            self.end(conn)
             return
-        searched_to = max(len(conn.buffered) - len(_HEAD_END) + 1, 0)
         conn.buffered += data
-        if conn.wanted is None:
-            end = conn.buffered.find(_HEAD_END, searched_to)
+        if conn.head is None:
+            end = conn.buffered.find(_HEAD_END, conn.searched_to)
             if end < 0:
+                conn.searched_to = max(len(conn.buffered) - len(_HEAD_END) + 1, 0)
                 if len(conn.buffered) > HEAD_LIMIT:
-                    self.drop(conn, HEAD_TOO_LARGE)
+                    self.refuse(conn, HEAD_TOO_LARGE)
                 return
-            head_size = end + len(_HEAD_END)
-            conn.wanted = head_size + body_to_buffer(bytes(conn.buffered[:head_size]))
-        if len(conn.buffered) >= min(conn.wanted, BUFFER_LIMIT):
-            self.poller.unregister(conn.sock)
-            self.arriving.remove(conn)
+            conn.head = read_head(bytes(conn.buffered[: end + len(_HEAD_END)]))
+            if conn.head.transfer_encoding:
+                self.refuse(conn, LENGTH_REQUIRED)
+                return
+        if len(conn.buffered) >= min(conn.head.size + conn.head.body, BUFFER_LIMIT):
+            self.stop_awaiting(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
 
     def handle(self, conn):
         """In a thread: give the parser what the main loop read, then serve as gthread does."""
         if isinstance(conn, BufferedConn) and conn.buffered:
-            arrived, conn.buffered, conn.wanted = bytes(conn.buffered), bytearray(), None
+            arrived = bytes(conn.buffered)
+            conn.next_request()
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(arrived)
         return super().handle(conn)
 
-    def drop(self, conn: BufferedConn, answer: bytes = b"") -> None:
+    def stop_awaiting(self, conn: BufferedConn) -> None:
         self.poller.unregister(conn.sock)
         self.arriving.remove(conn)
+
+    def refuse(self, conn: BufferedConn, answer: bytes) -> None:
+        """Answer from the main loop and close: the request never reaches a thread."""
+        self.stop_awaiting(conn)
+        try:
+            # under 1 KiB on a socket with nothing left to send: fits its send buffer
+            conn.sock.send(answer)
+        except OSError:
+            self.end(conn)
+            return
+        self.linger(conn)
+
+    def linger(self, conn: BufferedConn) -> None:
+        """Close for writing, then read and discard what the client still sends until it
+        closes too, or for LINGER_S: closing with unread bytes would reset the connection,
+        and the client could lose the answer (RFC 9112 section 9.6). gunicorn's own
+        graceful close waits the same way, but blocking, which here is the main loop."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.end(conn)
+            return
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + LINGER_S
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_linger_bytes, conn))
+
+    def on_linger_bytes(self, conn: BufferedConn, client) -> None:
+        try:
+            data = conn.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.poller.unregister(conn.sock)
+            self.lingering.remove(conn)
+            self.end(conn)
+
+    def end(self, conn: BufferedConn) -> None:
         self.nr_conns -= 1
-        if answer:
-            try:
-                conn.sock.send(answer)  # a few bytes on an idle socket: fits its send buffer
-                conn.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
         conn.close()
 
     def murder_pending(self) -> None:
-        """Called by the main loop once a second (and while stopping): expire slow requests."""
+        """Called by the main loop once a second (and while stopping): expire slow requests
+        and lingering closes."""
         super().murder_pending()
         now = time.monotonic()
         while self.arriving and self.arriving[0].timeout <= now:
-            self.drop(self.arriving[0], REQUEST_TIMEOUT)
+            self.refuse(self.arriving[0], REQUEST_TIMEOUT)
+        while self.lingering and self.lingering[0].timeout <= now:
+            conn = self.lingering.popleft()
+            self.poller.unregister(conn.sock)
+            self.end(conn)

@@ -225,10 +225,10 @@ def test_a_request_head_not_in_within_the_read_timeout_is_answered_408_and_close
         with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
             connection.sendall(SLOW_HEAD)  # and never the rest
             sent = time.monotonic()
-            status, _, _ = answer(connection)
+            status, _, body = answer(connection)
             waited = time.monotonic() - sent
             assert closed_by_server(connection)
-        assert status == 408
+        assert (status, body["error"]) == (408, "request_timeout")
         assert 1.5 < waited < 10  # the deadline is checked once a second
     finally:
         served.stop()
@@ -242,10 +242,32 @@ def test_a_request_head_over_64_kib_is_answered_431_and_closed(tmp_path, ends):
         with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
             connection.sendall(head + (b"\r\n" if ends else b""))
             sent = time.monotonic()
-            status, _, _ = answer(connection)
+            status, _, body = answer(connection)
             waited = time.monotonic() - sent
             assert closed_by_server(connection)
         assert status == 431
+        if not ends:  # refused by the main loop; a head that ends is refused by gunicorn's parser
+            assert body["error"] == "request_header_fields_too_large"
         assert waited < 5
+    finally:
+        served.stop()
+
+
+def test_a_chunked_request_is_refused_411_at_once_and_closed(tmp_path):
+    served = serve_one_worker(tmp_path)
+    head = (
+        f"POST /hooks/cron HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+            connection.sendall(head + b"2\r\n{}")  # the rest of the chunked body never comes
+            sent = time.monotonic()
+            status, headers, body = answer(connection)
+            waited = time.monotonic() - sent
+            assert closed_by_server(connection)
+        assert (status, body["error"]) == (411, "length_required")
+        assert headers["Connection"] == "close"
+        assert waited < 2
     finally:
         served.stop()
