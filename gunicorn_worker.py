@@ -4,8 +4,9 @@ The stock worker hands a connection to a thread as soon as its first byte
 arrives, and that thread then reads the rest with no deadline: 64 clients
 sending a head a byte a second hold all 2 x 8 threads, and every trigger waits
 until they leave. Here the main loop (a selector, no thread) reads the request
-head, and a body of declared length up to BUFFER_LIMIT, without blocking; only
-then does a thread parse and answer it from those bytes. A request that has
+head, and a body of declared length up to BUFFER_LIMIT, without blocking (a
+client that sends `Expect: 100-continue` gets its `100 Continue` from there);
+only then does a thread parse and answer it from those bytes. A request that has
 not arrived within GUNICORN_REQUEST_READ_TIMEOUT_S (default 30 s) is answered
 408, a head over HEAD_LIMIT 431, a chunked one 411 (its length is not known up
 front); the main loop answers those itself, in the app's JSON error shape, and
@@ -37,6 +38,7 @@ BUFFER_LIMIT = 1024 * 1024
 # a refused client's further bytes are read and discarded this long before closing
 LINGER_S = 2.0
 _HEAD_END = b"\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RECV = 64 * 1024
 
 
@@ -91,25 +93,37 @@ class Head:
     size: int  # bytes, the blank line that ends it included
     body: int  # the declared Content-Length; 0 without one, or with one the parser refuses
     transfer_encoding: bool
+    expects_continue: bool  # `Expect: 100-continue` in HTTP/1.1: the client waits to be asked
 
 
 def read_head(head: bytes) -> Head:
     """The framing of a request head (`head` ends with its blank line). Validating it is
     left to gunicorn's parser, which refuses anything read differently here."""
     lengths = []
-    transfer_encoding = False
+    transfer_encoding = expects_continue = False
     # gunicorn allows one empty line before the request line (RFC 9112 section 2.2)
-    for line in head.removeprefix(b"\r\n").split(b"\r\n")[1:]:
+    request_line, *lines = head.removeprefix(b"\r\n").split(b"\r\n")
+    for line in lines:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"transfer-encoding":
             transfer_encoding = True
         elif name == b"content-length":
             lengths.append(value.strip())
+        elif name == b"expect":
+            # an HTTP/1.0 client's expectation is ignored (RFC 9110 section 10.1.1)
+            expects_continue = value.strip().lower() == b"100-continue" and (
+                request_line.endswith(b" HTTP/1.1")
+            )
     body = 0
     if len(lengths) == 1 and lengths[0].isdigit() and len(lengths[0]) < 12:
         body = int(lengths[0])
-    return Head(len(head), body, transfer_encoding)
+    return Head(len(head), body, transfer_encoding, expects_continue)
+
+
+def wanted(head: Head) -> int:
+    """The bytes of the request: its head and its declared body."""
+    return head.size + head.body
 
 
 class BufferedConn(TConn):
@@ -187,7 +201,11 @@ class RequestBufferingWorker(ThreadWorker):
             if conn.head.transfer_encoding:
                 self.refuse(conn, LENGTH_REQUIRED)
                 return
-        if len(conn.buffered) >= min(conn.head.size + conn.head.body, BUFFER_LIMIT):
+            # the client sends its body once asked: ask here, and go on reading it here
+            ask = conn.head.expects_continue and len(conn.buffered) < wanted(conn.head)
+            if ask and not self.send_interim(conn, CONTINUE):
+                return
+        if len(conn.buffered) >= min(wanted(conn.head), BUFFER_LIMIT):
             self.stop_awaiting(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
@@ -201,6 +219,26 @@ class RequestBufferingWorker(ThreadWorker):
             conn.init()
             conn.parser.unreader.unread(arrived)
         return super().handle(conn)
+
+    def handle_request(self, req, conn):
+        """In a thread: gunicorn answers `Expect: 100-continue` as it starts the app, but the
+        main loop asked for the body already, if it had not come, and it is here now."""
+        if isinstance(conn, BufferedConn):
+            req._expected_100_continue = False
+        return super().handle_request(req, conn)
+
+    def send_interim(self, conn: BufferedConn, answer: bytes) -> bool:
+        """Send a 1xx answer from the main loop; False (and the connection closed) if the
+        socket would not take it whole at once."""
+        try:
+            sent = conn.sock.send(answer)
+        except OSError:
+            sent = 0
+        if sent == len(answer):
+            return True
+        self.stop_awaiting(conn)
+        self.end(conn)
+        return False
 
     def stop_awaiting(self, conn: BufferedConn) -> None:
         self.poller.unregister(conn.sock)

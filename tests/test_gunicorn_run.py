@@ -271,3 +271,56 @@ def test_a_chunked_request_is_refused_411_at_once_and_closed(tmp_path):
         assert waited < 2
     finally:
         served.stop()
+
+
+def timed_trigger(port: int) -> tuple[int, str, float]:
+    """An authenticated POST /hooks/cron: status, decision, seconds from connect to answer."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/hooks/cron", b"", {"Authorization": f"Bearer {TOKEN}"})
+        response = connection.getresponse()
+        decision = json.loads(response.read())["decision"]
+    finally:
+        connection.close()
+    return response.status, decision, time.monotonic() - started
+
+
+def read_response(reader) -> tuple[bytes, dict]:
+    """The next response from `reader` (a socket's makefile("rb")), read raw, so an interim
+    response is seen rather than skipped: its status line and JSON body."""
+    status_line = reader.readline()
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status_line, json.loads(reader.read(length)) if length else {}
+
+
+def test_a_client_expecting_100_continue_gets_it_from_the_main_loop_and_holds_no_thread(tmp_path):
+    served = serve_one_worker(tmp_path, GUNICORN_THREADS="1")
+    alert = json.dumps(WATCHDOG_ALERT).encode()
+    head = (
+        f"POST /hooks/watchdog HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(alert)}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as waiting:
+            waiting.sendall(head)
+            reader = waiting.makefile("rb")
+            assert reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+            assert reader.readline() == b"\r\n"
+
+            # its body not sent yet, it holds no thread: the only one answers a trigger
+            status, decision, seconds = timed_trigger(served.port)
+            assert (status, decision) == (200, "no_target")
+            assert seconds < 2
+
+            waiting.sendall(alert)
+            status_line, body = read_response(reader)  # the answer, no second 100 before it
+        assert status_line == b"HTTP/1.1 200 OK\r\n"
+        assert body["decision"] == "no_target"
+    finally:
+        served.stop()
