@@ -66,6 +66,9 @@ bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000
 worker_class = "gunicorn_worker.RequestBufferingWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# connections a worker holds open, kept-alive and arriving (each up to a 64 KiB head) too;
+# gunicorn's 1000 would sit at a usual 1024 file limit, where accept() fails and the worker dies
+worker_connections = 512
 timeout = graceful_timeout = int(_prune_timeout_s()) + 60
 _check_worker_settings()
 accesslog = "-"

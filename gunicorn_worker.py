@@ -4,9 +4,11 @@ The stock worker hands a connection to a thread as soon as its first byte
 arrives, and that thread then reads the rest with no deadline: 64 clients
 sending a head a byte a second hold all 2 x 8 threads, and every trigger waits
 until they leave. Here the main loop (a selector, no thread) reads the request
-head, and a body of declared length up to BUFFER_LIMIT, without blocking (a
-client that sends `Expect: 100-continue` gets its `100 Continue` from there);
-only then does a thread parse and answer it from those bytes. A request that has
+head, and its body of declared length (up to BODY_LIMIT, 16 MiB, the largest a
+hook takes; 413 beyond), without blocking (a client that sends `Expect:
+100-continue` gets its `100 Continue` from there); only then does a thread
+parse and answer it from those bytes. Bodies held at once count against a
+worker's BODY_BUDGET: past it, 503. A request that has
 not arrived within GUNICORN_REQUEST_READ_TIMEOUT_S (default 30 s) is answered
 408, a head over HEAD_LIMIT 431, a chunked one 411 (its length is not known up
 front); the main loop answers those itself, in the app's JSON error shape, and
@@ -32,9 +34,16 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 READ_TIMEOUT_VARIABLE = "GUNICORN_REQUEST_READ_TIMEOUT_S"
 DEFAULT_READ_TIMEOUT_S = 30.0
 HEAD_LIMIT = 64 * 1024
-# larger bodies (an Alertmanager group of thousands of alerts) go to a thread once this much
-# has arrived: a client that sends that much has shown it is no trickle
-BUFFER_LIMIT = 1024 * 1024
+# the largest body a hook takes, webhook.web.hooks.ALERTMANAGER_BODY_BYTES (a test holds them
+# equal; not imported: the master loads this module, and keeps no app module across a reload).
+# A body is read here whole, however slowly it comes: 413 for a longer declared length
+BODY_LIMIT = 16 * 1024 * 1024
+# declared body bytes a worker holds at once, arriving here or in a thread: a request whose
+# body would go past it is answered 503 with Retry-After (Alertmanager retries a 5xx), not
+# made to wait, since waiting would hold its socket anyway. A request without a body (a cron
+# trigger) needs none. With worker_connections x HEAD_LIMIT for heads, this bounds what slow
+# clients can make a worker hold
+BODY_BUDGET = 64 * 1024 * 1024
 # a refused client's further bytes are read and discarded this long before closing
 LINGER_S = 2.0
 _HEAD_END = b"\r\n\r\n"
@@ -42,14 +51,15 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RECV = 64 * 1024
 
 
-def refusal(status: int, reason: str, code: str, message: str) -> bytes:
-    """An answer the main loop sends itself, in the app's JSON error shape, closing."""
+def refusal(status: int, reason: str, code: str, message: str, *fields: str) -> bytes:
+    """An answer the main loop sends itself, in the app's JSON error shape, closing;
+    `fields` are more header lines."""
     body = json.dumps({"error": code, "message": message}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
     )
-    return head.encode() + body
+    return "".join([head, *(f"{field}\r\n" for field in fields), "\r\n"]).encode() + body
 
 
 REQUEST_TIMEOUT = refusal(
@@ -69,6 +79,19 @@ LENGTH_REQUIRED = refusal(
     "Length Required",
     "length_required",
     "send the body with a Content-Length; Transfer-Encoding is not accepted",
+)
+BODY_TOO_LARGE = refusal(
+    413,
+    "Request Entity Too Large",
+    "request_entity_too_large",
+    f"the body is over {BODY_LIMIT // 1024 // 1024} MiB",
+)
+BUSY = refusal(
+    503,
+    "Service Unavailable",
+    "service_unavailable",
+    "too many request bodies arriving at once; retry",
+    "Retry-After: 5",
 )
 
 
@@ -116,8 +139,11 @@ def read_head(head: bytes) -> Head:
                 request_line.endswith(b" HTTP/1.1")
             )
     body = 0
-    if len(lengths) == 1 and lengths[0].isdigit() and len(lengths[0]) < 12:
-        body = int(lengths[0])
+    if len(lengths) == 1 and lengths[0].isdigit():
+        digits = lengths[0].lstrip(b"0") or b"0"
+        # as long as gunicorn reads it (leading zeros too); one of over 12 digits is only
+        # known to be over BODY_LIMIT (int() refuses over 4,300 digits)
+        body = int(digits) if len(digits) <= 12 else 10**12
     return Head(len(head), body, transfer_encoding, expects_continue)
 
 
@@ -132,6 +158,7 @@ class BufferedConn(TConn):
         self.buffered = bytearray()
         self.searched_to = 0  # where to look for the end of the head next
         self.head: Head | None = None  # once complete
+        self.held = 0  # its body's share of the worker's BODY_BUDGET
 
     def next_request(self) -> None:
         self.buffered, self.searched_to, self.head = bytearray(), 0, None
@@ -141,6 +168,7 @@ class RequestBufferingWorker(ThreadWorker):
     def init_process(self) -> None:
         self.arriving: deque[BufferedConn] = deque()  # oldest deadline first
         self.lingering: deque[BufferedConn] = deque()  # answered, closing; oldest first
+        self.body_bytes_held = 0
         self.read_timeout_s = request_read_timeout_s()
         # TLS, HTTP/2 and uwsgi read from the socket themselves: those keep the stock path
         self.buffering = (
@@ -201,11 +229,19 @@ class RequestBufferingWorker(ThreadWorker):
             if conn.head.transfer_encoding:
                 self.refuse(conn, LENGTH_REQUIRED)
                 return
+            if conn.head.body > BODY_LIMIT:
+                self.refuse(conn, BODY_TOO_LARGE)
+                return
+            if self.body_bytes_held + conn.head.body > BODY_BUDGET:
+                self.refuse(conn, BUSY)
+                return
+            conn.held = conn.head.body
+            self.body_bytes_held += conn.held
             # the client sends its body once asked: ask here, and go on reading it here
             ask = conn.head.expects_continue and len(conn.buffered) < wanted(conn.head)
             if ask and not self.send_interim(conn, CONTINUE):
                 return
-        if len(conn.buffered) >= min(wanted(conn.head), BUFFER_LIMIT):
+        if len(conn.buffered) >= wanted(conn.head):
             self.stop_awaiting(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
@@ -219,6 +255,17 @@ class RequestBufferingWorker(ThreadWorker):
             conn.init()
             conn.parser.unreader.unread(arrived)
         return super().handle(conn)
+
+    def finish_request(self, conn, fs) -> None:
+        """Back in the main loop once a thread is done with a request: its body is no longer
+        held."""
+        if isinstance(conn, BufferedConn):
+            self.release(conn)
+        super().finish_request(conn, fs)
+
+    def release(self, conn: BufferedConn) -> None:
+        self.body_bytes_held -= conn.held
+        conn.held = 0
 
     def handle_request(self, req, conn):
         """In a thread: gunicorn answers `Expect: 100-continue` as it starts the app, but the
@@ -247,6 +294,7 @@ class RequestBufferingWorker(ThreadWorker):
     def refuse(self, conn: BufferedConn, answer: bytes) -> None:
         """Answer from the main loop and close: the request never reaches a thread."""
         self.stop_awaiting(conn)
+        self.release(conn)
         try:
             # under 1 KiB on a socket with nothing left to send: fits its send buffer
             conn.sock.send(answer)
@@ -283,6 +331,7 @@ class RequestBufferingWorker(ThreadWorker):
             self.end(conn)
 
     def end(self, conn: BufferedConn) -> None:
+        self.release(conn)
         self.nr_conns -= 1
         conn.close()
 

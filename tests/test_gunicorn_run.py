@@ -27,7 +27,7 @@ from tests.harness import (
     start_gunicorn,
     wait_for,
 )
-from tests.payloads import WATCHDOG_ALERT
+from tests.payloads import WATCHDOG_ALERT, alertmanager_group
 
 # a refusal must come within seconds; a master rebooting workers never exits at all
 REFUSAL_BOUND_S = 60
@@ -323,4 +323,96 @@ def test_a_client_expecting_100_continue_gets_it_from_the_main_loop_and_holds_no
         assert status_line == b"HTTP/1.1 200 OK\r\n"
         assert body["decision"] == "no_target"
     finally:
+        served.stop()
+
+
+def post_head(path: str, length: int, *fields: str) -> bytes:
+    """An authenticated JSON POST's head declaring `length` body bytes."""
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Authorization: Bearer {TOKEN}",
+        "Content-Type: application/json",
+        f"Content-Length: {length}",
+        *fields,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_the_worker_reads_whole_the_largest_body_a_hook_takes():
+    import gunicorn_worker
+    from webhook.web.hooks import ALERTMANAGER_BODY_BYTES
+
+    assert gunicorn_worker.BODY_LIMIT == ALERTMANAGER_BODY_BYTES
+    assert gunicorn_worker.BODY_BUDGET >= 4 * gunicorn_worker.BODY_LIMIT
+
+
+def test_an_alertmanager_body_over_1_mib_sent_slowly_holds_no_thread(tmp_path):
+    served = serve_one_worker(tmp_path, GUNICORN_THREADS="1")
+    group = json.dumps(alertmanager_group(2400)).encode()
+    assert len(group) > 2 * 1024 * 1024
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as slow:
+            slow.sendall(
+                post_head("/hooks/alertmanager", len(group)) + group[: 3 * len(group) // 4]
+            )
+            time.sleep(0.5)  # for the worker to read what came
+
+            # 1.5 MiB in, the rest to come: the only thread answers a trigger meanwhile
+            status, decision, seconds = timed_trigger(served.port)
+            assert (status, decision) == (200, "no_target")
+            assert seconds < 2
+
+            slow.sendall(group[3 * len(group) // 4 :])
+            status, _, body = answer(slow)
+        assert (status, body["decision"]) == (200, "no_target")
+    finally:
+        served.stop()
+
+
+def test_a_body_declared_over_16_mib_is_refused_413_at_once(tmp_path):
+    served = serve_one_worker(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+            connection.sendall(post_head("/hooks/alertmanager", 16 * 1024 * 1024 + 1) + b"{")
+            sent = time.monotonic()
+            status, _, body = answer(connection)
+            waited = time.monotonic() - sent
+            assert closed_by_server(connection)
+        assert (status, body["error"]) == (413, "request_entity_too_large")
+        assert waited < 2
+    finally:
+        served.stop()
+
+
+def test_bodies_past_the_worker_budget_are_refused_503_and_triggers_still_served(tmp_path):
+    served = serve_one_worker(tmp_path)
+    big = 16 * 1024 * 1024
+    holders: list[socket.socket] = []
+    try:
+        # four bodies of 16 MiB declared, a byte of each sent: the worker's 64 MiB is spoken for
+        for _ in range(4):
+            holders.append(socket.create_connection(("127.0.0.1", served.port), timeout=10))
+            holders[-1].sendall(post_head("/hooks/alertmanager", big) + b"{")
+        time.sleep(0.5)
+        alert = json.dumps(WATCHDOG_ALERT).encode()
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as refused:
+            refused.sendall(post_head("/hooks/watchdog", len(alert)) + alert)
+            status, headers, body = answer(refused)
+        assert (status, body["error"]) == (503, "service_unavailable")
+        assert headers["Retry-After"] == "5"
+
+        status, decision, seconds = timed_trigger(served.port)  # no body: needs no budget
+        assert (status, decision) == (200, "no_target")
+        assert seconds < 2
+
+        holders.pop().close()  # its 16 MiB is free again
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as served_now:
+            served_now.sendall(post_head("/hooks/watchdog", len(alert)) + alert)
+            status, _, body = answer(served_now)
+        assert (status, body["decision"]) == (200, "no_target")
+    finally:
+        for holder in holders:
+            holder.close()
         served.stop()
