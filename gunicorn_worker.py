@@ -218,6 +218,11 @@ class RequestBufferingWorker(ThreadWorker):
             self.end(conn)
             return
         conn.buffered += data
+        self.advance(conn)
+
+    def advance(self, conn: BufferedConn) -> None:
+        """Act on what has come of a request: wait for more, refuse it, or hand it to a
+        thread once it is all in."""
         if conn.head is None:
             end = conn.buffered.find(_HEAD_END, conn.searched_to)
             if end < 0:
@@ -258,10 +263,19 @@ class RequestBufferingWorker(ThreadWorker):
 
     def finish_request(self, conn, fs) -> None:
         """Back in the main loop once a thread is done with a request: its body is no longer
-        held."""
-        if isinstance(conn, BufferedConn):
-            self.release(conn)
-        super().finish_request(conn, fs)
+        held, and what the client sent behind it (a pipelined request, read with the last)
+        is awaited here like any request, where gthread would have a thread read the rest."""
+        if not isinstance(conn, BufferedConn):
+            return super().finish_request(conn, fs)
+        self.release(conn)
+        kept_alive = not fs.cancelled() and fs.exception() is None and fs.result() is True
+        behind = conn.parser.unreader.take_buffered() if kept_alive and conn.parser else b""
+        if not behind:
+            return super().finish_request(conn, fs)
+        conn.buffered += behind
+        self.await_request(conn)
+        self.advance(conn)
+        return None
 
     def release(self, conn: BufferedConn) -> None:
         self.body_bytes_held -= conn.held

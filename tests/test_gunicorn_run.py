@@ -416,3 +416,29 @@ def test_bodies_past_the_worker_budget_are_refused_503_and_triggers_still_served
         for holder in holders:
             holder.close()
         served.stop()
+
+
+def test_a_pipelined_request_whose_body_comes_later_holds_no_thread(tmp_path):
+    served = serve_one_worker(tmp_path, GUNICORN_THREADS="1")
+    alert = json.dumps(WATCHDOG_ALERT).encode()
+    first = post_head("/hooks/cron", 0)
+    second = post_head("/hooks/watchdog", len(alert))
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as pipelining:
+            # the second request right behind the first, in the same packet, but not all of it
+            pipelining.sendall(first + second + alert[:10])
+            time.sleep(0.5)  # for the worker to answer the first
+
+            # the second's body yet to come, the only thread answers a trigger meanwhile
+            status, decision, seconds = timed_trigger(served.port)
+            assert (status, decision) == (200, "no_target")
+            assert seconds < 2
+
+            pipelining.sendall(alert[10:])
+            reader = pipelining.makefile("rb")  # one reader: both answers may come in one read
+            answers = [read_response(reader) for _ in range(2)]
+        assert [(status, body["decision"]) for status, body in answers] == [
+            (b"HTTP/1.1 200 OK\r\n", "no_target")
+        ] * 2
+    finally:
+        served.stop()
