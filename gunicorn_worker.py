@@ -44,6 +44,9 @@ BODY_LIMIT = 16 * 1024 * 1024
 # trigger) needs none. With worker_connections x HEAD_LIMIT for heads, this bounds what slow
 # clients can make a worker hold
 BODY_BUDGET = 64 * 1024 * 1024
+# a thread waits on a socket at most what is left of the request's read deadline, and at
+# least this, so a request that came in just in time still gets its answer written
+THREAD_IO_MIN_S = 5.0
 # a refused client's further bytes are read and discarded this long before closing
 LINGER_S = 2.0
 _HEAD_END = b"\r\n\r\n"
@@ -159,6 +162,14 @@ class BufferedConn(TConn):
         self.searched_to = 0  # where to look for the end of the head next
         self.head: Head | None = None  # once complete
         self.held = 0  # its body's share of the worker's BODY_BUDGET
+
+    def init(self) -> None:
+        """In a thread, once gthread's handle() has made the socket blocking (no timeout):
+        bound every wait on it. The whole request is in, so no read should wait at all; a
+        write waits on a client that does not read its answer."""
+        super().init()
+        if self.timeout is not None:
+            self.sock.settimeout(max(self.timeout - time.monotonic(), THREAD_IO_MIN_S))
 
     def next_request(self) -> None:
         self.buffered, self.searched_to, self.head = bytearray(), 0, None
@@ -284,9 +295,14 @@ class RequestBufferingWorker(ThreadWorker):
     def handle_request(self, req, conn):
         """In a thread: gunicorn answers `Expect: 100-continue` as it starts the app, but the
         main loop asked for the body already, if it had not come, and it is here now."""
-        if isinstance(conn, BufferedConn):
-            req._expected_100_continue = False
-        return super().handle_request(req, conn)
+        if not isinstance(conn, BufferedConn):
+            return super().handle_request(req, conn)
+        req._expected_100_continue = False
+        try:
+            return super().handle_request(req, conn)
+        except TimeoutError:  # BufferedConn.init's bound: a line, not gthread's traceback
+            self.log.info("closing %s: its socket waited past the request's deadline", conn.client)
+            return False
 
     def send_interim(self, conn: BufferedConn, answer: bytes) -> bool:
         """Send a 1xx answer from the main loop; False (and the connection closed) if the

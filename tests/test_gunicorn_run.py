@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -440,5 +441,28 @@ def test_a_pipelined_request_whose_body_comes_later_holds_no_thread(tmp_path):
         assert [(status, body["decision"]) for status, body in answers] == [
             (b"HTTP/1.1 200 OK\r\n", "no_target")
         ] * 2
+    finally:
+        served.stop()
+
+
+def test_a_client_that_never_reads_its_answer_holds_a_thread_for_a_bounded_time(tmp_path):
+    env = operator_env(tmp_path, GUNICORN_THREADS="1", GUNICORN_REQUEST_READ_TIMEOUT_S="2")
+    served = start_gunicorn(
+        env, app="tests.wsgi_large_answer:app", workers=1, log_path=tmp_path / "gunicorn.log"
+    )
+    try:
+        served.wait_until_serving()
+        with socket.socket() as never_reads:
+            never_reads.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            never_reads.connect(("127.0.0.1", served.port))
+            never_reads.sendall(b"GET /large HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            time.sleep(0.5)  # the only thread is writing 64 MiB to it, and stuck
+
+            # what a thread may wait on a socket is bounded: by what is left of the request's
+            # deadline, at least THREAD_IO_MIN_S
+            started = time.monotonic()
+            with urllib.request.urlopen(f"{served.base}/healthz", timeout=30) as response:
+                assert response.read() == b"ok"
+            assert time.monotonic() - started < 15
     finally:
         served.stop()
