@@ -274,13 +274,19 @@ class RequestBufferingWorker(ThreadWorker):
 
     def finish_request(self, conn, fs) -> None:
         """Back in the main loop once a thread is done with a request: its body is no longer
-        held, and what the client sent behind it (a pipelined request, read with the last)
-        is awaited here like any request, where gthread would have a thread read the rest."""
+        held; a connection to close lingers without blocking the loop; and what the client
+        sent behind the request (a pipelined one, read with it) is awaited here like any
+        request, where gthread would have a thread read the rest."""
         if not isinstance(conn, BufferedConn):
             return super().finish_request(conn, fs)
         self.release(conn)
-        kept_alive = not fs.cancelled() and fs.exception() is None and fs.result() is True
-        behind = conn.parser.unreader.take_buffered() if kept_alive and conn.parser else b""
+        if fs.cancelled() or fs.exception() is not None:
+            return super().finish_request(conn, fs)
+        if not fs.result():
+            # gthread's graceful close waits for the client's end, up to 2 s, in this loop
+            self.linger(conn)
+            return None
+        behind = conn.parser.unreader.take_buffered()
         if not behind:
             return super().finish_request(conn, fs)
         conn.buffered += behind

@@ -466,3 +466,25 @@ def test_a_client_that_never_reads_its_answer_holds_a_thread_for_a_bounded_time(
             assert time.monotonic() - started < 15
     finally:
         served.stop()
+
+
+def test_clients_that_keep_a_closed_connection_open_do_not_stall_the_worker(tmp_path):
+    served = serve_one_worker(tmp_path)
+    holders: list[socket.socket] = []
+    try:
+        # answered with `Connection: close`, they neither read nor close: gthread's graceful
+        # close waits up to 2 s for each, in the main loop
+        for _ in range(8):
+            holders.append(socket.create_connection(("127.0.0.1", served.port), timeout=10))
+            holders[-1].sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+        time.sleep(0.5)
+
+        status, decision, seconds = timed_trigger(served.port)
+        assert (status, decision) == (200, "no_target")
+        assert seconds < 2
+    finally:
+        for holder in holders:
+            holder.close()
+        served.stop()
