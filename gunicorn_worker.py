@@ -4,16 +4,19 @@ The stock worker hands a connection to a thread as soon as its first byte
 arrives, and that thread then reads the rest with no deadline: 64 clients
 sending a head a byte a second hold all 2 x 8 threads, and every trigger waits
 until they leave. Here the main loop (a selector, no thread) reads the request
-head, and its body of declared length (up to BODY_LIMIT, 16 MiB, the largest a
-hook takes; 413 beyond), without blocking (a client that sends `Expect:
-100-continue` gets its `100 Continue` from there); only then does a thread
-parse and answer it from those bytes. Bodies held at once count against a
-worker's BODY_BUDGET: past it, 503. A request that has
-not arrived within GUNICORN_REQUEST_READ_TIMEOUT_S (default 30 s) is answered
-408, a head over HEAD_LIMIT 431, a chunked one 411 (its length is not known up
-front); the main loop answers those itself, in the app's JSON error shape, and
-closes the connection without blocking. Nothing else changes:
-threads, keep-alive, graceful stop, the prune threads the app starts.
+head and its body of declared length without blocking, and only then does a
+thread parse and answer it from those bytes. A client that sends `Expect:
+100-continue` is asked for its body from the main loop; what a client pipelines
+behind a request is read there too.
+
+The main loop answers these itself, in the app's JSON error shape, and closes
+the connection without blocking: a request not in within
+GUNICORN_REQUEST_READ_TIMEOUT_S (default 30 s) 408, a head over HEAD_LIMIT 431,
+a chunked body 411 (its length is not known up front), a body over BODY_LIMIT
+(16 MiB, the largest a hook takes) 413, and one past the worker's BODY_BUDGET
+for bodies held at once 503. In a thread, every wait on the socket is bounded.
+Nothing else changes: threads, keep-alive, graceful stop, the prune threads the
+app starts.
 """
 
 from __future__ import annotations
@@ -265,7 +268,7 @@ class RequestBufferingWorker(ThreadWorker):
     def handle(self, conn):
         """In a thread: give the parser what the main loop read, then serve as gthread does."""
         if isinstance(conn, BufferedConn) and conn.buffered:
-            arrived = bytes(conn.buffered)
+            arrived = conn.buffered  # not copied: next_request() starts a new buffer
             conn.next_request()
             conn.sock.setblocking(True)
             conn.init()
