@@ -14,11 +14,19 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 # set before anything imports prometheus_client, which reads it at import
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prunehook-metrics-")
+
+
+def _refuse_to_start(error: Exception) -> NoReturn:
+    print(error, file=sys.stderr)
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    sys.exit(2)
 
 
 def _prune_timeout_s() -> float:
@@ -30,10 +38,7 @@ def _prune_timeout_s() -> float:
 
         settings, _ = load_settings(dotenv=Path.cwd() / ".env")
     except ConfigError as error:
-        print(error, file=sys.stderr)
-        if _OWN_METRICS_DIR:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-        sys.exit(2)
+        _refuse_to_start(error)
     finally:
         # workers import the app afresh, so a reload (HUP) serves the code on disk
         for name in [name for name in sys.modules if name.partition(".")[0] == "webhook"]:
@@ -42,12 +47,30 @@ def _prune_timeout_s() -> float:
     return settings.timeout_s
 
 
+def _check_worker_settings() -> None:
+    """The request-buffering worker's own variable, checked here so a bad one stops the master."""
+    here = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, here)
+    try:
+        from gunicorn_worker import request_read_timeout_s
+
+        request_read_timeout_s()
+    except ValueError as error:
+        _refuse_to_start(error)
+    finally:
+        sys.path.remove(here)
+
+
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 # gthread, but a thread serves a request only once it has arrived: slow clients cannot hold them
 worker_class = "gunicorn_worker.RequestBufferingWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# connections a worker holds open, kept-alive and arriving (each up to a 64 KiB head) too;
+# gunicorn's 1000 would sit at a usual 1024 file limit, where accept() fails and the worker dies
+worker_connections = 512
 timeout = graceful_timeout = int(_prune_timeout_s()) + 60
+_check_worker_settings()
 accesslog = "-"
 errorlog = "-"
 
