@@ -13,8 +13,24 @@ from werkzeug.serving import make_server
 from tests.conftest import AUTH, missing
 from tests.payloads import WATCHDOG_ALERT
 from webhook.core.outcome import Execution
+from webhook.core.targets import SSHEndpoint, Target
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+DOCKER_DOWN = Execution(1, "", "Cannot connect to the Docker daemon\n", 0.3)
+
+
+def fleet_app(make_app, names):
+    """An app with a targets file's fleet (the fake host stands in for each)."""
+    targets = tuple(
+        Target(name, SSHEndpoint(f"{name}.example", user="ci", key="k")) for name in names
+    )
+    return make_app(targets_file="targets.toml", file_targets=targets)
+
+
+def prune(client, name, wait=True):
+    """One cron-triggered prune of the target `name` (with ?wait=1 unless wait=False)."""
+    query = f"target={name}" + ("&wait=1" if wait else "")
+    return client.post(f"/hooks/cron?{query}", headers=AUTH).get_json()
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json, text/html"])
@@ -163,3 +179,22 @@ def test_the_page_renders_in_chromium_with_nothing_blocked(make_app, fake_host, 
     assert "Content Security Policy" not in browser.stderr
     for state in ("ok", "failed", "running"):
         assert f'class="bar-{state}"' in browser.stdout
+
+
+def test_a_hosts_page_in_a_fleet_shows_its_chart_and_links_back(make_app, fake_host, clock):
+    client = fleet_app(make_app, ["build-1", "build-2"]).test_client()
+    prune(client, "build-1")
+    clock.advance(21600)
+    fake_host.execution = DOCKER_DOWN
+    prune(client, "build-1")
+
+    response = client.get("/status/build-1", headers={"Accept": BROWSER})
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/html")
+    page = response.get_data(as_text=True)
+    assert "build-1 (ci@build-1.example:22)" in page
+    assert page.count("<rect ") == 2 and 'class="bar-ok"' in page and 'class="bar-failed"' in page
+    assert "docker_unavailable" in page
+    assert 'href="/status">← all 2 build hosts' in page
+    assert "build-2" not in page  # its own runs only

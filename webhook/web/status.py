@@ -119,7 +119,8 @@ def target(name: str) -> Response:
     shown["target"] = shown["name"]
     if not _wants_html():
         return jsonify(shown)
-    return _target_page(shown, len(hook.service.fleet))
+    # the page says how far away times are; the JSON keeps one target's keys
+    return _target_page({**shown, "now": hook.service.clock()}, len(hook.service.fleet))
 
 
 @bp.get("/healthz")
