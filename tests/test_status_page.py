@@ -67,7 +67,8 @@ def test_the_page_escapes_what_callers_sent(client, fake_host):
     assert "&lt;script&gt;" in page
 
 
-def test_the_page_renders_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize("page", [[], ["--fleet"]], ids=["one host", "fleet"])
+def test_the_page_renders_in_headless_chromium(tmp_path, page):
     import subprocess
     import sys
 
@@ -76,8 +77,9 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     # the shared rule: skips without Debian's chromium, fails under CI=true
     chromium = find_binary("chromium")
     out = tmp_path / "status.png"
+    tool = [sys.executable, "tools/screenshot_status.py", *page]
     subprocess.run(
-        [sys.executable, "tools/screenshot_status.py", "--out", str(out), "--chromium", chromium],
+        [*tool, "--out", str(out), "--chromium", chromium],
         cwd=REPO,
         check=True,
         capture_output=True,
