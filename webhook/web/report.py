@@ -70,20 +70,63 @@ def target_status(
     return shown
 
 
+class HostState(StrEnum):
+    """How a target is doing, as the fleet page shows it."""
+
+    STALLED = "lease expired"  # a run in flight past its lease: its worker died
+    FAILED = "failed"
+    LOST = "lost"  # the last run's worker died; it was given up
+    NEVER = "never pruned"
+    PRUNING = "pruning"  # its first run, or one after a good run, is in flight
+    OK = "ok"
+
+
+# worst first; a run in flight after a failure stays with the failures
+_RANK = {
+    HostState.STALLED: 0,
+    HostState.FAILED: 1,
+    HostState.LOST: 1,
+    HostState.NEVER: 2,
+    HostState.PRUNING: 3,
+    HostState.OK: 3,
+}
+
+
+def host_state(shown: dict[str, Any]) -> HostState:
+    """The state of one of `target_status`'s answers: a run in flight past its lease, else
+    the last finished run's result (a live run in flight beside it is `pruning()`)."""
+    flight = shown["in_flight"]
+    if flight and flight["lease_expired"]:
+        return HostState.STALLED
+    if shown["last_result"] == Result.FAILED:
+        return HostState.FAILED
+    if shown["last_result"] == Result.LOST:
+        return HostState.LOST
+    if flight:
+        return HostState.PRUNING
+    if shown["last_result"] is None:
+        return HostState.NEVER
+    return HostState.OK
+
+
+def pruning(shown: dict[str, Any]) -> bool:
+    """A run is in flight within its lease."""
+    flight = shown["in_flight"]
+    return bool(flight) and not flight["lease_expired"]
+
+
 def worst_first(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Failed or lost first, then running past its lease, then the rest, by name."""
+    """A run in flight past its lease first, then failed or lost, never pruned, the rest;
+    by name within each."""
+    return sorted(targets, key=lambda shown: (_RANK[host_state(shown)], shown["name"]))
 
-    def rank(shown: dict[str, Any]) -> tuple[int, str]:
-        flight = shown["in_flight"]
-        if flight and flight["lease_expired"]:
-            return 0, shown["name"]
-        if shown["last_result"] in (Result.FAILED, Result.LOST):
-            return 1, shown["name"]
-        if shown["last_result"] is None and not flight:
-            return 2, shown["name"]  # never pruned
-        return 3, shown["name"]
 
-    return sorted(targets, key=rank)
+def fleet_counts(targets: list[dict[str, Any]]) -> dict[HostState, int]:
+    """How many targets are in each state, every state listed (zeros too)."""
+    counts = dict.fromkeys(HostState, 0)
+    for shown in targets:
+        counts[host_state(shown)] += 1
+    return counts
 
 
 def _not_after(ts: float | None, now: float) -> float | None:

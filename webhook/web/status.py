@@ -12,8 +12,12 @@ from webhook.core.targets import Target
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError
 from webhook.web.report import (
+    HostState,
+    fleet_counts,
+    host_state,
     human_delta,
     human_time,
+    pruning,
     reclaimed_bars,
     target_status,
     worst_first,
@@ -98,6 +102,23 @@ def _target_page(shown: dict[str, Any], fleet_size: int) -> Response:
     )
 
 
+def _fleet_page(shown: dict[str, Any]) -> Response:
+    """One row per target, worst first (as `shown["targets"]` is), under counts by state."""
+    targets = shown["targets"]
+    rows = [{"t": t, "state": host_state(t), "pruning": pruning(t)} for t in targets]
+    counts = fleet_counts(targets)
+    failing = counts[HostState.STALLED] + counts[HostState.FAILED] + counts[HostState.LOST]
+    return _page(
+        "fleet.html",
+        s=shown,
+        rows=rows,
+        counts=counts,
+        states=HostState,
+        failing=failing,
+        running=sum(row["pruning"] for row in rows),
+    )
+
+
 @bp.get("/status")
 def status() -> Response:
     hook = prunehook()
@@ -106,7 +127,7 @@ def status() -> Response:
         return jsonify(shown)
     if len(hook.service.fleet) <= 1:
         return _target_page(shown, len(hook.service.fleet))
-    return _page("fleet.html", s=shown)
+    return _fleet_page(shown)
 
 
 @bp.get("/status/<name>")
@@ -119,7 +140,8 @@ def target(name: str) -> Response:
     shown["target"] = shown["name"]
     if not _wants_html():
         return jsonify(shown)
-    return _target_page(shown, len(hook.service.fleet))
+    # the page says how far away times are; the JSON keeps one target's keys
+    return _target_page({**shown, "now": hook.service.clock()}, len(hook.service.fleet))
 
 
 @bp.get("/healthz")
