@@ -1,0 +1,360 @@
+"""A fleet of build hosts (DESIGN.md, "A fleet of build hosts"), with the real parts.
+
+`three_hosts` is three OpenSSH sshd on loopback in front of one dockerd, named build-1..3
+by a targets file, each with the alias NAME.fleet.test (tests/harness/fleet.py). The
+client key is pinned on every host to prunehook-guard with a log of its own, so
+`hosts[name].commands_run()` is what ran on that host and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from tests.conftest import AUTH
+from tests.harness import BuildFleet
+from tests.payloads import ALERTMANAGER
+from webhook import create_app
+
+NAMES = ("build-1", "build-2", "build-3")
+PRUNE = "allowed docker builder prune -f --filter until=24h"
+
+
+def ran(fleet: BuildFleet) -> dict[str, list[str]]:
+    """What ran on each host, as its guard log says."""
+    return {name: host.commands_run() for name, host in fleet.hosts.items()}
+
+
+def nothing_ran() -> dict[str, list[str]]:
+    return {name: [] for name in NAMES}
+
+
+def only(name: str, *commands: str) -> dict[str, list[str]]:
+    return nothing_ran() | {name: list(commands)}
+
+
+def sshd_logs(fleet: BuildFleet) -> dict[str, str]:
+    return {name: host.log_path.read_text() for name, host in fleet.hosts.items()}
+
+
+def firing(**labels: str) -> dict:
+    """One firing alert of an Alertmanager group, with these labels."""
+    (template,) = ALERTMANAGER["alerts"]
+    return template | {"labels": {"alertname": "BuildHostDiskFull", **labels}}
+
+
+def group(*alerts: dict, **common: str) -> dict:
+    """An Alertmanager group; `common` goes into commonLabels."""
+    common_labels = {"alertname": "BuildHostDiskFull", **common}
+    return ALERTMANAGER | {"alerts": list(alerts), "commonLabels": common_labels}
+
+
+def watchdog(host: str, status: str = "firing") -> dict:
+    return {"host": host, "mount": "/var/lib/docker", "used_percent": 97.2, "status": status}
+
+
+@pytest.fixture
+def fleet_app(three_hosts: BuildFleet, env_for, tmp_path: Path) -> Callable[..., Flask]:
+    """The app configured as an operator configures a fleet: PRUNEHOOK_TARGETS_FILE."""
+
+    def make(**variables: str) -> Flask:
+        env_for(three_hosts, **variables)
+        return create_app(instance_path=str(tmp_path / "instance"))
+
+    return make
+
+
+def test_a_watchdog_alert_for_one_host_prunes_that_host_only(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+
+    answer = client.post("/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("build-2"))
+
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["decision"] == "started"
+    (item,) = body["results"]
+    assert (item["target"], item["decision"]) == ("build-2", "started")
+    assert (item["run"]["result"], item["run"]["rc"]) == ("ok", 0)
+    assert ran(three_hosts) == only("build-2", PRUNE)
+    shown = {t["name"]: t for t in client.get("/status").get_json()["targets"]}
+    assert sorted(shown) == list(NAMES)
+    assert shown["build-2"]["last_result"] == "ok"
+    assert shown["build-2"]["last_run_ts"] == item["run"]["started_ts"]
+    assert shown["build-2"]["next_eligible_ts"] > shown["build-2"]["last_run_ts"]
+    for other in ("build-1", "build-3"):
+        assert (shown[other]["last_run_ts"], shown[other]["last_result"]) == (None, None)
+
+
+def test_an_alertmanager_group_prunes_each_host_its_alerts_name_and_no_other(
+    fleet_app, three_hosts
+):
+    client = fleet_app().test_client()
+    payload = group(
+        # an alias, with another case and node_exporter's port
+        firing(instance="BUILD-1.fleet.test:9100"),
+        # a name, in the instance label
+        firing(instance="build-3:9100", job="node"),
+        # commonLabels would say build-2: the alerts' own labels are what counts
+        host="build-2",
+    )
+
+    answer = client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=payload)
+
+    assert answer.status_code == 200
+    items = {item["target"]: item for item in answer.get_json()["results"]}
+    assert sorted(items) == ["build-1", "build-3"]
+    assert {name: item["run"]["result"] for name, item in items.items()} == {
+        "build-1": "ok",
+        "build-3": "ok",
+    }
+    assert ran(three_hosts) == nothing_ran() | {"build-1": [PRUNE], "build-3": [PRUNE]}
+
+
+def test_the_first_host_label_an_alert_carries_decides_its_target(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+    # PRUNEHOOK_HOST_LABELS defaults to host,nodename,instance: `host` wins over `instance`
+    payload = group(firing(host="build-3", instance="build-1.fleet.test:9100"))
+
+    answer = client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=payload)
+
+    assert [item["target"] for item in answer.get_json()["results"]] == ["build-3"]
+    assert ran(three_hosts) == only("build-3", PRUNE)
+
+
+def test_an_alert_for_a_host_that_is_no_target_prunes_nothing_and_is_counted(
+    fleet_app, three_hosts
+):
+    client = fleet_app().test_client()
+
+    for payload, hook in [
+        (watchdog("build-9.fleet.test"), "watchdog"),
+        (group(firing(instance="build-9:9100")), "alertmanager"),
+    ]:
+        answer = client.post(f"/hooks/{hook}?wait=1", headers=AUTH, json=payload)
+
+        assert answer.status_code == 200
+        body = answer.get_json()
+        (item,) = body["results"]
+        assert (item["target"], item["decision"], item["run_id"]) == (
+            None,
+            "unknown_target",
+            None,
+        )
+        assert "build-9" in item["reason"]
+        assert body["decision"] == "unknown_target"
+
+    assert ran(three_hosts) == nothing_ran()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "prunehook_unknown_hosts_total 2.0" in metrics
+    assert all(t["last_run_ts"] is None for t in client.get("/status").get_json()["targets"])
+
+
+def test_resolved_alerts_for_fleet_hosts_prune_nothing(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+    resolved_group = group(firing(instance="build-1:9100")) | {"status": "resolved"}
+    resolved_group["alerts"][0] = resolved_group["alerts"][0] | {"status": "resolved"}
+
+    by_watchdog = client.post(
+        "/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("build-2", "resolved")
+    )
+    by_alertmanager = client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=resolved_group)
+
+    assert by_watchdog.status_code == by_alertmanager.status_code == 200
+    assert by_watchdog.get_json()["decision"] == "ignored"
+    assert by_alertmanager.get_json()["decision"] == "ignored"
+    assert ran(three_hosts) == nothing_ran()
+
+
+def test_a_cron_ping_sweeps_every_target(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+
+    answer = client.post("/hooks/cron?wait=1", headers=AUTH)
+
+    assert answer.status_code == 200
+    items = answer.get_json()["results"]
+    assert sorted(item["target"] for item in items) == list(NAMES)
+    assert {item["decision"] for item in items} == {"started"}
+    assert {item["run"]["result"] for item in items} == {"ok"}
+    assert ran(three_hosts) == {name: [PRUNE] for name in NAMES}
+
+
+def test_a_cron_ping_with_a_target_prunes_that_target_only(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+
+    answer = client.post("/hooks/cron?wait=1&target=build-3", headers=AUTH)
+
+    assert answer.status_code == 200
+    (item,) = answer.get_json()["results"]
+    assert (item["target"], item["decision"]) == ("build-3", "started")
+    assert ran(three_hosts) == only("build-3", PRUNE)
+
+
+def test_a_cron_ping_naming_an_unknown_target_is_422_and_runs_nothing(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+
+    for query in ("target=nope", "target=build-1&target=nope"):
+        answer = client.post(f"/hooks/cron?wait=1&{query}", headers=AUTH)
+
+        assert answer.status_code == 422
+        body = answer.get_json()
+        assert "target" in body["fields"]
+        assert "nope" in body["fields"]["target"][0]
+
+    assert ran(three_hosts) == nothing_ran()
+    assert all(t["last_run_ts"] is None for t in client.get("/status").get_json()["targets"])
+
+
+def test_a_host_named_by_an_alert_is_never_connected_to(fleet_app, three_hosts):
+    """Only configured endpoints are dialled: not a host an alert names, nor its port."""
+    client = fleet_app().test_client()
+    logs_before = sshd_logs(three_hosts)
+    # a listener on another loopback address, which an alert names with its port
+    with socket.create_server(("127.0.0.2", 0)) as bait:
+        port = bait.getsockname()[1]
+        answers = [
+            client.post("/hooks/watchdog?wait=1", headers=AUTH, json=watchdog(host)).get_json()
+            for host in ("evil.example", f"127.0.0.2:{port}", f"evil.example:{port}")
+        ]
+        bait.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            bait.accept()[0].close()  # nobody connected
+
+    assert ran(three_hosts) == nothing_ran()
+    assert sshd_logs(three_hosts) == logs_before
+    assert [answer["decision"] for answer in answers] == ["unknown_target"] * 3
+
+
+def test_an_alias_in_an_alert_connects_to_the_targets_own_endpoint(fleet_app, three_hosts):
+    """build-1.fleet.test resolves nowhere: the prune reaches build-1 because prunehook
+    connects to build-1's configured host and port, never to the name in the alert."""
+    client = fleet_app().test_client()
+
+    answer = client.post(
+        "/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("build-1.fleet.test")
+    )
+
+    (item,) = answer.get_json()["results"]
+    assert (item["target"], item["run"]["result"]) == ("build-1", "ok")
+    assert ran(three_hosts) == only("build-1", PRUNE)
+    port = three_hosts.hosts["build-1"].port
+    log = three_hosts.hosts["build-1"].log_path.read_text()
+    assert re.search(rf"Connection from 127\.0\.0\.1 port \d+ on 127\.0\.0\.1 port {port}", log)
+    assert "Accepted publickey for root" in log
+
+
+def test_each_target_has_its_own_status_and_metrics_under_gunicorn(serve, three_hosts, service_env):
+    served = serve(service_env(three_hosts))
+    code, body = served.call("/hooks/cron?wait=1&target=build-1")
+    assert (code, body["results"][0]["run"]["result"]) == (200, "ok")
+
+    code, one = served.call("/status/build-1", None, "GET")
+
+    assert code == 200
+    assert (one["name"], one["target"]) == ("build-1", "build-1")
+    assert one["host"] == f"root@127.0.0.1:{three_hosts.hosts['build-1'].port}"
+    assert one["last_result"] == "ok"
+    (run,) = one["recent_runs"]
+    assert (run["id"], run["result"]) == (body["run_id"], "ok")
+    assert served.call("/status/build-2", None, "GET")[1]["recent_runs"] == []
+
+    code, unknown = served.call("/status/nope", None, "GET")
+    assert code == 404
+    assert unknown["error"] == "unknown_target"
+    assert "nope" in unknown["message"]
+
+    metrics = served.raw("/metrics")
+    for name in NAMES:
+        assert f'prunehook_in_flight{{target="{name}"}} 0.0' in metrics
+    assert 'prunehook_prunes_total{outcome="ok",target="build-1"} 1.0' in metrics
+    assert 'prunehook_last_success_timestamp_seconds{target="build-1"}' in metrics
+    assert 'prunehook_last_success_timestamp_seconds{target="build-2"}' not in metrics
+
+
+def cli(app: Flask):
+    return app.test_cli_runner()
+
+
+def test_the_targets_command_lists_the_fleet(fleet_app, three_hosts):
+    result = cli(fleet_app()).invoke(args=["targets"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines] == list(NAMES)
+    for line, name in zip(lines, NAMES, strict=True):
+        assert f"root@127.0.0.1:{three_hosts.hosts[name].port}" in line
+        assert f"aliases: {name}.fleet.test" in line
+    assert ran(three_hosts) == nothing_ran()
+
+
+def test_cli_prune_with_a_target_prunes_that_target_only(fleet_app, three_hosts):
+    result = cli(fleet_app()).invoke(args=["prune", "--target", "build-1"])
+
+    assert result.exit_code == 0, result.output
+    assert '"target": "build-1"' in result.output
+    assert '"result": "ok"' in result.output
+    assert ran(three_hosts) == only("build-1", PRUNE)
+
+
+def test_cli_prune_of_an_unknown_target_exits_2_naming_it_and_runs_nothing(fleet_app, three_hosts):
+    result = cli(fleet_app()).invoke(args=["prune", "--target", "build-1", "--target", "nope"])
+
+    assert result.exit_code == 2
+    assert "no target named nope (known: build-1, build-2, build-3)" in result.output
+    assert ran(three_hosts) == nothing_ran()
+
+
+def test_cli_check_checks_every_target(fleet_app, three_hosts):
+    result = cli(fleet_app()).invoke(args=["check"])
+
+    assert result.exit_code == 0, result.output
+    for name in NAMES:
+        port = three_hosts.hosts[name].port
+        assert f"PASS  target       {name} (root@127.0.0.1:{port})" in result.output
+    assert result.output.count("PASS  ssh login") == 3
+    assert result.output.count("PASS  host key") == 3
+    version = "denied docker version --format '{{.Server.Version}}'"
+    assert ran(three_hosts) == {name: [version] for name in NAMES}
+
+
+def test_cli_check_of_a_target_that_fails_goes_on_to_the_next(fleet_app, three_hosts):
+    build_2 = three_hosts.hosts["build-2"]
+    trusted = three_hosts.known_hosts.read_text().splitlines(keepends=True)
+    three_hosts.known_hosts.write_text(
+        "".join(line for line in trusted if f"]:{build_2.port} " not in line)
+    )
+
+    result = cli(fleet_app()).invoke(args=["check"])
+
+    assert result.exit_code == 1
+    assert f"FAIL  host key     [127.0.0.1]:{build_2.port} is not in" in result.output
+    assert f"fix: ssh-keyscan -p {build_2.port} 127.0.0.1" in result.output
+    assert result.output.count("PASS  ssh login") == 2
+    version = "denied docker version --format '{{.Server.Version}}'"
+    assert ran(three_hosts) == nothing_ran() | {"build-1": [version], "build-3": [version]}
+
+
+def test_cli_check_of_one_target_checks_that_one(fleet_app, three_hosts):
+    result = cli(fleet_app()).invoke(args=["check", "--target", "build-2"])
+
+    assert result.exit_code == 0, result.output
+    assert "PASS  target       build-2" in result.output
+    assert "build-1" not in result.output and "build-3" not in result.output
+    version = "denied docker version --format '{{.Server.Version}}'"
+    assert ran(three_hosts) == only("build-2", version)
+
+
+def test_cli_status_with_a_target_shows_that_target(fleet_app, three_hosts):
+    runner = cli(fleet_app())
+    assert runner.invoke(args=["prune", "--target", "build-3"]).exit_code == 0
+
+    result = runner.invoke(args=["status", "--target", "build-3"])
+
+    assert result.exit_code == 0, result.output
+    assert '"name": "build-3"' in result.output
+    assert '"last_result": "ok"' in result.output
+    assert '"build-1"' not in result.output
