@@ -10,6 +10,7 @@ ever select a configured target, never be connected to.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,21 @@ class TargetsFileError(ValueError):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def read_document(raw: bytes, source: str) -> dict[str, Any]:
+    """A targets file's bytes as tomllib reads them: UTF-8 text in TOML. TargetsFileError
+    says where they are neither."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        problem = f"not UTF-8 text, as TOML must be: byte 0x{raw[error.start]:02x} at line {line}"
+        raise TargetsFileError(source, [problem]) from error
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise TargetsFileError(source, [f"not valid TOML: {error}"]) from error
 
 
 def _go_duration(value: str) -> None:
