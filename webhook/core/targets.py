@@ -307,11 +307,13 @@ def _shared_names(targets: list[Target]) -> list[str]:
     problems: list[str] = []
     owner: dict[str, str] = {}
     for target in targets:
-        own = {normalize_host(target.name), *(normalize_host(a) for a in target.aliases)}
+        name = normalize_host(target.name)
+        own = {name, *(normalize_host(a) for a in target.aliases)}
         for known in sorted(own):
             if known in owner and owner[known] != target.name:
+                key = "" if known == name else ".aliases"
                 problems.append(
-                    f"targets.{target.name}: {known!r} is also a name or alias of "
+                    f"targets.{target.name}{key}: {known!r} is also a name or alias of "
                     f"targets.{owner[known]}"
                 )
             owner.setdefault(known, target.name)
