@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
-from tests.conftest import AUTH
-from tests.harness import BuildFleet
+from tests.conftest import AUTH, TOKEN
+from tests.harness import BuildFleet, How, operator_environment, start_gunicorn
 from tests.payloads import ALERTMANAGER
+from tests.test_gunicorn_run import REFUSAL_BOUND_S
 from webhook import create_app
+from webhook.config import ConfigError, load_settings
 
 NAMES = ("build-1", "build-2", "build-3")
 PRUNE = "allowed docker builder prune -f --filter until=24h"
@@ -358,3 +361,141 @@ def test_cli_status_with_a_target_shows_that_target(fleet_app, three_hosts):
     assert '"name": "build-3"' in result.output
     assert '"last_result": "ok"' in result.output
     assert '"build-1"' not in result.output
+
+
+GOOD_BUILD_1 = '[targets.build-1]\nhost = "build-1.example"\naliases = ["build-1.internal"]\n'
+
+
+@pytest.fixture
+def targets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str | bytes], Path]:
+    """PRUNEHOOK_TARGETS_FILE naming a file of this text, its [defaults] (added when it has
+    none) with a key_file that can be read; bytes are written as they are."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("a key file that can be read\n")
+    path = tmp_path / "targets.toml"
+
+    def write(text: str | bytes) -> Path:
+        if isinstance(text, str):
+            defaults = f'[defaults]\nkey_file = "{key}"\n'
+            if "[defaults]\n" in text:
+                text = text.replace("[defaults]\n", defaults, 1).encode()
+            else:
+                text = (defaults + text).encode()
+        path.write_bytes(text)
+        monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(path))
+        return path
+
+    return write
+
+
+BAD_FILES = {
+    "bad TOML": (
+        GOOD_BUILD_1 + '[targets.build-2]\nhost = "build-2.example"\nport = 22 22\n',
+        ["targets.build-2.port", "line 8"],
+    ),
+    "an unterminated string": (
+        GOOD_BUILD_1 + '[targets.build-2]\nhost = "build-2.example\n',
+        ["targets.build-2.host", "line 7"],
+    ),
+    "a table declared twice": (
+        GOOD_BUILD_1 + '[targets.build-1]\nhost = "again"\n',
+        ["targets.build-1", "twice", "line 6"],
+    ),
+    "text that is not UTF-8": (
+        GOOD_BUILD_1.encode() + b'[targets.build-2]\nhost = "caf\xe9"\n',
+        ["targets.build-2.host", "UTF-8", "line 5"],
+    ),
+    "an unknown key": (
+        GOOD_BUILD_1 + '[targets.build-2]\nhost = "build-2.example"\nhots = "typo"\n',
+        ["targets.build-2.hots", "Unknown field"],
+    ),
+    "an unknown key in [defaults]": (
+        '[defaults]\nuntill = "24h"\n' + GOOD_BUILD_1,
+        ["defaults.untill", "Unknown field"],
+    ),
+    "a bad name": ('[targets.Build_2]\nhost = "b"\n', ["targets.Build_2", "must match"]),
+    "a missing host": ("[targets.build-2]\nport = 22\n", ["targets.build-2.host", "Missing"]),
+    "a port out of range": (
+        '[targets.build-2]\nhost = "b"\nport = 70000\n',
+        ["targets.build-2.port", "65535"],
+    ),
+    "a port that is text": (
+        '[targets.build-2]\nhost = "b"\nport = "ssh"\n',
+        ["targets.build-2.port", "Not a valid integer"],
+    ),
+    "an alias shared by two targets": (
+        GOOD_BUILD_1 + '[targets.build-2]\nhost = "b"\naliases = ["Build-1.Internal:9100"]\n',
+        ["targets.build-2.aliases", "'build-1.internal'", "targets.build-1"],
+    ),
+    "a key file that cannot be read": (
+        '[targets.build-2]\nhost = "b"\nkey_file = "/nonexistent/id_ed25519"\n',
+        ["targets.build-2.key_file", "cannot read /nonexistent/id_ed25519"],
+    ),
+    "no [targets]": ("[defaults]\nuser = 'ci'\n", ["targets: no [targets.NAME] table"]),
+    "an empty file": ("", ["targets: no [targets.NAME] table"]),
+}
+
+
+@pytest.mark.parametrize(("text", "named"), BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_a_bad_targets_file_refuses_to_start_naming_the_file_the_target_and_the_key(
+    targets_file, text, named
+):
+    path = targets_file(text)
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    assert list(raised.value.errors) == ["PRUNEHOOK_TARGETS_FILE"]
+    message = str(raised.value)
+    assert str(path) in message
+    for part in named:
+        assert part in message
+
+
+def test_a_targets_file_that_cannot_be_read_refuses_to_start_naming_it(monkeypatch, tmp_path):
+    for unreadable in (tmp_path / "no-such.toml", tmp_path):
+        monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(unreadable))
+        with pytest.raises(ConfigError) as raised:
+            load_settings()
+        assert f"PRUNEHOOK_TARGETS_FILE: cannot read {unreadable}: " in str(raised.value)
+
+
+GUNICORN_REFUSALS = {
+    "a port that is no port": (
+        b'[targets.build-2]\nhost = "build-2.example"\nport = 0\n',
+        "targets.build-2.port: Must be greater than or equal to 1",
+    ),
+    "text that is not UTF-8": (
+        b'[targets.build-2]\nhost = "caf\xe9"\n',
+        "targets.build-2.host: not UTF-8 text",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", [How.MAKE_RUN, How.PROCFILE], ids=str)
+@pytest.mark.parametrize(
+    ("text", "named"), GUNICORN_REFUSALS.values(), ids=GUNICORN_REFUSALS.keys()
+)
+def test_gunicorn_refuses_a_bad_targets_file_within_seconds_naming_it(tmp_path, how, text, named):
+    key = tmp_path / "id_ed25519"
+    key.write_text("a key file that can be read\n")
+    path = tmp_path / "targets.toml"
+    path.write_bytes(f'[defaults]\nkey_file = "{key}"\n{GOOD_BUILD_1}'.encode() + text)
+    log = tmp_path / "gunicorn.log"
+    env = operator_environment(
+        PRUNEHOOK_INSTANCE_PATH=str(tmp_path / "instance"),
+        PRUNEHOOK_DB_PATH=str(tmp_path / "state.sqlite3"),
+        PRUNEHOOK_TOKEN=TOKEN,
+        PRUNEHOOK_TARGETS_FILE=str(path),
+    )
+    served = start_gunicorn(env, how=how, log_path=log)
+    try:
+        served.process.wait(REFUSAL_BOUND_S)
+    except subprocess.TimeoutExpired:
+        served.stop()
+        pytest.fail(f"`{how}` still running {REFUSAL_BOUND_S}s after a bad targets file")
+
+    assert served.process.returncode != 0
+    shown = log.read_text()
+    assert f"PRUNEHOOK_TARGETS_FILE: {path}: {named}" in shown
+    assert "Traceback" not in shown
