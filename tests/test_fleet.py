@@ -363,6 +363,70 @@ def test_cli_status_with_a_target_shows_that_target(fleet_app, three_hosts):
     assert '"build-1"' not in result.output
 
 
+SEED_KEYS = (
+    "enabled",
+    "interval_s",
+    "until",
+    "all",
+    "last_run_ts",
+    "last_reclaimed",
+    "last_reclaimed_bytes",
+    "last_error",
+)
+
+
+def test_the_single_host_setup_of_the_readme_works_as_before(serve, three_hosts, service_env):
+    """No targets file: PRUNEHOOK_SSH_* make one target, which every firing alert concerns
+    whatever host it names; /status keeps its keys at the top level and adds `targets`."""
+    host = three_hosts.hosts["build-2"]
+    served = serve(service_env(host))
+
+    code, body = served.call("/hooks/watchdog?wait=1", body=watchdog("some-other-host"))
+
+    assert (code, body["decision"], body["run"]["result"]) == (200, "started", "ok")
+    (item,) = body["results"]
+    assert (item["target"], item["run_id"]) == ("127.0.0.1", body["run_id"])
+    assert ran(three_hosts) == only("build-2", PRUNE)
+    shown = served.status()
+    for key in SEED_KEYS:
+        assert key in shown, key
+    assert shown["target"] == "127.0.0.1"
+    assert shown["host"] == f"root@127.0.0.1:{host.port}"
+    assert (shown["last_result"], shown["last_error"]) == ("ok", None)
+    assert shown["last_reclaimed"] == body["run"]["reclaimed"]
+    assert [run["id"] for run in shown["recent_runs"]] == [body["run_id"]]
+    (target,) = shown["targets"]
+    assert (target["name"], target["host"]) == ("127.0.0.1", shown["host"])
+    assert target["last_run_ts"] == shown["last_run_ts"]
+    code, one = served.call("/status/127.0.0.1", None, "GET")
+    assert (code, one["last_result"]) == (200, "ok")
+
+
+def test_a_targets_file_of_one_target_keeps_the_top_level_keys_and_routes_by_host(
+    tmp_path_factory, docker_engine, env_for, tmp_path
+):
+    solo = BuildFleet(tmp_path_factory.mktemp("solo"), docker_engine.host, names=("solo",))
+    try:
+        env_for(solo.start())
+        client = create_app(instance_path=str(tmp_path / "instance")).test_client()
+
+        elsewhere = client.post(
+            "/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("some-other-host")
+        )
+        pruned = client.post("/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("SOLO"))
+        shown = client.get("/status").get_json()
+    finally:
+        solo.stop()
+
+    assert elsewhere.get_json()["decision"] == "unknown_target"
+    assert pruned.get_json()["run"]["result"] == "ok"
+    assert solo.hosts["solo"].commands_run() == [PRUNE]
+    for key in SEED_KEYS:
+        assert key in shown, key
+    assert (shown["target"], shown["last_result"]) == ("solo", "ok")
+    assert [target["name"] for target in shown["targets"]] == ["solo"]
+
+
 GOOD_BUILD_1 = '[targets.build-1]\nhost = "build-1.example"\naliases = ["build-1.internal"]\n'
 
 
