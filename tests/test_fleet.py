@@ -18,7 +18,8 @@ import pytest
 from flask import Flask
 
 from tests.conftest import AUTH, TOKEN
-from tests.harness import BuildFleet, How, operator_environment, start_gunicorn
+from tests.harness import REPO, BuildFleet, How, operator_environment, start_gunicorn
+from tests.harness.gunicorn import VENV_BIN
 from tests.payloads import ALERTMANAGER
 from tests.test_gunicorn_run import REFUSAL_BOUND_S
 from webhook import create_app
@@ -129,6 +130,47 @@ def test_the_first_host_label_an_alert_carries_decides_its_target(fleet_app, thr
     assert ran(three_hosts) == only("build-3", PRUNE)
 
 
+def test_host_labels_follow_the_order_the_operator_configured(fleet_app, three_hosts):
+    client = fleet_app(PRUNEHOOK_HOST_LABELS="instance,host").test_client()
+    payload = group(firing(host="build-3", instance="build-1.fleet.test:9100"))
+
+    answer = client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=payload)
+
+    assert [item["target"] for item in answer.get_json()["results"]] == ["build-1"]
+    assert ran(three_hosts) == only("build-1", PRUNE)
+
+
+def test_a_group_naming_a_host_twice_and_a_stranger_prunes_that_host_once(fleet_app, three_hosts):
+    client = fleet_app().test_client()
+    payload = group(
+        firing(instance="build-2:9100", mountpoint="/"),
+        firing(instance="Build-2.Fleet.Test:9100", mountpoint="/var/lib/docker"),
+        firing(instance="build-9:9100"),
+    )
+
+    answer = client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=payload)
+
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert [(item["target"], item["decision"]) for item in body["results"]] == [
+        ("build-2", "started"),
+        (None, "unknown_target"),
+    ]
+    assert (body["decision"], body["target"]) == ("started", "build-2")
+    assert ran(three_hosts) == only("build-2", PRUNE)
+    assert "prunehook_unknown_hosts_total 1.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_an_alert_naming_a_host_several_targets_share_prunes_each_of_them(fleet_app, three_hosts):
+    # the harness's three targets are three sshd ports on one host, 127.0.0.1
+    client = fleet_app().test_client()
+
+    answer = client.post("/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("127.0.0.1:22"))
+
+    assert sorted(item["target"] for item in answer.get_json()["results"]) == list(NAMES)
+    assert ran(three_hosts) == {name: [PRUNE] for name in NAMES}
+
+
 def test_an_alert_for_a_host_that_is_no_target_prunes_nothing_and_is_counted(
     fleet_app, three_hosts
 ):
@@ -183,6 +225,15 @@ def test_a_cron_ping_sweeps_every_target(fleet_app, three_hosts):
     assert sorted(item["target"] for item in items) == list(NAMES)
     assert {item["decision"] for item in items} == {"started"}
     assert {item["run"]["result"] for item in items} == {"ok"}
+    assert ran(three_hosts) == {name: [PRUNE] for name in NAMES}
+
+
+def test_a_sweep_with_one_prune_at_a_time_still_prunes_every_target(fleet_app, three_hosts):
+    client = fleet_app(PRUNEHOOK_MAX_PARALLEL="1").test_client()
+
+    answer = client.post("/hooks/cron?wait=1", headers=AUTH)
+
+    assert {item["run"]["result"] for item in answer.get_json()["results"]} == {"ok"}
     assert ran(three_hosts) == {name: [PRUNE] for name in NAMES}
 
 
@@ -292,6 +343,25 @@ def test_the_targets_command_lists_the_fleet(fleet_app, three_hosts):
         assert f"root@127.0.0.1:{three_hosts.hosts[name].port}" in line
         assert f"aliases: {name}.fleet.test" in line
     assert ran(three_hosts) == nothing_ran()
+
+
+def test_flask_targets_as_an_operator_types_it(three_hosts, service_env, tmp_path):
+    env = operator_environment(
+        PRUNEHOOK_INSTANCE_PATH=str(tmp_path / "instance"), **service_env(three_hosts)
+    )
+
+    shown = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "wsgi", "targets"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[0] for line in shown.stdout.splitlines()] == list(NAMES)
 
 
 def test_cli_prune_with_a_target_prunes_that_target_only(fleet_app, three_hosts):
