@@ -325,6 +325,8 @@ def test_each_target_has_its_own_status_and_metrics_under_gunicorn(serve, three_
     for name in NAMES:
         assert f'prunehook_in_flight{{target="{name}"}} 0.0' in metrics
     assert 'prunehook_prunes_total{outcome="ok",target="build-1"} 1.0' in metrics
+    started = 'prunehook_trigger_decisions_total{decision="started",source="cron",target="build-1"}'
+    assert f"{started} 1.0" in metrics
     assert 'prunehook_last_success_timestamp_seconds{target="build-1"}' in metrics
     assert 'prunehook_last_success_timestamp_seconds{target="build-2"}' not in metrics
 
