@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
-import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +33,7 @@ from webhook.core.targets import (
     TargetsFileError,
     name_for_host,
     parse_targets,
+    read_document,
 )
 from webhook.core.verdicts import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
@@ -184,15 +184,12 @@ def _read_targets_file(
     name = f"{PREFIX}TARGETS_FILE"
     try:
         with open(os.path.expanduser(path), "rb") as handle:
-            document = tomllib.load(handle)
+            raw = handle.read()
     except OSError as error:
         errors[name] = [f"cannot read {path}: {error.strerror}"]
         return ()
-    except tomllib.TOMLDecodeError as error:
-        errors[name] = [f"{path} is not valid TOML: {error}"]
-        return ()
     try:
-        targets = parse_targets(document, path, base, base_policy)
+        targets = parse_targets(read_document(raw, path), path, base, base_policy)
     except TargetsFileError as error:
         errors[name] = [f"{path}: {problem}" for problem in error.problems]
         return ()

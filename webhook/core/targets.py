@@ -10,6 +10,7 @@ ever select a configured target, never be connected to.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,47 @@ class TargetsFileError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+_TABLE_LINE = re.compile(r"\s*\[\[?([^\]]*)\]")
+_KEY_LINE = re.compile(r"\s*([\w.\-\"' ]+?)\s*=")
+_TOML_ERROR_LINE = re.compile(r"\(at line (\d+), column \d+\)$")
+
+
+def _place(text: str, line: int) -> str:
+    """The table and key of line `line` (1-based) of a TOML text, `targets.build-2.port`,
+    for a problem tomllib reports by line alone; "" when it cannot tell."""
+    lines = text.split("\n")
+    table = ""
+    for content in lines[: max(line, 0)]:
+        header = _TABLE_LINE.match(content)
+        if header:
+            table = re.sub(r"[\"' ]", "", header.group(1))
+    current = lines[line - 1] if 0 < line <= len(lines) else ""
+    key = _KEY_LINE.match(current) if not _TABLE_LINE.match(current) else None
+    return ".".join(filter(None, (table, re.sub(r"[\"' ]", "", key.group(1)) if key else "")))
+
+
+def _where(place: str) -> str:
+    return f"{place}: " if place else ""
+
+
+def read_document(raw: bytes, source: str) -> dict[str, Any]:
+    """A targets file's bytes as tomllib reads them: UTF-8 text in TOML. TargetsFileError
+    says where they are neither: the table and key, and the line."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        where = _where(_place(raw.decode(errors="replace"), line))
+        problem = f"not UTF-8 text, as TOML must be: byte 0x{raw[error.start]:02x} at line {line}"
+        raise TargetsFileError(source, [where + problem]) from error
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        found = _TOML_ERROR_LINE.search(str(error))
+        where = _where(_place(text, int(found.group(1)))) if found else ""
+        raise TargetsFileError(source, [f"{where}not valid TOML: {error}"]) from error
+
+
 def _go_duration(value: str) -> None:
     try:
         normalize_until(value)
@@ -265,11 +307,13 @@ def _shared_names(targets: list[Target]) -> list[str]:
     problems: list[str] = []
     owner: dict[str, str] = {}
     for target in targets:
-        own = {normalize_host(target.name), *(normalize_host(a) for a in target.aliases)}
+        name = normalize_host(target.name)
+        own = {name, *(normalize_host(a) for a in target.aliases)}
         for known in sorted(own):
             if known in owner and owner[known] != target.name:
+                key = "" if known == name else ".aliases"
                 problems.append(
-                    f"targets.{target.name}: {known!r} is also a name or alias of "
+                    f"targets.{target.name}{key}: {known!r} is also a name or alias of "
                     f"targets.{owner[known]}"
                 )
             owner.setdefault(known, target.name)
