@@ -13,6 +13,7 @@ from tests.harness import REPO
 from webhook import config, create_app
 from webhook.config import ConfigError, load_settings
 from webhook.core.command import build_prune_command
+from webhook.core.disk import FreeGoal
 from webhook.core.duration import DurationError, normalize_until
 
 ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=")
@@ -174,3 +175,63 @@ def test_the_env_example_names_where_its_process_only_variables_are_read():
     readers = (REPO / "gunicorn.conf.py").read_text() + (REPO / "webhook/app.py").read_text()
     unread = [name for name in process_only if not re.search(f"[\"']{name}[\"']", readers)]
     assert unread == []
+
+
+def test_the_env_targets_disk_keys_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PRUNEHOOK_SSH_HOST", "build-1")
+    monkeypatch.setenv("PRUNEHOOK_MAX_CACHE", "10GB")
+    monkeypatch.setenv("PRUNEHOOK_MIN_FREE", "15%")
+    monkeypatch.setenv("PRUNEHOOK_CRITICAL_PERCENT", "90")
+    monkeypatch.setenv("PRUNEHOOK_CRITICAL_INTERVAL_S", "300")
+    monkeypatch.setenv("PRUNEHOOK_DOCKER_ROOT", "/srv/docker")
+    settings, _ = load_settings()
+    assert settings.env_target is not None
+    policy = settings.env_target.policy
+    assert (policy.max_cache, policy.min_free) == (10 * 10**9, FreeGoal(percent=15))
+    assert (policy.critical_percent, policy.critical_interval_s) == (90, 300)
+    assert policy.docker_root == "/srv/docker"
+
+
+def test_the_disk_keys_default_to_no_goal(monkeypatch):
+    monkeypatch.setenv("PRUNEHOOK_SSH_HOST", "build-1")
+    settings, warnings = load_settings()
+    assert settings.env_target is not None
+    policy = settings.env_target.policy
+    assert (policy.max_cache, policy.min_free, policy.docker_root) == (
+        None,
+        None,
+        "/var/lib/docker",
+    )
+    assert (policy.critical_percent, policy.critical_interval_s) == (95, 900)
+    assert not [warning for warning in warnings if "CRITICAL" in warning]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attribute", "default"),
+    [
+        ("PRUNEHOOK_CRITICAL_PERCENT", "0", "critical_percent", 95),
+        ("PRUNEHOOK_CRITICAL_PERCENT", "150", "critical_percent", 95),
+        ("PRUNEHOOK_CRITICAL_INTERVAL_S", "never", "critical_interval_s", 900),
+    ],
+)
+def test_a_bad_critical_value_warns_and_uses_the_default(
+    monkeypatch, name, value, attribute, default
+):
+    monkeypatch.setenv(name, value)
+    settings, warnings = load_settings()
+    assert getattr(settings, attribute) == default
+    assert any(name in warning for warning in warnings)
+
+
+def test_a_goal_or_a_docker_root_that_cannot_be_used_refuses_to_start(monkeypatch):
+    """A mistyped goal has no safe default: ignoring it would leave the disk unwatched."""
+    monkeypatch.setenv("PRUNEHOOK_MAX_CACHE", "10 gigs")
+    monkeypatch.setenv("PRUNEHOOK_MIN_FREE", "150%")
+    monkeypatch.setenv("PRUNEHOOK_DOCKER_ROOT", "docker")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert sorted(raised.value.errors) == [
+        "PRUNEHOOK_DOCKER_ROOT",
+        "PRUNEHOOK_MAX_CACHE",
+        "PRUNEHOOK_MIN_FREE",
+    ]

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from webhook.core.disk import FreeGoal, Goals
 from webhook.core.targets import (
     Fleet,
     PrunePolicy,
@@ -125,3 +126,68 @@ def test_every_problem_of_a_file_is_reported_at_once():
     assert "targets.a.port" in message
     assert "targets.b.host" in message
     assert "targets.b.until" in message
+
+
+DISK_HOSTS = """
+[defaults]
+max_cache = "10GB"
+min_free = "15%"
+
+[targets.small]
+host = "small.example"
+max_cache = 2000000000
+min_free = "5GiB"
+critical_percent = 90
+critical_interval_s = 600
+docker_root = "/srv/docker"
+
+[targets.plain]
+host = "plain.example"
+"""
+
+
+def test_disk_keys_are_per_target_with_defaults_and_the_environments_below_them():
+    base = PrunePolicy(critical_percent=97.0, docker_root="/data/docker")
+    small, plain = parse_targets(tomllib.loads(DISK_HOSTS), "targets.toml", BASE, base)
+    assert (small.policy.max_cache, small.policy.min_free) == (2 * 10**9, FreeGoal(5 * 1024**3))
+    assert (small.policy.critical_percent, small.policy.critical_interval_s) == (90, 600)
+    assert small.policy.docker_root == "/srv/docker"
+    assert (plain.policy.max_cache, plain.policy.min_free) == (10 * 10**9, FreeGoal(percent=15))
+    assert (plain.policy.critical_percent, plain.policy.docker_root) == (97.0, "/data/docker")
+    assert plain.policy.critical_interval_s == 900
+
+
+def test_without_disk_keys_a_target_has_no_goal_and_the_documented_defaults():
+    policy = fleet('[targets.a]\nhost = "x"').targets[0].policy
+    assert policy.goals == Goals()
+    assert (policy.critical_percent, policy.critical_interval_s) == (95, 900)
+    assert policy.docker_root == "/var/lib/docker"
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ('max_cache = "10 gigs"', "targets.a.max_cache: '10 gigs' is not a size"),
+        ("max_cache = -1", "targets.a.max_cache: -1 bytes is out of range"),
+        ("max_cache = true", "targets.a.max_cache: a size, not a boolean"),
+        ('min_free = "0%"', "targets.a.min_free: '0%' is not a percentage"),
+        ('min_free = "120%"', "targets.a.min_free:"),
+        ("min_free = 0", "targets.a.min_free: 0 bytes free is no goal"),
+        ("critical_percent = 0", "targets.a.critical_percent:"),
+        ("critical_percent = 101", "targets.a.critical_percent:"),
+        ("critical_interval_s = 0", "targets.a.critical_interval_s:"),
+        ('docker_root = "var/lib/docker"', "targets.a.docker_root: an absolute path"),
+        ('docker_root = "/var/lib/docker;rm -rf /"', "targets.a.docker_root:"),
+        ('docker_root = "/var/lib/docker/../../etc"', "targets.a.docker_root:"),
+        ('docker_root = "/var/lib/docker\\n-a"', "targets.a.docker_root:"),
+        ('docker_root = "/var/$(id)"', "targets.a.docker_root:"),
+    ],
+)
+def test_a_bad_disk_key_names_the_target_and_the_key(line, named):
+    assert named in problems(f'[targets.a]\nhost = "x"\n{line}')
+
+
+def test_a_bad_disk_key_in_the_defaults_is_named_there():
+    assert "defaults.min_free:" in problems(
+        '[defaults]\nmin_free = "lots"\n[targets.a]\nhost = "x"'
+    )

@@ -15,22 +15,29 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from environs import Env, EnvValidationError
 from marshmallow.validate import Range
 
+from webhook.core.disk import FreeGoal, SizeError, parse_configured_size, parse_free_goal
 from webhook.core.duration import DurationError, duration_seconds, normalize_until
 from webhook.core.targets import (
+    DEFAULT_CRITICAL_INTERVAL_S,
+    DEFAULT_CRITICAL_PERCENT,
+    DEFAULT_DOCKER_ROOT,
     DEFAULT_INTERVAL_S,
     DEFAULT_LEASE_GRACE_S,
     DEFAULT_RETRY_AFTER_S,
     DEFAULT_TIMEOUT_S,
     DEFAULT_UNTIL,
+    DOCKER_ROOT_RULE,
     Fleet,
     PrunePolicy,
     SSHEndpoint,
     Target,
     TargetsFileError,
+    is_docker_root,
     name_for_host,
     parse_targets,
     read_document,
@@ -79,6 +86,13 @@ class Settings:
     file_targets: tuple[Target, ...] = ()
     host_labels: tuple[str, ...] = DEFAULT_HOST_LABELS
     max_parallel: int = 8
+    # disk-aware pruning: the env target's goals, critical path and Docker data root (and a
+    # targets file's defaults)
+    max_cache: int | None = None
+    min_free: FreeGoal | None = None
+    critical_percent: float = DEFAULT_CRITICAL_PERCENT
+    critical_interval_s: float = DEFAULT_CRITICAL_INTERVAL_S
+    docker_root: str = DEFAULT_DOCKER_ROOT
 
     @property
     def base_endpoint(self) -> SSHEndpoint:
@@ -102,6 +116,11 @@ class Settings:
             retry_after_s=self.retry_after_s,
             timeout_s=self.timeout_s,
             lease_grace_s=self.lease_grace_s,
+            max_cache=self.max_cache,
+            min_free=self.min_free,
+            critical_percent=self.critical_percent,
+            critical_interval_s=self.critical_interval_s,
+            docker_root=self.docker_root,
         )
 
     @cached_property
@@ -166,6 +185,43 @@ def _number_or_default(
         warnings.append(f"{PREFIX}{name}={raw!r} is not a number {bound}; using {default}")
         return default
     return int(value) if value.is_integer() else value
+
+
+def _disk_settings(env: Env, warnings: list[str], errors: dict[str, list[str]]) -> dict[str, Any]:
+    """The disk-aware keys of the env target: PRUNEHOOK_MAX_CACHE, _MIN_FREE, _DOCKER_ROOT
+    (no safe default for a goal or a path mistyped: refused), _CRITICAL_PERCENT and
+    _CRITICAL_INTERVAL_S (their defaults are safe: a warning)."""
+    values: dict[str, Any] = {}
+    with env.prefixed(PREFIX):
+        max_cache = env.str("MAX_CACHE", "").strip()
+        min_free = env.str("MIN_FREE", "").strip()
+        docker_root = env.str("DOCKER_ROOT", "").strip()
+        percent = _number_or_default(env, "CRITICAL_PERCENT", DEFAULT_CRITICAL_PERCENT, warnings)
+        values["critical_interval_s"] = _number_or_default(
+            env, "CRITICAL_INTERVAL_S", DEFAULT_CRITICAL_INTERVAL_S, warnings
+        )
+    if percent > 100:
+        warnings.append(
+            f"{PREFIX}CRITICAL_PERCENT={percent:g} is over 100; using {DEFAULT_CRITICAL_PERCENT:g}"
+        )
+        percent = DEFAULT_CRITICAL_PERCENT
+    values["critical_percent"] = percent
+    try:
+        if max_cache:
+            values["max_cache"] = parse_configured_size(max_cache)
+    except SizeError as error:
+        errors[f"{PREFIX}MAX_CACHE"] = [str(error)]
+    try:
+        if min_free:
+            values["min_free"] = parse_free_goal(min_free)
+    except SizeError as error:
+        errors[f"{PREFIX}MIN_FREE"] = [str(error)]
+    if docker_root:
+        if is_docker_root(docker_root):
+            values["docker_root"] = docker_root
+        else:
+            errors[f"{PREFIX}DOCKER_ROOT"] = [DOCKER_ROOT_RULE]
+    return values
 
 
 def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
@@ -244,6 +300,7 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         targets_file = env.str("TARGETS_FILE", "").strip()
         host_labels = tuple(env.list("HOST_LABELS", list(DEFAULT_HOST_LABELS)))
         max_parallel = env.int("MAX_PARALLEL", 8, validate=Range(min=1, max=256))
+    disk = _disk_settings(env, warnings, errors)
 
     try:
         env.seal()
@@ -314,6 +371,7 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_bot_token=telegram_bot_token,
         telegram_chat_id=telegram_chat_id,
         telegram_api_base=telegram_api_base.rstrip("/"),
+        **disk,
     )
     if targets_file:
         targets = _read_targets_file(

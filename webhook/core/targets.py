@@ -19,6 +19,13 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields
 from marshmallow.validate import Length, Range, Regexp
 
+from webhook.core.disk import (
+    FreeGoal,
+    Goals,
+    SizeError,
+    parse_configured_size,
+    parse_free_goal,
+)
 from webhook.core.duration import DurationError, normalize_until
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -31,6 +38,19 @@ DEFAULT_TIMEOUT_S = 120
 # how long past the prune timeout an in-flight run's lease holds off others
 DEFAULT_LEASE_GRACE_S = 60
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+DEFAULT_CRITICAL_PERCENT = 95.0
+DEFAULT_CRITICAL_INTERVAL_S = 900
+DEFAULT_DOCKER_ROOT = "/var/lib/docker"
+# an absolute path of plain characters: it reaches df's command line (and the host's guard,
+# which checks it with the same pattern), so nothing a shell or df would read as more
+DOCKER_ROOT_PATTERN = r"^/[A-Za-z0-9._/+-]{0,255}\Z"
+DOCKER_ROOT = re.compile(DOCKER_ROOT_PATTERN)
+DOCKER_ROOT_RULE = "an absolute path of letters, digits and ._+-/ (no ..), such as /var/lib/docker"
+
+
+def is_docker_root(value: str) -> bool:
+    """Whether `value` may be the `docker_root` that df measures."""
+    return bool(DOCKER_ROOT.match(value)) and "/../" not in f"{value}/"
 
 
 @dataclass(frozen=True)
@@ -63,11 +83,21 @@ class PrunePolicy:
     retry_after_s: float = DEFAULT_RETRY_AFTER_S
     timeout_s: float = DEFAULT_TIMEOUT_S
     lease_grace_s: float = DEFAULT_LEASE_GRACE_S
+    # disk-aware pruning (DESIGN.md): the goals of stage 2, the critical path, what df measures
+    max_cache: int | None = None
+    min_free: FreeGoal | None = None
+    critical_percent: float = DEFAULT_CRITICAL_PERCENT
+    critical_interval_s: float = DEFAULT_CRITICAL_INTERVAL_S
+    docker_root: str = DEFAULT_DOCKER_ROOT
 
     @property
     def lease_s(self) -> float:
         """How long an in-flight run holds its target before it is given up as lost."""
         return self.timeout_s + self.lease_grace_s
+
+    @property
+    def goals(self) -> Goals:
+        return Goals(self.max_cache, self.min_free)
 
 
 @dataclass(frozen=True)
@@ -195,6 +225,35 @@ def _go_duration(value: str) -> None:
         raise ValidationError(str(error)) from error
 
 
+class _Size(fields.Field[int]):
+    """A size: bytes (an integer or digits), or `10GB` / `10GiB`."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
+        try:
+            return parse_configured_size(value)
+        except SizeError as error:
+            raise ValidationError(str(error)) from error
+
+
+class _FreeGoal(fields.Field[FreeGoal]):
+    """`min_free`: a size, or a percentage of the filesystem such as `15%`."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> FreeGoal:
+        try:
+            return parse_free_goal(value)
+        except SizeError as error:
+            raise ValidationError(str(error)) from error
+
+
+def _docker_root(value: str) -> None:
+    if not is_docker_root(value):
+        raise ValidationError(DOCKER_ROOT_RULE)
+
+
 class _PolicyFields(Schema):
     """Keys a target may set, and `[defaults]` for all of them."""
 
@@ -210,6 +269,13 @@ class _PolicyFields(Schema):
     interval_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=10 * 365 * 86400))
     retry_after_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=365 * 86400))
     timeout_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=86400))
+    max_cache = _Size()
+    min_free = _FreeGoal()
+    critical_percent = fields.Float(validate=Range(min=0, min_inclusive=False, max=100))
+    critical_interval_s = fields.Float(
+        validate=Range(min=0, min_inclusive=False, max=10 * 365 * 86400)
+    )
+    docker_root = fields.String(validate=_docker_root)
 
 
 class _TargetFields(_PolicyFields):
@@ -297,6 +363,11 @@ def _target(
         retry_after_s=values.get("retry_after_s", base_policy.retry_after_s),
         timeout_s=values.get("timeout_s", base_policy.timeout_s),
         lease_grace_s=base_policy.lease_grace_s,
+        max_cache=values.get("max_cache", base_policy.max_cache),
+        min_free=values.get("min_free", base_policy.min_free),
+        critical_percent=values.get("critical_percent", base_policy.critical_percent),
+        critical_interval_s=values.get("critical_interval_s", base_policy.critical_interval_s),
+        docker_root=values.get("docker_root", base_policy.docker_root),
     )
     aliases = tuple(alias.strip() for alias in values.get("aliases", ()))
     return Target(name=name, ssh=ssh, policy=policy, aliases=aliases)
