@@ -12,6 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.harness import GUARD
+from webhook.core.command import (
+    BUILDX_INSPECT,
+    BUILDX_VERSION,
+    DOCKER_VERSION,
+    SYSTEM_DF,
+    build_df_command,
+    build_keep_storage_command,
+    build_prune_command,
+)
 
 DENIED = 126
 USAGE_ERROR = 64
@@ -31,12 +40,22 @@ def fake_docker(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def guard(tmp_path: Path, fake_docker: Path):
+def fake_df(tmp_path: Path) -> Path:
+    """A df that only says what it was asked."""
+    path = tmp_path / "bin" / "df"
+    path.write_text('#!/bin/sh\nprintf "[%s]" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def guard(tmp_path: Path, fake_docker: Path, fake_df: Path):
     log = tmp_path / "guard.log"
 
     def run(command: str, *options: str, path: str | None = None):
         env = {"SSH_ORIGINAL_COMMAND": command, "PATH": path or os.environ["PATH"]}
-        argv = ["bash", str(GUARD), "--docker", str(fake_docker), "--log", str(log), *options]
+        argv = ["bash", str(GUARD), "--docker", str(fake_docker), "--df", str(fake_df)]
+        argv += ["--log", str(log), *options]
         result = subprocess.run(argv, env=env, capture_output=True, timeout=30)
         logged = log.read_bytes().decode("ascii").splitlines() if log.exists() else []
         return result.returncode, result.stdout.decode(), result.stderr.decode(), logged
@@ -146,7 +165,7 @@ def test_guard_denies_an_until_longer_than_docker_accepts(guard, until):
     [
         "",
         "rm -rf /",
-        "docker version",
+        "docker info",
         "docker builder prune -f",
         "docker builder prune --filter until=24h",
         "docker builder prune -f --filter until=24d",
@@ -216,6 +235,10 @@ def test_the_log_escapes_backslashes_so_an_escape_cannot_be_faked(guard):
         ("--timeout", "5m"),
         ("--docker", "docker"),
         ("--docker", "/nonexistent/docker"),
+        ("--df", "df"),
+        ("--min-keep-storage", "10GB"),
+        ("--min-keep-storage", "-1"),
+        ("--min-keep-storage", "9223372036854775808"),
         ("--allow-everything",),
     ],
 )
@@ -224,3 +247,160 @@ def test_guard_with_a_bad_option_refuses_every_command(guard, options):
     assert (rc, stdout) == (USAGE_ERROR, "")
     assert stderr.startswith("prunehook-guard: ")
     assert logged == []
+
+
+KEEP = "docker builder prune -f --keep-storage 5000000000"
+PROBES = ("docker system df", "docker version", "docker buildx version", "docker buildx inspect")
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        (KEEP, ["builder", "prune", "-f", "--keep-storage", "5000000000"]),
+        (
+            "docker builder prune -f --keep-storage 0",
+            ["builder", "prune", "-f", "--keep-storage", "0"],
+        ),
+        (
+            "docker builder prune -f --keep-storage 9223372036854775807",
+            ["builder", "prune", "-f", "--keep-storage", "9223372036854775807"],
+        ),
+        *[(probe, probe.split()[1:]) for probe in PROBES],
+    ],
+)
+def test_guard_runs_stage_two_and_the_docker_probes_rebuilt_from_their_values(guard, command, argv):
+    rc, stdout, stderr, logged = guard(command)
+    assert rc == 0, stderr
+    assert stdout.splitlines()[0] == "parent=timeout"
+    assert ran(stdout) == argv
+    assert logged == [f"allowed {command}"]
+
+
+@pytest.mark.parametrize("path", ["/var/lib/docker", "/", "/srv/docker-data/v2.1_x+y"])
+def test_guard_runs_df_of_an_absolute_path_and_nothing_more(guard, path):
+    command = f"df -B1 --output=size,avail {path}"
+    rc, stdout, stderr, logged = guard(command)
+    assert rc == 0, stderr
+    assert ran(stdout) == ["-B1", "--output=size,avail", "--", path]
+    assert logged == [f"allowed {command}"]
+
+
+def test_guard_allows_stage_two_with_all_cache_only_with_allow_all(guard):
+    command = "docker builder prune -f -a --keep-storage 1000"
+    rc, stdout, stderr, _ = guard(command)
+    assert (rc, stdout) == (DENIED, "")
+    assert "--allow-all" in stderr
+    rc, stdout, _, _ = guard(command, "--allow-all")
+    assert rc == 0
+    assert ran(stdout) == ["builder", "prune", "-f", "-a", "--keep-storage", "1000"]
+
+
+@pytest.mark.parametrize(
+    ("kept", "minimum", "allowed"),
+    [
+        ("999999999", "1000000000", False),
+        ("1000000000", "1000000000", True),
+        ("2", "10", False),
+        ("10", "2", True),
+        ("0", "1", False),
+        ("9223372036854775807", "9223372036854775806", True),
+    ],
+)
+def test_guard_denies_a_keep_storage_under_the_minimum(guard, kept, minimum, allowed):
+    command = f"docker builder prune -f --keep-storage {kept}"
+    rc, stdout, stderr, _ = guard(command, "--min-keep-storage", minimum)
+    if allowed:
+        assert rc == 0, stderr
+    else:
+        assert (rc, stdout) == (DENIED, "")
+        assert "--min-keep-storage" in stderr
+
+
+@pytest.mark.parametrize("kept", ["9223372036854775808", "99999999999999999999", "007", "00"])
+def test_guard_denies_a_keep_storage_docker_would_not_read_as_meant(guard, kept):
+    rc, stdout, stderr, _ = guard(f"docker builder prune -f --keep-storage {kept}")
+    assert (rc, stdout) == (DENIED, "")
+    assert "whole number of bytes" in stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "docker builder prune -f --keep-storage",
+        "docker builder prune -f --keep-storage 10GB",
+        "docker builder prune -f --keep-storage -1",
+        "docker builder prune -f --keep-storage 1e9",
+        "docker builder prune -f --keep-storage=1000",
+        "docker builder prune --keep-storage 1000",
+        "docker builder prune -f --max-used-space 1000",
+        "docker builder prune -f --min-free-space 1000",
+        "docker builder prune -f --reserved-space 1000",
+        "docker builder prune -f --keep-storage 1000 --filter until=24h",
+        "docker builder prune -f --filter until=24h --keep-storage 1000",
+        f"{KEEP}; rm -rf /",
+        f"{KEEP} | sh",
+        f"{KEEP} && rm -rf /",
+        f"{KEEP} $(rm -rf /)",
+        f"{KEEP}$(rm -rf /)",
+        f"{KEEP}`rm -rf /`",
+        f"{KEEP}\nrm -rf /",
+        f"{KEEP} --filter label=keep=false",
+        f"{KEEP} -a",
+        "df -B1 --output=size,avail /var/lib/docker; rm -rf /",
+        "df -B1 --output=size,avail /var/lib/docker | sh",
+        "df -B1 --output=size,avail $(rm -rf /)",
+        "df -B1 --output=size,avail `rm -rf /`",
+        "df -B1 --output=size,avail /var/lib/docker\nrm -rf /",
+        "df -B1 --output=size,avail /var/lib/docker /etc",
+        "df -B1 --output=size,avail var/lib/docker",
+        "df -B1 --output=size,avail --version",
+        "df -B1 --output=size,avail,target /var/lib/docker",
+        "df -h /var/lib/docker",
+        "df /",
+        "docker system df -v",
+        "docker system df; rm -rf /",
+        "docker system df $(rm -rf /)",
+        "docker system df`rm -rf /`",
+        "docker system df\nrm -rf /",
+        "docker system prune -f",
+        "docker version; rm -rf /",
+        "docker version --format {{.Server.Version}}",
+        "docker buildx version | sh",
+        "docker buildx inspect --bootstrap",
+        "docker buildx inspect; rm -rf /",
+        "docker buildx rm default",
+        "docker buildx prune -f",
+        " docker system df",
+        "docker system df ",
+        "docker  version",
+    ],
+)
+def test_guard_denies_stage_two_or_a_probe_with_anything_changed_or_appended(guard, command):
+    rc, stdout, stderr, logged = guard(command, "--allow-all")
+    assert (rc, stdout) == (DENIED, "")
+    assert stderr.startswith("prunehook-guard: denied: this key may only run")
+    assert len(logged) == 1
+    assert logged[0].startswith("denied ")
+
+
+def test_guard_denies_df_of_a_path_that_climbs(guard):
+    rc, stdout, stderr, _ = guard("df -B1 --output=size,avail /var/lib/../../etc")
+    assert (rc, stdout) == (DENIED, "")
+    assert "may not climb" in stderr
+
+
+def test_the_guard_allows_every_command_prunehook_builds(guard):
+    """The service's builders and the guard's patterns are written apart: they must agree."""
+    built = [
+        build_prune_command("24h", prune_all=True),
+        build_keep_storage_command(0, prune_all=True),
+        build_keep_storage_command(2**63 - 1, prune_all=False),
+        build_df_command("/var/lib/docker"),
+        SYSTEM_DF,
+        DOCKER_VERSION,
+        BUILDX_VERSION,
+        BUILDX_INSPECT,
+    ]
+    for command in built:
+        rc, _, stderr, _ = guard(command, "--allow-all")
+        assert rc == 0, (command, stderr)

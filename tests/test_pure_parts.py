@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.core.command import build_prune_command
+from webhook.core.command import (
+    build_df_command,
+    build_keep_storage_command,
+    build_prune_command,
+)
 from webhook.core.duration import DurationError, normalize_until
 from webhook.core.outcome import Execution, summarize
 from webhook.core.sizes import find_reclaimed, human_size, parse_size
@@ -138,3 +142,25 @@ def test_an_until_in_days_that_rounds_to_nothing_is_refused_never_zero():
     with pytest.raises(DurationError):
         normalize_until("0.000001d")
     assert normalize_until("0.5d") == "12h"
+
+
+def test_stage_two_is_exactly_the_builder_prune_bounded_in_bytes():
+    assert build_keep_storage_command(5_000_000_000, prune_all=False) == (
+        "docker builder prune -f --keep-storage 5000000000"
+    )
+    assert build_keep_storage_command(0, prune_all=True) == (
+        "docker builder prune -f -a --keep-storage 0"
+    )
+
+
+@pytest.mark.parametrize("value", [-1, 2**63, True, 1.5, "10GB"])
+def test_stage_two_refuses_a_bound_that_is_no_number_of_bytes(value):
+    with pytest.raises(ValueError, match="keep_bytes"):
+        build_keep_storage_command(value, prune_all=False)
+
+
+def test_the_disk_probe_measures_docker_root_in_bytes_and_refuses_other_paths():
+    assert build_df_command("/var/lib/docker") == "df -B1 --output=size,avail /var/lib/docker"
+    for bad in ("var/lib/docker", "/x; rm -rf /", "/x\n", "/a/../etc", "/$(id)"):
+        with pytest.raises(ValueError, match="docker_root"):
+            build_df_command(bad)
