@@ -1,4 +1,5 @@
-"""Running one command on the build host over SSH with paramiko.
+"""Running commands on the build host over SSH with paramiko: the probes and stages of
+one run on one connection (`SSHSession`), or a single command (`SSHRunner.run`).
 
 Host keys are verified against a known_hosts file and never auto-accepted.
 stdout and stderr are drained while the command runs (paramiko's
@@ -230,15 +231,46 @@ def _drain(
             time.sleep(_IDLE_WAIT_S)
 
 
-class SSHRunner:
-    """Runs a command on a target's build host; `run` never raises."""
+class SSHSession:
+    """The commands of one run on one SSH connection, opened by the first command; `run`
+    never raises. A connection that could not be opened, or was lost, is not opened again
+    within the session (whether a lost command ran is unknown): every later command comes
+    back at once with why. A command that outlives its limit ends alone; the connection
+    stays for the next."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, target: Target, clock: Callable[[], float] = time.monotonic):
+        self.target = target
         self.clock = clock
+        self.connections = 0
+        self._client: paramiko.SSHClient | None = None
+        # why no command can run any more: (error kind, message, whether it logged in)
+        self._broken: tuple[str, str, bool] | None = None
 
-    def run(self, target: Target, command: str) -> Execution:
-        """`command` on `target`, within its policy's timeout."""
-        endpoint, limit = target.ssh, target.policy.timeout_s
+    def __enter__(self) -> SSHSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        """False once the connection failed or was lost: later commands cannot run."""
+        return self._broken is None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _break(self, kind: str, message: str, logged_in: bool = True) -> None:
+        self._broken = (kind, message, logged_in)
+        self.close()
+
+    def run(self, command: str, timeout_s: float | None = None) -> Execution:
+        """`command` within `timeout_s` (default: the target policy's timeout), counted from
+        this call: the first command's includes connecting."""
+        endpoint = self.target.ssh
+        limit = self.target.policy.timeout_s if timeout_s is None else timeout_s
         started = self.clock()
         stdout, stderr = Tail(), Tail()
 
@@ -249,23 +281,31 @@ class SSHRunner:
             known = ErrorKind(kind) if kind else None
             return Execution(rc, stdout.text(), stderr.text(), elapsed, known, error, logged_in)
 
-        try:
-            client = _connect(endpoint)
-        except SSHFailure as failure:
-            return done(None, failure.kind, str(failure), logged_in=False)
+        if self._broken is not None:
+            kind, message, logged_in = self._broken
+            return done(None, kind, f"not run: earlier in this run, {message}", logged_in)
+        if self._client is None:
+            try:
+                self._client = _connect(endpoint)
+            except SSHFailure as failure:
+                self._break(failure.kind, str(failure), logged_in=False)
+                return done(None, failure.kind, str(failure), logged_in=False)
+            self.connections += 1
         host = f"{endpoint.address}:{endpoint.port}"
 
         def lost(reason: str) -> Execution:
             message = f"{host}: the connection was lost before the command finished ({reason})"
+            self._break("ssh_error", message)
             return done(None, "ssh_error", f"{message}; whether the prune ran is unknown")
 
         try:
-            transport = client.get_transport()
+            transport = self._client.get_transport()
             assert transport is not None
             step = endpoint.connect_timeout_s
             channel = transport.open_session(timeout=step)
             if not _exec_within(channel, command, step):
                 message = f"{host} accepted the session but did not answer the command within"
+                self._break("exec_timeout", f"{message} {step}s")
                 return done(None, "exec_timeout", f"{message} {step}s; gave up")
             rc = _drain(channel, stdout, stderr, started + limit, self.clock)
             if rc is None:
@@ -274,10 +314,27 @@ class SSHRunner:
             reason = _lost_before_exit(transport, rc)
             if reason is not None:
                 return lost(reason)
+            channel.close()
             return done(rc)
         except (OSError, EOFError) as error:  # a reset or a close while opening or asking
             return lost(_reason(error))
         except Exception as error:  # whatever else paramiko raises mid-run
-            return done(None, "ssh_error", f"{type(error).__name__}: {error}")
-        finally:
-            client.close()
+            message = f"{type(error).__name__}: {error}"
+            self._break("ssh_error", message)
+            return done(None, "ssh_error", message)
+
+
+class SSHRunner:
+    """Runs commands on a target's build host: `session` for the commands of one run on
+    one connection, `run` for a single command on a connection of its own."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+
+    def session(self, target: Target) -> SSHSession:
+        return SSHSession(target, self.clock)
+
+    def run(self, target: Target, command: str) -> Execution:
+        """`command` on `target`, within its policy's timeout; never raises."""
+        with self.session(target) as session:
+            return session.run(command)
