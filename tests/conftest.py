@@ -40,6 +40,7 @@ NEEDS = {
     "docker_engine": ("dockerd",),
     "three_hosts": ("sshd", "dockerd"),
     "postgres": ("postgres",),
+    "postgres_database": ("postgres",),
 }
 
 

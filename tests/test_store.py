@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState
-from webhook.core.outcome import ErrorKind, RunOutcome
-from webhook.store import HISTORY_LIMIT, NewRun, Store
+from webhook.core.outcome import ErrorKind, RunOutcome, Step
+from webhook.store import HISTORY_LIMIT, RUN_DISK_COLUMNS, NewRun, Store
 
 TARGET = "build-1"
 T0 = 1_000_000.0
@@ -242,3 +242,85 @@ def test_a_forgotten_delivery_id_is_free_at_once_but_a_settled_one_stays(
     store.settle_delivery("answered")
     store.forget_delivery("answered")
     assert not store.remember_delivery("answered", T0 + 1, keep_s=86400, pending_s=90)
+
+
+MEASURED = succeeded_outcome(
+    2_000_000_000,
+    steps=(
+        Step("disk before", "df -B1 --output=size,avail /var/lib/docker", 0, 0.01, "1 2\n"),
+        Step(
+            "stage 2",
+            "docker builder prune -f --keep-storage 5000000000",
+            0,
+            3.5,
+            "Total:\t2GB\n",
+            "Flag --keep-storage has been deprecated\n",
+        ),
+        Step("cache after", "docker system df", None, 30.0, "", "", ErrorKind.TIMEOUT, "gone"),
+    ),
+    notes=("cache after: timeout: gone",),
+    freed_bytes=1_999_000_000,
+    disk_size=50_000_000_000,
+    disk_free_before=1_000_000_000,
+    disk_free_after=2_999_000_000,
+    cache_before=9_000_000_000,
+    cache_after=None,
+    goal_met=False,
+    free_short_bytes=4_501_000_000,
+    cache_over_bytes=None,
+    keep_storage_bytes=5_000_000_000,
+    docker_version="28.2.2",
+    buildx_version="0.24.0",
+)
+
+
+def test_a_run_keeps_what_it_measured_its_steps_and_their_output(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    store.finish(TARGET, run_id, MEASURED, T0 + 40)
+    run = make_store().run(run_id)
+    assert run is not None
+    assert run.steps == MEASURED.steps
+    assert run.notes == MEASURED.notes
+    for name in RUN_DISK_COLUMNS:
+        assert getattr(run, name) == getattr(MEASURED, name), name
+    assert run.goal_met is False
+    assert make_store().recent_runs(TARGET)[0] == run
+
+
+def test_a_target_keeps_its_last_measurement_and_goal(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    store.finish(TARGET, run_id, MEASURED, T0 + 40)
+    record = store.target_record(TARGET)
+    assert record is not None
+    # free space after the stages; the cache after could not be read: the one before
+    assert (record.last_disk_size, record.last_disk_free, record.last_cache) == (
+        50_000_000_000, 2_999_000_000, 9_000_000_000,
+    )  # fmt: skip
+    assert (record.last_measured_ts, record.last_freed_bytes) == (T0 + 40, 1_999_000_000)
+    assert record.last_goal_met is False  # a boolean, whatever the column's type
+    assert record.last_free_short_bytes == 4_501_000_000
+    assert store.target_records()[TARGET] == record
+
+
+def test_a_run_that_measured_nothing_leaves_the_last_measurement_standing(
+    make_store: MakeStore,
+):
+    store = make_store()
+    first = claim_now(store, T0)
+    assert first is not None
+    store.finish(TARGET, first, MEASURED, T0 + 40)
+    second = claim_now(store, T0 + 100)
+    assert second is not None
+    store.finish(TARGET, second, failed_outcome(ErrorKind.CONNECT_REFUSED), T0 + 101)
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_disk_free, record.last_measured_ts) == (2_999_000_000, T0 + 40)
+    # but how the last run stood is that run's: not known
+    assert (record.last_goal_met, record.last_freed_bytes) == (None, None)
+    run = store.run(second)
+    assert run is not None
+    assert (run.steps, run.notes, run.goal_met, run.freed_bytes) == ((), (), None, None)

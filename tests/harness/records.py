@@ -6,6 +6,9 @@ record changes one place.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from webhook.core.outcome import ErrorKind, RunOutcome
 from webhook.core.sizes import human_size
 from webhook.store import NewRun, Store
@@ -18,11 +21,13 @@ def succeeded_outcome(
     duration_s: float = 1.0,
     stdout_tail: str = "",
     stderr_tail: str = "",
+    **measured: Any,
 ) -> RunOutcome:
-    """A prune that exited 0; `reclaimed` defaults to Docker's way of printing the bytes."""
+    """A prune that exited 0; `reclaimed` defaults to Docker's way of printing the bytes.
+    `measured` sets RunOutcome's other fields (steps, freed_bytes, goal_met, ...)."""
     if reclaimed is None and reclaimed_bytes is not None:
         reclaimed = human_size(reclaimed_bytes)
-    return RunOutcome(
+    outcome = RunOutcome(
         ok=True,
         rc=0,
         reclaimed=reclaimed,
@@ -33,6 +38,7 @@ def succeeded_outcome(
         stdout_tail=stdout_tail,
         stderr_tail=stderr_tail,
     )
+    return dataclasses.replace(outcome, **measured)
 
 
 def failed_outcome(

@@ -51,8 +51,44 @@ class Execution:
     logged_in: bool = True
 
 
+# what a run's history keeps of each step's output: enough for the lines that matter (an
+# error, a total), while ten runs of eight steps stay small enough to show
+STEP_TAIL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a run (a probe or a stage) as the run's history keeps it."""
+
+    name: str
+    command: str
+    rc: int | None
+    duration_s: float
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    error_kind: ErrorKind | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, name: str, command: str, execution: Execution) -> Step:
+        return cls(
+            name=name,
+            command=command,
+            rc=execution.rc,
+            duration_s=round(execution.duration_s, 3),
+            stdout_tail=execution.stdout_tail[-STEP_TAIL_CHARS:],
+            stderr_tail=execution.stderr_tail[-STEP_TAIL_CHARS:],
+            error_kind=execution.error_kind,
+            error=execution.error,
+        )
+
+
 @dataclass(frozen=True)
 class RunOutcome:
+    """What a run did. The first fields are the prune's (a run of stages: every stage ok,
+    Docker's reclaimed space summed, the last stage's rc and output); the rest are what
+    it measured and decided (DESIGN.md, "Disk-aware pruning"), None where not known."""
+
     ok: bool
     rc: int | None
     reclaimed: str | None
@@ -62,6 +98,25 @@ class RunOutcome:
     duration_s: float
     stdout_tail: str
     stderr_tail: str
+    # each command and probe, in order, and what the run decided or could not do
+    steps: tuple[Step, ...] = ()
+    notes: tuple[str, ...] = ()
+    # free bytes after less free bytes before, both from df: exact, unlike `reclaimed`
+    freed_bytes: int | None = None
+    disk_size: int | None = None
+    disk_free_before: int | None = None
+    disk_free_after: int | None = None
+    # Docker's figures (`docker system df`), parsed
+    cache_before: int | None = None
+    cache_after: int | None = None
+    # the goals after the last stage: met, or missed by how much (webhook.core.disk.assess)
+    goal_met: bool | None = None
+    free_short_bytes: int | None = None
+    cache_over_bytes: int | None = None
+    # stage 2's --keep-storage, when it ran
+    keep_storage_bytes: int | None = None
+    docker_version: str | None = None
+    buildx_version: str | None = None
 
 
 def _last_line(text: str) -> str:

@@ -8,11 +8,12 @@ most one prune per target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 from webhook.core.decision import Result, TargetState
-from webhook.core.outcome import ErrorKind, RunOutcome
+from webhook.core.outcome import ErrorKind, RunOutcome, Step
 
 HISTORY_LIMIT = 100
 
@@ -52,6 +53,79 @@ class RunRecord:
     stderr_tail: str | None = None
     worker_pid: int | None = None
     request_id: str | None = None
+    # what the run measured and decided (RunOutcome's fields of the same names)
+    steps: tuple[Step, ...] = ()
+    notes: tuple[str, ...] = ()
+    freed_bytes: int | None = None
+    disk_size: int | None = None
+    disk_free_before: int | None = None
+    disk_free_after: int | None = None
+    cache_before: int | None = None
+    cache_after: int | None = None
+    goal_met: bool | None = None
+    free_short_bytes: int | None = None
+    cache_over_bytes: int | None = None
+    keep_storage_bytes: int | None = None
+    docker_version: str | None = None
+    buildx_version: str | None = None
+
+
+# the columns a finished run's disk fields are kept in, beside the prune's own, in the order
+# both backends' `finish` writes them: RunOutcome, RunRecord and `runs` name them alike
+RUN_DISK_COLUMNS = (
+    "freed_bytes",
+    "disk_size",
+    "disk_free_before",
+    "disk_free_after",
+    "cache_before",
+    "cache_after",
+    "goal_met",
+    "free_short_bytes",
+    "cache_over_bytes",
+    "keep_storage_bytes",
+    "docker_version",
+    "buildx_version",
+)
+
+
+def encode_steps(steps: tuple[Step, ...]) -> str:
+    return json.dumps([asdict(step) for step in steps])
+
+
+def decode_steps(text: str | None) -> tuple[Step, ...]:
+    """A run's steps as stored; an unreadable entry (written by a later version) is left out."""
+    steps: list[Step] = []
+    for item in json.loads(text) if text else []:
+        try:
+            kind = item.get("error_kind")
+            item["error_kind"] = ErrorKind(kind) if kind else None
+            steps.append(Step(**item))
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return tuple(steps)
+
+
+def encode_notes(notes: tuple[str, ...]) -> str:
+    return json.dumps(list(notes))
+
+
+def decode_notes(text: str | None) -> tuple[str, ...]:
+    found = json.loads(text) if text else []
+    return tuple(str(note) for note in found) if isinstance(found, list) else ()
+
+
+def disk_values(outcome: RunOutcome) -> list[Any]:
+    """`RUN_DISK_COLUMNS`' values of a run, in order."""
+    return [getattr(outcome, column) for column in RUN_DISK_COLUMNS]
+
+
+def last_measurement(outcome: RunOutcome) -> tuple[int | None, int | None, int | None]:
+    """(size, free, cache) as a run last measured them: after its stages, else before."""
+    free = outcome.disk_free_after
+    if free is None:
+        free = outcome.disk_free_before
+    cache = outcome.cache_after if outcome.cache_after is not None else outcome.cache_before
+    return outcome.disk_size, free, cache
 
 
 @dataclass(frozen=True)
@@ -71,6 +145,15 @@ class TargetRecord:
     inflight_run_id: int | None = None
     inflight_started_ts: float | None = None
     lease_expires_ts: float | None = None
+    # the last measurement of the host (kept when a run measured nothing) and how the last
+    # run stood against the goals
+    last_disk_size: int | None = None
+    last_disk_free: int | None = None
+    last_cache: int | None = None
+    last_measured_ts: float | None = None
+    last_freed_bytes: int | None = None
+    last_goal_met: bool | None = None
+    last_free_short_bytes: int | None = None
 
     @property
     def state(self) -> TargetState:

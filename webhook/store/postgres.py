@@ -22,7 +22,19 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
-from webhook.store import HISTORY_LIMIT, NewRun, RunRecord, StoreUnavailable, TargetRecord
+from webhook.store import (
+    HISTORY_LIMIT,
+    NewRun,
+    RunRecord,
+    StoreUnavailable,
+    TargetRecord,
+    decode_notes,
+    decode_steps,
+    disk_values,
+    encode_notes,
+    encode_steps,
+    last_measurement,
+)
 
 DELIVERIES_LIMIT = 100_000
 LOST_ERROR = "the worker running this prune died or hung; its lease expired"
@@ -78,20 +90,52 @@ _FIRST_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (seq)",
 )
 
+# disk-aware pruning: what each run measured and decided, its steps (JSON text, as SQLite
+# keeps them); each target's last measurement
+_DISK_COLUMNS = (
+    """ALTER TABLE runs
+        ADD COLUMN IF NOT EXISTS steps TEXT,
+        ADD COLUMN IF NOT EXISTS notes TEXT,
+        ADD COLUMN IF NOT EXISTS freed_bytes BIGINT,
+        ADD COLUMN IF NOT EXISTS disk_size BIGINT,
+        ADD COLUMN IF NOT EXISTS disk_free_before BIGINT,
+        ADD COLUMN IF NOT EXISTS disk_free_after BIGINT,
+        ADD COLUMN IF NOT EXISTS cache_before BIGINT,
+        ADD COLUMN IF NOT EXISTS cache_after BIGINT,
+        ADD COLUMN IF NOT EXISTS goal_met BOOLEAN,
+        ADD COLUMN IF NOT EXISTS free_short_bytes BIGINT,
+        ADD COLUMN IF NOT EXISTS cache_over_bytes BIGINT,
+        ADD COLUMN IF NOT EXISTS keep_storage_bytes BIGINT,
+        ADD COLUMN IF NOT EXISTS docker_version TEXT,
+        ADD COLUMN IF NOT EXISTS buildx_version TEXT""",
+    """ALTER TABLE targets
+        ADD COLUMN IF NOT EXISTS last_disk_size BIGINT,
+        ADD COLUMN IF NOT EXISTS last_disk_free BIGINT,
+        ADD COLUMN IF NOT EXISTS last_cache BIGINT,
+        ADD COLUMN IF NOT EXISTS last_measured_ts DOUBLE PRECISION,
+        ADD COLUMN IF NOT EXISTS last_freed_bytes BIGINT,
+        ADD COLUMN IF NOT EXISTS last_goal_met BOOLEAN,
+        ADD COLUMN IF NOT EXISTS last_free_short_bytes BIGINT""",
+)
+
 # MIGRATIONS[n] takes a database from version n to n + 1; append, never edit one
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_FIRST_SCHEMA,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_FIRST_SCHEMA, _DISK_COLUMNS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SELECT_TARGETS = (
     "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
     " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
-    " inflight_run_id, inflight_started_ts, lease_expires_ts FROM targets"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts, last_disk_size, last_disk_free,"
+    " last_cache, last_measured_ts, last_freed_bytes, last_goal_met, last_free_short_bytes"
+    " FROM targets"
 )
 SELECT_TARGET = SELECT_TARGETS + " WHERE target = %s"
 SELECT_RUNS = (
     "SELECT id, target, trigger, command, started_ts, finished_ts, result, rc, reclaimed,"
     " reclaimed_bytes, error, error_kind, duration_s, stdout_tail, stderr_tail, worker_pid,"
-    " request_id FROM runs"
+    " request_id, steps, notes, freed_bytes, disk_size, disk_free_before, disk_free_after,"
+    " cache_before, cache_after, goal_met, free_short_bytes, cache_over_bytes,"
+    " keep_storage_bytes, docker_version, buildx_version FROM runs"
 )
 SELECT_RECENT_RUNS = SELECT_RUNS + " WHERE target = %s ORDER BY id DESC LIMIT %s"
 SELECT_RUN = SELECT_RUNS + " WHERE id = %s"
@@ -115,6 +159,8 @@ def _run_record(row: dict[str, Any]) -> RunRecord:
     values = dict(row)
     values["result"] = Result(row["result"])
     values["error_kind"] = _error_kind(row["error_kind"])
+    values["steps"] = decode_steps(row["steps"])
+    values["notes"] = decode_notes(row["notes"])
     return RunRecord(**values)
 
 
@@ -336,7 +382,11 @@ class PostgresStore:
             connection.execute(
                 "UPDATE runs SET finished_ts = %s, result = %s, rc = %s, reclaimed = %s,"
                 " reclaimed_bytes = %s, error = %s, error_kind = %s, duration_s = %s,"
-                " stdout_tail = %s, stderr_tail = %s WHERE id = %s",
+                " stdout_tail = %s, stderr_tail = %s, steps = %s, notes = %s,"
+                " freed_bytes = %s, disk_size = %s, disk_free_before = %s, disk_free_after = %s,"
+                " cache_before = %s, cache_after = %s, goal_met = %s, free_short_bytes = %s,"
+                " cache_over_bytes = %s, keep_storage_bytes = %s, docker_version = %s,"
+                " buildx_version = %s WHERE id = %s",
                 (
                     now,
                     result,
@@ -348,15 +398,25 @@ class PostgresStore:
                     outcome.duration_s,
                     _text(outcome.stdout_tail),
                     _text(outcome.stderr_tail),
+                    _text(encode_steps(outcome.steps)),
+                    _text(encode_notes(outcome.notes)),
+                    *disk_values(outcome),
                     run_id,
                 ),
             )
+            size, free, cache = last_measurement(outcome)
+            measured = any(value is not None for value in (size, free, cache))
             owned = connection.execute(
                 "UPDATE targets SET last_finished_ts = %s, last_result = %s,"
                 " last_reclaimed = %s, last_reclaimed_bytes = %s, last_error = %s,"
                 " last_error_kind = %s,"
                 " last_success_ts = CASE WHEN %s THEN %s ELSE last_success_ts END,"
-                " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL"
+                " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL,"
+                " last_disk_size = coalesce(%s, last_disk_size),"
+                " last_disk_free = coalesce(%s, last_disk_free),"
+                " last_cache = coalesce(%s, last_cache),"
+                " last_measured_ts = CASE WHEN %s THEN %s ELSE last_measured_ts END,"
+                " last_freed_bytes = %s, last_goal_met = %s, last_free_short_bytes = %s"
                 " WHERE target = %s AND inflight_run_id = %s",
                 (
                     now,
@@ -367,6 +427,14 @@ class PostgresStore:
                     kind,
                     outcome.ok,
                     now,
+                    size,
+                    free,
+                    cache,
+                    measured,
+                    now,
+                    outcome.freed_bytes,
+                    outcome.goal_met,
+                    outcome.free_short_bytes,
                     target,
                     run_id,
                 ),

@@ -18,7 +18,19 @@ from pathlib import Path
 
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
-from webhook.store import HISTORY_LIMIT, NewRun, RunRecord, StoreUnavailable, TargetRecord
+from webhook.store import (
+    HISTORY_LIMIT,
+    NewRun,
+    RunRecord,
+    StoreUnavailable,
+    TargetRecord,
+    decode_notes,
+    decode_steps,
+    disk_values,
+    encode_notes,
+    encode_steps,
+    last_measurement,
+)
 
 # signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
 DELIVERIES_LIMIT = 100_000
@@ -86,25 +98,72 @@ def _first_schema(connection: sqlite3.Connection) -> None:
             connection.execute(statement)
 
 
+_disk_columns = (
+    _add_columns(
+        "runs",
+        (
+            ("steps", "TEXT"),
+            ("notes", "TEXT"),
+            ("freed_bytes", "INTEGER"),
+            ("disk_size", "INTEGER"),
+            ("disk_free_before", "INTEGER"),
+            ("disk_free_after", "INTEGER"),
+            ("cache_before", "INTEGER"),
+            ("cache_after", "INTEGER"),
+            ("goal_met", "INTEGER"),
+            ("free_short_bytes", "INTEGER"),
+            ("cache_over_bytes", "INTEGER"),
+            ("keep_storage_bytes", "INTEGER"),
+            ("docker_version", "TEXT"),
+            ("buildx_version", "TEXT"),
+        ),
+    ),
+    _add_columns(
+        "targets",
+        (
+            ("last_disk_size", "INTEGER"),
+            ("last_disk_free", "INTEGER"),
+            ("last_cache", "INTEGER"),
+            ("last_measured_ts", "REAL"),
+            ("last_freed_bytes", "INTEGER"),
+            ("last_goal_met", "INTEGER"),
+            ("last_free_short_bytes", "INTEGER"),
+        ),
+    ),
+)
+
+
+def _disk_aware(connection: sqlite3.Connection) -> None:
+    for migrate in _disk_columns:
+        migrate(connection)
+
+
 # MIGRATIONS[n] takes a file from user_version n to n + 1; append, never edit one
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _first_schema,
     _add_columns("runs", (("worker_pid", "INTEGER"), ("request_id", "TEXT"))),
     # ids remembered before this were answered: settled
     _add_columns("deliveries", (("settled", "INTEGER NOT NULL DEFAULT 1"),)),
+    # disk-aware pruning: what each run measured and decided, its steps; each target's last
+    # measurement
+    _disk_aware,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SELECT_TARGETS = (
     "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
     " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
-    " inflight_run_id, inflight_started_ts, lease_expires_ts FROM targets"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts, last_disk_size, last_disk_free,"
+    " last_cache, last_measured_ts, last_freed_bytes, last_goal_met, last_free_short_bytes"
+    " FROM targets"
 )
 SELECT_TARGET = SELECT_TARGETS + " WHERE target = ?"
 SELECT_RUNS = (
     "SELECT id, target, trigger, command, started_ts, finished_ts, result, rc, reclaimed,"
     " reclaimed_bytes, error, error_kind, duration_s, stdout_tail, stderr_tail, worker_pid,"
-    " request_id FROM runs"
+    " request_id, steps, notes, freed_bytes, disk_size, disk_free_before, disk_free_after,"
+    " cache_before, cache_after, goal_met, free_short_bytes, cache_over_bytes,"
+    " keep_storage_bytes, docker_version, buildx_version FROM runs"
 )
 SELECT_RECENT_RUNS = SELECT_RUNS + " WHERE target = ? ORDER BY id DESC LIMIT ?"
 SELECT_RUN = SELECT_RUNS + " WHERE id = ?"
@@ -117,10 +176,15 @@ def _error_kind(value: str | None) -> ErrorKind | None:
         return None
 
 
+def _flag(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
 def _target_record(row: sqlite3.Row) -> TargetRecord:
     values = dict(row)
     values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
     values["last_error_kind"] = _error_kind(row["last_error_kind"])
+    values["last_goal_met"] = _flag(row["last_goal_met"])
     return TargetRecord(**values)
 
 
@@ -128,6 +192,9 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
     values = dict(row)
     values["result"] = Result(row["result"])
     values["error_kind"] = _error_kind(row["error_kind"])
+    values["goal_met"] = _flag(row["goal_met"])
+    values["steps"] = decode_steps(row["steps"])
+    values["notes"] = decode_notes(row["notes"])
     return RunRecord(**values)
 
 
@@ -362,7 +429,11 @@ class SQLiteStore:
             connection.execute(
                 "UPDATE runs SET finished_ts = ?, result = ?, rc = ?, reclaimed = ?,"
                 " reclaimed_bytes = ?, error = ?, error_kind = ?, duration_s = ?,"
-                " stdout_tail = ?, stderr_tail = ? WHERE id = ?",
+                " stdout_tail = ?, stderr_tail = ?, steps = ?, notes = ?,"
+                " freed_bytes = ?, disk_size = ?, disk_free_before = ?, disk_free_after = ?,"
+                " cache_before = ?, cache_after = ?, goal_met = ?, free_short_bytes = ?,"
+                " cache_over_bytes = ?, keep_storage_bytes = ?, docker_version = ?,"
+                " buildx_version = ? WHERE id = ?",
                 (
                     now,
                     result,
@@ -374,14 +445,24 @@ class SQLiteStore:
                     outcome.duration_s,
                     outcome.stdout_tail,
                     outcome.stderr_tail,
+                    encode_steps(outcome.steps),
+                    encode_notes(outcome.notes),
+                    *disk_values(outcome),
                     run_id,
                 ),
             )
+            size, free, cache = last_measurement(outcome)
+            measured = any(value is not None for value in (size, free, cache))
             owned = connection.execute(
                 "UPDATE targets SET last_finished_ts = ?, last_result = ?, last_reclaimed = ?,"
                 " last_reclaimed_bytes = ?, last_error = ?, last_error_kind = ?,"
                 " last_success_ts = CASE WHEN ? THEN ? ELSE last_success_ts END,"
-                " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL"
+                " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL,"
+                " last_disk_size = coalesce(?, last_disk_size),"
+                " last_disk_free = coalesce(?, last_disk_free),"
+                " last_cache = coalesce(?, last_cache),"
+                " last_measured_ts = CASE WHEN ? THEN ? ELSE last_measured_ts END,"
+                " last_freed_bytes = ?, last_goal_met = ?, last_free_short_bytes = ?"
                 " WHERE target = ? AND inflight_run_id = ?",
                 (
                     now,
@@ -392,6 +473,14 @@ class SQLiteStore:
                     outcome.error_kind,
                     outcome.ok,
                     now,
+                    size,
+                    free,
+                    cache,
+                    measured,
+                    now,
+                    outcome.freed_bytes,
+                    outcome.goal_met,
+                    outcome.free_short_bytes,
                     target,
                     run_id,
                 ),
