@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,25 +101,74 @@ class Clock:
         self.now += seconds
 
 
+# what the fake host's probes answer by default: a 100 GB disk with 40 GB free, 8 GB of cache
+FAKE_DF = "   1B-blocks       Avail\n100000000000 40000000000\n"
+FAKE_SYSTEM_DF = (
+    "TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE\n"
+    "Images          0         0         0B        0B\n"
+    "Containers      0         0         0B        0B\n"
+    "Local Volumes   0         0         0B        0B\n"
+    "Build Cache     12        0         8GB       8GB\n"
+)
+FAKE_VERSION = (
+    "Client:\n Version:           28.2.2\n\nServer:\n Engine:\n  Version:          28.2.2\n"
+)
+NO_BUILDX = "docker: unknown command: docker buildx\n"
+
+
+def is_prune(command: str) -> bool:
+    return command.startswith("docker builder prune ")
+
+
 class FakeHost:
-    """Stands in for the SSH runner in service-level tests; records every command."""
+    """Stands in for the SSH runner in service-level tests. `commands` are the prunes it
+    was asked to run (each answered `execution`), `probes` the read-only probes (answered
+    as a healthy host would, or as `probe_answers` says, by command)."""
 
     def __init__(self) -> None:
         self.commands: list[str] = []
+        self.probes: list[str] = []
         self.execution = Execution(0, "Total reclaimed space: 1.5GB\n", "", 0.2)
+        self.probe_answers: dict[str, Execution] = {}
         self.targets: list[str] = []
         self.release = threading.Event()
         self.release.set()
+        self.held = 0  # calls waiting for `release` now
+        self._lock = threading.Lock()
 
     def __call__(self, target: Target, command: str) -> Execution:
+        with self._lock:
+            self.held += 1
+        self.release.wait(30)
+        with self._lock:
+            self.held -= 1
+        if not is_prune(command):
+            self.probes.append(command)
+            return self.probe_answers.get(command) or self.probe(command)
         self.targets.append(target.name)
         self.commands.append(command)
-        self.release.wait(30)
         return self.execution
+
+    @staticmethod
+    def probe(command: str) -> Execution:
+        if command.startswith("df "):
+            return Execution(0, FAKE_DF, "", 0.01)
+        if command == "docker system df":
+            return Execution(0, FAKE_SYSTEM_DF, "", 0.05)
+        if command == "docker version":
+            return Execution(0, FAKE_VERSION, "", 0.02)
+        return Execution(1, "", NO_BUILDX, 0.01)
 
     def hold(self) -> None:
         """Keep the next runs in flight until `release.set()`."""
         self.release.clear()
+
+    def wait_until_held(self, runs: int) -> None:
+        """Until `runs` runs wait at the host (their leases renewed for the last time)."""
+        deadline = time.monotonic() + 10
+        while self.held < runs:
+            assert time.monotonic() < deadline, f"{self.held} of {runs} runs reached the host"
+            time.sleep(0.01)
 
 
 @pytest.fixture

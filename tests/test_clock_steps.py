@@ -33,6 +33,7 @@ def test_a_lease_stored_in_the_future_ends_one_lease_from_now(app, client, clock
     lease_s = app.extensions["prunehook"].settings.lease_s
     fake_host.hold()  # the run stays in flight, as if its worker hung
     assert client.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
+    fake_host.wait_until_held(1)
     clock.advance(-STEP_BACK_S)
 
     busy = client.post("/hooks/cron", headers=AUTH).get_json()

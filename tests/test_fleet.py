@@ -3,7 +3,7 @@
 `three_hosts` is three OpenSSH sshd on loopback in front of one dockerd, named build-1..3
 by a targets file, each with the alias NAME.fleet.test (tests/harness/fleet.py). The
 client key is pinned on every host to prunehook-guard with a log of its own, so
-`hosts[name].commands_run()` is what ran on that host and nowhere else.
+`hosts[name].prunes_run()` is what ran on that host and nowhere else.
 """
 
 from __future__ import annotations
@@ -30,8 +30,13 @@ PRUNE = "allowed docker builder prune -f --filter until=24h"
 
 
 def ran(fleet: BuildFleet) -> dict[str, list[str]]:
-    """What ran on each host, as its guard log says."""
-    return {name: host.commands_run() for name, host in fleet.hosts.items()}
+    """The prunes that ran on each host, as its guard log says (its probes left out)."""
+    return {name: host.prunes_run() for name, host in fleet.hosts.items()}
+
+
+def probed(fleet: BuildFleet) -> dict[str, list[str]]:
+    """The read-only probes each host's guard was asked to run."""
+    return {name: host.probes_run() for name, host in fleet.hosts.items()}
 
 
 def nothing_ran() -> dict[str, list[str]]:
@@ -393,7 +398,8 @@ def test_cli_check_checks_every_target(fleet_app, three_hosts):
     assert result.output.count("PASS  ssh login") == 3
     assert result.output.count("PASS  host key") == 3
     version = "denied docker version --format '{{.Server.Version}}'"
-    assert ran(three_hosts) == {name: [version] for name in NAMES}
+    assert probed(three_hosts) == {name: [version] for name in NAMES}
+    assert ran(three_hosts) == nothing_ran()
 
 
 def test_cli_check_of_a_target_that_fails_goes_on_to_the_next(fleet_app, three_hosts):
@@ -410,7 +416,7 @@ def test_cli_check_of_a_target_that_fails_goes_on_to_the_next(fleet_app, three_h
     assert f"fix: ssh-keyscan -p {build_2.port} 127.0.0.1" in result.output
     assert result.output.count("PASS  ssh login") == 2
     version = "denied docker version --format '{{.Server.Version}}'"
-    assert ran(three_hosts) == nothing_ran() | {"build-1": [version], "build-3": [version]}
+    assert probed(three_hosts) == nothing_ran() | {"build-1": [version], "build-3": [version]}
 
 
 def test_cli_check_of_one_target_checks_that_one(fleet_app, three_hosts):
@@ -420,7 +426,7 @@ def test_cli_check_of_one_target_checks_that_one(fleet_app, three_hosts):
     assert "PASS  target       build-2" in result.output
     assert "build-1" not in result.output and "build-3" not in result.output
     version = "denied docker version --format '{{.Server.Version}}'"
-    assert ran(three_hosts) == only("build-2", version)
+    assert probed(three_hosts) == only("build-2", version)
 
 
 def test_cli_status_with_a_target_shows_that_target(fleet_app, three_hosts):
@@ -492,7 +498,7 @@ def test_a_targets_file_of_one_target_keeps_the_top_level_keys_and_routes_by_hos
 
     assert elsewhere.get_json()["decision"] == "unknown_target"
     assert pruned.get_json()["run"]["result"] == "ok"
-    assert solo.hosts["solo"].commands_run() == [PRUNE]
+    assert solo.hosts["solo"].prunes_run() == [PRUNE]
     for key in SEED_KEYS:
         assert key in shown, key
     assert (shown["target"], shown["last_result"]) == ("solo", "ok")

@@ -14,7 +14,7 @@ from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 
 def test_an_alert_storm_across_workers_starts_exactly_one_prune(serve, service_env, build_host):
     served = serve(service_env(build_host))
-    ran_before = len(build_host.commands_run())
+    ran_before = len(build_host.prunes_run())
     storm = [
         ("/hooks/cron", None),
         ("/hooks/watchdog", WATCHDOG_ALERT),
@@ -36,7 +36,7 @@ def test_an_alert_storm_across_workers_starts_exactly_one_prune(serve, service_e
     shown = wait_for(finished, 60, "the prune to finish")
     assert shown["last_result"] == "ok"
     assert len(shown["recent_runs"]) == 1
-    assert len(build_host.commands_run()) == ran_before + 1
+    assert len(build_host.prunes_run()) == ran_before + 1
 
 
 def test_first_start_without_a_token_keeps_the_hooks_closed(serve, tmp_path):

@@ -48,7 +48,7 @@ def test_cron_hook_prunes_real_build_cache_over_ssh(
     assert (run["result"], run["rc"], run["error"]) == ("ok", 0, None)
     assert run["reclaimed_bytes"] >= CACHE_BYTES
     assert docker_engine.build_cache_bytes() <= aged_cache - CACHE_BYTES
-    assert build_host.commands_run()[-1] == "allowed docker builder prune -f --filter until=1s"
+    assert build_host.prunes_run()[-1] == "allowed docker builder prune -f --filter until=1s"
     shown = client.get("/status").get_json()
     assert shown["last_reclaimed_bytes"] == run["reclaimed_bytes"]
     assert shown["last_error"] is None
@@ -64,7 +64,7 @@ def test_age_filter_keeps_young_cache(real_app, build_host, docker_engine, tmp_p
 
     assert (run["result"], run["reclaimed"]) == ("ok", "0B")
     assert docker_engine.build_cache_bytes() == before
-    assert build_host.commands_run()[-1] == "allowed docker builder prune -f --filter until=24h"
+    assert build_host.prunes_run()[-1] == "allowed docker builder prune -f --filter until=24h"
 
 
 def test_all_flag_prunes_shared_cache_too(real_app, build_host, docker_engine, aged_cache):
@@ -76,7 +76,7 @@ def test_all_flag_prunes_shared_cache_too(real_app, build_host, docker_engine, a
 
     assert run["result"] == "ok"
     assert docker_engine.build_cache_bytes() == 0
-    assert build_host.commands_run()[-1] == "allowed docker builder prune -f -a --filter until=1s"
+    assert build_host.prunes_run()[-1] == "allowed docker builder prune -f -a --filter until=1s"
 
 
 def test_cli_prune_and_status_against_the_real_host(real_app, build_host):
@@ -142,7 +142,7 @@ def test_guard_with_its_defaults_keeps_a_stolen_key_from_wiping_all_cache(
     assert (run["result"], run["rc"]) == ("failed", 126)
     assert "prunehook-guard --allow-all" in run["error"]
     assert docker_engine.build_cache_bytes() == aged_cache
-    assert host.commands_run() == ["denied docker builder prune -f -a --filter until=1s"]
+    assert host.prunes_run() == ["denied docker builder prune -f -a --filter until=1s"]
 
     env_for(
         host, PRUNEHOOK_UNTIL="1s", PRUNEHOOK_ALL="false", PRUNEHOOK_DB_PATH=str(tmp_path / "b")

@@ -118,7 +118,7 @@ def test_docker_daemon_down_is_recorded_with_its_message(make_sshd, make_setting
     shown = client.get("/status").get_json()
     assert "Cannot connect to the Docker daemon" in shown["last_error"]
     assert shown["last_error_kind"] == "docker_unavailable"
-    assert server.commands_run() == [f"allowed {PRUNE}"]
+    assert server.prunes_run() == [f"allowed {PRUNE}"]
 
 
 def test_large_output_on_both_streams_is_drained_and_only_tails_kept(make_sshd):

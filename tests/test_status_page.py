@@ -236,6 +236,7 @@ def a_fleet_in_every_state(make_app, fake_host, clock):
     fake_host.hold()
     assert prune(client, "delta", wait=False)["decision"] == "started"
     assert prune(client, "echo", wait=False)["decision"] == "started"
+    fake_host.wait_until_held(2)
     clock.advance(120 + 60 + 1)  # past the leases of both
     assert prune(client, "echo", wait=False)["decision"] == "started"
     return app

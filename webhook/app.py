@@ -76,10 +76,14 @@ def create_app(
     store = SQLiteStore(settings.db_path)
     _prepare(store, settings)
     listeners = Listeners()
+    runner = SSHRunner()
     service = PruneService(
         settings.fleet,
         store,
-        run_command or SSHRunner().run,
+        run_command or runner.run,
+        # a run's probes and stages share one SSH connection; a given run_command (tests)
+        # is called once per command
+        open_session=None if run_command else runner.session,
         enabled=settings.enabled,
         routes_by_host=settings.routes_by_host,
         max_parallel=settings.max_parallel,

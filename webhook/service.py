@@ -24,6 +24,7 @@ from webhook.core.decision import Action, Decision, clock_step, decide
 from webhook.core.outcome import ErrorKind, Execution, RunOutcome, summarize
 from webhook.core.targets import Fleet, Target
 from webhook.core.verdicts import Verdict
+from webhook.stages import CommandSession, OpenSession, StagedRuns, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -105,10 +106,16 @@ class PruneService:
         max_parallel: int = 8,
         clock: Callable[[], float] = time.time,
         listeners: Listeners | None = None,
+        open_session: OpenSession | None = None,
     ):
         self.fleet = fleet
         self.store = store
         self.run_command = run_command
+        # a run's probes and stages share one session: the SSH runner's, or one over
+        # `run_command` (a call per command) where no sessions are given
+        self.stages = StagedRuns(
+            open_session or (lambda target: CommandSession(run_command, target))
+        )
         self.enabled = enabled
         self.routes_by_host = routes_by_host
         self.clock = clock
@@ -143,8 +150,9 @@ class PruneService:
         return build_prune_command(target.policy.until, target.policy.prune_all)
 
     def wait_limit_s(self, target: Target) -> float:
-        """How long a caller may wait for a run: connecting, the prune, and recording it."""
-        return target.policy.timeout_s + 3 * target.ssh.connect_timeout_s + 5
+        """How long a caller may wait for a run: connecting, its stages and probes, and
+        recording it."""
+        return run_limit_s(target.policy.timeout_s) + 3 * target.ssh.connect_timeout_s + 5
 
     # -- deciding ----------------------------------------------------------------
     def handle(
@@ -328,11 +336,11 @@ class PruneService:
     def execute(self, target: Target, run_id: int, request_id: str | None = None) -> RunOutcome:
         """Run the claimed prune, record its outcome, tell the listeners. Never raises."""
         try:
-            execution = self.run_command(target, self.command(target))
+            outcome = self.stages.run(target, lambda: self._still_owns(target, run_id))
         except Exception as error:
             log.exception("run %s: the command runner raised", run_id)
             execution = Execution(None, "", "", 0.0, ErrorKind.INTERNAL, type(error).__name__)
-        outcome = summarize(execution)
+            outcome = summarize(execution)
         self._record(target, run_id, outcome)
         log.info(
             "run %s on %s %s",
@@ -352,6 +360,13 @@ class PruneService:
                     "error_kind": outcome.error_kind,
                     "error": outcome.error,
                     "duration_s": outcome.duration_s,
+                    "freed_bytes": outcome.freed_bytes,
+                    "disk_free_after": outcome.disk_free_after,
+                    "cache_after": outcome.cache_after,
+                    "keep_storage_bytes": outcome.keep_storage_bytes,
+                    "goal_met": outcome.goal_met,
+                    "free_short_bytes": outcome.free_short_bytes,
+                    "notes": list(outcome.notes),
                 }
             },
         )
@@ -361,6 +376,15 @@ class PruneService:
             except Exception:
                 log.exception("run %s: %r failed", run_id, listener)
         return outcome
+
+    def _still_owns(self, target: Target, run_id: int) -> bool:
+        """Before each command of a run: renew its lease, so a run of several stages keeps
+        its target; False when a newer run owns it (this one was given up as lost)."""
+        try:
+            return self.store.renew_lease(target.name, run_id, self.clock() + target.policy.lease_s)
+        except StoreUnavailable as error:
+            log.error("run %s: cannot renew its lease: %s", run_id, error)
+            return True
 
     def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:
         for attempt in range(1, FINISH_ATTEMPTS + 1):

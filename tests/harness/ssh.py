@@ -46,6 +46,11 @@ def _env(port: int, client_key: Path, known_hosts: Path) -> dict[str, str]:
     }
 
 
+def is_prune_line(line: str) -> bool:
+    """A line of the guard's log about a prune (`allowed docker builder prune ...`)."""
+    return line.partition(" ")[2].startswith("docker builder prune")
+
+
 class SSHKeys:
     """A client key and a known_hosts entry for a host on a loopback port, and no sshd: for
     tests whose "host" is something else (a refused port, a silent listener, a paramiko
@@ -160,7 +165,16 @@ class SSHServer:
         self.authorized_keys.write_text(prefix + public + "\n")
 
     def commands_run(self) -> list[str]:
+        """Every line of the guard's log: `allowed <command>` or `denied <command>`."""
         return self.guard_log.read_text().splitlines()
+
+    def prunes_run(self) -> list[str]:
+        """The guard's lines of prunes, allowed or denied: its read-only probes left out."""
+        return [line for line in self.commands_run() if is_prune_line(line)]
+
+    def probes_run(self) -> list[str]:
+        """The guard's lines of everything else (a run's probes, flask check's)."""
+        return [line for line in self.commands_run() if not is_prune_line(line)]
 
     def env(self) -> dict[str, str]:
         """The PRUNEHOOK_* variables that point prunehook at this host."""

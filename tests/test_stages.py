@@ -1,0 +1,290 @@
+"""A run's stages and probes, decided by the service against a host simulated as numbers.
+
+`DiskHost` stands in for the SSH runner (a fake at our own boundary): a disk with its size
+and free bytes, and a build cache of records young and old. Its probes print what df and
+`docker system df` print; its prunes change the numbers as BuildKit would (the age prune
+removes the old records, `--keep-storage N` keeps at most N). tests/test_disk_real.py runs
+the same contract against a real dockerd on a small real filesystem.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import NO_BUILDX
+from webhook.core.disk import FreeGoal
+from webhook.core.outcome import ErrorKind, Execution
+from webhook.core.sizes import human_size
+from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
+from webhook.core.verdicts import Source, Verdict
+from webhook.service import PruneService
+from webhook.stages import CommandSession, StagedRuns
+from webhook.store.sqlite import SQLiteStore
+
+GB = 1000**3
+ROOT = "/var/lib/docker"
+DF = f"df -B1 --output=size,avail {ROOT}"
+VERSION = (
+    "Client:\n Version: 28.2.2\n\nServer: Docker Engine - Community\n Engine:\n  Version: 28.2.2\n"
+)
+BUILDX_DEPRECATION = (
+    "Flag --keep-storage has been deprecated, keep-storage flag has been changed to"
+    " reserved-space\n"
+)
+
+
+@dataclass
+class DiskHost:
+    """A build host as numbers. `young` and `old` are the cache's bytes younger and older
+    than the age filter; `others` the disk's other data."""
+
+    size: int = 100 * GB
+    others: int = 60 * GB
+    young: int = 30 * GB
+    old: int = 0
+    buildx: bool = False
+    answers: dict[str, Execution] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def cache(self) -> int:
+        return self.young + self.old
+
+    @property
+    def free(self) -> int:
+        return self.size - self.others - self.cache
+
+    def __call__(self, target: Target, command: str) -> Execution:
+        self.commands.append(command)
+        if command in self.answers:
+            return self.answers[command]
+        if command.startswith("df "):
+            return Execution(0, f"   1B-blocks       Avail\n{self.size} {self.free}\n", "", 0.01)
+        if command == "docker system df":
+            row = f"Build Cache     9         0         {human_size(self.cache)}     0B\n"
+            return Execution(0, "TYPE  TOTAL  ACTIVE  SIZE  RECLAIMABLE\n" + row, "", 0.05)
+        if command == "docker version":
+            return Execution(0, VERSION, "", 0.02)
+        if command == "docker buildx version":
+            if self.buildx:
+                return Execution(0, "github.com/docker/buildx v0.24.0 d0e5e86\n", "", 0.02)
+            return Execution(1, "", NO_BUILDX, 0.01)
+        if "--filter until=" in command:
+            return self.pruned(self.old, young=self.young)
+        if "--keep-storage " in command:
+            keep = int(command.rsplit(" ", 1)[1])
+            gone = max(0, self.cache - keep)  # least recently used first: the old go first
+            old_gone = min(self.old, gone)
+            return self.pruned(gone, young=self.young - (gone - old_gone), old=self.old - old_gone)
+        return Execution(126, "", f"prunehook-guard: denied: {command}\n", 0.01)
+
+    def pruned(self, gone: int, young: int, old: int = 0) -> Execution:
+        self.young, self.old = young, old
+        if self.buildx:
+            out = f"ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED\nabc\ttrue\t{human_size(gone)}\t\n"
+            return Execution(0, out + f"Total:\t{human_size(gone)}\n", BUILDX_DEPRECATION, 1.0)
+        return Execution(0, f"Total reclaimed space: {human_size(gone)}\n", "", 1.0)
+
+    def prunes(self) -> list[str]:
+        return [c for c in self.commands if c.startswith("docker builder prune")]
+
+
+def target(**policy) -> Target:
+    return Target("build-1", SSHEndpoint("build-1"), PrunePolicy(docker_root=ROOT, **policy))
+
+
+def run_once(host: DiskHost, tmp_path, **policy):
+    """One cron run of the target through the service; the run as the store keeps it."""
+    service = PruneService(Fleet((target(**policy),)), SQLiteStore(tmp_path / "s.db"), host)
+    (result,) = service.handle(Verdict(Source.CRON, True, "cron"), wait=True).results
+    assert result.run is not None
+    return result.run
+
+
+def test_without_goals_a_run_measures_before_and_after_its_one_stage(tmp_path):
+    host = DiskHost(young=20 * GB, old=10 * GB)
+    run = run_once(host, tmp_path)
+    assert host.commands == [
+        DF,
+        "docker system df",
+        "docker version",
+        "docker buildx version",
+        "docker builder prune -f --filter until=24h",
+        DF,
+        "docker system df",
+    ]
+    assert [step.name for step in run.steps] == [
+        "disk before",
+        "cache before",
+        "docker version",
+        "buildx version",
+        "stage 1",
+        "disk after stage 1",
+        "cache after stage 1",
+    ]
+    assert (run.result, run.reclaimed, run.reclaimed_bytes) == ("ok", "10GB", 10 * GB)
+    assert (run.disk_free_before, run.disk_free_after, run.freed_bytes) == (
+        10 * GB, 20 * GB, 10 * GB,
+    )  # fmt: skip
+    assert (run.disk_size, run.cache_before, run.cache_after) == (100 * GB, 30 * GB, 20 * GB)
+    assert (run.goal_met, run.free_short_bytes, run.keep_storage_bytes) == (None, None, None)
+    assert (run.docker_version, run.buildx_version, run.notes) == ("28.2.2", None, ())
+    assert run.steps[4].stdout_tail == "Total reclaimed space: 10GB\n"
+
+
+def test_goals_met_by_the_age_prune_stop_there(tmp_path):
+    host = DiskHost(young=5 * GB, old=25 * GB)
+    run = run_once(host, tmp_path, max_cache=10 * GB, min_free=FreeGoal(percent=20))
+    assert host.prunes() == ["docker builder prune -f --filter until=24h"]
+    assert (run.goal_met, run.free_short_bytes, run.cache_over_bytes) == (True, 0, 0)
+
+
+def test_a_cache_over_max_cache_after_the_age_prune_is_pruned_down_to_it(tmp_path):
+    host = DiskHost(young=30 * GB, old=2 * GB)
+    run = run_once(host, tmp_path, max_cache=10 * GB)
+    assert host.prunes() == [
+        "docker builder prune -f --filter until=24h",
+        "docker builder prune -f --keep-storage 10000000000",
+    ]
+    assert host.cache == 10 * GB
+    assert (run.result, run.goal_met, run.cache_over_bytes) == ("ok", True, 0)
+    assert (run.keep_storage_bytes, run.cache_after) == (10 * GB, 10 * GB)
+    assert (run.freed_bytes, run.reclaimed_bytes, run.reclaimed) == (22 * GB, 22 * GB, "22GB")
+    assert [step.name for step in run.steps][-3:] == [
+        "stage 2",
+        "disk after stage 2",
+        "cache after stage 2",
+    ]
+
+
+def test_too_little_free_space_prunes_the_cache_by_what_is_missing(tmp_path):
+    host = DiskHost(size=100 * GB, others=70 * GB, young=25 * GB)  # 5 GB free
+    run = run_once(host, tmp_path, min_free=FreeGoal(percent=15))  # 15 GB wanted
+    assert host.prunes()[-1] == "docker builder prune -f --keep-storage 15000000000"
+    assert (host.free, run.goal_met, run.free_short_bytes) == (15 * GB, True, 0)
+
+
+def test_both_goals_take_the_smaller_bound_and_all_adds_a(tmp_path):
+    host = DiskHost(size=100 * GB, others=70 * GB, young=25 * GB)
+    run_once(host, tmp_path, max_cache=8 * GB, min_free=FreeGoal(size=15 * GB), prune_all=True)
+    assert host.prunes() == [
+        "docker builder prune -f -a --filter until=24h",
+        "docker builder prune -f -a --keep-storage 8000000000",
+    ]
+
+
+def test_free_space_no_prune_can_reach_is_reported_missed_and_by_how_much(tmp_path):
+    host = DiskHost(size=100 * GB, others=90 * GB, young=5 * GB)  # 5 GB free, 5 GB cache
+    run = run_once(host, tmp_path, min_free=FreeGoal(size=30 * GB))
+    assert host.prunes()[-1] == "docker builder prune -f --keep-storage 0"
+    assert (run.result, run.goal_met, run.free_short_bytes) == ("ok", False, 20 * GB)
+    assert (run.freed_bytes, run.disk_free_after) == (5 * GB, 10 * GB)
+
+
+def test_with_no_cache_left_there_is_no_second_stage_and_the_run_says_why(tmp_path):
+    host = DiskHost(size=100 * GB, others=95 * GB, young=0)
+    run = run_once(host, tmp_path, min_free=FreeGoal(size=10 * GB))
+    assert len(host.prunes()) == 1
+    assert run.goal_met is False
+    assert run.notes == ("stage 2 not run: no build cache is left to prune",)
+
+
+def test_buildx_output_and_its_deprecation_warning_are_read_not_failed(tmp_path):
+    host = DiskHost(young=30 * GB, old=2 * GB, buildx=True)
+    run = run_once(host, tmp_path, max_cache=10 * GB)
+    assert (run.result, run.error, run.buildx_version) == ("ok", None, "0.24.0")
+    assert run.reclaimed_bytes == 22 * GB
+    assert "keep-storage flag has been changed" in run.stderr_tail
+    assert run.steps[-3].stderr_tail == BUILDX_DEPRECATION
+
+
+def test_a_probe_that_fails_leaves_the_run_going_and_says_so(tmp_path):
+    host = DiskHost(young=20 * GB, old=10 * GB)
+    refused = Execution(1, "", "permission denied while trying to connect\n", 0.01)
+    host.answers["docker system df"] = refused
+    run = run_once(host, tmp_path, max_cache=5 * GB)
+    assert host.prunes() == ["docker builder prune -f --filter until=24h"]
+    assert (run.result, run.cache_before, run.cache_after) == ("ok", None, None)
+    assert (run.freed_bytes, run.goal_met) == (10 * GB, None)
+    assert run.notes == (
+        "cache before: rc=1: permission denied while trying to connect",
+        "cache after stage 1: rc=1: permission denied while trying to connect",
+        "a goal could not be measured after stage 1: no stage 2",
+    )
+
+
+def test_df_output_it_cannot_read_is_noted_and_the_cache_goal_still_decides(tmp_path):
+    host = DiskHost(young=30 * GB)
+    host.answers[DF] = Execution(0, "Filesystem Size Avail\n/dev/sda 20G 10G\n", "", 0.01)
+    run = run_once(host, tmp_path, max_cache=10 * GB)
+    assert len(host.prunes()) == 2
+    assert (run.freed_bytes, run.disk_free_before, run.goal_met) == (None, None, True)
+    assert "disk before: df's output not understood" in run.notes
+
+
+def test_a_host_that_cannot_be_reached_runs_nothing_and_fails_with_why(tmp_path):
+    host = DiskHost()
+    host.answers[DF] = Execution(None, "", "", 0.5, ErrorKind.CONNECT_REFUSED, "refused", False)
+    run = run_once(host, tmp_path, max_cache=1)
+    assert host.commands == [DF]  # one try: the session does not connect again
+    assert (run.result, run.error_kind, run.error) == ("failed", "connect_refused", "refused")
+    assert (run.goal_met, run.freed_bytes) == (None, None)
+
+
+def test_a_failed_age_prune_is_measured_after_but_no_second_stage_runs(tmp_path):
+    host = DiskHost(young=30 * GB)
+    stage_1 = "docker builder prune -f --filter until=24h"
+    host.answers[stage_1] = Execution(1, "", "Error response from daemon: no\n", 0.1)
+    run = run_once(host, tmp_path, max_cache=10 * GB)
+    assert host.prunes() == [stage_1]
+    assert (run.result, run.error_kind, run.goal_met) == ("failed", "docker_error", False)
+    assert run.steps[-1].name == "cache after stage 1"
+
+
+def test_docker_that_stops_answering_is_not_probed_again_in_the_run(tmp_path):
+    host = DiskHost(young=30 * GB)
+    stuck = Execution(None, "", "", 30.0, ErrorKind.TIMEOUT, "timeout: no result within 30s")
+    host.answers["docker system df"] = stuck
+    run = run_once(host, tmp_path, max_cache=10 * GB)
+    assert "docker version" not in host.commands
+    assert host.commands.count("docker system df") == 1
+    assert host.prunes() == ["docker builder prune -f --filter until=24h"]  # still tried
+    assert "cache after stage 1: not probed, Docker did not answer earlier in this run" in (
+        run.notes
+    )
+
+
+def test_versions_are_probed_once_per_target_in_a_process(tmp_path):
+    host = DiskHost()
+    runs = StagedRuns(lambda t: CommandSession(host, t))
+    runs.run(target(), lambda: True)
+    first = list(host.commands)
+    outcome = runs.run(target(), lambda: True)
+    assert "docker version" in first
+    assert "docker version" not in host.commands[len(first) :]
+    assert outcome.docker_version == "28.2.2"
+
+
+def test_a_run_whose_target_was_taken_over_stops_before_its_next_command(tmp_path):
+    host = DiskHost(young=30 * GB)
+    owns = itertools.chain([True] * 5, itertools.repeat(False))  # through stage 1
+    outcome = StagedRuns(lambda t: CommandSession(host, t)).run(
+        target(max_cache=10 * GB), lambda: next(owns)
+    )
+    assert host.prunes() == ["docker builder prune -f --filter until=24h"]
+    assert outcome.notes == ("stopped before disk after stage 1: a newer run owns the target",)
+    assert outcome.ok and outcome.goal_met is None
+
+
+@pytest.mark.parametrize("policy", [{}, {"max_cache": GB, "min_free": FreeGoal(percent=50)}])
+def test_the_lease_is_renewed_before_every_command(tmp_path, policy):
+    host = DiskHost(young=30 * GB)
+    renewals = []
+    outcome = StagedRuns(lambda t: CommandSession(host, t)).run(
+        target(**policy), lambda: renewals.append(1) or True
+    )
+    assert outcome.ok
+    assert len(renewals) == len(host.commands)
