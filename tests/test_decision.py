@@ -108,3 +108,36 @@ def test_a_lease_longer_than_todays_after_the_timeout_was_lowered_is_not_a_clock
         last_started_ts=T0, inflight_run_id=7, inflight_started_ts=T0, lease_expires_ts=T0 + 900
     )
     assert clock_step(held, T0 + 10, lease_s=180) is None
+
+
+CRITICAL = PrunePolicy(interval_s=21600, retry_after_s=600, critical_interval_s=900)
+
+
+def test_a_critical_trigger_starts_inside_the_interval_once_past_the_critical_interval():
+    decision = decide(ran(Result.OK), T0 + 900, CRITICAL, critical=True)
+    assert decision.action == Action.STARTED
+    assert decision.reason.startswith("critical")
+    assert decide(ran(Result.OK), T0 + 900, CRITICAL).action == Action.SKIPPED
+
+
+def test_a_critical_trigger_within_the_critical_interval_is_skipped_until_it_ends():
+    decision = decide(ran(Result.OK), T0 + 899, CRITICAL, critical=True)
+    assert decision.action == Action.SKIPPED
+    assert decision.next_eligible_ts == T0 + 900
+    assert "critical_interval_s" in decision.reason
+
+
+def test_the_critical_interval_counts_from_the_last_start_whatever_its_result():
+    slow_retry = PrunePolicy(interval_s=21600, retry_after_s=3600, critical_interval_s=900)
+    for result in (Result.FAILED, Result.LOST):
+        state = ran(result, finished=T0 + 100)
+        assert decide(state, T0 + 899, slow_retry, critical=True).action == Action.SKIPPED
+        assert decide(state, T0 + 900, slow_retry, critical=True).action == Action.STARTED
+
+
+def test_critical_never_overrides_a_run_in_flight_and_never_delays_a_due_prune():
+    in_flight = TargetState(inflight_run_id=3, lease_expires_ts=T0 + 180, last_started_ts=T0)
+    assert decide(in_flight, T0 + 1, CRITICAL, critical=True).action == Action.BUSY
+    short = PrunePolicy(interval_s=600, critical_interval_s=900)
+    assert decide(ran(Result.OK), T0 + 600, short, critical=True).action == Action.STARTED
+    assert decide(TargetState(), T0, CRITICAL, critical=True).action == Action.STARTED

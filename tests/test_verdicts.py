@@ -59,3 +59,30 @@ def test_a_cron_ping_concerns_every_target_unless_names_are_given():
 def test_a_long_reason_is_bounded():
     many = group(*(alert(host=f"h{i}", alertname=f"Alert{i:04d}") for i in range(500)))
     assert len(read_alertmanager(many).reason) <= 300
+
+
+def test_a_watchdog_alert_at_or_above_the_critical_percent_is_critical():
+    verdict = read_watchdog(
+        {"host": "build-1", "mount": "/", "used_percent": 95.0, "status": "firing"}
+    )
+    assert verdict.used_percent == 95.0
+    assert verdict.is_critical(None, 95.0)
+    assert not verdict.is_critical(None, 95.5)
+
+
+def test_an_alert_labelled_critical_is_critical_for_the_hosts_it_names_only():
+    verdict = read_alertmanager(
+        group(alert(host="build-1", severity="critical"), alert(host="build-2", severity="warning"))
+    )
+    assert verdict.critical and verdict.critical_hosts == ("build-1",)
+    assert verdict.is_critical(frozenset({"build-1"}), 95)
+    assert not verdict.is_critical(frozenset({"build-2"}), 95)
+    assert verdict.is_critical(None, 95)  # the env target alone: every alert concerns it
+
+
+def test_an_alert_without_severity_critical_is_not_critical():
+    verdict = read_alertmanager(group(alert(host="build-1", severity="page")))
+    assert not verdict.critical
+    assert not verdict.is_critical(None, 95)
+    resolved = read_alertmanager(group(alert("resolved", host="build-1", severity="critical")))
+    assert not resolved.critical

@@ -225,10 +225,19 @@ class PruneService:
     def _start_if_due(
         self, target: Target, verdict: Verdict, force: bool, request_id: str | None
     ) -> TargetResult:
-        result = self.claim(target, verdict.trigger, force=force, request_id=request_id)
+        critical = self.is_critical(target, verdict)
+        result = self.claim(
+            target, verdict.trigger, force=force, request_id=request_id, critical=critical
+        )
         if result.run_id is not None:
             self.launch(target, result.run_id, request_id)
         return result
+
+    def is_critical(self, target: Target, verdict: Verdict) -> bool:
+        """The disk of `target` is nearly full, as the trigger says (DESIGN.md, "Critical")."""
+        routed = self.routes_by_host and verdict.hosts is not None
+        known_as = target.known_as if routed else None
+        return verdict.is_critical(known_as, target.policy.critical_percent)
 
     def claim(
         self,
@@ -237,6 +246,7 @@ class PruneService:
         *,
         force: bool = False,
         request_id: str | None = None,
+        critical: bool = False,
     ) -> TargetResult:
         """Decide for `target` now and, when due, claim a run (its id in the result) that
         the caller must `launch`. The store's compare-and-set makes the claim exclusive:
@@ -247,7 +257,7 @@ class PruneService:
             state = self._current_state(target, now, request_id)
             if state is None:
                 continue  # changed while its clock step was corrected: look again
-            decision = decide(state, now, target.policy, force)
+            decision = decide(state, now, target.policy, force, critical)
             if decision.action != Action.STARTED:
                 return _result(target, decision)
             run_id = self.store.claim(target.name, state, run, now, target.policy.lease_s)

@@ -47,6 +47,9 @@ class Policy(Protocol):
     @property
     def retry_after_s(self) -> float: ...
 
+    @property
+    def critical_interval_s(self) -> float: ...
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -121,8 +124,12 @@ def next_eligible_ts(state: TargetState, policy: Policy) -> float | None:
     return after_interval
 
 
-def decide(state: TargetState, now: float, policy: Policy, force: bool = False) -> Decision:
-    """Start, or say why not. `force` overrides the interval only, never a live run."""
+def decide(
+    state: TargetState, now: float, policy: Policy, force: bool = False, critical: bool = False
+) -> Decision:
+    """Start, or say why not. `force` overrides the interval only, never a live run.
+    `critical` (the disk is nearly full) may start inside the interval, but never within
+    `critical_interval_s` of the last start, however many critical alerts arrive."""
     if lease_is_live(state, now):
         return Decision(
             Action.BUSY,
@@ -141,6 +148,13 @@ def decide(state: TargetState, now: float, policy: Policy, force: bool = False) 
     if eligible is None:
         return Decision(Action.STARTED, "no prune has run yet")
     if now < eligible:
+        if critical and state.last_started_ts is not None:
+            critical_from = state.last_started_ts + policy.critical_interval_s
+            if now >= critical_from:
+                reason = "critical: inside the interval, past critical_interval_s since the last"
+                return Decision(Action.STARTED, f"{reason} start")
+            reason = "critical, but the last prune started within critical_interval_s"
+            return Decision(Action.SKIPPED, reason, next_eligible_ts=min(eligible, critical_from))
         why = "last run failed; retry" if state.last_result != Result.OK else "interval"
         return Decision(Action.SKIPPED, f"{why} not due yet", next_eligible_ts=eligible)
     return Decision(Action.STARTED, "due")

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from webhook.core.targets import normalize_host
+
 DEFAULT_HOST_LABELS = ("host", "nodename", "instance")
+# an Alertmanager alert labelled severity="critical" may prune inside the interval
+CRITICAL_SEVERITY = "critical"
 REASON_MAX = 300
 
 
@@ -33,7 +37,10 @@ class Verdict:
     `hosts` are the host values the payload names (None: it names none, so it
     concerns every target, as a cron sweep does); `names` are target names an
     operator chose (`?target=`, `--target`). `unrouted` counts firing alerts
-    that carry none of the host labels.
+    that carry none of the host labels. `used_percent` (our watchdog's) and
+    `critical_hosts` (the hosts of firing Alertmanager alerts labelled
+    severity="critical"; `critical` when any is) say whether the trigger is critical for
+    a target (`is_critical`).
     """
 
     source: Source
@@ -43,6 +50,21 @@ class Verdict:
     hosts: tuple[str, ...] | None = None
     names: tuple[str, ...] | None = None
     unrouted: int = 0
+    used_percent: float | None = None
+    critical: bool = False
+    critical_hosts: tuple[str, ...] = ()
+
+    def is_critical(self, known_as: frozenset[str] | None, critical_percent: float) -> bool:
+        """Whether the trigger is critical for a target known by `known_as` (its normalized
+        names; None when every alert concerns it, as the env target alone): our watchdog
+        at or above `critical_percent`, or a critical alert naming it."""
+        if self.used_percent is not None and self.used_percent >= critical_percent:
+            return True
+        if not self.critical:
+            return False
+        if known_as is None:
+            return True
+        return any(normalize_host(host) in known_as for host in self.critical_hosts)
 
     @property
     def trigger(self) -> str:
@@ -72,7 +94,14 @@ def read_watchdog(alert: Mapping[str, Any]) -> Verdict:
         reason = f"resolved alert for {where}: nothing to prune"
         return Verdict(Source.WATCHDOG, False, _bounded(reason), where, hosts)
     reason = f"{where} at {alert['used_percent']:g}% used"
-    return Verdict(Source.WATCHDOG, True, _bounded(reason), where, hosts)
+    return Verdict(
+        Source.WATCHDOG,
+        True,
+        _bounded(reason),
+        where,
+        hosts,
+        used_percent=float(alert["used_percent"]),
+    )
 
 
 def alert_host(labels: Mapping[str, str], host_labels: Sequence[str]) -> str | None:
@@ -96,6 +125,11 @@ def read_alertmanager(
     hosts = tuple(dict.fromkeys(host for host in found if host is not None))
     names = sorted({alert["labels"].get("alertname", "?") for alert in firing})
     reason = _bounded(f"{len(firing)} firing: {', '.join(names)}")
+    critical = [
+        host
+        for alert, host in zip(firing, found, strict=True)
+        if str(alert["labels"].get("severity", "")).strip().lower() == CRITICAL_SEVERITY
+    ]
     return Verdict(
         Source.ALERTMANAGER,
         True,
@@ -103,4 +137,6 @@ def read_alertmanager(
         receiver,
         hosts=hosts,
         unrouted=sum(host is None for host in found),
+        critical=bool(critical),
+        critical_hosts=tuple(dict.fromkeys(host for host in critical if host is not None)),
     )

@@ -1,0 +1,111 @@
+"""The critical path (DESIGN.md, "Disk-aware pruning"): a nearly full disk may prune inside
+the interval, but an alert storm never becomes a prune storm: at most one prune starts per
+`critical_interval_s`, whatever arrives. Time is the injected clock."""
+
+from __future__ import annotations
+
+import threading
+
+from tests.conftest import AUTH
+from tests.payloads import ALERTMANAGER
+from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
+
+CRITICAL_INTERVAL_S = 900
+
+
+def watchdog(client, used_percent: float, host: str = "build-1"):
+    body = {"host": host, "mount": "/var/lib/docker", "used_percent": used_percent}
+    return client.post("/hooks/watchdog?wait=1", headers=AUTH, json=body).get_json()
+
+
+def alertmanager(client, severity: str, host: str = "build-1:9100"):
+    alert = ALERTMANAGER["alerts"][0] | {
+        "labels": {"alertname": "BuildHostDiskFull", "instance": host, "severity": severity}
+    }
+    body = ALERTMANAGER | {"alerts": [alert]}
+    return client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=body).get_json()
+
+
+def test_an_alert_storm_prunes_once_per_critical_interval(client, fake_host, clock):
+    assert watchdog(client, 80)["decision"] == "started"  # the first prune ever
+    clock.advance(60)
+    inside = [watchdog(client, 99)["decision"] for _ in range(10)]
+    assert inside == ["skipped"] * 10
+    skipped = watchdog(client, 99)
+    assert "critical_interval_s" in skipped["reason"]
+    assert skipped["next_eligible_ts"] == clock.now - 60 + CRITICAL_INTERVAL_S
+
+    clock.advance(CRITICAL_INTERVAL_S - 60)
+    critical = watchdog(client, 99)
+    assert (critical["decision"], critical["run"]["result"]) == ("started", "ok")
+    assert critical["reason"].startswith("critical")
+    storm = [watchdog(client, 99.5)["decision"] for _ in range(10)]
+    storm += [alertmanager(client, "critical")["decision"] for _ in range(10)]
+    assert storm == ["skipped"] * 20
+    assert watchdog(client, 80)["reason"] == "interval not due yet"  # not critical: 6 h
+
+    clock.advance(CRITICAL_INTERVAL_S)
+    assert alertmanager(client, "critical")["decision"] == "started"
+    assert alertmanager(client, "critical")["decision"] == "skipped"
+    assert len(fake_host.commands) == 3
+
+
+def test_under_the_critical_percent_or_without_severity_critical_the_interval_holds(
+    client, fake_host, clock
+):
+    watchdog(client, 99)
+    clock.advance(CRITICAL_INTERVAL_S * 3)
+    assert watchdog(client, 94.9)["decision"] == "skipped"
+    assert alertmanager(client, "warning")["decision"] == "skipped"
+    assert watchdog(client, 95)["decision"] == "started"  # at the percent, it is critical
+    assert len(fake_host.commands) == 2
+
+
+def test_critical_alerts_arriving_at_once_start_one_prune(app, fake_host, clock):
+    watchdog(app.test_client(), 99)
+    clock.advance(CRITICAL_INTERVAL_S)
+    decisions: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def alert() -> None:
+        client = app.test_client()  # a client per thread, as separate senders are
+        barrier.wait()
+        decisions.append(watchdog(client, 99)["decision"])
+
+    threads = [threading.Thread(target=alert) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(decisions) == 12
+    assert decisions.count("started") == 1
+    assert set(decisions) <= {"started", "busy", "skipped"}
+    assert len(fake_host.commands) == 2
+
+
+def test_each_targets_own_critical_percent_and_interval_count(make_app, fake_host, clock):
+    strict = PrunePolicy(critical_percent=90, critical_interval_s=300)
+    targets = (
+        Target("build-1", SSHEndpoint("build-1.example", key="k"), strict),
+        Target("build-2", SSHEndpoint("build-2.example", key="k")),
+    )
+    client = make_app(targets_file="targets.toml", file_targets=targets).test_client()
+    for host in ("build-1", "build-2"):
+        watchdog(client, 80, host)
+    clock.advance(300)
+    assert watchdog(client, 92, "build-1")["decision"] == "started"
+    assert watchdog(client, 92, "build-2")["decision"] == "skipped"  # 95% there
+    assert alertmanager(client, "critical", "build-2:9100")["decision"] == "skipped"  # 900 s
+    clock.advance(600)
+    # in one group, build-2's critical alert is critical for build-2, not for build-1
+    alerts = [
+        ALERTMANAGER["alerts"][0] | {"labels": {"instance": host, "severity": severity}}
+        for host, severity in (("build-1:9100", "warning"), ("build-2:9100", "critical"))
+    ]
+    body = ALERTMANAGER | {"alerts": alerts}
+    answer = client.post("/hooks/alertmanager?wait=1", headers=AUTH, json=body).get_json()
+    assert [(r["target"], r["decision"]) for r in answer["results"]] == [
+        ("build-1", "skipped"),
+        ("build-2", "started"),
+    ]
+    assert fake_host.targets == ["build-1", "build-2", "build-1", "build-2"]
