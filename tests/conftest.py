@@ -42,6 +42,7 @@ NEEDS = {
     "three_hosts": ("sshd", "dockerd"),
     "postgres": ("postgres",),
     "postgres_database": ("postgres",),
+    "small_disk": ("sshd", "dockerd"),
 }
 
 

@@ -6,6 +6,7 @@ and a benchmark or tool simply stops with its message. bench/ and tools/ run as 
 from the repository root and put the root on sys.path before importing `tests.harness`.
 """
 
+from tests.harness.disk import LoopDisk
 from tests.harness.docker import DockerEngine
 from tests.harness.fleet import BuildFleet
 from tests.harness.gunicorn import Gunicorn, How, operator_environment, start_gunicorn
@@ -31,6 +32,7 @@ __all__ = [
     "DockerEngine",
     "Gunicorn",
     "How",
+    "LoopDisk",
     "PartMissing",
     "PostgresServer",
     "ResettingRelay",

@@ -33,8 +33,10 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 class DockerEngine:
     """A dockerd of our own: its own data root, exec root and socket; no network setup."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, data_root: Path | None = None):
         self.root = root
+        # where Docker keeps its data: a folder of `root`, or a filesystem of its own
+        self.data_root = data_root or root / "data"
         # unix socket paths are limited to ~108 bytes; keep the socket path short
         self.socket = Path("/tmp") / f"ph-docker-{secrets.token_hex(4)}.sock"
         self.host = f"unix://{self.socket}"
@@ -58,7 +60,7 @@ class DockerEngine:
             [
                 dockerd,
                 "--data-root",
-                str(self.root / "data"),
+                str(self.data_root),
                 "--exec-root",
                 str(exec_root),
                 "--pidfile",
@@ -107,6 +109,29 @@ class DockerEngine:
             capture_output=True,
             timeout=120,
         )
+
+    def fill_build_cache(self, context: Path, sizes: list[int]) -> None:
+        """Real BuildKit cache and nothing else: one build per size, each of a FROM scratch
+        image copying that many fresh random bytes, exported to /dev/null (no image keeps
+        it). Each build leaves about twice its size: the context, and the copy."""
+        for index, size in enumerate(sizes):
+            folder = context / f"build-{index}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "blob.bin").write_bytes(os.urandom(size))
+            (folder / "Dockerfile").write_text("FROM scratch\nCOPY blob.bin /blob.bin\n")
+            self.cli("build", "-q", "-o", "type=tar,dest=/dev/null", str(folder))
+
+    def cli(self, *args: str, stdin: bytes | None = None) -> str:
+        """The docker client against this engine; its stdout."""
+        done = subprocess.run(
+            [self.client, *args],
+            env={**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "1"},
+            input=stdin,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        return done.stdout.decode()
 
     @contextlib.contextmanager
     def paused(self, seconds: float | None = None) -> Iterator[None]:

@@ -90,12 +90,16 @@ class SSHServer:
         guard_timeout: int = 60,
         guard_options: tuple[str, ...] = GUARD_OPTIONS,
         client_key: Path | None = None,
+        docker: str | None = None,
     ):
         self.root = root
         self.docker_host = docker_host
         self.guard_timeout = guard_timeout
         self.guard_options = guard_options
         self.shared_client_key = client_key
+        # the docker the guard runs (default: the Debian client); a stand-in script may
+        # print what another Docker prints
+        self.docker = docker
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -157,7 +161,7 @@ class SSHServer:
     def authorize(self, guarded: bool) -> None:
         """Pin the client key to the guard (the recommended setup), or leave it unrestricted."""
         public = Path(f"{self.client_key}.pub").read_text().strip()
-        docker = find_binary(*BUILD_CLIENT_CANDIDATES)
+        docker = self.docker or find_binary(*BUILD_CLIENT_CANDIDATES)
         options = " ".join(self.guard_options)
         guard = f"bash {GUARD} --timeout {self.guard_timeout} --log {self.guard_log} {options}"
         guard += f" --docker {docker}"
