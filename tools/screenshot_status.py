@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import failed_outcome, record_run, succeeded_outcome
 from webhook import create_app
 from webhook.config import Settings
+from webhook.core.disk import FreeGoal
 from webhook.core.outcome import ErrorKind
 from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
 from webhook.store import NewRun
@@ -45,17 +46,46 @@ DEMO_RUNS = [  # hours ago, reclaimed bytes (None = failed), error kind, trigger
 ]
 
 
+DISK = 200_000_000_000
+GOAL_FREE = 30_000_000_000  # min_free 15% of the disk
+MAX_CACHE = 20_000_000_000
+
+
+def measured(free_before: int, cache_before: int, reclaimed: int) -> dict:
+    """A run's measurements: the cache shrinks by what Docker reclaimed, free space grows
+    by it; stage 2 when the age prune left a goal missed (the demo's numbers are round)."""
+    cache_after, free_after = cache_before - reclaimed, free_before + reclaimed
+    return {
+        "disk_size": DISK,
+        "disk_free_before": free_before,
+        "disk_free_after": free_after,
+        "cache_before": cache_before,
+        "cache_after": cache_after,
+        "freed_bytes": reclaimed,
+        "goal_met": free_after >= GOAL_FREE and cache_after <= MAX_CACHE,
+        "free_short_bytes": max(0, GOAL_FREE - free_after),
+        "cache_over_bytes": max(0, cache_after - MAX_CACHE),
+        "docker_version": "28.2.2",
+        "buildx_version": "0.24.0",
+    }
+
+
 def demo_app(folder: Path):
     settings = Settings(
         ssh_host="build-1.example", ssh_user="ci", ssh_key="unused", token="demo",  # noqa: S106
-        db_path=str(folder / "demo.sqlite3"),
+        db_path=str(folder / "demo.sqlite3"), max_cache=MAX_CACHE,
+        min_free=FreeGoal(percent=15),
     )  # fmt: skip
     app = create_app(settings, clock=lambda: NOW, instance_path=str(folder))
     service = prunehook(app).service
     target = next(iter(service.fleet))
+    free, cache = 41_000_000_000, 12_000_000_000
     for hours_ago, size, kind, trigger in DEMO_RUNS:
         if kind is None:
-            outcome = succeeded_outcome(size, duration_s=14.2)
+            free, cache = free - (cache // 3), cache + cache // 3  # builds since
+            disk = measured(free, cache, size)
+            free, cache = disk["disk_free_after"], disk["cache_after"]
+            outcome = succeeded_outcome(size, duration_s=14.2, **disk)
         else:
             outcome = failed_outcome(kind, f"rc=1: {DEMO_ERROR}", duration_s=0.4)
         record_run(
@@ -109,7 +139,9 @@ def demo_fleet_app(folder: Path):
                 kind, error = failure[0]
                 outcome = failed_outcome(kind, error, duration_s=0.4)
             else:
-                outcome = succeeded_outcome(size, duration_s=14.2)
+                # hosts fuller the more their last prune reclaimed (a demo's figures)
+                disk = measured(60_000_000_000 - 4 * size, 18_000_000_000, size)
+                outcome = succeeded_outcome(size, duration_s=14.2, **disk)
             record_run(service.store, target.name, NOW - hours_ago * HOUR, outcome, command=command)
     return app
 
@@ -139,7 +171,7 @@ def main() -> None:
                 "--disable-sync",
                 f"--user-data-dir={folder}/chromium",
                 "--hide-scrollbars",
-                "--window-size=1280,720" if args.fleet else "--window-size=1000,900",
+                "--window-size=1280,720" if args.fleet else "--window-size=1000,1250",
                 f"--screenshot={Path(out).resolve()}",
                 url,
             ],

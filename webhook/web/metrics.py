@@ -45,6 +45,14 @@ STATE_GAUGES = (
     ("prunehook_last_run_timestamp_seconds", "last_run_ts", "start of the last prune"),
     ("prunehook_next_eligible_timestamp_seconds", "next_eligible_ts", "when a prune may start"),
     ("prunehook_last_reclaimed_bytes", "last_reclaimed_bytes", "bytes the last prune reclaimed"),
+    # the last measurement of the disk holding Docker's data (df) and of the build cache
+    # (docker system df), by any run; absent until a run measured them
+    ("prunehook_disk_free_bytes", "disk_free_bytes", "free bytes on Docker's disk (df Avail)"),
+    ("prunehook_disk_size_bytes", "disk_size_bytes", "size of Docker's disk (df)"),
+    ("prunehook_build_cache_bytes", "build_cache_bytes", "build cache (docker system df)"),
+    # 1: max_cache and min_free were met after the last run's last stage, 0: missed; absent
+    # when the target sets no goal or the last run could not measure one
+    ("prunehook_goal_met", "goal_met", "1 when the last run met the disk goals, 0 when not"),
 )
 
 
@@ -104,6 +112,10 @@ class Metrics:
             "prunehook_reclaimed_bytes", "Build cache bytes reclaimed", ["target"],
             registry=self.registry,
         )  # fmt: skip
+        self.freed = Counter(
+            "prunehook_freed_bytes", "Disk bytes freed by prunes, as df measured them",
+            ["target"], registry=self.registry,
+        )  # fmt: skip
         self.duration = Histogram(
             "prunehook_prune_duration_seconds", "Time one remote prune took", ["target"],
             buckets=DURATION_BUCKETS, registry=self.registry,
@@ -128,6 +140,9 @@ class Metrics:
         self.prunes.labels(target=target.name, outcome=kind).inc()
         if outcome.reclaimed_bytes:
             self.reclaimed.labels(target=target.name).inc(outcome.reclaimed_bytes)
+        # a disk that filled meanwhile (builds) measures a negative difference: no count
+        if outcome.freed_bytes and outcome.freed_bytes > 0:
+            self.freed.labels(target=target.name).inc(outcome.freed_bytes)
         self.duration.labels(target=target.name).observe(outcome.duration_s)
 
     def render(self) -> bytes:

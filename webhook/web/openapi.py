@@ -98,6 +98,7 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
         CronPingSchema,
         ErrorSchema,
         OneTargetStatusSchema,
+        RunWithTailsSchema,
         StatusSchema,
         TriggerAnswerSchema,
         WatchdogAlertSchema,
@@ -116,6 +117,7 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
         ("TriggerAnswer", TriggerAnswerSchema),
         ("Status", StatusSchema),
         ("OneTargetStatus", OneTargetStatusSchema),
+        ("RunWithTails", RunWithTailsSchema),
         ("Error", ErrorSchema),
     ]:
         spec.components.schema(name, schema=schema)
@@ -172,6 +174,31 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
                         },
                     },
                     "404": {"description": "no target has this name", "content": _json("Error")},
+                    **_errors(503),
+                },
+            }
+        },
+    )
+    spec.path(
+        "/status/{name}/runs/{run_id}",
+        operations={
+            "get": {
+                "summary": "one run of a target: every probe and stage with its output tail",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "run_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "the run", "content": _json("RunWithTails")},
+                    "404": {
+                        "description": "no such target, or no such run of it",
+                        "content": _json("Error"),
+                    },
                     **_errors(503),
                 },
             }

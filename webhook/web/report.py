@@ -9,6 +9,8 @@ from typing import Any
 
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Result, lease_is_live, next_eligible_ts
+from webhook.core.disk import FreeGoal
+from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
 from webhook.store import RunRecord, TargetRecord
 from webhook.web.schemas import run_view
@@ -64,6 +66,19 @@ def target_status(
         "in_flight": _in_flight(record, runs, now),
         "next_eligible_ts": eligible,
         "eligible_now": enabled and target is not None and (eligible is None or eligible <= now),
+        # disk-aware pruning: the goals, the critical path, and the last measurement
+        "max_cache": policy.max_cache,
+        "min_free": str(policy.min_free) if policy.min_free else None,
+        "critical_percent": policy.critical_percent,
+        "critical_interval_s": policy.critical_interval_s,
+        "docker_root": policy.docker_root,
+        "disk_size_bytes": record.last_disk_size,
+        "disk_free_bytes": record.last_disk_free,
+        "build_cache_bytes": record.last_cache,
+        "measured_ts": record.last_measured_ts,
+        "last_freed_bytes": record.last_freed_bytes,
+        "last_goal_met": record.last_goal_met,
+        "last_free_short_bytes": record.last_free_short_bytes,
     }
     if runs is not None:
         shown["recent_runs"] = [run_view(run) for run in runs]
@@ -146,6 +161,10 @@ class TargetGauges:
     last_run_ts: float | None
     next_eligible_ts: float | None
     last_reclaimed_bytes: int | None
+    disk_free_bytes: int | None = None
+    disk_size_bytes: int | None = None
+    build_cache_bytes: int | None = None
+    goal_met: bool | None = None
 
 
 def target_gauges(
@@ -160,6 +179,10 @@ def target_gauges(
         last_run_ts=_not_after(record.last_started_ts, now),
         next_eligible_ts=next_eligible_ts(record.state, target.policy),
         last_reclaimed_bytes=record.last_reclaimed_bytes,
+        disk_free_bytes=record.last_disk_free,
+        disk_size_bytes=record.last_disk_size,
+        build_cache_bytes=record.last_cache,
+        goal_met=record.last_goal_met,
     )
 
 
@@ -221,3 +244,66 @@ def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 1
             }
         )
     return bars
+
+
+def _size(value: int | None) -> str:
+    return "—" if value is None else human_size(value)
+
+
+def _first(*values: int | None) -> int | None:
+    return next((value for value in values if value is not None), None)
+
+
+def disk_chart(
+    runs: list[dict[str, Any]],
+    max_cache: int | None = None,
+    min_free: FreeGoal | None = None,
+    width: int = 600,
+    height: int = 140,
+) -> dict[str, Any]:
+    """A column per run that measured the disk, oldest first: the disk's size (the whole
+    height), its free space after the run and the build cache beside it, both as shares
+    of the disk; the goals as lines at the last run's size. Runs that measured nothing
+    (the host was not reached) are left out."""
+    measured = [run for run in reversed(runs) if run.get("disk_size")]
+    slot = width / max(len(measured), 1)
+    room = height - 20
+    columns = []
+    for index, run in enumerate(measured):
+        size = run["disk_size"]
+        free = _first(run.get("disk_free_after"), run.get("disk_free_before"))
+        cache = _first(run.get("cache_after"), run.get("cache_before"))
+        free_height = round(min(free or 0, size) / size * room, 1)
+        cache_height = round(min(cache or 0, size) / size * room, 1)
+        x = index * slot + slot * 0.15
+        freed = run.get("freed_bytes")
+        goal = run.get("goal_met")
+        columns.append(
+            {
+                "id": run.get("id"),
+                "x": round(x, 1),
+                "width": round(slot * 0.45, 1),
+                "cache_x": round(x + slot * 0.47, 1),
+                "cache_width": round(slot * 0.23, 1),
+                "top": height - room,
+                "room": room,
+                "free_y": round(height - free_height, 1),
+                "free_height": free_height,
+                "cache_y": round(height - cache_height, 1),
+                "cache_height": cache_height,
+                "label": "freed " + _size(freed) if freed is not None else "—",
+                "goal": {True: "met", False: "missed", None: ""}[goal],
+                "title": (
+                    f"run {run.get('id')}: {_size(free)} free of {_size(size)},"
+                    f" cache {_size(cache)}, freed {_size(freed)}"
+                ),
+            }
+        )
+    lines: dict[str, float | None] = {"min_free_y": None, "max_cache_y": None}
+    if measured:
+        size = measured[-1]["disk_size"]
+        wanted = min_free.bytes_of(size) if min_free else None
+        for key, value in (("min_free_y", wanted), ("max_cache_y", max_cache)):
+            if value is not None and value <= size:
+                lines[key] = round(height - value / size * room, 1)
+    return {"columns": columns, **lines}

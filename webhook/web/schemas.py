@@ -114,6 +114,22 @@ class AlertmanagerWebhookSchema(Schema):
     alerts = fields.List(fields.Nested(AlertmanagerAlertSchema), required=True)
 
 
+class StepSchema(Schema):
+    """One command of a run: a probe (disk, cache, versions) or a stage."""
+
+    name = fields.String(required=True, metadata={"example": "stage 2"})
+    command = fields.String(required=True)
+    rc = fields.Integer(allow_none=True)
+    duration_s = fields.Float(required=True)
+    error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
+    error = fields.String(allow_none=True)
+
+
+class StepWithTailsSchema(StepSchema):
+    stdout_tail = fields.String(required=True)
+    stderr_tail = fields.String(required=True)
+
+
 class RunSchema(Schema):
     """One run as every answer shows it: /status's recent runs and a ?wait=1 answer alike.
     The output tails stay in the database: 32 KiB a run is too much for an answer."""
@@ -132,14 +148,60 @@ class RunSchema(Schema):
     duration_s = fields.Float(allow_none=True)
     worker_pid = fields.Integer(allow_none=True)
     request_id = fields.String(allow_none=True)
+    steps = fields.List(
+        fields.Nested(StepSchema),
+        metadata={"description": "each probe and stage, in order (GET .../runs/{id}: tails)"},
+    )
+    notes = fields.List(
+        fields.String(), metadata={"description": "probes that failed, stages not run and why"}
+    )
+    freed_bytes = fields.Integer(
+        allow_none=True, metadata={"description": "free bytes after less before, from df"}
+    )
+    disk_size = fields.Integer(allow_none=True)
+    disk_free_before = fields.Integer(allow_none=True)
+    disk_free_after = fields.Integer(allow_none=True)
+    cache_before = fields.Integer(
+        allow_none=True, metadata={"description": "the build cache as docker system df says"}
+    )
+    cache_after = fields.Integer(allow_none=True)
+    goal_met = fields.Boolean(
+        allow_none=True,
+        metadata={"description": "max_cache and min_free after the last stage; null: no goal"},
+    )
+    free_short_bytes = fields.Integer(
+        allow_none=True, metadata={"description": "how far free space is under min_free"}
+    )
+    cache_over_bytes = fields.Integer(
+        allow_none=True, metadata={"description": "how far the cache is over max_cache"}
+    )
+    keep_storage_bytes = fields.Integer(
+        allow_none=True, metadata={"description": "stage 2's --keep-storage, when it ran"}
+    )
+    docker_version = fields.String(allow_none=True)
+    buildx_version = fields.String(allow_none=True)
+
+
+class RunWithTailsSchema(RunSchema):
+    """One run with every step's output tail: GET /status/{name}/runs/{id}."""
+
+    steps = fields.List(fields.Nested(StepWithTailsSchema))
+    stdout_tail = fields.String(allow_none=True)
+    stderr_tail = fields.String(allow_none=True)
 
 
 RUN = RunSchema()
+RUN_WITH_TAILS = RunWithTailsSchema()
 
 
 def run_view(run: RunRecord) -> dict[str, Any]:
     """A stored run as answers show it."""
     return RUN.dump(run)
+
+
+def run_with_tails(run: RunRecord) -> dict[str, Any]:
+    """A stored run with its output tails, each step's too."""
+    return RUN_WITH_TAILS.dump(run)
 
 
 class TargetAnswerSchema(Schema):
@@ -202,6 +264,20 @@ class TargetStatusSchema(Schema):
     next_eligible_ts = fields.Float(required=True, allow_none=True)
     eligible_now = fields.Boolean(required=True)
     recent_runs = fields.List(fields.Nested(RunSchema))
+    max_cache = fields.Integer(allow_none=True, metadata={"description": "bytes; null: none"})
+    min_free = fields.String(allow_none=True, metadata={"example": "15%"})
+    critical_percent = fields.Float()
+    critical_interval_s = fields.Float()
+    docker_root = fields.String()
+    disk_size_bytes = fields.Integer(
+        allow_none=True, metadata={"description": "the last measurement (df), any run's"}
+    )
+    disk_free_bytes = fields.Integer(allow_none=True)
+    build_cache_bytes = fields.Integer(allow_none=True)
+    measured_ts = fields.Float(allow_none=True)
+    last_freed_bytes = fields.Integer(allow_none=True)
+    last_goal_met = fields.Boolean(allow_none=True)
+    last_free_short_bytes = fields.Integer(allow_none=True)
 
 
 class OneTargetStatusSchema(TargetStatusSchema):

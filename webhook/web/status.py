@@ -8,11 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
+from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError
 from webhook.web.report import (
     HostState,
+    disk_chart,
     fleet_counts,
     host_state,
     human_delta,
@@ -22,6 +24,7 @@ from webhook.web.report import (
     target_status,
     worst_first,
 )
+from webhook.web.schemas import run_with_tails
 
 bp = Blueprint("status", __name__, template_folder="templates")
 RECENT_RUNS = 10
@@ -96,9 +99,20 @@ def _page(template: str, **context: Any) -> Response:
     })  # fmt: skip
 
 
-def _target_page(shown: dict[str, Any], fleet_size: int) -> Response:
+def _target_page(shown: dict[str, Any], fleet_size: int, target: Target | None) -> Response:
+    policy = target.policy if target else None
+    disk = disk_chart(
+        shown["recent_runs"],
+        max_cache=policy.max_cache if policy else None,
+        min_free=policy.min_free if policy else None,
+    )
     return _page(
-        "status.html", s=shown, bars=reclaimed_bars(shown["recent_runs"]), fleet_size=fleet_size
+        "status.html",
+        s=shown,
+        bars=reclaimed_bars(shown["recent_runs"]),
+        disk=disk,
+        size=human_size,
+        fleet_size=fleet_size,
     )
 
 
@@ -110,6 +124,7 @@ def _fleet_page(shown: dict[str, Any]) -> Response:
     failing = counts[HostState.STALLED] + counts[HostState.FAILED] + counts[HostState.LOST]
     return _page(
         "fleet.html",
+        size=human_size,
         s=shown,
         rows=rows,
         counts=counts,
@@ -126,7 +141,7 @@ def status() -> Response:
     if not _wants_html():
         return jsonify(shown)
     if len(hook.service.fleet) <= 1:
-        return _target_page(shown, len(hook.service.fleet))
+        return _target_page(shown, len(hook.service.fleet), next(iter(hook.service.fleet), None))
     return _fleet_page(shown)
 
 
@@ -141,7 +156,19 @@ def target(name: str) -> Response:
     if not _wants_html():
         return jsonify(shown)
     # the page says how far away times are; the JSON keeps one target's keys
-    return _target_page({**shown, "now": hook.service.clock()}, len(hook.service.fleet))
+    return _target_page({**shown, "now": hook.service.clock()}, len(hook.service.fleet), found)
+
+
+@bp.get("/status/<name>/runs/<int:run_id>")
+def run(name: str, run_id: int) -> Response:
+    """One run of a target with every step's output tail (JSON)."""
+    hook = prunehook()
+    if hook.service.fleet.get(name) is None:
+        raise APIError(f"no target is named {name!r}", status=404, code="unknown_target")
+    found = hook.service.store.run(run_id)
+    if found is None or found.target != name:
+        raise APIError(f"{name} has no run {run_id}", status=404, code="unknown_run")
+    return jsonify(run_with_tails(found))
 
 
 @bp.get("/healthz")
