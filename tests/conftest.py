@@ -280,7 +280,9 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
 @pytest.fixture(scope="session")
 def build_host(tmp_path_factory, docker_engine) -> Iterator[SSHServer]:
     """The build host: sshd whose sessions reach our dockerd, the key pinned to the guard."""
-    server = SSHServer(tmp_path_factory.mktemp("sshd"), docker_engine.host)
+    server = SSHServer(
+        tmp_path_factory.mktemp("sshd"), docker_engine.host, docker_root=docker_engine.data_root
+    )
     try:
         yield server.start()
     finally:
@@ -317,7 +319,9 @@ def make_sshd(tmp_path_factory) -> Iterator[Callable[..., SSHServer]]:
 def three_hosts(tmp_path_factory, docker_engine) -> Iterator[BuildFleet]:
     """Three build hosts (three sshd, each with its own host key and guard log) in front of
     the one dockerd, and a targets file naming them build-1..3 (see BuildFleet)."""
-    fleet = BuildFleet(tmp_path_factory.mktemp("fleet"), docker_engine.host)
+    fleet = BuildFleet(
+        tmp_path_factory.mktemp("fleet"), docker_engine.host, docker_root=docker_engine.data_root
+    )
     try:
         yield fleet.start()
     finally:

@@ -13,16 +13,49 @@ def cli(tmp_path):
     return create_app(instance_path=str(tmp_path / "instance")).test_cli_runner()
 
 
-def test_check_passes_against_a_guarded_build_host(make_sshd, env_for, tmp_path):
-    host = make_sshd()
+def test_check_passes_against_a_guarded_build_host(make_sshd, docker_engine, env_for, tmp_path):
+    host = make_sshd(docker_host=docker_engine.host, docker_root=docker_engine.data_root)
     env_for(host)
     result = cli(tmp_path).invoke(args=["check"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    for name in ("config", "token", "target", "key", "host key", "ssh login", "docker"):
+    names = ("config", "token", "target", "key", "host key", "ssh login", "docker", "disk")
+    for name in (*names, "cache", "stage 2"):
         assert any(line.startswith(f"PASS  {name}") for line in lines), name
-    assert "pinned to prunehook-guard" in result.output
-    assert host.commands_run() == ["denied docker version --format '{{.Server.Version}}'"]
+    assert "(no buildx: the classic builder prunes)" in result.output
+    assert f"PASS  disk         {docker_engine.data_root}: " in result.output
+    assert "PASS  stage 2      no goal set (max_cache, min_free)" in result.output
+    assert "WARN  buildkit gc  Docker 20.10." in result.output
+    assert "engines before 28.2 keep BuildKit's GC off unless daemon.json" in result.output
+    # read-only probes only, every one the guard's, on one connection
+    assert host.commands_run() == [
+        "allowed docker version",
+        "allowed docker buildx version",
+        f"allowed df -B1 --output=size,avail {docker_engine.data_root}",
+        "allowed docker system df",
+    ]
+    assert host.log_path.read_text().count("Accepted publickey") == 1
+
+
+def test_check_says_when_the_hosts_guard_is_too_old_for_the_probes(make_sshd, env_for, tmp_path):
+    """A guard from before the probes allows the age prune alone and denies the rest."""
+    host = make_sshd()
+    old_guard = tmp_path / "old-guard"
+    old_guard.write_text(
+        "#!/bin/sh\necho \"prunehook-guard: denied: this key may only run 'docker builder"
+        " prune -f [-a] --filter until=<duration>'\" >&2\nexit 126\n"
+    )
+    old_guard.chmod(0o755)
+    public = host.client_key.with_suffix(".pub").read_text().strip()
+    host.authorized_keys.write_text(f'restrict,command="{old_guard}" {public}\n')
+    env_for(host)
+    result = cli(tmp_path).invoke(args=["check"])
+    assert result.exit_code == 1
+    assert "PASS  ssh login" in result.output
+    assert "FAIL  docker       the host's prunehook-guard denies the read-only probes" in (
+        result.output
+    )
+    assert "fix: install this contrib/prunehook-guard on the host" in result.output
 
 
 def test_check_reads_the_docker_version_when_the_key_may(

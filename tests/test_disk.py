@@ -24,6 +24,7 @@ from webhook.core.disk import (
     parse_configured_size,
     parse_df,
     parse_free_goal,
+    parse_gc_policy,
     parse_server_version,
     version_before,
 )
@@ -252,3 +253,31 @@ def test_pruning_the_cache_to_the_bound_meets_every_goal_that_can_be_met(
     assert assess(goals, after).met is True or (not reachable and bound == 0)
     if max_cache is not None:
         assert bound <= max_cache
+
+
+INSPECT = """Name:          default
+Driver:        docker
+
+Nodes:
+Name:             default
+Status:           running
+BuildKit version: v0.22.0
+GC Policy rule#0:
+ All:            false
+ Filters:        type==source.local,type==exec.cachemount
+ Keep Duration:  48h0m0s
+GC Policy rule#1:
+ All:            true
+ Max Used Space: 20GiB
+Labels:
+ org.mobyproject.buildkit.worker.moby.host-gateway-ip: 172.17.0.1
+"""
+
+
+def test_buildkits_gc_rules_are_read_from_buildx_inspect_one_line_each():
+    assert parse_gc_policy(INSPECT) == [
+        "rule#0: All: false; Filters: type==source.local,type==exec.cachemount;"
+        " Keep Duration: 48h0m0s",
+        "rule#1: All: true; Max Used Space: 20GiB",
+    ]
+    assert parse_gc_policy(INSPECT.split("GC Policy")[0]) == []

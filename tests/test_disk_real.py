@@ -206,6 +206,13 @@ if args == ["version"]:
     print("Server: Docker Engine - Community\n Engine:\n  Version:          28.2.2")
 elif args == ["buildx", "version"]:
     print("github.com/docker/buildx v0.24.0 d0e5e86")
+elif args == ["buildx", "inspect"]:
+    print("Name:   default\nDriver: docker\n\nNodes:\nName:             default")
+    print("Endpoint:         default\nStatus:           running\nBuildKit version: v0.22.0")
+    print("GC Policy rule#0:\n All:            false")
+    print(" Filters:        type==source.local,type==exec.cachemount,type==source.git.checkout")
+    print(" Keep Duration:  48h0m0s\n Max Used Space: 658.8MiB")
+    print("GC Policy rule#1:\n All:            true\n Max Used Space: 20GiB")
 elif args == ["system", "df"]:
     print("TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE")
     print("Images          3         1         1.2GB     800MB (66%)")
@@ -269,3 +276,30 @@ def test_buildx_output_and_its_deprecation_warning_through_the_real_sshd(
         "builder prune -f --keep-storage 5000000000",
         "system df",
     ]
+
+
+def test_check_shows_the_disk_the_cache_the_stage_two_bound_and_buildkits_gc(
+    buildx_host, env_for, tmp_path
+):
+    host, folder = buildx_host
+    env_for(host, PRUNEHOOK_MAX_CACHE="5GB", PRUNEHOOK_DOCKER_ROOT=str(tmp_path))
+    app = create_app(instance_path=str(tmp_path / "instance"))
+
+    result = app.test_cli_runner().invoke(args=["check"])
+
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "PASS  docker       Docker 28.2.2 (buildx 0.24.0) answers on the host" in out
+    assert f"PASS  disk         {tmp_path}: " in out and " free of " in out
+    assert "PASS  cache        build cache 12GB (docker system df)" in out
+    assert (
+        "PASS  stage 2      a goal is missed now (cache at most 5GB): after the age prune,"
+        " `docker builder prune -f --keep-storage 5000000000`"
+    ) in out
+    assert (
+        "PASS  buildkit gc  docker buildx inspect: rule#0: All: false; Filters:"
+        " type==source.local,type==exec.cachemount,type==source.git.checkout; Keep Duration:"
+        " 48h0m0s; Max Used Space: 658.8MiB | rule#1: All: true; Max Used Space: 20GiB"
+    ) in out
+    assert host.prunes_run() == []  # a check prunes nothing
+    assert "builder" not in (folder / "argv.log").read_text()

@@ -130,10 +130,13 @@ def status_command(names: tuple[str, ...]) -> None:
 @TARGET_OPTION
 def check_command(names: tuple[str, ...]) -> None:
     """Preflight after configuring: config, token, and for each target its key, host key,
-    SSH login and Docker.
+    SSH login, Docker (and buildx), the disk holding Docker's data, the build cache, the
+    stage-2 bound a run would use now, and what is known of BuildKit's own GC.
 
-    One line per check; a failed check says how to fix it. Runs only the read-only
-    `docker version` on each host. Exits 1 when any check fails.
+    One line per check; a failed check says how to fix it, a WARN is worth knowing. Runs
+    only the read-only probes a run makes (docker version, docker buildx version, df,
+    docker system df, docker buildx inspect) on one connection per host. Exits 1 when any
+    check fails.
     """
     hook = prunehook()
     targets = _chosen(hook, names)

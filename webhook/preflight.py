@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from webhook.config import Settings
-from webhook.core.targets import Target
-from webhook.remote.ssh import SSHFailure, SSHRunner, load_private_key
-
-DOCKER_VERSION = "docker version --format '{{.Server.Version}}'"
+from webhook.core.command import (
+    BUILDX_INSPECT,
+    BUILDX_VERSION,
+    DOCKER_VERSION,
+    SYSTEM_DF,
+    build_df_command,
+    build_keep_storage_command,
+)
+from webhook.core.disk import (
+    Measure,
+    assess,
+    keep_storage_bytes,
+    parse_build_cache,
+    parse_buildx_version,
+    parse_df,
+    parse_gc_policy,
+    parse_server_version,
+    version_before,
+)
+from webhook.core.outcome import Execution
+from webhook.core.sizes import human_size
+from webhook.core.targets import PrunePolicy, Target
+from webhook.remote.ssh import SSHFailure, SSHRunner, SSHSession, load_private_key
+from webhook.stages import PROBE_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -19,9 +39,12 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    # worth knowing, and no failure: WARN, and `flask check` still exits 0
+    warning: bool = False
 
     def line(self) -> str:
-        text = f"{'PASS' if self.ok else 'FAIL'}  {self.name:<12} {self.detail}"
+        status = "FAIL" if not self.ok else "WARN" if self.warning else "PASS"
+        text = f"{status}  {self.name:<12} {self.detail}"
         return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
 
 
@@ -43,24 +66,133 @@ def _known_host(target: Target) -> Check:
 
 
 def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
-    execution = runner.run(target, DOCKER_VERSION)
-    if not execution.logged_in:
-        fix = "see last_error_kind in the README; the host must accept this key"
-        yield Check("ssh login", False, f"{execution.error_kind}: {execution.error}", fix)
-        return
-    yield Check("ssh login", True, f"{target.ssh} accepted the key")
-    if execution.rc == 0:
-        version = execution.stdout_tail.strip() or "?"
-        yield Check("docker", True, f"Docker {version} answers on the host (read-only check)")
-    elif execution.rc == 126 and "prunehook-guard" in execution.stderr_tail:
-        detail = "the key is pinned to prunehook-guard (good): Docker is checked by the prune"
-        yield Check("docker", True, detail)
-    elif execution.error_kind in ("timeout", "exec_timeout"):
-        yield Check("docker", False, "docker version did not answer", "is dockerd hung?")
+    """Log in, then the read-only probes a run makes, on one connection."""
+    with runner.session(target) as session:
+        execution = session.run(DOCKER_VERSION, PROBE_TIMEOUT_S)
+        if not execution.logged_in:
+            fix = "see last_error_kind in the README; the host must accept this key"
+            yield Check("ssh login", False, f"{execution.error_kind}: {execution.error}", fix)
+            return
+        yield Check("ssh login", True, f"{target.ssh} accepted the key")
+        version = parse_server_version(execution.stdout_tail) if execution.rc == 0 else None
+        if execution.rc == 126 and "prunehook-guard" in execution.stderr_tail:
+            yield Check(
+                "docker",
+                False,
+                "the host's prunehook-guard denies the read-only probes: it is older than"
+                " this prunehook, so runs cannot measure the disk",
+                "install this contrib/prunehook-guard on the host (same authorized_keys line)",
+            )
+            return
+        if version is None:
+            if execution.error_kind in ("timeout", "exec_timeout"):
+                yield Check("docker", False, "docker version did not answer", "is dockerd hung?")
+                return
+            last = (execution.stderr_tail.strip().splitlines() or ["no output"])[-1]
+            fix = f"make {target.ssh.user} able to run docker (docker group) and start dockerd"
+            yield Check("docker", False, f"rc={execution.rc}: {last}", fix)
+            return
+        found = session.run(BUILDX_VERSION, PROBE_TIMEOUT_S)
+        buildx = parse_buildx_version(found.stdout_tail) if found.rc == 0 else None
+        builder = f"buildx {buildx}" if buildx else "no buildx: the classic builder prunes"
+        yield Check("docker", True, f"Docker {version} ({builder}) answers on the host")
+        yield from _disk(target, session)
+        yield _gc(session, version, buildx)
+
+
+def _probe(session: SSHSession, command: str) -> Execution:
+    return session.run(command, PROBE_TIMEOUT_S)
+
+
+def _disk(target: Target, session: SSHSession) -> Iterator[Check]:
+    """The disk and the cache as a run would measure them now, and stage 2's bound."""
+    policy = target.policy
+    root = policy.docker_root
+    df = _probe(session, build_df_command(root))
+    disk = parse_df(df.stdout_tail) if df.rc == 0 else None
+    if disk is None:
+        last = (df.stderr_tail.strip().splitlines() or [df.error or "output not understood"])[-1]
+        fix = "set docker_root (PRUNEHOOK_DOCKER_ROOT) to `docker info -f '{{.DockerRootDir}}'`"
+        yield Check("disk", False, f"df {root}: {last}", fix)
     else:
-        last = (execution.stderr_tail.strip().splitlines() or ["no output"])[-1]
-        fix = f"make {target.ssh.user} able to run docker (docker group) and start dockerd"
-        yield Check("docker", False, f"rc={execution.rc}: {last}", fix)
+        share = 100 * disk[1] / disk[0] if disk[0] else 0.0
+        shown = f"{human_size(disk[1])} free of {human_size(disk[0])} ({share:.1f}%)"
+        yield Check("disk", True, f"{root}: {shown}")
+    listed = _probe(session, SYSTEM_DF)
+    cache = parse_build_cache(listed.stdout_tail) if listed.rc == 0 else None
+    if cache is None:
+        last = (listed.stderr_tail.strip().splitlines() or ["no Build Cache row"])[-1]
+        yield Check("cache", False, f"docker system df: {last}", "is dockerd answering?")
+    else:
+        yield Check("cache", True, f"build cache {cache[0]} (docker system df)")
+    measure = Measure(disk[0], disk[1]) if disk else Measure()
+    yield _stage_2(policy, replace(measure, cache=cache[1] if cache else None))
+
+
+def _stage_2(policy: PrunePolicy, now: Measure) -> Check:
+    goals = policy.goals
+    if not goals.any:
+        return Check("stage 2", True, "no goal set (max_cache, min_free): the age prune alone")
+    wanted = []
+    if goals.max_cache is not None:
+        wanted.append(f"cache at most {human_size(goals.max_cache)}")
+    if goals.min_free is not None:
+        need = goals.min_free.bytes_of(now.disk_size)
+        shown = f" = {human_size(need)}" if need is not None and goals.min_free.percent else ""
+        wanted.append(f"free at least {goals.min_free}{shown}")
+    aims = " and ".join(wanted)
+    standing = assess(goals, now)
+    if standing.met is True:
+        return Check("stage 2", True, f"goals met now ({aims}): no stage 2 would run")
+    bound = keep_storage_bytes(goals, now)
+    if standing.met is False and bound is not None:
+        command = build_keep_storage_command(bound, policy.prune_all)
+        return Check(
+            "stage 2", True, f"a goal is missed now ({aims}): after the age prune, `{command}`"
+        )
+    if standing.met is False:
+        return Check(
+            "stage 2",
+            True,
+            f"a goal is missed now ({aims}), and no cache is left to prune",
+            warning=True,
+        )
+    return Check(
+        "stage 2",
+        True,
+        f"cannot tell ({aims}): the disk or cache could not be measured",
+        warning=True,
+    )
+
+
+def _gc(session: SSHSession, version: str, buildx: str | None) -> Check:
+    """What can be known of BuildKit's own garbage collection."""
+    if buildx:
+        inspected = _probe(session, BUILDX_INSPECT)
+        rules = parse_gc_policy(inspected.stdout_tail) if inspected.rc == 0 else []
+        if rules:
+            return Check("buildkit gc", True, "docker buildx inspect: " + " | ".join(rules))
+        return Check(
+            "buildkit gc",
+            True,
+            "docker buildx inspect shows no GC policy: BuildKit may keep its cache for ever",
+            warning=True,
+        )
+    old = version_before(version, 28, 2)
+    if old is False:
+        return Check(
+            "buildkit gc",
+            True,
+            f"Docker {version} runs BuildKit's GC by default (no buildx here to show its policy)",
+        )
+    return Check(
+        "buildkit gc",
+        True,
+        f"Docker {version}: engines before 28.2 keep BuildKit's GC off unless daemon.json"
+        " configures it (builder.gc); it runs only after builds, so prunehook's prunes are"
+        " what keep an idle host's cache in check",
+        warning=True,
+    )
 
 
 def _kill_switch(settings: Settings) -> Check:

@@ -41,10 +41,14 @@ class BuildFleet:
         docker_host: str,
         names: Sequence[str] = ("build-1", "build-2", "build-3"),
         aliases: Mapping[str, Sequence[str]] | None = None,
+        docker_root: Path | None = None,
         **server_options,
     ):
         self.root = root
         self.docker_host = docker_host
+        # the one engine's data root, which every host's runs measure; default: the fleet's
+        # folder (a path that exists, for hosts that only test routing)
+        self.docker_root = docker_root or root
         self.names = tuple(names)
         self.aliases = {name: [f"{name}.fleet.test"] for name in self.names} | dict(aliases or {})
         self.server_options = server_options
@@ -82,6 +86,7 @@ class BuildFleet:
             f"user = {json.dumps(USER)}",
             f"key_file = {json.dumps(str(self.client_key))}",
             f"known_hosts = {json.dumps(str(self.known_hosts))}",
+            f"docker_root = {json.dumps(str(self.docker_root))}",
         ]
         for name, server in self.hosts.items():
             lines += [

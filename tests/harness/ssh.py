@@ -91,6 +91,7 @@ class SSHServer:
         guard_options: tuple[str, ...] = GUARD_OPTIONS,
         client_key: Path | None = None,
         docker: str | None = None,
+        docker_root: Path | None = None,
     ):
         self.root = root
         self.docker_host = docker_host
@@ -100,6 +101,9 @@ class SSHServer:
         # the docker the guard runs (default: the Debian client); a stand-in script may
         # print what another Docker prints
         self.docker = docker
+        # what df measures for a run (PRUNEHOOK_DOCKER_ROOT): the engine's data root, or
+        # without one this server's own folder, which exists on this machine
+        self.docker_root = docker_root or root
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -182,7 +186,8 @@ class SSHServer:
 
     def env(self) -> dict[str, str]:
         """The PRUNEHOOK_* variables that point prunehook at this host."""
-        return _env(self.port, self.client_key, self.known_hosts)
+        own = {"PRUNEHOOK_DOCKER_ROOT": str(self.docker_root)}
+        return _env(self.port, self.client_key, self.known_hosts) | own
 
     def drop_sessions(self) -> list[int]:
         """SIGKILL the server side of every open connection (the sshd processes the listener

@@ -221,3 +221,22 @@ def version_before(version: str | None, major: int, minor: int) -> bool | None:
     if not match:
         return None
     return (int(match.group(1)), int(match.group(2))) < (major, minor)
+
+
+def parse_gc_policy(output: str) -> list[str]:
+    """BuildKit's GC rules from ``docker buildx inspect``, one line each
+    (``rule#0: All: false; Filters: type==source.local; Keep Duration: 48h0m0s``); empty
+    when it shows none."""
+    rules: list[list[str]] = []
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith("GC Policy"):
+            rules.append([text.removeprefix("GC Policy").strip().rstrip(":")])
+        elif rules and text and ":" in text and line[:1].isspace():
+            if len(rules[-1]) < 8:
+                rules[-1].append(" ".join(text.split()))
+        elif rules and not text:
+            continue
+        elif rules and not line[:1].isspace():
+            break
+    return [f"{rule[0]}: " + "; ".join(rule[1:]) for rule in rules[:8]]
