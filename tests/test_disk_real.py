@@ -118,10 +118,13 @@ def test_stage_two_prunes_young_cache_under_max_cache_and_nothing_else(small_dis
     assert cache >= 4 * 2 * BLOB
     app = real_app(PRUNEHOOK_MAX_CACHE="50MB")
     free_before = disk.free_bytes()
+    logins = small_disk.host.log_path.read_text().count("Accepted publickey")
 
     run = prune(app)
 
     free_after = disk.free_bytes()
+    # ten probes and stages, one SSH connection
+    assert small_disk.host.log_path.read_text().count("Accepted publickey") == logins + 1
     assert (run["result"], run["error"]) == ("ok", None)
     stored = stored_run(app, run["id"])
     stage_1, stage_2 = (step for step in stored.steps if step.name.startswith("stage"))

@@ -119,6 +119,11 @@ def test_docker_daemon_down_is_recorded_with_its_message(make_sshd, make_setting
     assert "Cannot connect to the Docker daemon" in shown["last_error"]
     assert shown["last_error_kind"] == "docker_unavailable"
     assert server.prunes_run() == [f"allowed {PRUNE}"]
+    # the probes failed before it too (no /var/lib/docker here, no daemon): noted, and the
+    # run went on to the prune
+    notes = run["notes"]
+    assert notes[0].endswith("/var/lib/docker: No such file or directory")
+    assert notes[1].startswith("cache before: rc=1: Cannot connect to the Docker daemon")
 
 
 def test_large_output_on_both_streams_is_drained_and_only_tails_kept(make_sshd):
