@@ -142,3 +142,16 @@ def test_check_says_prunes_run_when_enabled(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     result = cli(tmp_path).invoke(args=["check"])
     assert "PASS  enabled      prunes run when a trigger is due" in result.output
+
+
+def test_dry_run_says_when_a_second_stage_would_follow(ssh_keys, env_for, tmp_path):
+    env_for(ssh_keys, PRUNEHOOK_MAX_CACHE="10GB", PRUNEHOOK_MIN_FREE="15%")
+    result = cli(tmp_path).invoke(args=["prune", "--dry-run"])
+    assert result.exit_code == 0
+    assert "command: docker builder prune -f --filter until=24h" in result.output
+    assert (
+        "then:    docker builder prune -f --keep-storage <bytes>, when a goal"
+        " (max_cache=10GB min_free=15%) is still missed"
+    ) in result.output
+    listed = cli(tmp_path).invoke(args=["targets"])
+    assert "until=24h every 21600s  max_cache=10GB min_free=15%" in listed.output

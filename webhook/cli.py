@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from webhook.core.decision import Result
+from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.core.verdicts import Source, Verdict
 from webhook.preflight import run_checks, token_source
@@ -53,6 +54,16 @@ def _exit_code(results: Sequence[TargetResult]) -> int:
     return 2
 
 
+def _goals(target: Target) -> str:
+    policy = target.policy
+    goals = []
+    if policy.max_cache is not None:
+        goals.append(f"max_cache={human_size(policy.max_cache)}")
+    if policy.min_free is not None:
+        goals.append(f"min_free={policy.min_free}")
+    return " ".join(goals)
+
+
 def _shown(result: TargetResult) -> dict[str, object]:
     run: RunRecord | None = result.run
     return {
@@ -75,9 +86,10 @@ def targets_command() -> None:
         policy = target.policy
         aliases = f"  aliases: {', '.join(target.aliases)}" if target.aliases else ""
         flags = " -a" if policy.prune_all else ""
+        goals = f"  {_goals(target)}" if policy.goals.any else ""
         click.echo(
             f"{target.name:<24} {target.ssh}  until={policy.until}{flags}"
-            f" every {policy.interval_s:g}s{aliases}"
+            f" every {policy.interval_s:g}s{goals}{aliases}"
         )
 
 
@@ -103,6 +115,12 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
         for target in targets:
             click.echo(f"target:  {target.name} ({target.ssh})")
             click.echo(f"command: {hook.service.command(target)}")
+            if target.policy.goals.any:
+                flag = " -a" if target.policy.prune_all else ""
+                click.echo(
+                    f"then:    docker builder prune -f{flag} --keep-storage <bytes>, when a goal"
+                    f" ({_goals(target)}) is still missed; the bytes from the disk as measured"
+                )
         return
     verdict = Verdict(Source.CLI, True, "flask prune", names=tuple(names) or None)
     outcome = hook.service.handle(verdict, wait=True, force=force)
