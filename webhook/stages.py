@@ -14,7 +14,6 @@ ends the run; a run whose lease was taken over stops before its next command.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +48,6 @@ from webhook.core.outcome import (
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 
-log = logging.getLogger(__name__)
 # a probe reads what Docker and the kernel already know; a long wait means Docker is stuck
 PROBE_TIMEOUT_S = 30.0
 # probes a run may make: disk and cache before, after stage 1 and after stage 2; versions
@@ -137,6 +135,11 @@ class _Run:
     keep_going: KeepGoing
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stages: list[RunOutcome] = field(default_factory=list)
+    before: Measure = field(default_factory=Measure)
+    after: Measure = field(default_factory=Measure)
+    # stage 2's --keep-storage, once it is sent
+    keep: int | None = None
     # Docker did not answer a probe or stage in time: later probes of Docker are skipped
     docker_stuck: bool = False
 
@@ -230,39 +233,44 @@ class StagedRuns:
 
     def _stages(self, run: _Run, known: Versions | None) -> RunOutcome:
         policy = run.target.policy
-        goals = policy.goals
-        stages: list[RunOutcome] = []
-        before = after = Measure()
         versions = known
-        keep: int | None = None
         try:
-            before = run.measure("before")
+            run.before = run.measure("before")
             if versions is None:
                 versions = run.versions()
                 if versions.docker is not None:
                     with self._lock:
                         self._versions[run.target.name] = versions
-            stages.append(run.stage("stage 1", build_prune_command(policy.until, policy.prune_all)))
+            age_prune = build_prune_command(policy.until, policy.prune_all)
+            run.stages.append(run.stage("stage 1", age_prune))
             if not run.session.alive:
                 raise Stopped
-            after = run.measure("after stage 1")
-            missed = assess(goals, after)
-            if not stages[0].ok:
-                pass
-            elif missed.met is False:
-                keep = keep_storage_bytes(goals, after)
-                if keep is None:
-                    run.notes.append(_no_bound(after))
-                else:
-                    command = build_keep_storage_command(keep, policy.prune_all)
-                    stages.append(run.stage("stage 2", command))
-                    if run.session.alive:
-                        after = run.measure("after stage 2")
-            elif goals.any and missed.met is None:
-                run.notes.append("a goal could not be measured after stage 1: no stage 2")
+            # measured after a failed stage 1 too: the run still says where the disk stands
+            run.after = run.measure("after stage 1")
+            if run.stages[0].ok:
+                self._stage_2(run)
         except Stopped:
             pass
-        return _outcome(run, stages, before, after, versions, keep)
+        return _outcome(run, versions)
+
+    @staticmethod
+    def _stage_2(run: _Run) -> None:
+        """Stage 2 when a goal is still missed after stage 1, then the disk again."""
+        policy = run.target.policy
+        standing = assess(policy.goals, run.after)
+        if standing.met is None and policy.goals.any:
+            run.notes.append("a goal could not be measured after stage 1: no stage 2")
+        if standing.met is not False:
+            return
+        run.keep = keep_storage_bytes(policy.goals, run.after)
+        if run.keep is None:
+            run.notes.append(_no_bound(run.after))
+            return
+        command = build_keep_storage_command(run.keep, policy.prune_all)
+        run.stages.append(run.stage("stage 2", command))
+        if not run.session.alive:
+            raise Stopped
+        run.after = run.measure("after stage 2")
 
 
 def _no_bound(measure: Measure) -> str:
@@ -281,14 +289,8 @@ def _stage_total(stages: list[RunOutcome]) -> tuple[str | None, int | None]:
     return human_size(sum(sizes)), sum(sizes)
 
 
-def _outcome(
-    run: _Run,
-    stages: list[RunOutcome],
-    before: Measure,
-    after: Measure,
-    versions: Versions | None,
-    keep: int | None,
-) -> RunOutcome:
+def _outcome(run: _Run, versions: Versions | None) -> RunOutcome:
+    stages, before, after = run.stages, run.before, run.after
     goals = run.target.policy.goals
     if stages:
         failed = next((stage for stage in stages if not stage.ok), None)
@@ -312,17 +314,8 @@ def _outcome(
     if before.disk_free is not None and after.disk_free is not None:
         freed = after.disk_free - before.disk_free
     standing = assess(goals, after)
-    ran_stage_2 = len(stages) > 1
-    return RunOutcome(
-        ok=head.ok,
-        rc=head.rc,
-        reclaimed=head.reclaimed,
-        reclaimed_bytes=head.reclaimed_bytes,
-        error_kind=head.error_kind,
-        error=head.error,
-        duration_s=0.0,
-        stdout_tail=head.stdout_tail,
-        stderr_tail=head.stderr_tail,
+    return replace(
+        head,
         steps=tuple(run.steps),
         notes=tuple(run.notes),
         freed_bytes=freed,
@@ -334,7 +327,7 @@ def _outcome(
         goal_met=standing.met if stages else None,
         free_short_bytes=standing.free_short if stages else None,
         cache_over_bytes=standing.cache_over if stages else None,
-        keep_storage_bytes=keep if ran_stage_2 else None,
+        keep_storage_bytes=run.keep if len(stages) > 1 else None,
         docker_version=versions.docker if versions else None,
         buildx_version=versions.buildx if versions else None,
     )
