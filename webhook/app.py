@@ -55,9 +55,23 @@ def _prepare(store: Store, settings: Settings) -> None:
                 log.warning("state of %s is now kept as target %s", adopted, target.name)
     except StoreUnavailable as error:
         # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
-        log.error("state database %s unavailable at start: %s", settings.db_path, error)
+        where = "PostgreSQL" if settings.database_url else settings.db_path
+        log.error("state database %s unavailable at start: %s", where, error)
     finally:
         store.close()  # never hand a connection across a fork (gunicorn --preload)
+
+
+def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Callable[[], float]]:
+    """The store, and the clock decisions use: under PostgreSQL, the database's, which every
+    replica shares."""
+    if not settings.database_url:
+        return SQLiteStore(settings.db_path), clock
+    from webhook.store.postgres import DatabaseClock, PostgresStore
+
+    # a connection for each request thread, and two for the prunes' records
+    threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+    store = PostgresStore(settings.database_url, max_connections=threads + 2)
+    return store, DatabaseClock(store, local=clock)
 
 
 def create_app(
@@ -73,7 +87,7 @@ def create_app(
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     settings, warnings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = SQLiteStore(settings.db_path)
+    store, clock = _state(settings, clock)
     _prepare(store, settings)
     listeners = Listeners()
     service = PruneService(

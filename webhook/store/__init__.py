@@ -71,6 +71,7 @@ class TargetRecord:
     inflight_run_id: int | None = None
     inflight_started_ts: float | None = None
     lease_expires_ts: float | None = None
+    retry_at_ts: float | None = None
 
     @property
     def state(self) -> TargetState:
@@ -83,6 +84,7 @@ class TargetRecord:
             lease_expires_ts=self.lease_expires_ts,
             inflight_started_ts=self.inflight_started_ts,
             last_success_ts=self.last_success_ts,
+            retry_at_ts=self.retry_at_ts,
         )
 
 

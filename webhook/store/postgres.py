@@ -12,7 +12,8 @@ it once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -79,13 +80,16 @@ _FIRST_SCHEMA = (
 )
 
 # MIGRATIONS[n] takes a database from version n to n + 1; append, never edit one
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_FIRST_SCHEMA,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _FIRST_SCHEMA,
+    ("ALTER TABLE targets ADD COLUMN IF NOT EXISTS retry_at_ts DOUBLE PRECISION",),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SELECT_TARGETS = (
     "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
     " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
-    " inflight_run_id, inflight_started_ts, lease_expires_ts FROM targets"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts, retry_at_ts FROM targets"
 )
 SELECT_TARGET = SELECT_TARGETS + " WHERE target = %s"
 SELECT_RUNS = (
@@ -291,14 +295,15 @@ class PostgresStore:
                 return False
             connection.execute(
                 "UPDATE targets SET last_started_ts = %s, last_finished_ts = %s,"
-                " last_success_ts = %s, inflight_started_ts = %s, lease_expires_ts = %s"
-                " WHERE target = %s",
+                " last_success_ts = %s, inflight_started_ts = %s, lease_expires_ts = %s,"
+                " retry_at_ts = %s WHERE target = %s",
                 (
                     corrected.last_started_ts,
                     corrected.last_finished_ts,
                     corrected.last_success_ts,
                     corrected.inflight_started_ts,
                     corrected.lease_expires_ts,
+                    corrected.retry_at_ts,
                     target,
                 ),
             )
@@ -325,7 +330,8 @@ class PostgresStore:
         connection.execute(
             "UPDATE targets SET last_result = %s, last_finished_ts = %s, last_error = %s,"
             " last_error_kind = %s, inflight_run_id = NULL, inflight_started_ts = NULL,"
-            " lease_expires_ts = NULL WHERE target = %s AND inflight_run_id = %s",
+            " lease_expires_ts = NULL, retry_at_ts = NULL"
+            " WHERE target = %s AND inflight_run_id = %s",
             (Result.LOST.value, now, LOST_ERROR, ErrorKind.LOST.value, target, run_id),
         )
 
@@ -356,6 +362,7 @@ class PostgresStore:
                 " last_reclaimed = %s, last_reclaimed_bytes = %s, last_error = %s,"
                 " last_error_kind = %s,"
                 " last_success_ts = CASE WHEN %s THEN %s ELSE last_success_ts END,"
+                " retry_at_ts = %s,"
                 " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL"
                 " WHERE target = %s AND inflight_run_id = %s",
                 (
@@ -367,6 +374,7 @@ class PostgresStore:
                     kind,
                     outcome.ok,
                     now,
+                    None if outcome.retry_after_s is None else now + outcome.retry_after_s,
                     target,
                     run_id,
                 ),
@@ -433,3 +441,39 @@ class PostgresStore:
 def _text(value: str) -> str:
     # PostgreSQL's text cannot hold NUL; a host's output may
     return value.replace("\x00", "\ufffd")
+
+
+class DatabaseClock:
+    """The database's time, read without a round trip per call: the offset between the
+    local clock and the database's is measured now and then (and after the local clock
+    stepped back), so every replica decides on the same clock, whatever its own says."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        local: Callable[[], float] = time.time,
+        refresh_s: float = 60.0,
+    ):
+        self.store = store
+        self.local = local
+        self.refresh_s = refresh_s
+        self.offset_s = 0.0
+        self._measured_at: float | None = None
+
+    def _measure(self) -> None:
+        before = self.local()
+        database = self.store.clock()
+        after = self.local()
+        self.offset_s = database - (before + after) / 2
+        self._measured_at = after
+
+    def __call__(self) -> float:
+        now = self.local()
+        measured = self._measured_at
+        if measured is None or not (measured <= now < measured + self.refresh_s):
+            try:
+                self._measure()
+                now = self.local()
+            except StoreUnavailable:
+                pass  # keep the last offset: the claim that follows answers 503 anyway
+        return now + self.offset_s

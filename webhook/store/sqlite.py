@@ -92,13 +92,14 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_columns("runs", (("worker_pid", "INTEGER"), ("request_id", "TEXT"))),
     # ids remembered before this were answered: settled
     _add_columns("deliveries", (("settled", "INTEGER NOT NULL DEFAULT 1"),)),
+    _add_columns("targets", (("retry_at_ts", "REAL"),)),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SELECT_TARGETS = (
     "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
     " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
-    " inflight_run_id, inflight_started_ts, lease_expires_ts FROM targets"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts, retry_at_ts FROM targets"
 )
 SELECT_TARGET = SELECT_TARGETS + " WHERE target = ?"
 SELECT_RUNS = (
@@ -315,14 +316,15 @@ class SQLiteStore:
                 return False
             connection.execute(
                 "UPDATE targets SET last_started_ts = ?, last_finished_ts = ?,"
-                " last_success_ts = ?, inflight_started_ts = ?, lease_expires_ts = ?"
-                " WHERE target = ?",
+                " last_success_ts = ?, inflight_started_ts = ?, lease_expires_ts = ?,"
+                " retry_at_ts = ? WHERE target = ?",
                 (
                     corrected.last_started_ts,
                     corrected.last_finished_ts,
                     corrected.last_success_ts,
                     corrected.inflight_started_ts,
                     corrected.lease_expires_ts,
+                    corrected.retry_at_ts,
                     target,
                 ),
             )
@@ -350,7 +352,8 @@ class SQLiteStore:
         connection.execute(
             "UPDATE targets SET last_result = ?, last_finished_ts = ?, last_error = ?,"
             " last_error_kind = ?, inflight_run_id = NULL, inflight_started_ts = NULL,"
-            " lease_expires_ts = NULL WHERE target = ? AND inflight_run_id = ?",
+            " lease_expires_ts = NULL, retry_at_ts = NULL"
+            " WHERE target = ? AND inflight_run_id = ?",
             (Result.LOST, now, LOST_ERROR, ErrorKind.LOST, target, run_id),
         )
 
@@ -381,6 +384,7 @@ class SQLiteStore:
                 "UPDATE targets SET last_finished_ts = ?, last_result = ?, last_reclaimed = ?,"
                 " last_reclaimed_bytes = ?, last_error = ?, last_error_kind = ?,"
                 " last_success_ts = CASE WHEN ? THEN ? ELSE last_success_ts END,"
+                " retry_at_ts = ?,"
                 " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL"
                 " WHERE target = ? AND inflight_run_id = ?",
                 (
@@ -392,6 +396,7 @@ class SQLiteStore:
                     outcome.error_kind,
                     outcome.ok,
                     now,
+                    None if outcome.retry_after_s is None else now + outcome.retry_after_s,
                     target,
                     run_id,
                 ),

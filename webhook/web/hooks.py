@@ -141,7 +141,9 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
 
 
 def _run(hook: Prunehook, spec: HookSpec) -> tuple[Response, int]:
-    wait = _wants_wait()
+    # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
+    # a run left in the background would stall
+    wait = _wants_wait() or hook.settings.wait_for_run
     verdict = spec.read(_load(spec.schema, spec.allow_empty), hook)
     outcome = hook.service.handle(verdict, wait=wait, request_id=g.request_id)
     return _answer(outcome, wait)

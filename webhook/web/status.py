@@ -146,4 +146,12 @@ def target(name: str) -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """Liveness: the process answers. The database's state is /readyz's."""
     return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: 200 when the state database answers; else 503 (errors.py) with Retry-After."""
+    prunehook().service.store.ping()
+    return jsonify({"status": "ready"})
