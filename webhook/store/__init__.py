@@ -88,6 +88,30 @@ class TargetRecord:
         )
 
 
+@dataclass(frozen=True)
+class DeliveryRecord:
+    id: str
+    seen_ts: float
+    settled: bool
+
+
+@dataclass(frozen=True)
+class StateDump:
+    """A whole state, to move it between backends (`flask state copy`)."""
+
+    targets: tuple[TargetRecord, ...]
+    runs: tuple[RunRecord, ...]
+    deliveries: tuple[DeliveryRecord, ...]
+
+
+class StateConflict(Exception):
+    """The destination already keeps state for these targets: nothing was copied."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        super().__init__(f"already has state for {', '.join(names)}")
+
+
 class Store(Protocol):
     """What the service needs of a backend. Every method raises StoreUnavailable when the
     database cannot be reached; none decides."""

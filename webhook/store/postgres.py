@@ -23,14 +23,23 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
-from webhook.store import HISTORY_LIMIT, NewRun, RunRecord, StoreUnavailable, TargetRecord
+from webhook.store import (
+    HISTORY_LIMIT,
+    NewRun,
+    RunRecord,
+    StateConflict,
+    StateDump,
+    StoreUnavailable,
+    TargetRecord,
+)
 
 DELIVERIES_LIMIT = 100_000
 LOST_ERROR = "the worker running this prune died or hung; its lease expired"
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
-# how long a request waits for a connection, or for the server to answer one
-POOL_TIMEOUT_S = 5.0
+# how long a request waits for a connection: each thread has one, so a wait this long means
+# the server is away, and a hook had better answer 503 soon (the sender retries)
+POOL_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 3
 
 _FIRST_SCHEMA = (
@@ -436,6 +445,77 @@ class PostgresStore:
         with self._transaction() as connection:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
             return _run_record(row) if row else None
+
+    def load(self, dump: StateDump) -> None:
+        """Add a dumped state in one transaction: rows, history (new run ids, the rows'
+        references mapped to them) and delivery ids. Refuses (StateConflict, nothing
+        written) when a target already has a row with state here."""
+        with self._transaction() as connection:
+            names = [record.target for record in dump.targets]
+            taken = connection.execute(
+                "SELECT target FROM targets WHERE target = ANY(%s) AND last_run_id IS NOT NULL"
+                " FOR UPDATE",
+                (names,),
+            ).fetchall()
+            if taken:
+                raise StateConflict(sorted(row["target"] for row in taken))
+            new_ids: dict[int, int] = {}
+            for run in dump.runs:
+                found = connection.execute(
+                    "INSERT INTO runs (target, trigger, command, started_ts, finished_ts, result,"
+                    " rc, reclaimed, reclaimed_bytes, error, error_kind, duration_s, stdout_tail,"
+                    " stderr_tail, worker_pid, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        run.target, run.trigger, run.command, run.started_ts, run.finished_ts,
+                        run.result.value, run.rc, run.reclaimed, run.reclaimed_bytes, run.error,
+                        run.error_kind.value if run.error_kind else None, run.duration_s,
+                        _text(run.stdout_tail or ""), _text(run.stderr_tail or ""),
+                        run.worker_pid, run.request_id,
+                    ),
+                ).fetchone()  # fmt: skip
+                assert found is not None
+                new_ids[run.id] = int(found["id"])
+            for record in dump.targets:
+
+                def mapped(run_id: int | None) -> int | None:
+                    return None if run_id is None else new_ids.get(run_id)
+
+                connection.execute(
+                    "INSERT INTO targets (target, last_run_id, last_started_ts, last_finished_ts,"
+                    " last_result, last_reclaimed, last_reclaimed_bytes, last_error,"
+                    " last_error_kind, last_success_ts, inflight_run_id, inflight_started_ts,"
+                    " lease_expires_ts, retry_at_ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s, %s, %s, %s) ON CONFLICT (target) DO UPDATE SET"
+                    " last_run_id = excluded.last_run_id,"
+                    " last_started_ts = excluded.last_started_ts,"
+                    " last_finished_ts = excluded.last_finished_ts,"
+                    " last_result = excluded.last_result,"
+                    " last_reclaimed = excluded.last_reclaimed,"
+                    " last_reclaimed_bytes = excluded.last_reclaimed_bytes,"
+                    " last_error = excluded.last_error,"
+                    " last_error_kind = excluded.last_error_kind,"
+                    " last_success_ts = excluded.last_success_ts,"
+                    " inflight_run_id = excluded.inflight_run_id,"
+                    " inflight_started_ts = excluded.inflight_started_ts,"
+                    " lease_expires_ts = excluded.lease_expires_ts,"
+                    " retry_at_ts = excluded.retry_at_ts",
+                    (
+                        record.target, mapped(record.last_run_id), record.last_started_ts,
+                        record.last_finished_ts,
+                        record.last_result.value if record.last_result else None,
+                        record.last_reclaimed, record.last_reclaimed_bytes, record.last_error,
+                        record.last_error_kind.value if record.last_error_kind else None,
+                        record.last_success_ts, mapped(record.inflight_run_id),
+                        record.inflight_started_ts, record.lease_expires_ts, record.retry_at_ts,
+                    ),
+                )  # fmt: skip
+            for delivery in dump.deliveries:
+                connection.execute(
+                    "INSERT INTO deliveries (id, seen_ts, settled) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (delivery.id, delivery.seen_ts, delivery.settled),
+                )
 
 
 def _text(value: str) -> str:

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
-from webhook.store import HISTORY_LIMIT, NewRun, RunRecord, StoreUnavailable, TargetRecord
+from webhook.store import (
+    HISTORY_LIMIT,
+    DeliveryRecord,
+    NewRun,
+    RunRecord,
+    StateDump,
+    StoreUnavailable,
+    TargetRecord,
+)
 
 # signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
 DELIVERIES_LIMIT = 100_000
@@ -477,3 +485,18 @@ class SQLiteStore:
         with self._connect() as connection:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
             return _run_record(row) if row else None
+
+    def dump(self) -> StateDump:
+        """Every target's row, the whole run history and the delivery ids, oldest first."""
+        with self._connect() as connection:
+            targets = tuple(_target_record(row) for row in connection.execute(SELECT_TARGETS))
+            runs = tuple(
+                _run_record(row) for row in connection.execute(SELECT_RUNS + " ORDER BY id")
+            )
+            deliveries = tuple(
+                DeliveryRecord(row["id"], row["seen_ts"], bool(row["settled"]))
+                for row in connection.execute(
+                    "SELECT id, seen_ts, settled FROM deliveries ORDER BY rowid"
+                )
+            )
+            return StateDump(targets, runs, deliveries)
