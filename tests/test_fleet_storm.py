@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 from tests.conftest import TOKEN
@@ -96,7 +97,7 @@ class Clients:
 
 
 def runs_by_target(database: Path) -> dict[str, list[sqlite3.Row]]:
-    with sqlite3.connect(database) as connection:
+    with closing(sqlite3.connect(database)) as connection:
         connection.row_factory = sqlite3.Row
         rows = connection.execute("SELECT * FROM runs ORDER BY id").fetchall()
     found: dict[str, list[sqlite3.Row]] = {}
