@@ -29,6 +29,7 @@ import statistics
 import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class Round:
 
 def finished_runs(database: Path) -> list[tuple[str, float, float]]:
     uri = f"file:{database}?mode=ro"
-    with sqlite3.connect(uri, uri=True) as connection:
+    with closing(sqlite3.connect(uri, uri=True)) as connection:
         return connection.execute(
             "SELECT result, finished_ts, duration_s FROM runs"
             " WHERE target LIKE 'fleet-%' AND result != 'running'"
