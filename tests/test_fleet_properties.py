@@ -416,6 +416,13 @@ def test_alerts_touch_only_the_targets_they_name_and_start_every_due_one(
     make_store, specs, sequence
 ):
     world = World(make_store(), specs)
+    try:
+        play(world, sequence)
+    finally:
+        world.store.close()  # a server backend's connection pool, each example
+
+
+def play(world: World, sequence) -> None:
     for gap, step in sequence:
         if isinstance(gap, tuple):
             index, delta = gap
