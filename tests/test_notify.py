@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import AUTH
-from tests.test_metrics import metrics_of
+from tests.conftest import AUTH, TOKEN
+from tests.test_metrics import metrics_of, scrape
 from webhook.config import ConfigError, load_settings
 from webhook.core.notices import Notice, NoticePolicy, Reason, Severity
 from webhook.core.outcome import ErrorKind, Execution, RunOutcome
@@ -321,6 +324,44 @@ def test_a_destination_that_raises_is_a_failure_not_a_dead_sender():
     assert counted == [("failed", "failures", "boom")] * 2
 
 
+def test_a_forked_process_sends_with_a_sender_thread_of_its_own():
+    """gunicorn --preload forks workers from a process whose notifier may have started its
+    thread: the thread does not survive the fork, so the child starts its own."""
+
+    class Recording:
+        scheme = "rec"
+
+        def __init__(self) -> None:
+            self.sent: list[Notice] = []
+
+        def send(self, notice: Notice, timeout_s: float) -> Delivery:
+            self.sent.append(notice)
+            return Delivery(True)
+
+    recording = Recording()
+    notifier = Notifier([recording], NoticePolicy())
+    notice = Notice("b", Reason.RECLAIMED, Severity.SUCCESS, "t", "body")
+    assert notifier.submit(notice) and notifier.flush(10)  # this process's thread runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, on 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child: nothing but this, then out
+        delivered = False
+        try:
+            delivered = notifier.submit(notice) and notifier.flush(5) and len(recording.sent) == 2
+        finally:
+            os._exit(0 if delivered else 1)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert len(recording.sent) == 1  # the child's send was the child's alone
+
+
 # -- free space still short ------------------------------------------------------------
 @dataclass(frozen=True)
 class DiskOutcome(RunOutcome):
@@ -490,3 +531,38 @@ def test_flask_prune_sends_before_it_returns(make_app, receiver):
     result = app.test_cli_runner().invoke(args=["prune"])
     assert result.exit_code == 0, result.output
     assert len(server.received) == 1  # no flush here: the command waited for it
+
+
+def test_under_gunicorn_a_worker_sends_and_every_worker_counts_it(serve, receiver, tmp_path):
+    """A forked worker starts its own sender thread; the count adds up whichever answers."""
+    server = receiver()
+    key = tmp_path / "id_ed25519"
+    key.write_text("not a key: this run fails before it connects\n")
+    served = serve(
+        {
+            "PRUNEHOOK_TOKEN": TOKEN,
+            "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
+            "PRUNEHOOK_SSH_HOST": "127.0.0.1",
+            "PRUNEHOOK_SSH_KEY_FILE": str(key),
+            "PRUNEHOOK_SSH_KNOWN_HOSTS": str(tmp_path / "no_known_hosts"),
+            "PRUNEHOOK_NOTIFY_URLS": server.json_url(),
+            "PRUNEHOOK_NOTIFY_FAILURES": "1",
+        },
+        workers=2,
+    )
+    status, answer = served.call("/hooks/cron?wait=1")
+    assert (status, answer["run"]["result"]) == (200, "failed")
+    assert server.arrived.wait(30)
+    (message,) = server.messages()
+    assert message["title"] == "prunehook: a prune failed on 127.0.0.1"
+    assert served.status()["notify"]["schemes"] == ["json"]
+    sent = (
+        "prunehook_notifications_total",
+        (("reason", "failures"), ("result", "sent"), ("scheme", "json")),
+    )
+    deadline = time.monotonic() + 30
+    while scrape(served.raw("/metrics")).get(sent) != 1:  # counted just after it was sent
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for _ in range(6):  # whichever worker answers the scrape
+        assert scrape(served.raw("/metrics"))[sent] == 1
