@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import AUTH, TOKEN
+from tests.harness import REPO
 from tests.test_metrics import metrics_of, scrape
 from webhook.config import ConfigError, load_settings
 from webhook.core.notices import Notice, NoticePolicy, Reason, Severity
@@ -531,6 +534,51 @@ def test_flask_prune_sends_before_it_returns(make_app, receiver):
     result = app.test_cli_runner().invoke(args=["prune"])
     assert result.exit_code == 0, result.output
     assert len(server.received) == 1  # no flush here: the command waited for it
+
+
+def test_a_process_that_ends_sends_what_it_queued_first(receiver):
+    """A gunicorn worker's graceful stop (or any exit) waits for the queue, within its limit."""
+    server = receiver()
+    script = f"""
+from webhook.core.notices import Notice, NoticePolicy, Reason, Severity
+from webhook.notify import AppriseDestination, Notifier
+notifier = Notifier([AppriseDestination({server.json_url()!r}, 10)], NoticePolicy())
+notifier.submit(Notice("b", Reason.RECLAIMED, Severity.SUCCESS, "queued at exit", "body"))
+"""  # and out, without a flush
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert [m["title"] for m in server.messages()] == ["queued at exit"]
+
+
+def test_a_process_that_ends_lets_its_run_finish_and_sends_its_notice(receiver, tmp_path):
+    """The run is in flight when the process ends: it finishes, then its notice is sent."""
+    server = receiver()
+    script = f"""
+import time
+from webhook import create_app
+from webhook.config import Settings
+from webhook.core.outcome import Execution
+from webhook.core.verdicts import Source, Verdict
+
+def slow_host(target, command):
+    time.sleep(0.5)
+    return Execution(0, "Total reclaimed space: 1.5GB\\n", "", 0.5)
+
+settings = Settings(
+    ssh_host="127.0.0.1", ssh_key="unused", token={TOKEN!r}, db_path={str(tmp_path / "db")!r},
+    notify_urls=({server.json_url()!r},), notify_min_gb=1,
+)
+app = create_app(settings, run_command=slow_host, instance_path={str(tmp_path / "i")!r})
+verdict = Verdict(Source.CLI, True, "a process that ends")
+assert app.extensions["prunehook"].service.handle(verdict).answer == "started"
+"""  # and out, the run still in flight
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert [m["title"] for m in server.messages()] == ["prunehook: reclaimed 1.5GB on 127.0.0.1"]
 
 
 def test_under_gunicorn_a_worker_sends_and_every_worker_counts_it(serve, receiver, tmp_path):

@@ -88,7 +88,9 @@ def create_app(
     )
     meters = Metrics(service)
     listeners.decided.append(meters.decided)
-    notifier = Notifier.from_settings(settings, store, counted=meters.notified)
+    notifier = Notifier.from_settings(
+        settings, store, counted=meters.notified, runs_first=service.join_all
+    )
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
     errors.init_app(app)

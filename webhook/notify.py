@@ -13,6 +13,7 @@ in the list (`tgram #1`), and apprise's own log lines have every part of them ma
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook first, so ours runs before it
 import json
 import logging
 import os
@@ -267,8 +268,11 @@ class Notifier:
         timeout_s: float = 10.0,
         counted: Counted | None = None,
         queue_size: int = QUEUE_SIZE,
+        runs_first: Callable[[], object] | None = None,
     ):
         self.destinations = tuple(destinations)
+        # at the process's exit: waits for the runs in flight, whose notices come after
+        self.runs_first = runs_first
         self.policy = policy
         self.store = store
         self.timeout_s = timeout_s
@@ -283,7 +287,11 @@ class Notifier:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: Store | None = None, counted: Counted | None = None
+        cls,
+        settings: Settings,
+        store: Store | None = None,
+        counted: Counted | None = None,
+        runs_first: Callable[[], object] | None = None,
     ) -> Notifier:
         policy = NoticePolicy(
             min_reclaim_bytes=round(settings.notify_min_gb * 1000**3),
@@ -295,6 +303,7 @@ class Notifier:
             store,
             timeout_s=settings.notify_timeout_s,
             counted=counted,
+            runs_first=runs_first,
         )
 
     @property
@@ -441,9 +450,22 @@ def _fields(notice: Notice, **more: object) -> dict[str, object]:
     return {"event": "notification", "target": notice.target, "reason": str(notice.reason), **more}
 
 
-@atexit.register
 def _flush_at_exit() -> None:
-    """A process that ends (`flask prune`, a gunicorn worker's graceful stop) sends what it
-    queued first, within each notifier's limit."""
+    """A process that ends (`flask prune`, a gunicorn worker's graceful stop) first lets its
+    runs in flight finish, then sends what they queued, within each notifier's limit."""
     for notifier in list(_live):
+        if not notifier.destinations:
+            continue
+        if notifier.runs_first is not None:
+            notifier.runs_first()
         notifier.flush()
+
+
+# at exit, before concurrent.futures closes its pools to new work (apprise sends in them): a
+# function threading calls before it joins the threads, in the reverse order of registering,
+# so registered after the pools' own (their module registers it when first imported)
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_flush_at_exit)
+else:  # every CPython since 3.9 has it
+    atexit.register(_flush_at_exit)
