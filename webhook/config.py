@@ -253,16 +253,16 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_bot_token = env.str("TELEGRAM_BOT_TOKEN", "").strip()
         telegram_chat_id = env.str("TELEGRAM_CHAT_ID", "").strip()
         telegram_api_base = env.str("TELEGRAM_API_BASE", "https://api.telegram.org").strip()
+        notify_urls = tuple(env.str("NOTIFY_URLS", "").split())
+        notify_failures = _count_or_default(
+            env, "NOTIFY_FAILURES", DEFAULT_NOTIFY_FAILURES, MAX_NOTIFY_FAILURES, warnings
+        )
         interval_s = _number_or_default(env, "INTERVAL_S", DEFAULT_INTERVAL_S, warnings)
         retry_after_s = _number_or_default(env, "RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, warnings)
         timeout_s = _number_or_default(env, "TIMEOUT_S", DEFAULT_TIMEOUT_S, warnings)
         lease_grace_s = _number_or_default(env, "LEASE_GRACE_S", DEFAULT_LEASE_GRACE_S, warnings)
         connect_timeout_s = _number_or_default(env, "SSH_CONNECT_TIMEOUT_S", 10.0, warnings)
         notify_min_gb = _number_or_default(env, "NOTIFY_MIN_GB", 0.0, warnings, allow_zero=True)
-        notify_urls = tuple(env.str("NOTIFY_URLS", "").split())
-        notify_failures = _count_or_default(
-            env, "NOTIFY_FAILURES", DEFAULT_NOTIFY_FAILURES, MAX_NOTIFY_FAILURES, warnings
-        )
         targets_file = env.str("TARGETS_FILE", "").strip()
         host_labels = tuple(env.list("HOST_LABELS", list(DEFAULT_HOST_LABELS)))
         max_parallel = env.int("MAX_PARALLEL", 8, validate=Range(min=1, max=256))
@@ -290,6 +290,12 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
     if bool(telegram_bot_token) != bool(telegram_chat_id):
         missing = "TELEGRAM_CHAT_ID" if telegram_bot_token else "TELEGRAM_BOT_TOKEN"
         errors[f"{PREFIX}{missing}"] = ["Telegram needs both the bot token and the chat id"]
+    if notify_urls or telegram_bot_token:
+        from webhook.notify import config_errors
+
+        errors.update(
+            config_errors(notify_urls, telegram_bot_token, telegram_chat_id, telegram_api_base)
+        )
     try:
         parse_secrets(hmac_secret)
     except ValueError as error:
@@ -301,12 +307,6 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         ]
     if not telegram_api_base.startswith(("https://", "http://")):
         errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
-    if notify_urls or telegram_bot_token:
-        from webhook.notify import config_errors
-
-        errors.update(
-            config_errors(notify_urls, telegram_bot_token, telegram_chat_id, telegram_api_base)
-        )
     host_labels = tuple(label.strip() for label in host_labels if label.strip())
     if not host_labels:
         errors[f"{PREFIX}HOST_LABELS"] = ["name at least one label, e.g. host,instance"]
