@@ -14,7 +14,7 @@ from flask import Flask
 from webhook import cli
 from webhook.config import Settings, load_settings
 from webhook.logs import configure_logging
-from webhook.notify import TelegramNotifier
+from webhook.notify import Notifier
 from webhook.remote.ssh import SSHRunner
 from webhook.service import Listeners, PruneService, RunCommand
 from webhook.store import Store, StoreUnavailable
@@ -102,8 +102,11 @@ def create_app(
     )
     meters = Metrics(service)
     listeners.decided.append(meters.decided)
-    listeners.finished += [TelegramNotifier(settings), meters.finished]
-    app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings))
+    notifier = Notifier.from_settings(
+        settings, store, counted=meters.notified, runs_first=service.join_all
+    )
+    listeners.finished += [notifier, meters.finished]
+    app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)

@@ -106,6 +106,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
         return
     verdict = Verdict(Source.CLI, True, "flask prune", names=tuple(names) or None)
     outcome = hook.service.handle(verdict, wait=True, force=force)
+    hook.flush_notifications()  # sent before the process ends
     shown = [_shown(result) for result in outcome.results]
     first = shown[0]
     _print({**first, "results": shown} if len(shown) == 1 else {"results": shown})

@@ -39,6 +39,9 @@ from webhook.core.verdicts import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
+DEFAULT_NOTIFY_FAILURES = 3
+# a streak is read from the run history (100 runs a target), two runs more than this at most
+MAX_NOTIFY_FAILURES = 50
 
 
 class ConfigError(Exception):
@@ -73,6 +76,11 @@ class Settings:
     telegram_bot_token: str = field(default="", repr=False)
     telegram_chat_id: str = ""
     telegram_api_base: str = "https://api.telegram.org"
+    # apprise URLs (PRUNEHOOK_NOTIFY_URLS); they carry tokens
+    notify_urls: tuple[str, ...] = field(default=(), repr=False)
+    notify_failures: int = DEFAULT_NOTIFY_FAILURES
+    # what one notification may take per destination; not read from the environment
+    notify_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
     # PRUNEHOOK_TARGETS_FILE and the targets read from it; none: the env target alone
     targets_file: str = ""
@@ -145,10 +153,6 @@ class Settings:
     def known_hosts_path(self) -> Path:
         return Path(self.known_hosts).expanduser()
 
-    @property
-    def notify_enabled(self) -> bool:
-        return self.notify_min_gb > 0 and bool(self.telegram_bot_token and self.telegram_chat_id)
-
 
 def _number_or_default(
     env: Env,
@@ -170,6 +174,17 @@ def _number_or_default(
         warnings.append(f"{PREFIX}{name}={raw!r} is not a number {bound}; using {default}")
         return default
     return int(value) if value.is_integer() else value
+
+
+def _count_or_default(env: Env, name: str, default: int, most: int, warnings: list[str]) -> int:
+    """A whole number from 0 to `most`, or the default with a warning."""
+    raw = env.str(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        warnings.append(f"{PREFIX}{name}={raw!r} is not a whole number 0-{most}; using {default}")
+        return default
+    return int(raw)
 
 
 def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
@@ -251,6 +266,10 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_bot_token = env.str("TELEGRAM_BOT_TOKEN", "").strip()
         telegram_chat_id = env.str("TELEGRAM_CHAT_ID", "").strip()
         telegram_api_base = env.str("TELEGRAM_API_BASE", "https://api.telegram.org").strip()
+        notify_urls = tuple(env.str("NOTIFY_URLS", "").split())
+        notify_failures = _count_or_default(
+            env, "NOTIFY_FAILURES", DEFAULT_NOTIFY_FAILURES, MAX_NOTIFY_FAILURES, warnings
+        )
         interval_s = _number_or_default(env, "INTERVAL_S", DEFAULT_INTERVAL_S, warnings)
         retry_after_s = _number_or_default(env, "RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, warnings)
         timeout_s = _number_or_default(env, "TIMEOUT_S", DEFAULT_TIMEOUT_S, warnings)
@@ -286,6 +305,12 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
     if bool(telegram_bot_token) != bool(telegram_chat_id):
         missing = "TELEGRAM_CHAT_ID" if telegram_bot_token else "TELEGRAM_BOT_TOKEN"
         errors[f"{PREFIX}{missing}"] = ["Telegram needs both the bot token and the chat id"]
+    if notify_urls or telegram_bot_token:
+        from webhook.notify import config_errors
+
+        errors.update(
+            config_errors(notify_urls, telegram_bot_token, telegram_chat_id, telegram_api_base)
+        )
     try:
         parse_secrets(hmac_secret)
     except ValueError as error:
@@ -338,6 +363,8 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_bot_token=telegram_bot_token,
         telegram_chat_id=telegram_chat_id,
         telegram_api_base=telegram_api_base.rstrip("/"),
+        notify_urls=notify_urls,
+        notify_failures=notify_failures,
     )
     if targets_file:
         targets = _read_targets_file(

@@ -77,7 +77,11 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
         enabled=service.enabled,
         now=now,
         targets=worst_first(targets),
-        notify={"telegram": settings.notify_enabled, "min_gb": settings.notify_min_gb},
+        notify={
+            "schemes": hook.notify_schemes,
+            "min_gb": settings.notify_min_gb,
+            "failures": settings.notify_failures,
+        },
         warnings=list(hook.warnings),
     )
     return shown
