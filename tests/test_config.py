@@ -174,3 +174,19 @@ def test_the_env_example_names_where_its_process_only_variables_are_read():
     readers = (REPO / "gunicorn.conf.py").read_text() + (REPO / "webhook/app.py").read_text()
     unread = [name for name in process_only if not re.search(f"[\"']{name}[\"']", readers)]
     assert unread == []
+
+
+def test_each_layer_takes_its_own_part_of_the_settings_and_no_part_shows_a_secret(
+    make_settings,
+):
+    settings = make_settings(
+        notify_urls=("json://127.0.0.1:9/secret-path",),
+        database_url="postgresql://u:pw-secret@127.0.0.1/db",
+        hmac_secret="whsec_c2VjcmV0LWZvci1wYXJ0cy10ZXN0",
+    )
+    parts = (settings.server, settings.auth, settings.notify, settings.targets)
+    assert settings.auth.token == settings.token and len(settings.auth.hmac_keys) == 1
+    assert settings.targets.fleet.names == ("127.0.0.1",)
+    shown = " ".join(repr(part) for part in parts)
+    for secret in (settings.token, "secret-path", "pw-secret", "c2VjcmV0"):
+        assert secret not in shown

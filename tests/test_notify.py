@@ -374,7 +374,7 @@ class DiskOutcome(RunOutcome):
 def test_free_space_still_short_is_sent_from_an_outcome_that_says_so(receiver, make_settings):
     server = receiver()
     settings = make_settings(notify_urls=(server.json_url(),))
-    notifier = Notifier.from_settings(settings)
+    notifier = Notifier.from_settings(settings.notify)
     target = settings.env_target
     assert isinstance(target, Target)
     outcome = DiskOutcome(

@@ -90,20 +90,21 @@ def create_app(
     store, clock = _state(settings, clock)
     _prepare(store, settings)
     listeners = Listeners()
+    server, targets = settings.server, settings.targets
     service = PruneService(
-        settings.fleet,
+        targets.fleet,
         store,
         run_command or SSHRunner().run,
-        enabled=settings.enabled,
-        routes_by_host=settings.routes_by_host,
-        max_parallel=settings.max_parallel,
+        enabled=server.enabled,
+        routes_by_host=targets.routes_by_host,
+        max_parallel=server.max_parallel,
         clock=clock,
         listeners=listeners,
     )
     meters = Metrics(service)
     listeners.decided.append(meters.decided)
     notifier = Notifier.from_settings(
-        settings, store, counted=meters.notified, runs_first=service.join_all
+        settings.notify, store, counted=meters.notified, runs_first=service.join_all
     )
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)

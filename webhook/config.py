@@ -54,7 +54,53 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """What the service itself runs with: where its state is and how it serves."""
+
+    enabled: bool
+    db_path: str
+    database_url: str = field(repr=False)
+    max_body_bytes: int
+    max_parallel: int
+    wait_for_run: bool
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may trigger: the bearer token and the Standard Webhooks keys."""
+
+    token: str = field(repr=False)
+    hmac_keys: tuple[bytes, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where notifications go and when (the URLs carry tokens: never shown)."""
+
+    urls: tuple[str, ...] = field(repr=False)
+    min_gb: float
+    failures: int
+    timeout_s: float
+    telegram_bot_token: str = field(repr=False)
+    telegram_chat_id: str
+    telegram_api_base: str
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """The build hosts and how an alert finds its targets among them."""
+
+    fleet: Fleet
+    routes_by_host: bool
+    host_labels: tuple[str, ...]
+    targets_file: str
+
+
+@dataclass(frozen=True)
 class Settings:
+    """Every variable, as read (flat: one record to load, compare and override in tests).
+    Each layer takes the part it needs: `server`, `auth`, `notify`, `targets`."""
+
     enabled: bool = True
     ssh_host: str = ""
     ssh_port: int = 22
@@ -91,6 +137,37 @@ class Settings:
     database_url: str = field(default="", repr=False)
     # hooks answer only once the run is over (platforms that stop a process's CPU after)
     wait_for_run: bool = False
+
+    @property
+    def server(self) -> ServerSettings:
+        return ServerSettings(
+            enabled=self.enabled,
+            db_path=self.db_path,
+            database_url=self.database_url,
+            max_body_bytes=self.max_body_bytes,
+            max_parallel=self.max_parallel,
+            wait_for_run=self.wait_for_run,
+        )
+
+    @property
+    def auth(self) -> AuthSettings:
+        return AuthSettings(self.token, tuple(self.hmac_keys))
+
+    @property
+    def notify(self) -> NotifySettings:
+        return NotifySettings(
+            urls=self.notify_urls,
+            min_gb=self.notify_min_gb,
+            failures=self.notify_failures,
+            timeout_s=self.notify_timeout_s,
+            telegram_bot_token=self.telegram_bot_token,
+            telegram_chat_id=self.telegram_chat_id,
+            telegram_api_base=self.telegram_api_base,
+        )
+
+    @property
+    def targets(self) -> TargetSettings:
+        return TargetSettings(self.fleet, self.routes_by_host, self.host_labels, self.targets_file)
 
     @property
     def base_endpoint(self) -> SSHEndpoint:

@@ -34,7 +34,7 @@ import apprise
 from webhook.core.notices import Notice, NoticePolicy, Reason, failure_streak, notices_for
 
 if TYPE_CHECKING:
-    from webhook.config import Settings
+    from webhook.config import NotifySettings
     from webhook.core.outcome import RunOutcome
     from webhook.core.targets import Target
     from webhook.store import Store
@@ -238,11 +238,11 @@ class TelegramAPIDestination:
             return Delivery(False, type(reason).__name__)
 
 
-def destinations_for(settings: Settings) -> list[Destination]:
+def destinations_for(settings: NotifySettings) -> list[Destination]:
     """PRUNEHOOK_NOTIFY_URLS, then Telegram's variables as a tgram:// URL (or, with an API
     server of your own, the direct request)."""
-    timeout_s = settings.notify_timeout_s
-    found: list[Destination] = [AppriseDestination(url, timeout_s) for url in settings.notify_urls]
+    timeout_s = settings.timeout_s
+    found: list[Destination] = [AppriseDestination(url, timeout_s) for url in settings.urls]
     token, chat = settings.telegram_bot_token, settings.telegram_chat_id
     if token and chat:
         if settings.telegram_api_base.rstrip("/") == TELEGRAM_API:
@@ -288,20 +288,19 @@ class Notifier:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: NotifySettings,
         store: Store | None = None,
         counted: Counted | None = None,
         runs_first: Callable[[], object] | None = None,
     ) -> Notifier:
         policy = NoticePolicy(
-            min_reclaim_bytes=round(settings.notify_min_gb * 1000**3),
-            failures=settings.notify_failures,
+            min_reclaim_bytes=round(settings.min_gb * 1000**3), failures=settings.failures
         )
         return cls(
             destinations_for(settings),
             policy,
             store,
-            timeout_s=settings.notify_timeout_s,
+            timeout_s=settings.timeout_s,
             counted=counted,
             runs_first=runs_first,
         )
