@@ -19,7 +19,7 @@ def test_check_passes_against_a_guarded_build_host(make_sshd, env_for, tmp_path)
     result = cli(tmp_path).invoke(args=["check"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    for name in ("config", "token", "target", "key", "host key", "ssh login", "docker"):
+    for name in ("config", "token", "database", "target", "key", "host key", "ssh login", "docker"):
         assert any(line.startswith(f"PASS  {name}") for line in lines), name
     assert "pinned to prunehook-guard" in result.output
     assert host.commands_run() == ["denied docker version --format '{{.Server.Version}}'"]

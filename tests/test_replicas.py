@@ -284,3 +284,33 @@ def test_state_copy_refuses_a_database_that_has_state_for_these_targets(
 def test_state_copy_has_help(make_app):
     result = make_app().test_cli_runner().invoke(args=["state", "copy", "--help"])
     assert result.exit_code == 0 and "--to URL" in result.output
+
+
+def test_check_says_whether_postgresql_answers(postgres_database, postgres, make_app):
+    runner = make_app(database_url=postgres_database).test_cli_runner()
+    assert "PASS  database     PostgreSQL answers" in runner.invoke(args=["check"]).output
+    postgres.stop()
+    try:
+        down = runner.invoke(args=["check"])
+    finally:
+        postgres.start()
+    assert down.exit_code == 1
+    assert "FAIL  database     PostgreSQL:" in down.output
+    assert "fix: check PRUNEHOOK_DATABASE_URL" in down.output
+
+
+def test_with_a_database_url_a_signing_secret_alone_makes_no_token_file(
+    postgres_database, make_app, tmp_path
+):
+    app = make_app(
+        database_url=postgres_database, token="", hmac_secret="whsec_c2VjcmV0LWZvci1yZXBsaWNhcw=="
+    )
+    assert not (tmp_path / "instance" / "hook-token").exists()
+    assert app.test_client().post("/hooks/cron", headers=AUTH).status_code == 401
+
+
+def test_the_refusal_names_the_platforms_variable_when_that_is_the_one_set(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert list(raised.value.errors) == ["DATABASE_URL"]

@@ -37,7 +37,8 @@ def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, 
         settings = dataclasses.replace(
             settings, db_path=str(Path(app.instance_path) / "prunehook.sqlite3")
         )
-    if not settings.token:
+    if not settings.token and not (settings.database_url and settings.hmac_secret):
+        # replicas would each make their own: with a database URL, signatures alone will do
         token, path = ensure_token(app.instance_path)
         log.warning("PRUNEHOOK_TOKEN is not set: the hooks require the token kept in %s", path)
         settings = dataclasses.replace(settings, token=token)

@@ -139,7 +139,7 @@ def check_command(names: tuple[str, ...]) -> None:
     hook = prunehook()
     targets = _chosen(hook, names)
     source = token_source(hook.settings, current_app.instance_path)
-    checks = run_checks(hook.settings, targets, source, list(hook.warnings))
+    checks = run_checks(hook.settings, targets, source, list(hook.warnings), hook.service.store)
     for check in checks:
         click.echo(check.line())
     sys.exit(0 if all(check.ok for check in checks) else 1)

@@ -274,8 +274,9 @@ def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
         )
 
 
-def _check_database_url(url: str, has_secret: bool, errors: dict[str, list[str]]) -> None:
-    name = f"{PREFIX}DATABASE_URL"
+def _check_database_url(
+    url: str, has_secret: bool, name: str, errors: dict[str, list[str]]
+) -> None:
     if not url.startswith(("postgresql://", "postgres://")):
         # never echo the URL: it may carry a password
         errors[name] = ["must be a postgresql:// (or postgres://) URL"]
@@ -400,9 +401,11 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
     if not telegram_api_base.startswith(("https://", "http://")):
         errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
     # the platforms' own variable (Heroku, Render, Fly, ...) when ours is unset
-    database_url = database_url or os.environ.get("DATABASE_URL", "").strip()
+    url_variable = f"{PREFIX}DATABASE_URL"
+    if not database_url and os.environ.get("DATABASE_URL", "").strip():
+        database_url, url_variable = os.environ["DATABASE_URL"].strip(), "DATABASE_URL"
     if database_url:
-        _check_database_url(database_url, bool(token or hmac_secret), errors)
+        _check_database_url(database_url, bool(token or hmac_secret), url_variable, errors)
     host_labels = tuple(label.strip() for label in host_labels if label.strip())
     if not host_labels:
         errors[f"{PREFIX}HOST_LABELS"] = ["name at least one label, e.g. host,instance"]

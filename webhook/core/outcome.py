@@ -14,7 +14,7 @@ DOCKER_REFUSED = "Error response from daemon"
 HOST_TIME_LIMIT_RC = 124
 # the guard's --min-interval refusal (sysexits' EX_TEMPFAIL) and what it says on stderr
 HOST_INTERVAL_RC = 75
-_HOST_WAIT = re.compile(r"prunehook-guard: last prune \d+ s ago; next allowed in (\d{1,9}) s")
+_HOST_WAIT = re.compile(r"prunehook-guard: (last prune \d+ s ago; next allowed in (\d{1,9}) s)")
 
 
 class ErrorKind(StrEnum):
@@ -94,7 +94,7 @@ def summarize(execution: Execution) -> RunOutcome:
     wait = _HOST_WAIT.search(execution.stderr_tail)
     if execution.rc == HOST_INTERVAL_RC and wait:
         kind = ErrorKind.HOST_INTERVAL
-        error = f"the host's own interval (prunehook-guard --min-interval): {wait.group(0)}"
+        error = f"the host's own interval (prunehook-guard --min-interval): {wait.group(1)}"
     found = find_reclaimed(execution.stdout_tail) if kind is None else None
     return RunOutcome(
         ok=kind is None,
@@ -106,5 +106,5 @@ def summarize(execution: Execution) -> RunOutcome:
         duration_s=round(execution.duration_s, 3),
         stdout_tail=execution.stdout_tail,
         stderr_tail=execution.stderr_tail,
-        retry_after_s=float(wait.group(1)) if kind == ErrorKind.HOST_INTERVAL and wait else None,
+        retry_after_s=float(wait.group(2)) if kind == ErrorKind.HOST_INTERVAL and wait else None,
     )
