@@ -44,7 +44,8 @@ def _prune_timeout_s() -> float:
         for name in [name for name in sys.modules if name.partition(".")[0] == "webhook"]:
             del sys.modules[name]
         sys.path.remove(here)
-    return settings.timeout_s
+    # a targets file may give a target a longer timeout than PRUNEHOOK_TIMEOUT_S
+    return max((target.policy.timeout_s for target in settings.fleet), default=settings.timeout_s)
 
 
 def _check_worker_settings() -> None:

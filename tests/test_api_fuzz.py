@@ -42,7 +42,7 @@ def test_openapi_document_describes_every_route(fuzzed_app):
     assert document["openapi"] == "3.0.3"
     assert set(document["paths"]) == {
         "/hooks/cron", "/hooks/watchdog", "/hooks/alertmanager", "/status", "/status/{name}",
-        "/status/{name}/runs/{run_id}", "/healthz",
+        "/status/{name}/runs/{run_id}", "/healthz", "/readyz",
     }  # fmt: skip
     schemas = document["components"]["schemas"]
     assert schemas["WatchdogAlert"]["required"] == ["host", "used_percent"]
@@ -99,7 +99,7 @@ def test_every_wait_value_the_document_lists_is_accepted(client, wait):
 def test_no_generated_request_gets_a_5xx(fuzzed_app, mode, headers):
     api = schemathesis.openapi.from_wsgi("/openapi.json", fuzzed_app)
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 8
     if mode == GenerationMode.NEGATIVE:  # only the hooks take input that can be made invalid
         operations = [each for each in operations if each.path.startswith("/hooks/")]
 

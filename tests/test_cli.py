@@ -19,8 +19,8 @@ def test_check_passes_against_a_guarded_build_host(make_sshd, docker_engine, env
     result = cli(tmp_path).invoke(args=["check"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    names = ("config", "token", "target", "key", "host key", "ssh login", "docker", "disk")
-    for name in (*names, "cache", "stage 2"):
+    names = ("config", "token", "database", "target", "key", "host key", "ssh login", "docker")
+    for name in (*names, "disk", "cache", "stage 2"):
         assert any(line.startswith(f"PASS  {name}") for line in lines), name
     assert "(no buildx: the classic builder prunes)" in result.output
     assert f"PASS  disk         {docker_engine.data_root}: " in result.output

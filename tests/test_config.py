@@ -235,3 +235,19 @@ def test_a_goal_or_a_docker_root_that_cannot_be_used_refuses_to_start(monkeypatc
         "PRUNEHOOK_MAX_CACHE",
         "PRUNEHOOK_MIN_FREE",
     ]
+
+
+def test_each_layer_takes_its_own_part_of_the_settings_and_no_part_shows_a_secret(
+    make_settings,
+):
+    settings = make_settings(
+        notify_urls=("json://127.0.0.1:9/secret-path",),
+        database_url="postgresql://u:pw-secret@127.0.0.1/db",
+        hmac_secret="whsec_c2VjcmV0LWZvci1wYXJ0cy10ZXN0",
+    )
+    parts = (settings.server, settings.auth, settings.notify, settings.targets)
+    assert settings.auth.token == settings.token and len(settings.auth.hmac_keys) == 1
+    assert settings.targets.fleet.names == ("127.0.0.1",)
+    shown = " ".join(repr(part) for part in parts)
+    for secret in (settings.token, "secret-path", "pw-secret", "c2VjcmV0"):
+        assert secret not in shown

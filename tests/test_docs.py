@@ -1,4 +1,6 @@
-"""The docs cite tests by name: every cited test must exist, so a rename cannot orphan a row."""
+"""The docs hold: every test they cite exists, so a rename cannot orphan a row; the
+Kubernetes manifests parse and fit together, and every variable the deployment docs name
+is one prunehook reads."""
 
 from __future__ import annotations
 
@@ -7,6 +9,18 @@ import re
 import pytest
 
 from tests.harness import REPO
+from tests.readme import (
+    DEPLOYMENT_SECTIONS,
+    VARIABLE,
+    assignments,
+    container,
+    fenced_blocks,
+    indented_blocks,
+    manifest,
+    manifests,
+    section,
+    variables_read,
+)
 
 CITED = re.compile(r"tests/(test_\w+)\.py::(test_\w+)")
 
@@ -21,3 +35,90 @@ def test_every_test_a_document_cites_exists(document):
         if f"def {name}(" not in (REPO / "tests" / f"{module}.py").read_text()
     ]
     assert missing == []
+
+
+# -- the deployment docs: the Kubernetes manifests and the variables they name ---------------
+
+
+def test_the_kubernetes_manifests_parse_as_yaml_each_a_named_object():
+    found = manifests()
+    assert sorted(found) == [
+        "configmap.example.yaml",
+        "deployment.yaml",
+        "secret.example.yaml",
+        "service.yaml",
+    ]
+    for name, docs in found.items():
+        assert docs, name
+        for doc in docs:
+            assert {"apiVersion", "kind", "metadata"} <= set(doc), name
+            assert doc["metadata"]["name"], name
+
+
+def test_the_deployment_runs_two_replicas_non_root_with_probes_on_paths_prunehook_serves(app):
+    deployment = manifest("Deployment", "prunehook")
+    pod = deployment["spec"]["template"]["spec"]
+    (port,) = container()["ports"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    served = {rule.rule for rule in app.url_map.iter_rules()}
+    probes = {kind: container()[kind]["httpGet"] for kind in ("readinessProbe", "livenessProbe")}
+    assert {kind: probe["path"] for kind, probe in probes.items()} == {
+        "readinessProbe": "/readyz",
+        "livenessProbe": "/healthz",
+    }
+    assert {probe["path"] for probe in probes.values()} <= served
+    assert {probe["port"] for probe in probes.values()} == {port["name"]}
+    assert f"0.0.0.0:{port['containerPort']}" in container()["command"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container()["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container()["resources"]["requests"] and container()["resources"]["limits"]
+    service = manifest("Service", "prunehook")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {port["name"]}
+
+
+def test_the_deployment_finds_every_key_it_takes_in_the_example_secret_and_configmaps():
+    pod = manifest("Deployment", "prunehook")["spec"]["template"]["spec"]
+    secret_keys = set(manifest("Secret", "prunehook")["stringData"])
+    taken = [entry["valueFrom"]["secretKeyRef"] for entry in container()["env"]]
+    assert {ref["name"] for ref in taken} == {"prunehook"}
+    assert {ref["key"] for ref in taken} == secret_keys
+    for source in container()["envFrom"]:
+        manifest("ConfigMap", source["configMapRef"]["name"])
+    # the known_hosts variable names the file the ConfigMap volume puts in the container
+    settings = manifest("ConfigMap", "prunehook-settings")["data"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container()["volumeMounts"]}
+    (volume,) = [volume for volume in pod["volumes"] if "configMap" in volume]
+    files = manifest("ConfigMap", volume["configMap"]["name"])["data"]
+    assert settings["PRUNEHOOK_SSH_KNOWN_HOSTS"] in {
+        f"{mounts[volume['name']]}/{file}" for file in files
+    }
+    # a graceful stop outlasts gunicorn's: the prune timeout + 60 s (gunicorn.conf.py)
+    assert pod["terminationGracePeriodSeconds"] > int(settings["PRUNEHOOK_TIMEOUT_S"]) + 60
+    # the read-only root: gunicorn.conf.py makes its metrics folder under /tmp
+    if container()["securityContext"].get("readOnlyRootFilesystem"):
+        assert "/tmp" in mounts.values()
+
+
+def test_every_variable_the_deployment_docs_name_is_one_prunehook_reads():
+    """A doc cannot name a variable that does not exist: the README's deployment sections,
+    the variables the Deployment sets and the ConfigMap it takes them from."""
+    read = variables_read()
+    assert {"PRUNEHOOK_DATABASE_URL", "DATABASE_URL", "PRUNEHOOK_WAIT_FOR_RUN", "PORT"} <= read
+    named = {title: set(VARIABLE.findall(section(title))) for title in DEPLOYMENT_SECTIONS}
+    named["deployment.yaml"] = {entry["name"] for entry in container()["env"]}
+    named["configmap.example.yaml"] = set(manifest("ConfigMap", "prunehook-settings")["data"])
+    assert all(named.values())
+    unknown = {where: sorted(names - read) for where, names in named.items() if names - read}
+    assert unknown == {}
+
+
+def test_the_paas_sections_variables_and_its_heroku_command_set_the_same_names():
+    (block,) = fenced_blocks(section("Deploying on a PaaS"))
+    listed = set(assignments(block))
+    (heroku,) = [b for b in indented_blocks(section("Deploying on a PaaS")) if "heroku" in b]
+    assert set(re.findall(r"\b(PRUNEHOOK_[A-Z_]+)=", heroku)) == listed

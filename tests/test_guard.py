@@ -6,7 +6,9 @@ what. The real sshd path is in tests/test_real_prune.py."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,10 @@ def fake_df(tmp_path: Path) -> Path:
 def guard(tmp_path: Path, fake_docker: Path, fake_df: Path):
     log = tmp_path / "guard.log"
 
-    def run(command: str, *options: str, path: str | None = None):
+    def run(command: str, *options: str, path: str | None = None, connection: str = ""):
         env = {"SSH_ORIGINAL_COMMAND": command, "PATH": path or os.environ["PATH"]}
+        if connection:
+            env["SSH_CONNECTION"] = connection
         argv = ["bash", str(GUARD), "--docker", str(fake_docker), "--df", str(fake_df)]
         argv += ["--log", str(log), *options]
         result = subprocess.run(argv, env=env, capture_output=True, timeout=30)
@@ -404,3 +408,90 @@ def test_the_guard_allows_every_command_prunehook_builds(guard):
     for command in built:
         rc, _, stderr, _ = guard(command, "--allow-all")
         assert rc == 0, (command, stderr)
+
+
+TOO_SOON = 75
+
+
+def interval_options(state: Path, seconds: int = 3600) -> tuple[str, ...]:
+    return ("--min-interval", str(seconds), "--state", str(state), "--timeout", "300")
+
+
+def test_the_host_refuses_a_prune_within_its_own_interval_and_says_when(guard, tmp_path):
+    state = tmp_path / "guard.state"
+    state.write_text(f"{int(time.time()) - 1000}\n")  # a run opened 1000 s ago
+    rc, stdout, stderr, logged = guard(PRUNE, *interval_options(state))
+    assert rc == TOO_SOON
+    match = re.search(r"last prune (\d+) s ago; next allowed in (\d+) s", stderr)
+    assert match, stderr
+    ago, wait = int(match[1]), int(match[2])
+    assert 999 <= ago <= 1005 and ago + wait == 3600
+    assert stdout == ""  # docker never ran
+    assert logged == [f"refused {PRUNE}"]
+
+
+def test_the_first_prune_opens_the_hosts_interval(guard, tmp_path):
+    state = tmp_path / "guard.state"
+    before = int(time.time())
+    rc, stdout, _, _ = guard(PRUNE, *interval_options(state))
+    assert rc == 0 and ran(stdout)[-4:] == ["prune", "-f", "--filter", "until=24h"]
+    assert before <= int(state.read_text().split()[0]) <= int(time.time())
+    assert guard(PRUNE, *interval_options(state))[0] == TOO_SOON
+
+
+RUN_CONNECTION = "127.0.0.1 50123 127.0.0.1 22"
+
+
+def test_a_later_stage_of_a_run_passes_over_the_same_connection_only(guard, tmp_path):
+    state = tmp_path / "guard.state"
+    assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
+    opened = state.read_text()
+    assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
+    assert state.read_text() == opened  # the interval is the run's, not extended
+    another_run = "127.0.0.1 50999 127.0.0.1 22"
+    assert guard(PRUNE, *interval_options(state), connection=another_run)[0] == TOO_SOON
+
+
+def test_a_prune_after_the_hosts_interval_is_allowed_and_reopens_it(guard, tmp_path):
+    state = tmp_path / "guard.state"
+    state.write_text(f"{int(time.time()) - 3601}\n")
+    assert guard(PRUNE, *interval_options(state))[0] == 0
+    assert abs(int(state.read_text().split()[0]) - time.time()) <= 2
+
+
+def test_a_state_file_that_is_not_a_time_counts_as_no_prune_yet(guard, tmp_path):
+    state = tmp_path / "guard.state"
+    state.write_text("garbage\n")
+    assert guard(PRUNE, *interval_options(state))[0] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("--min-interval", "60"), ("--min-interval", "soon", "--state", "/tmp/x"),
+     ("--min-interval", "60", "--state", "relative/path")],
+)  # fmt: skip
+def test_a_host_interval_without_a_state_file_or_seconds_is_a_usage_error(guard, options):
+    assert guard(PRUNE, *options)[0] == USAGE_ERROR
+
+
+def test_probes_pass_the_hosts_interval_and_never_open_it(guard, tmp_path):
+    """A probe only reads: `flask check`, or a run's measure before its prune, is never
+    refused and never starts the window that would refuse the run's own prune."""
+    state = tmp_path / "guard.state"
+    state.write_text(f"{int(time.time()) - 10}\n")  # a run opened 10 s ago
+    opened = state.read_text()
+    for probe in (*PROBES, "df -B1 --output=size,avail /var/lib/docker"):
+        rc, _, stderr, _ = guard(probe, *interval_options(state), connection=RUN_CONNECTION)
+        assert rc == 0, (probe, stderr)
+    assert state.read_text() == opened
+    state.unlink()
+    guard("docker system df", *interval_options(state), connection="127.0.0.1 1 127.0.0.1 22")
+    assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
+
+
+def test_stage_two_of_a_run_passes_the_interval_its_stage_one_opened(guard, tmp_path):
+    state = tmp_path / "guard.state"
+    assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
+    assert guard(KEEP, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
+    another_run = "127.0.0.1 50999 127.0.0.1 22"
+    assert guard(KEEP, *interval_options(state), connection=another_run)[0] == TOO_SOON

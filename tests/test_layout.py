@@ -7,7 +7,7 @@ import sys
 
 from tests.harness import REPO
 
-CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "verdicts"]
+CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "verdicts", "notices"]
 IO_MODULES = ["flask", "sqlite3", "paramiko", "prometheus_client", "werkzeug"]
 
 
@@ -18,3 +18,17 @@ def test_importing_the_core_pulls_in_no_web_database_or_ssh_module():
         [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert found.stdout.strip() == "[]"
+
+
+def test_the_sqlite_app_never_imports_the_postgresql_driver(tmp_path):
+    """psycopg is loaded only with a database URL: a single host starts without it."""
+    check = (
+        "from webhook import create_app; from webhook.config import Settings; import sys; "
+        f"create_app(Settings(token='t' * 32, db_path={str(tmp_path / 's.db')!r}),"
+        f" instance_path={str(tmp_path)!r}); "
+        "print(sorted(m for m in ('psycopg', 'psycopg_pool') if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip().splitlines()[-1] == "[]"

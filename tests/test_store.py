@@ -324,3 +324,18 @@ def test_a_run_that_measured_nothing_leaves_the_last_measurement_standing(
     run = store.run(second)
     assert run is not None
     assert (run.steps, run.notes, run.goal_met, run.freed_bytes) == ((), (), None, None)
+
+
+def test_a_hosts_refusal_keeps_when_to_try_again_until_the_next_finish(make_store: MakeStore):
+    from dataclasses import replace
+
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    refused = replace(outcome(ok=False), error_kind=ErrorKind.HOST_INTERVAL, retry_after_s=3480.0)
+    store.finish(TARGET, run_id, refused, T0 + 1)
+    assert store.read_state(TARGET).retry_at_ts == T0 + 1 + 3480
+    later = claim_now(store, T0 + 3481)
+    assert later is not None
+    store.finish(TARGET, later, outcome(), T0 + 3490)
+    assert store.read_state(TARGET).retry_at_ts is None

@@ -91,6 +91,11 @@ def test_host_values_are_compared_lowercased_without_their_port(raw, normalized)
     assert normalize_host(raw) == normalized
 
 
+@pytest.mark.parametrize("raw", ["[::1]:", "[::1]:ssh", "[::1]x", "[::1]:\u0662\u0662", "build-1:"])
+def test_what_follows_a_host_is_removed_only_when_it_is_a_port(raw):
+    assert normalize_host(raw) == raw.lower()
+
+
 def test_the_environment_target_is_named_after_its_host():
     assert name_for_host("Build-1.Example") == "build-1.example"
     assert name_for_host("::1") == "1"

@@ -14,7 +14,7 @@ from flask import Flask
 from webhook import cli
 from webhook.config import Settings, load_settings
 from webhook.logs import configure_logging
-from webhook.notify import TelegramNotifier
+from webhook.notify import Notifier
 from webhook.remote.ssh import SSHRunner
 from webhook.service import Listeners, PruneService, RunCommand
 from webhook.store import Store, StoreUnavailable
@@ -37,7 +37,8 @@ def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, 
         settings = dataclasses.replace(
             settings, db_path=str(Path(app.instance_path) / "prunehook.sqlite3")
         )
-    if not settings.token:
+    if not settings.token and not (settings.database_url and settings.hmac_secret):
+        # replicas would each make their own: with a database URL, signatures alone will do
         token, path = ensure_token(app.instance_path)
         log.warning("PRUNEHOOK_TOKEN is not set: the hooks require the token kept in %s", path)
         settings = dataclasses.replace(settings, token=token)
@@ -55,9 +56,23 @@ def _prepare(store: Store, settings: Settings) -> None:
                 log.warning("state of %s is now kept as target %s", adopted, target.name)
     except StoreUnavailable as error:
         # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
-        log.error("state database %s unavailable at start: %s", settings.db_path, error)
+        where = "PostgreSQL" if settings.database_url else settings.db_path
+        log.error("state database %s unavailable at start: %s", where, error)
     finally:
         store.close()  # never hand a connection across a fork (gunicorn --preload)
+
+
+def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Callable[[], float]]:
+    """The store, and the clock decisions use: under PostgreSQL, the database's, which every
+    replica shares."""
+    if not settings.database_url:
+        return SQLiteStore(settings.db_path), clock
+    from webhook.store.postgres import DatabaseClock, PostgresStore
+
+    # a connection for each request thread, and two for the prunes' records
+    threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+    store = PostgresStore(settings.database_url, max_connections=threads + 2)
+    return store, DatabaseClock(store, local=clock)
 
 
 def create_app(
@@ -73,27 +88,31 @@ def create_app(
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     settings, warnings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = SQLiteStore(settings.db_path)
+    store, clock = _state(settings, clock)
     _prepare(store, settings)
     listeners = Listeners()
+    server, targets = settings.server, settings.targets
     runner = SSHRunner()
     service = PruneService(
-        settings.fleet,
+        targets.fleet,
         store,
         run_command or runner.run,
         # a run's probes and stages share one SSH connection; a given run_command (tests)
         # is called once per command
         open_session=None if run_command else runner.session,
-        enabled=settings.enabled,
-        routes_by_host=settings.routes_by_host,
-        max_parallel=settings.max_parallel,
+        enabled=server.enabled,
+        routes_by_host=targets.routes_by_host,
+        max_parallel=server.max_parallel,
         clock=clock,
         listeners=listeners,
     )
     meters = Metrics(service)
     listeners.decided.append(meters.decided)
-    listeners.finished += [TelegramNotifier(settings), meters.finished]
-    app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings))
+    notifier = Notifier.from_settings(
+        settings.notify, store, counted=meters.notified, runs_first=service.join_all
+    )
+    listeners.finished += [notifier, meters.finished]
+    app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)

@@ -16,7 +16,7 @@ from webhook.core.targets import Target
 from webhook.core.verdicts import Source, Verdict
 from webhook.preflight import run_checks, token_source
 from webhook.service import Answer, TargetResult
-from webhook.store import RunRecord
+from webhook.store import RunRecord, StateConflict, StoreUnavailable
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.schemas import run_view
 from webhook.web.status import fleet_status, one_target
@@ -124,6 +124,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
         return
     verdict = Verdict(Source.CLI, True, "flask prune", names=tuple(names) or None)
     outcome = hook.service.handle(verdict, wait=True, force=force)
+    hook.flush_notifications()  # sent before the process ends
     shown = [_shown(result) for result in outcome.results]
     first = shown[0]
     _print({**first, "results": shown} if len(shown) == 1 else {"results": shown})
@@ -159,12 +160,60 @@ def check_command(names: tuple[str, ...]) -> None:
     hook = prunehook()
     targets = _chosen(hook, names)
     source = token_source(hook.settings, current_app.instance_path)
-    checks = run_checks(hook.settings, targets, source, list(hook.warnings))
+    checks = run_checks(hook.settings, targets, source, list(hook.warnings), hook.service.store)
     for check in checks:
         click.echo(check.line())
     sys.exit(0 if all(check.ok for check in checks) else 1)
 
 
+@click.group("state")
+def state_group() -> None:
+    """Move the state (each target's row, run history, delivery ids) between databases."""
+
+
+@state_group.command("copy")
+@with_appcontext
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    metavar="URL",
+    help="postgresql://user:password@host/db: an empty database, or one without these targets.",
+)
+def state_copy_command(url: str) -> None:
+    """Copy the SQLite state into PostgreSQL, before moving to replicas.
+
+    The last run of each target comes along (so the move does not prune at once), with its
+    history and the recent signed delivery ids. Refuses, copying nothing, when the database
+    already keeps state for one of these targets. Run it with prunehook stopped.
+    """
+    from webhook.store.postgres import PostgresStore
+    from webhook.store.sqlite import SQLiteStore
+
+    hook = prunehook()
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter("must be a postgresql:// (or postgres://) URL", param_hint="--to")
+    if hook.settings.database_url:
+        raise click.UsageError("the state is in PostgreSQL already (PRUNEHOOK_DATABASE_URL)")
+    dump = SQLiteStore(hook.settings.db_path).dump()
+    destination = PostgresStore(url)
+    try:
+        destination.load(dump)
+    except StateConflict as conflict:
+        click.echo(f"refused: the destination {conflict}; nothing was copied", err=True)
+        sys.exit(1)
+    except StoreUnavailable as error:
+        click.echo(f"cannot reach the destination: {error}", err=True)
+        sys.exit(1)
+    finally:
+        destination.close()
+    click.echo(
+        f"copied {len(dump.targets)} target(s), {len(dump.runs)} run(s) and"
+        f" {len(dump.deliveries)} delivery id(s) from {hook.settings.db_path}"
+    )
+
+
 def init_app(app: Flask) -> None:
     for command in (targets_command, prune_command, status_command, check_command):
         app.cli.add_command(command)
+    app.cli.add_command(state_group)

@@ -46,6 +46,9 @@ from webhook.core.verdicts import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
+DEFAULT_NOTIFY_FAILURES = 3
+# a streak is read from the run history (100 runs a target), two runs more than this at most
+MAX_NOTIFY_FAILURES = 50
 
 
 class ConfigError(Exception):
@@ -58,7 +61,53 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """What the service itself runs with: where its state is and how it serves."""
+
+    enabled: bool
+    db_path: str
+    database_url: str = field(repr=False)
+    max_body_bytes: int
+    max_parallel: int
+    wait_for_run: bool
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may trigger: the bearer token and the Standard Webhooks keys."""
+
+    token: str = field(repr=False)
+    hmac_keys: tuple[bytes, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where notifications go and when (the URLs carry tokens: never shown)."""
+
+    urls: tuple[str, ...] = field(repr=False)
+    min_gb: float
+    failures: int
+    timeout_s: float
+    telegram_bot_token: str = field(repr=False)
+    telegram_chat_id: str
+    telegram_api_base: str
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """The build hosts and how an alert finds its targets among them."""
+
+    fleet: Fleet
+    routes_by_host: bool
+    host_labels: tuple[str, ...]
+    targets_file: str
+
+
+@dataclass(frozen=True)
 class Settings:
+    """Every variable, as read (flat: one record to load, compare and override in tests).
+    Each layer takes the part it needs: `server`, `auth`, `notify`, `targets`."""
+
     enabled: bool = True
     ssh_host: str = ""
     ssh_port: int = 22
@@ -80,6 +129,11 @@ class Settings:
     telegram_bot_token: str = field(default="", repr=False)
     telegram_chat_id: str = ""
     telegram_api_base: str = "https://api.telegram.org"
+    # apprise URLs (PRUNEHOOK_NOTIFY_URLS); they carry tokens
+    notify_urls: tuple[str, ...] = field(default=(), repr=False)
+    notify_failures: int = DEFAULT_NOTIFY_FAILURES
+    # what one notification may take per destination; not read from the environment
+    notify_timeout_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
     # PRUNEHOOK_TARGETS_FILE and the targets read from it; none: the env target alone
     targets_file: str = ""
@@ -93,6 +147,41 @@ class Settings:
     critical_percent: float = DEFAULT_CRITICAL_PERCENT
     critical_interval_s: float = DEFAULT_CRITICAL_INTERVAL_S
     docker_root: str = DEFAULT_DOCKER_ROOT
+    # PostgreSQL (replicas, ephemeral disks); empty: the SQLite file db_path
+    database_url: str = field(default="", repr=False)
+    # hooks answer only once the run is over (platforms that stop a process's CPU after)
+    wait_for_run: bool = False
+
+    @property
+    def server(self) -> ServerSettings:
+        return ServerSettings(
+            enabled=self.enabled,
+            db_path=self.db_path,
+            database_url=self.database_url,
+            max_body_bytes=self.max_body_bytes,
+            max_parallel=self.max_parallel,
+            wait_for_run=self.wait_for_run,
+        )
+
+    @property
+    def auth(self) -> AuthSettings:
+        return AuthSettings(self.token, tuple(self.hmac_keys))
+
+    @property
+    def notify(self) -> NotifySettings:
+        return NotifySettings(
+            urls=self.notify_urls,
+            min_gb=self.notify_min_gb,
+            failures=self.notify_failures,
+            timeout_s=self.notify_timeout_s,
+            telegram_bot_token=self.telegram_bot_token,
+            telegram_chat_id=self.telegram_chat_id,
+            telegram_api_base=self.telegram_api_base,
+        )
+
+    @property
+    def targets(self) -> TargetSettings:
+        return TargetSettings(self.fleet, self.routes_by_host, self.host_labels, self.targets_file)
 
     @property
     def base_endpoint(self) -> SSHEndpoint:
@@ -160,10 +249,6 @@ class Settings:
     def known_hosts_path(self) -> Path:
         return Path(self.known_hosts).expanduser()
 
-    @property
-    def notify_enabled(self) -> bool:
-        return self.notify_min_gb > 0 and bool(self.telegram_bot_token and self.telegram_chat_id)
-
 
 def _number_or_default(
     env: Env,
@@ -224,6 +309,17 @@ def _disk_settings(env: Env, warnings: list[str], errors: dict[str, list[str]]) 
     return values
 
 
+def _count_or_default(env: Env, name: str, default: int, most: int, warnings: list[str]) -> int:
+    """A whole number from 0 to `most`, or the default with a warning."""
+    raw = env.str(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        warnings.append(f"{PREFIX}{name}={raw!r} is not a whole number 0-{most}; using {default}")
+        return default
+    return int(raw)
+
+
 def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
     try:
         with open(os.path.expanduser(path), "rb") as handle:
@@ -231,6 +327,19 @@ def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
     except OSError as error:
         errors.setdefault(f"{PREFIX}SSH_KEY_FILE", []).append(
             f"cannot read {path}: {error.strerror}"
+        )
+
+
+def _check_database_url(
+    url: str, has_secret: bool, name: str, errors: dict[str, list[str]]
+) -> None:
+    if not url.startswith(("postgresql://", "postgres://")):
+        # never echo the URL: it may carry a password
+        errors[name] = ["must be a postgresql:// (or postgres://) URL"]
+    if not has_secret:
+        errors.setdefault(name, []).append(
+            f"replicas share one database: set {PREFIX}TOKEN (or {PREFIX}HMAC_SECRET), as a"
+            " token generated by each replica would differ between them"
         )
 
 
@@ -291,12 +400,18 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_bot_token = env.str("TELEGRAM_BOT_TOKEN", "").strip()
         telegram_chat_id = env.str("TELEGRAM_CHAT_ID", "").strip()
         telegram_api_base = env.str("TELEGRAM_API_BASE", "https://api.telegram.org").strip()
+        notify_urls = tuple(env.str("NOTIFY_URLS", "").split())
+        notify_failures = _count_or_default(
+            env, "NOTIFY_FAILURES", DEFAULT_NOTIFY_FAILURES, MAX_NOTIFY_FAILURES, warnings
+        )
         interval_s = _number_or_default(env, "INTERVAL_S", DEFAULT_INTERVAL_S, warnings)
         retry_after_s = _number_or_default(env, "RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, warnings)
         timeout_s = _number_or_default(env, "TIMEOUT_S", DEFAULT_TIMEOUT_S, warnings)
         lease_grace_s = _number_or_default(env, "LEASE_GRACE_S", DEFAULT_LEASE_GRACE_S, warnings)
         connect_timeout_s = _number_or_default(env, "SSH_CONNECT_TIMEOUT_S", 10.0, warnings)
         notify_min_gb = _number_or_default(env, "NOTIFY_MIN_GB", 0.0, warnings, allow_zero=True)
+        database_url = env.str("DATABASE_URL", "").strip()
+        wait_for_run = env.bool("WAIT_FOR_RUN", False)
         targets_file = env.str("TARGETS_FILE", "").strip()
         host_labels = tuple(env.list("HOST_LABELS", list(DEFAULT_HOST_LABELS)))
         max_parallel = env.int("MAX_PARALLEL", 8, validate=Range(min=1, max=256))
@@ -325,6 +440,12 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
     if bool(telegram_bot_token) != bool(telegram_chat_id):
         missing = "TELEGRAM_CHAT_ID" if telegram_bot_token else "TELEGRAM_BOT_TOKEN"
         errors[f"{PREFIX}{missing}"] = ["Telegram needs both the bot token and the chat id"]
+    if notify_urls or telegram_bot_token:
+        from webhook.notify import config_errors
+
+        errors.update(
+            config_errors(notify_urls, telegram_bot_token, telegram_chat_id, telegram_api_base)
+        )
     try:
         parse_secrets(hmac_secret)
     except ValueError as error:
@@ -336,6 +457,12 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         ]
     if not telegram_api_base.startswith(("https://", "http://")):
         errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
+    # the platforms' own variable (Heroku, Render, Fly, ...) when ours is unset
+    url_variable = f"{PREFIX}DATABASE_URL"
+    if not database_url and os.environ.get("DATABASE_URL", "").strip():
+        database_url, url_variable = os.environ["DATABASE_URL"].strip(), "DATABASE_URL"
+    if database_url:
+        _check_database_url(database_url, bool(token or hmac_secret), url_variable, errors)
     host_labels = tuple(label.strip() for label in host_labels if label.strip())
     if not host_labels:
         errors[f"{PREFIX}HOST_LABELS"] = ["name at least one label, e.g. host,instance"]
@@ -347,6 +474,8 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         raise ConfigError(errors)
 
     settings = Settings(
+        database_url=database_url,
+        wait_for_run=wait_for_run,
         targets_file=targets_file,
         host_labels=host_labels,
         max_parallel=max_parallel,
@@ -371,6 +500,8 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         telegram_bot_token=telegram_bot_token,
         telegram_chat_id=telegram_chat_id,
         telegram_api_base=telegram_api_base.rstrip("/"),
+        notify_urls=notify_urls,
+        notify_failures=notify_failures,
         **disk,
     )
     if targets_file:

@@ -1,60 +1,470 @@
-"""Telegram notification of a large reclaim. Best effort: it never fails a run."""
+"""Notifications through apprise: to every destination of PRUNEHOOK_NOTIFY_URLS (and the
+Telegram variables), never in the way of a run.
+
+What to tell is decided by `webhook.core.notices` (pure). This module is the I/O: the
+finished-run listener reads the failure streak from the store, puts each notice on a
+bounded queue and returns; one daemon thread per process sends them, each destination
+within a timeout. A full queue drops the notice with a log line. Every message is counted
+(`sent`, `failed`, `dropped`) by the `counted` callback (/metrics). Destination URLs carry
+tokens: they are never logged nor shown; a destination is named by its scheme and its place
+in the list (`tgram #1`), and apprise's own log lines have every part of them masked.
+"""
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook first, so ours runs before it
 import json
 import logging
+import os
+import queue
+import re
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import apprise
+
+from webhook.core.notices import Notice, NoticePolicy, Reason, failure_streak, notices_for
 
 if TYPE_CHECKING:
-    from webhook.config import Settings
+    from webhook.config import NotifySettings
     from webhook.core.outcome import RunOutcome
     from webhook.core.targets import Target
+    from webhook.store import Store
 
 log = logging.getLogger(__name__)
-TIMEOUT_S = 10
+TELEGRAM_API = "https://api.telegram.org"
+# notices waiting to be sent in one process; past that a notice is dropped (and counted)
+QUEUE_SIZE = 64
+# what flush() and the process's exit wait for the queue at most, past the send timeout
+FLUSH_GRACE_S = 2.0
+# a Telegram chat: a number (negative for groups) or a public name, as apprise's tgram:// takes it
+TELEGRAM_CHAT = re.compile(r"^(-?[0-9]{1,32}|@?[a-z_-][a-z0-9_-]+)$", re.IGNORECASE)
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+# a piece of a URL this long or longer is masked wherever apprise's own log lines show it
+_MIN_SECRET_CHARS = 4
+
+# result, reason, scheme: Metrics.notified
+Counted = Callable[[str, str, str], object]
 
 
-def should_notify(outcome: RunOutcome, notify_min_gb: float) -> bool:
-    """Pure: notify on a successful run that reclaimed at least the threshold (0 = never)."""
-    if notify_min_gb <= 0 or not outcome.ok or outcome.reclaimed_bytes is None:
-        return False
-    return outcome.reclaimed_bytes >= notify_min_gb * 1000**3
+def scheme_of(url: str) -> str:
+    found = _SCHEME.match(url)
+    return found.group(1).lower() if found else ""
 
 
-def message_for(target: str, outcome: RunOutcome) -> str:
-    return (
-        f"prunehook: pruned BuildKit build cache on {target}, "
-        f"reclaimed {outcome.reclaimed} in {outcome.duration_s:.1f}s"
+def telegram_url(bot_token: str, chat_id: str) -> str:
+    """The Telegram variables as the apprise URL they stand for."""
+    return f"tgram://{bot_token}/{urllib.parse.quote(chat_id, safe='@-')}"
+
+
+# -- secrets out of apprise's log lines ----------------------------------------------
+class _Redactor(logging.Filter):
+    """Masks every configured URL, and each longer piece of one, in the records of apprise
+    and of urllib3 under it: apprise logs a URL it cannot parse whole, and at DEBUG a socket
+    error with the request's path (where Telegram's bot token is), as urllib3 logs each
+    request's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, urls: Iterable[str]) -> None:
+        found = set(self._secrets)
+        for url in urls:
+            rest = url.split("://", 1)[-1]
+            found.update({url, rest, urllib.parse.unquote(url), urllib.parse.unquote(rest)})
+            where, _, query = rest.partition("?")
+            # the user, password, host and path; of the query, the values (tokens sit there too)
+            values = [value for _, value in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+            for text in [where, urllib.parse.unquote(where), *values]:
+                found.update(re.split(r"[/:@#,\s]+", text))
+        pieces = {p for p in found if len(p) >= _MIN_SECRET_CHARS}
+        with self._lock:
+            self._secrets = tuple(sorted(pieces, key=len, reverse=True))
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            try:
+                message = record.getMessage()
+            except Exception:  # arguments that do not fit: nothing of them is shown
+                message = str(record.msg)
+            record.msg = self.mask(message)
+            record.args = None
+            if record.exc_info or record.exc_text:
+                record.exc_info = record.exc_text = None
+        return True
+
+
+_REDACTOR = _Redactor()
+# apprise's one logger, and urllib3's that show a request's URL at DEBUG (the request, a
+# retry, a redirect) under requests, which apprise sends with
+for _name in ("apprise", "urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager"):
+    _logger = logging.getLogger(_name)
+    for _old in [f for f in _logger.filters if type(f).__qualname__ == _Redactor.__qualname__]:
+        _logger.removeFilter(_old)  # of an earlier import (gunicorn's master, a reload)
+    _logger.addFilter(_REDACTOR)
+_apprise_log = logging.getLogger("apprise")
+# apprise narrates each send at INFO; the notification line below says what happened
+_apprise_log.setLevel(logging.WARNING)
+
+
+def _asset(timeout_s: float) -> apprise.AppriseAsset:
+    return apprise.AppriseAsset(
+        app_id="prunehook",
+        app_desc="prunehook: BuildKit build cache pruning",
+        service_timeout=timeout_s,
+        storage_mode="memory",  # nothing written to disk
     )
 
 
-class TelegramNotifier:
-    def __init__(self, settings: Settings):
-        self.settings = settings
+def url_problems(urls: Sequence[str]) -> list[str]:
+    """What is wrong with each URL apprise cannot use, naming it by its place and scheme
+    (never the URL: it carries a token)."""
+    if not urls:
+        return []
+    _REDACTOR.add(urls)
+    problems: list[str] = []
+    asset = _asset(10.0)
+    for place, url in enumerate(urls, 1):
+        scheme = scheme_of(url)
+        if not scheme:
+            problems.append(f"URL {place} has no scheme (e.g. json://, tgram://)")
+        elif apprise.Apprise.instantiate(url, asset=asset) is None:
+            problems.append(
+                f"URL {place} ({scheme}://) is not one apprise can use: check it against the "
+                "service's page in apprise's documentation"
+            )
+    return problems
 
-    def __call__(self, target: Target, outcome: RunOutcome) -> bool:
-        """Send when due; returns whether a message was delivered. Never raises."""
-        settings = self.settings
-        if not settings.notify_enabled or not should_notify(outcome, settings.notify_min_gb):
-            return False
-        url = f"{settings.telegram_api_base}/bot{settings.telegram_bot_token}/sendMessage"
-        body = json.dumps(
-            {"chat_id": settings.telegram_chat_id, "text": message_for(target.name, outcome)}
+
+def config_errors(
+    urls: Sequence[str], telegram_bot_token: str, telegram_chat_id: str, telegram_api_base: str
+) -> dict[str, list[str]]:
+    """Refuse what apprise cannot use: notifications are how a failing prune is noticed, so a
+    typo must not silence them. Problems name a URL's place and scheme, never the URL."""
+    errors: dict[str, list[str]] = {}
+    problems = url_problems(urls)
+    if problems:
+        errors["PRUNEHOOK_NOTIFY_URLS"] = problems
+    if not (telegram_bot_token and telegram_chat_id):
+        return errors
+    if not TELEGRAM_CHAT.match(telegram_chat_id):
+        errors["PRUNEHOOK_TELEGRAM_CHAT_ID"] = ["is not a chat id (-100123456789) or @name"]
+    elif telegram_api_base.rstrip("/") == TELEGRAM_API and url_problems(
+        [telegram_url(telegram_bot_token, telegram_chat_id)]
+    ):
+        errors["PRUNEHOOK_TELEGRAM_BOT_TOKEN"] = [
+            "is not a bot token as BotFather gives them (123456789:letters-and-digits)"
+        ]
+    return errors
+
+
+# -- destinations --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivery:
+    ok: bool
+    # why it failed, safe to log (a status, an error kind; never the URL)
+    detail: str = ""
+
+
+class Destination(Protocol):
+    scheme: str
+
+    def send(self, notice: Notice, timeout_s: float) -> Delivery: ...
+
+
+class AppriseDestination:
+    """One apprise URL."""
+
+    def __init__(self, url: str, timeout_s: float):
+        _REDACTOR.add([url])
+        self.scheme = scheme_of(url)
+        self._apprise = apprise.Apprise(asset=_asset(timeout_s))
+        if not self._apprise.add(url):
+            raise ValueError(f"apprise cannot use this {self.scheme}:// URL")
+
+    def send(self, notice: Notice, timeout_s: float) -> Delivery:
+        result = self._apprise.notify(
+            body=notice.body,
+            title=notice.title,
+            notify_type=apprise.NotifyType(str(notice.severity)),
+            body_format=apprise.NotifyFormat.TEXT,
+            timeout=timeout_s,
         )
+        if result:
+            return Delivery(True)
+        status = getattr(result, "status", None)
+        return Delivery(False, getattr(status, "name", "failure").lower())
+
+
+class TelegramAPIDestination:
+    """Telegram through a Bot API server of your own (PRUNEHOOK_TELEGRAM_API_BASE): apprise's
+    tgram:// always calls api.telegram.org, so this one request is sent here."""
+
+    scheme = "tgram"
+
+    def __init__(self, api_base: str, bot_token: str, chat_id: str):
+        self._url = f"{api_base.rstrip('/')}/bot{bot_token}/sendMessage"
+        self._chat_id = chat_id
+
+    def send(self, notice: Notice, timeout_s: float) -> Delivery:
+        body = json.dumps({"chat_id": self._chat_id, "text": f"{notice.title}\n{notice.body}"})
         # the scheme is checked at startup: PRUNEHOOK_TELEGRAM_API_BASE is http(s) only
         request = urllib.request.Request(  # noqa: S310
-            url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+            self._url, data=body.encode(), headers={"Content-Type": "application/json"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
-                return 200 <= response.status < 300
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+                return Delivery(200 <= response.status < 300, f"HTTP {response.status}")
         except urllib.error.HTTPError as error:
-            # the URL carries the bot token: log the status only, never the URL
-            log.warning("telegram notification failed: HTTP %s", error.code)
+            # the URL carries the bot token: the status only, never the URL
+            return Delivery(False, f"HTTP {error.code}")
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            log.warning("telegram notification failed: %s", type(reason).__name__)
-        return False
+            return Delivery(False, type(reason).__name__)
+
+
+def destinations_for(settings: NotifySettings) -> list[Destination]:
+    """PRUNEHOOK_NOTIFY_URLS, then Telegram's variables as a tgram:// URL (or, with an API
+    server of your own, the direct request)."""
+    timeout_s = settings.timeout_s
+    found: list[Destination] = [AppriseDestination(url, timeout_s) for url in settings.urls]
+    token, chat = settings.telegram_bot_token, settings.telegram_chat_id
+    if token and chat:
+        if settings.telegram_api_base.rstrip("/") == TELEGRAM_API:
+            found.append(AppriseDestination(telegram_url(token, chat), timeout_s))
+        else:
+            found.append(TelegramAPIDestination(settings.telegram_api_base, token, chat))
+    return found
+
+
+# -- the listener and its sender thread ----------------------------------------------
+_live: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+
+class Notifier:
+    """The finished-run listener: decides, queues, and sends in its own thread."""
+
+    def __init__(
+        self,
+        destinations: Sequence[Destination],
+        policy: NoticePolicy,
+        store: Store | None = None,
+        *,
+        timeout_s: float = 10.0,
+        counted: Counted | None = None,
+        queue_size: int = QUEUE_SIZE,
+        runs_first: Callable[[], object] | None = None,
+    ):
+        self.destinations = tuple(destinations)
+        # at the process's exit: waits for the runs in flight, whose notices come after
+        self.runs_first = runs_first
+        self.policy = policy
+        self.store = store
+        self.timeout_s = timeout_s
+        self.counted = counted
+        self.queue_size = queue_size
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Notice] = queue.Queue(queue_size)
+        self._idle = threading.Condition()
+        self._pending = 0
+        _live.add(self)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: NotifySettings,
+        store: Store | None = None,
+        counted: Counted | None = None,
+        runs_first: Callable[[], object] | None = None,
+    ) -> Notifier:
+        policy = NoticePolicy(
+            min_reclaim_bytes=round(settings.min_gb * 1000**3), failures=settings.failures
+        )
+        return cls(
+            destinations_for(settings),
+            policy,
+            store,
+            timeout_s=settings.timeout_s,
+            counted=counted,
+            runs_first=runs_first,
+        )
+
+    @property
+    def schemes(self) -> list[str]:
+        """What /status shows of the destinations: their schemes, in order."""
+        return [destination.scheme for destination in self.destinations]
+
+    # -- deciding (in the run's thread: a store read at most, then a queue put) ----------
+    def __call__(self, target: Target, outcome: RunOutcome) -> None:
+        if not self.destinations:
+            return
+        streak = 0 if outcome.ok else self._streak(target)
+        for notice in notices_for(target.name, outcome, streak, self.policy):
+            self.submit(notice)
+
+    def _streak(self, target: Target) -> int:
+        """Failed runs in a row, as the store has them: the same in every worker and replica."""
+        wanted = self.policy.failures
+        if wanted <= 0 or self.store is None:
+            return 0
+        try:
+            # two more than needed: a streak past N is no news, and a run may be in flight
+            runs = self.store.recent_runs(target.name, wanted + 2)
+        except Exception as error:
+            log.warning("notifications: cannot read the recent runs of %s: %s", target.name, error)
+            return 0
+        return failure_streak([run.result for run in runs])
+
+    # -- queueing ------------------------------------------------------------------------
+    def _ensure_worker(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            # first use in this process (or a forked child, where the parent's thread is not)
+            self._queue = queue.Queue(self.queue_size)
+            self._idle = threading.Condition()
+            self._pending = 0
+            thread = threading.Thread(target=self._work, name="prunehook-notify", daemon=True)
+            thread.start()
+            self._pid = os.getpid()
+
+    def submit(self, notice: Notice) -> bool:
+        """Queue a notice for every destination; False (logged and counted) when full."""
+        self._ensure_worker()
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(notice)
+        except queue.Full:
+            self._done()
+            log.warning(
+                "notification %s for %s dropped: %s are waiting to be sent",
+                notice.reason,
+                notice.target,
+                self.queue_size,
+                extra={"fields": _fields(notice, result="dropped")},
+            )
+            for destination in self.destinations:
+                self._count("dropped", notice.reason, destination.scheme)
+            return False
+        return True
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued notice was sent or given up; False on the time limit."""
+        if self._pid != os.getpid():
+            return True
+        limit = timeout_s if timeout_s is not None else self.flush_limit_s
+        deadline = time.monotonic() + limit
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._idle.wait(left):
+                    return not self._pending
+        return True
+
+    @property
+    def flush_limit_s(self) -> float:
+        return self.timeout_s * max(1, len(self.destinations)) + FLUSH_GRACE_S
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            notice = self._queue.get()
+            try:
+                self._send(notice)
+            except Exception:
+                log.exception(
+                    "notification %s for %s: the sender raised", notice.reason, notice.target
+                )
+            finally:
+                self._done()
+
+    def _send(self, notice: Notice) -> None:
+        for place, destination in enumerate(self.destinations, 1):
+            started = time.monotonic()
+            try:
+                delivery = destination.send(notice, self.timeout_s)
+            except Exception as error:
+                delivery = Delivery(False, type(error).__name__)
+            result = "sent" if delivery.ok else "failed"
+            fields = _fields(
+                notice,
+                result=result,
+                destination=f"{destination.scheme} #{place}",
+                detail=delivery.detail or None,
+                duration_s=round(time.monotonic() - started, 3),
+            )
+            if delivery.ok:
+                log.info(
+                    "notification %s for %s sent to %s #%s",
+                    notice.reason,
+                    notice.target,
+                    destination.scheme,
+                    place,
+                    extra={"fields": fields},
+                )
+            else:
+                log.warning(
+                    "notification %s for %s to %s #%s failed: %s",
+                    notice.reason,
+                    notice.target,
+                    destination.scheme,
+                    place,
+                    delivery.detail or "failed",
+                    extra={"fields": fields},
+                )
+            self._count(result, notice.reason, destination.scheme)
+
+    def _count(self, result: str, reason: Reason, scheme: str) -> None:
+        if self.counted is None:
+            return
+        try:
+            self.counted(result, str(reason), scheme)
+        except Exception:
+            log.exception("notifications: counting failed")
+
+
+def _fields(notice: Notice, **more: object) -> dict[str, object]:
+    return {"event": "notification", "target": notice.target, "reason": str(notice.reason), **more}
+
+
+def _flush_at_exit() -> None:
+    """A process that ends (`flask prune`, a gunicorn worker's graceful stop) first lets its
+    runs in flight finish, then sends what they queued, within each notifier's limit."""
+    for notifier in list(_live):
+        if not notifier.destinations:
+            continue
+        if notifier.runs_first is not None:
+            notifier.runs_first()
+        notifier.flush()
+
+
+# at exit, before concurrent.futures closes its pools to new work (apprise sends in them): a
+# function threading calls before it joins the threads, in the reverse order of registering,
+# so registered after the pools' own (their module registers it when first imported)
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_flush_at_exit)
+else:  # every CPython since 3.9 has it
+    atexit.register(_flush_at_exit)

@@ -31,6 +31,7 @@ from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
 from webhook.remote.ssh import SSHFailure, SSHRunner, SSHSession, load_private_key
 from webhook.stages import PROBE_TIMEOUT_S
+from webhook.store import Store, StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,29 @@ def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
         yield from _docker(target, runner)
 
 
+def _database(settings: Settings, store: Store | None) -> Check | None:
+    if store is None:
+        return None
+    where = "PostgreSQL" if settings.database_url else f"SQLite {settings.db_path}"
+    try:
+        store.ensure_schema()
+        store.ping()
+    except StoreUnavailable as error:
+        fix = (
+            "check PRUNEHOOK_DATABASE_URL and that the server is up"
+            if settings.database_url
+            else ("check the folder of PRUNEHOOK_DB_PATH is writable and its disk not full")
+        )
+        return Check("database", False, f"{where}: {error}", fix)
+    return Check("database", True, f"{where} answers")
+
+
 def run_checks(
-    settings: Settings, targets: Sequence[Target], token_source: str, warnings: list[str]
+    settings: Settings,
+    targets: Sequence[Target],
+    token_source: str,
+    warnings: list[str],
+    store: Store | None = None,
 ) -> list[Check]:
     """The service's checks, then each target's (a failed target does not stop the next)."""
     checks = [
@@ -229,6 +251,9 @@ def run_checks(
     ]
     checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
     checks.append(_kill_switch(settings))
+    database = _database(settings, store)
+    if database is not None:
+        checks.append(database)
     if not targets:
         fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env, or"
         fix += " PRUNEHOOK_TARGETS_FILE"

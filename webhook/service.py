@@ -120,7 +120,10 @@ class PruneService:
         self.routes_by_host = routes_by_host
         self.clock = clock
         self.listeners = listeners or Listeners()
+        self.max_parallel = max_parallel
         self._slots = threading.BoundedSemaphore(max_parallel)
+        # runs launched and not yet finished in this process: running, or waiting for a slot
+        self._pending = 0
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -260,12 +263,20 @@ class PruneService:
             decision = decide(state, now, target.policy, force, critical)
             if decision.action != Action.STARTED:
                 return _result(target, decision)
-            run_id = self.store.claim(target.name, state, run, now, target.policy.lease_s)
+            run_id = self.store.claim(target.name, state, run, now, self._lease_s(target))
             if run_id is not None:
                 return _result(target, decision, run_id)
         # others changed the state each time it was read: they are busy with the target
         reason = "the target's state changed under every attempt to claim it; busy"
         return TargetResult(target.name, Answer.BUSY, reason)
+
+    def _lease_s(self, target: Target) -> float:
+        """A lease long enough for the runs queued ahead of this one in this process, too
+        (a sweep of many targets): it is renewed to one lease when the run gets its slot, so a
+        run that merely waits is never shown as lost, nor given up by another trigger."""
+        with self._lock:
+            waves = 1 + self._pending // self.max_parallel
+        return target.policy.lease_s * waves
 
     def _current_state(
         self, target: Target, now: float, request_id: str | None
@@ -322,9 +333,17 @@ class PruneService:
         with self._lock:
             self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
             self._threads[run_id] = thread
+            self._pending += 1
         thread.start()
 
     def _queued(self, target: Target, run_id: int, request_id: str | None) -> None:
+        try:
+            self._run_in_slot(target, run_id, request_id)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _run_in_slot(self, target: Target, run_id: int, request_id: str | None) -> None:
         with self._slots:
             # the lease ran while the run waited for a slot: it starts counting now
             expires = self.clock() + target.policy.lease_s

@@ -306,6 +306,8 @@ def _outcome(run: _Run, versions: Versions | None) -> RunOutcome:
             duration_s=0.0,
             stdout_tail=last.stdout_tail,
             stderr_tail=last.stderr_tail,
+            # the host refused for now (its own interval): when to try again
+            retry_after_s=failed.retry_after_s if failed else None,
         )
     else:
         # no stage ran: the connection failed (or was taken over) before the first

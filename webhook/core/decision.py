@@ -36,6 +36,8 @@ class TargetState:
     # not needed to decide, but capped with the others after a clock step
     inflight_started_ts: float | None = None
     last_success_ts: float | None = None
+    # the host refused the last run for now (its own interval): not before this
+    retry_at_ts: float | None = None
 
 
 class Policy(Protocol):
@@ -103,6 +105,8 @@ def clock_step(state: TargetState, now: float, lease_s: float) -> ClockStep | No
         inflight_started_ts=cap(state.inflight_started_ts),
         last_success_ts=cap(state.last_success_ts),
         lease_expires_ts=cap(state.lease_expires_ts, now + lease_s),
+        # the host's refusal stands anyway: it refuses again, saying when, if it is too soon
+        retry_at_ts=cap(state.retry_at_ts, now + lease_s),
     )
     return ClockStep(ahead, capped)
 
@@ -118,6 +122,8 @@ def next_eligible_ts(state: TargetState, policy: Policy) -> float | None:
     if state.last_started_ts is None:
         return None
     after_interval = state.last_started_ts + policy.interval_s
+    if state.retry_at_ts is not None:
+        return state.retry_at_ts  # the host said when, whatever our own delays say
     if state.last_result in (Result.FAILED, Result.LOST):
         finished = state.last_finished_ts or state.last_started_ts
         return min(after_interval, finished + policy.retry_after_s)

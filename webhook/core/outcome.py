@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -11,6 +12,9 @@ DOCKER_DOWN = "Cannot connect to the Docker daemon"
 DOCKER_REFUSED = "Error response from daemon"
 # `timeout` (the host-side guard runs the prune under it) exits 124 when the limit ends it
 HOST_TIME_LIMIT_RC = 124
+# the guard's --min-interval refusal (sysexits' EX_TEMPFAIL) and what it says on stderr
+HOST_INTERVAL_RC = 75
+_HOST_WAIT = re.compile(r"prunehook-guard: (last prune \d+ s ago; next allowed in (\d{1,9}) s)")
 
 
 class ErrorKind(StrEnum):
@@ -32,6 +36,7 @@ class ErrorKind(StrEnum):
     EXIT_STATUS = "exit_status"
     DOCKER_UNAVAILABLE = "docker_unavailable"
     DOCKER_ERROR = "docker_error"
+    HOST_INTERVAL = "host_interval"
     INTERNAL = "internal"
     LOST = "lost"
 
@@ -117,6 +122,8 @@ class RunOutcome:
     keep_storage_bytes: int | None = None
     docker_version: str | None = None
     buildx_version: str | None = None
+    # the host refused for now (its own interval): try again no sooner than this
+    retry_after_s: float | None = None
 
 
 def _last_line(text: str) -> str:
@@ -139,6 +146,10 @@ def summarize(execution: Execution) -> RunOutcome:
         if execution.rc == HOST_TIME_LIMIT_RC:
             kind = ErrorKind.HOST_TIMEOUT
             error = "rc=124: the host's time limit (prunehook-guard --timeout) ended the prune"
+    wait = _HOST_WAIT.search(execution.stderr_tail)
+    if execution.rc == HOST_INTERVAL_RC and wait:
+        kind = ErrorKind.HOST_INTERVAL
+        error = f"the host's own interval (prunehook-guard --min-interval): {wait.group(1)}"
     found = find_reclaimed(execution.stdout_tail) if kind is None else None
     return RunOutcome(
         ok=kind is None,
@@ -150,4 +161,5 @@ def summarize(execution: Execution) -> RunOutcome:
         duration_s=round(execution.duration_s, 3),
         stdout_tail=execution.stdout_tail,
         stderr_tail=execution.stderr_tail,
+        retry_after_s=float(wait.group(2)) if kind == ErrorKind.HOST_INTERVAL and wait else None,
     )

@@ -119,12 +119,19 @@ def normalize_host(value: str) -> str:
     """`Build-1.Example:9100` -> `build-1.example`; `[::1]:22` -> `::1`; `::1` stays."""
     text = value.strip().lower()
     if text.startswith("["):
-        inside, bracket, _ = text[1:].partition("]")
-        return inside if bracket else text
+        inside, bracket, rest = text[1:].partition("]")
+        # `[v6]` or `[v6]:port`; anything else after the bracket is no port
+        return inside if bracket and (not rest or _is_port(rest)) else text
     host, colon, port = text.rpartition(":")
-    if colon and port.isdigit() and port.isascii() and ":" not in host:
+    if colon and _is_port(colon + port) and ":" not in host:
         return host
     return text
+
+
+def _is_port(suffix: str) -> bool:
+    """`:22`; not `:`, `:ssh` or digits of another script."""
+    port = suffix.removeprefix(":")
+    return suffix.startswith(":") and port.isdigit() and port.isascii()
 
 
 def name_for_host(host: str) -> str:

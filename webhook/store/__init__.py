@@ -114,8 +114,8 @@ def decode_notes(text: str | None) -> tuple[str, ...]:
     return tuple(str(note) for note in found) if isinstance(found, list) else ()
 
 
-def disk_values(outcome: RunOutcome) -> list[Any]:
-    """`RUN_DISK_COLUMNS`' values of a run, in order."""
+def disk_values(outcome: RunOutcome | RunRecord) -> list[Any]:
+    """`RUN_DISK_COLUMNS`' values of a run (finished, or as stored), in order."""
     return [getattr(outcome, column) for column in RUN_DISK_COLUMNS]
 
 
@@ -145,6 +145,7 @@ class TargetRecord:
     inflight_run_id: int | None = None
     inflight_started_ts: float | None = None
     lease_expires_ts: float | None = None
+    retry_at_ts: float | None = None
     # the last measurement of the host (kept when a run measured nothing) and how the last
     # run stood against the goals
     last_disk_size: int | None = None
@@ -166,7 +167,32 @@ class TargetRecord:
             lease_expires_ts=self.lease_expires_ts,
             inflight_started_ts=self.inflight_started_ts,
             last_success_ts=self.last_success_ts,
+            retry_at_ts=self.retry_at_ts,
         )
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    id: str
+    seen_ts: float
+    settled: bool
+
+
+@dataclass(frozen=True)
+class StateDump:
+    """A whole state, to move it between backends (`flask state copy`)."""
+
+    targets: tuple[TargetRecord, ...]
+    runs: tuple[RunRecord, ...]
+    deliveries: tuple[DeliveryRecord, ...]
+
+
+class StateConflict(Exception):
+    """The destination already keeps state for these targets: nothing was copied."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        super().__init__(f"already has state for {', '.join(names)}")
 
 
 class Store(Protocol):

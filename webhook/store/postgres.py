@@ -12,7 +12,8 @@ it once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +27,8 @@ from webhook.store import (
     HISTORY_LIMIT,
     NewRun,
     RunRecord,
+    StateConflict,
+    StateDump,
     StoreUnavailable,
     TargetRecord,
     decode_notes,
@@ -40,8 +43,9 @@ DELIVERIES_LIMIT = 100_000
 LOST_ERROR = "the worker running this prune died or hung; its lease expired"
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
-# how long a request waits for a connection, or for the server to answer one
-POOL_TIMEOUT_S = 5.0
+# how long a request waits for a connection: each thread has one, so a wait this long means
+# the server is away, and a hook had better answer 503 soon (the sender retries)
+POOL_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 3
 
 _FIRST_SCHEMA = (
@@ -119,15 +123,19 @@ _DISK_COLUMNS = (
 )
 
 # MIGRATIONS[n] takes a database from version n to n + 1; append, never edit one
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_FIRST_SCHEMA, _DISK_COLUMNS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _FIRST_SCHEMA,
+    ("ALTER TABLE targets ADD COLUMN IF NOT EXISTS retry_at_ts DOUBLE PRECISION",),
+    _DISK_COLUMNS,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SELECT_TARGETS = (
     "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
     " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
-    " inflight_run_id, inflight_started_ts, lease_expires_ts, last_disk_size, last_disk_free,"
-    " last_cache, last_measured_ts, last_freed_bytes, last_goal_met, last_free_short_bytes"
-    " FROM targets"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts, retry_at_ts, last_disk_size,"
+    " last_disk_free, last_cache, last_measured_ts, last_freed_bytes, last_goal_met,"
+    " last_free_short_bytes FROM targets"
 )
 SELECT_TARGET = SELECT_TARGETS + " WHERE target = %s"
 SELECT_RUNS = (
@@ -337,14 +345,15 @@ class PostgresStore:
                 return False
             connection.execute(
                 "UPDATE targets SET last_started_ts = %s, last_finished_ts = %s,"
-                " last_success_ts = %s, inflight_started_ts = %s, lease_expires_ts = %s"
-                " WHERE target = %s",
+                " last_success_ts = %s, inflight_started_ts = %s, lease_expires_ts = %s,"
+                " retry_at_ts = %s WHERE target = %s",
                 (
                     corrected.last_started_ts,
                     corrected.last_finished_ts,
                     corrected.last_success_ts,
                     corrected.inflight_started_ts,
                     corrected.lease_expires_ts,
+                    corrected.retry_at_ts,
                     target,
                 ),
             )
@@ -371,7 +380,8 @@ class PostgresStore:
         connection.execute(
             "UPDATE targets SET last_result = %s, last_finished_ts = %s, last_error = %s,"
             " last_error_kind = %s, inflight_run_id = NULL, inflight_started_ts = NULL,"
-            " lease_expires_ts = NULL WHERE target = %s AND inflight_run_id = %s",
+            " lease_expires_ts = NULL, retry_at_ts = NULL"
+            " WHERE target = %s AND inflight_run_id = %s",
             (Result.LOST.value, now, LOST_ERROR, ErrorKind.LOST.value, target, run_id),
         )
 
@@ -411,6 +421,7 @@ class PostgresStore:
                 " last_reclaimed = %s, last_reclaimed_bytes = %s, last_error = %s,"
                 " last_error_kind = %s,"
                 " last_success_ts = CASE WHEN %s THEN %s ELSE last_success_ts END,"
+                " retry_at_ts = %s,"
                 " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL,"
                 " last_disk_size = coalesce(%s, last_disk_size),"
                 " last_disk_free = coalesce(%s, last_disk_free),"
@@ -427,6 +438,7 @@ class PostgresStore:
                     kind,
                     outcome.ok,
                     now,
+                    None if outcome.retry_after_s is None else now + outcome.retry_after_s,
                     size,
                     free,
                     cache,
@@ -497,7 +509,131 @@ class PostgresStore:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
             return _run_record(row) if row else None
 
+    def load(self, dump: StateDump) -> None:
+        """Add a dumped state in one transaction: rows, history (new run ids, the rows'
+        references mapped to them) and delivery ids. Refuses (StateConflict, nothing
+        written) when a target already has a row with state here."""
+        with self._transaction() as connection:
+            names = [record.target for record in dump.targets]
+            taken = connection.execute(
+                "SELECT target FROM targets WHERE target = ANY(%s) AND last_run_id IS NOT NULL"
+                " FOR UPDATE",
+                (names,),
+            ).fetchall()
+            if taken:
+                raise StateConflict(sorted(row["target"] for row in taken))
+            new_ids: dict[int, int] = {}
+            for run in dump.runs:
+                found = connection.execute(
+                    "INSERT INTO runs (target, trigger, command, started_ts, finished_ts, result,"
+                    " rc, reclaimed, reclaimed_bytes, error, error_kind, duration_s, stdout_tail,"
+                    " stderr_tail, worker_pid, request_id, steps, notes, freed_bytes, disk_size,"
+                    " disk_free_before, disk_free_after, cache_before, cache_after, goal_met,"
+                    " free_short_bytes, cache_over_bytes, keep_storage_bytes, docker_version,"
+                    " buildx_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " RETURNING id",
+                    (
+                        run.target, run.trigger, run.command, run.started_ts, run.finished_ts,
+                        run.result.value, run.rc, run.reclaimed, run.reclaimed_bytes, run.error,
+                        run.error_kind.value if run.error_kind else None, run.duration_s,
+                        _text(run.stdout_tail or ""), _text(run.stderr_tail or ""),
+                        run.worker_pid, run.request_id, _text(encode_steps(run.steps)),
+                        _text(encode_notes(run.notes)), *disk_values(run),
+                    ),
+                ).fetchone()  # fmt: skip
+                assert found is not None
+                new_ids[run.id] = int(found["id"])
+            for record in dump.targets:
+
+                def mapped(run_id: int | None) -> int | None:
+                    return None if run_id is None else new_ids.get(run_id)
+
+                connection.execute(
+                    "INSERT INTO targets (target, last_run_id, last_started_ts, last_finished_ts,"
+                    " last_result, last_reclaimed, last_reclaimed_bytes, last_error,"
+                    " last_error_kind, last_success_ts, inflight_run_id, inflight_started_ts,"
+                    " lease_expires_ts, retry_at_ts, last_disk_size, last_disk_free, last_cache,"
+                    " last_measured_ts, last_freed_bytes, last_goal_met, last_free_short_bytes)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s, %s, %s, %s) ON CONFLICT (target) DO UPDATE SET"
+                    " last_run_id = excluded.last_run_id,"
+                    " last_started_ts = excluded.last_started_ts,"
+                    " last_finished_ts = excluded.last_finished_ts,"
+                    " last_result = excluded.last_result,"
+                    " last_reclaimed = excluded.last_reclaimed,"
+                    " last_reclaimed_bytes = excluded.last_reclaimed_bytes,"
+                    " last_error = excluded.last_error,"
+                    " last_error_kind = excluded.last_error_kind,"
+                    " last_success_ts = excluded.last_success_ts,"
+                    " inflight_run_id = excluded.inflight_run_id,"
+                    " inflight_started_ts = excluded.inflight_started_ts,"
+                    " lease_expires_ts = excluded.lease_expires_ts,"
+                    " retry_at_ts = excluded.retry_at_ts,"
+                    " last_disk_size = excluded.last_disk_size,"
+                    " last_disk_free = excluded.last_disk_free,"
+                    " last_cache = excluded.last_cache,"
+                    " last_measured_ts = excluded.last_measured_ts,"
+                    " last_freed_bytes = excluded.last_freed_bytes,"
+                    " last_goal_met = excluded.last_goal_met,"
+                    " last_free_short_bytes = excluded.last_free_short_bytes",
+                    (
+                        record.target, mapped(record.last_run_id), record.last_started_ts,
+                        record.last_finished_ts,
+                        record.last_result.value if record.last_result else None,
+                        record.last_reclaimed, record.last_reclaimed_bytes, record.last_error,
+                        record.last_error_kind.value if record.last_error_kind else None,
+                        record.last_success_ts, mapped(record.inflight_run_id),
+                        record.inflight_started_ts, record.lease_expires_ts, record.retry_at_ts,
+                        record.last_disk_size, record.last_disk_free, record.last_cache,
+                        record.last_measured_ts, record.last_freed_bytes, record.last_goal_met,
+                        record.last_free_short_bytes,
+                    ),
+                )  # fmt: skip
+            for delivery in dump.deliveries:
+                connection.execute(
+                    "INSERT INTO deliveries (id, seen_ts, settled) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (delivery.id, delivery.seen_ts, delivery.settled),
+                )
+
 
 def _text(value: str) -> str:
     # PostgreSQL's text cannot hold NUL; a host's output may
     return value.replace("\x00", "\ufffd")
+
+
+class DatabaseClock:
+    """The database's time, read without a round trip per call: the offset between the
+    local clock and the database's is measured now and then (and after the local clock
+    stepped back), so every replica decides on the same clock, whatever its own says."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        local: Callable[[], float] = time.time,
+        refresh_s: float = 60.0,
+    ):
+        self.store = store
+        self.local = local
+        self.refresh_s = refresh_s
+        self.offset_s = 0.0
+        self._measured_at: float | None = None
+
+    def _measure(self) -> None:
+        before = self.local()
+        database = self.store.clock()
+        after = self.local()
+        self.offset_s = database - (before + after) / 2
+        self._measured_at = after
+
+    def __call__(self) -> float:
+        now = self.local()
+        measured = self._measured_at
+        if measured is None or not (measured <= now < measured + self.refresh_s):
+            try:
+                self._measure()
+                now = self.local()
+            except StoreUnavailable:
+                pass  # keep the last offset: the claim that follows answers 503 anyway
+        return now + self.offset_s

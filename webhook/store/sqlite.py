@@ -20,8 +20,10 @@ from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
 from webhook.store import (
     HISTORY_LIMIT,
+    DeliveryRecord,
     NewRun,
     RunRecord,
+    StateDump,
     StoreUnavailable,
     TargetRecord,
     decode_notes,
@@ -144,6 +146,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_columns("runs", (("worker_pid", "INTEGER"), ("request_id", "TEXT"))),
     # ids remembered before this were answered: settled
     _add_columns("deliveries", (("settled", "INTEGER NOT NULL DEFAULT 1"),)),
+    _add_columns("targets", (("retry_at_ts", "REAL"),)),
     # disk-aware pruning: what each run measured and decided, its steps; each target's last
     # measurement
     _disk_aware,
@@ -153,9 +156,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 SELECT_TARGETS = (
     "SELECT target, last_run_id, last_started_ts, last_finished_ts, last_result,"
     " last_reclaimed, last_reclaimed_bytes, last_error, last_error_kind, last_success_ts,"
-    " inflight_run_id, inflight_started_ts, lease_expires_ts, last_disk_size, last_disk_free,"
-    " last_cache, last_measured_ts, last_freed_bytes, last_goal_met, last_free_short_bytes"
-    " FROM targets"
+    " inflight_run_id, inflight_started_ts, lease_expires_ts, retry_at_ts, last_disk_size,"
+    " last_disk_free, last_cache, last_measured_ts, last_freed_bytes, last_goal_met,"
+    " last_free_short_bytes FROM targets"
 )
 SELECT_TARGET = SELECT_TARGETS + " WHERE target = ?"
 SELECT_RUNS = (
@@ -382,14 +385,15 @@ class SQLiteStore:
                 return False
             connection.execute(
                 "UPDATE targets SET last_started_ts = ?, last_finished_ts = ?,"
-                " last_success_ts = ?, inflight_started_ts = ?, lease_expires_ts = ?"
-                " WHERE target = ?",
+                " last_success_ts = ?, inflight_started_ts = ?, lease_expires_ts = ?,"
+                " retry_at_ts = ? WHERE target = ?",
                 (
                     corrected.last_started_ts,
                     corrected.last_finished_ts,
                     corrected.last_success_ts,
                     corrected.inflight_started_ts,
                     corrected.lease_expires_ts,
+                    corrected.retry_at_ts,
                     target,
                 ),
             )
@@ -417,7 +421,8 @@ class SQLiteStore:
         connection.execute(
             "UPDATE targets SET last_result = ?, last_finished_ts = ?, last_error = ?,"
             " last_error_kind = ?, inflight_run_id = NULL, inflight_started_ts = NULL,"
-            " lease_expires_ts = NULL WHERE target = ? AND inflight_run_id = ?",
+            " lease_expires_ts = NULL, retry_at_ts = NULL"
+            " WHERE target = ? AND inflight_run_id = ?",
             (Result.LOST, now, LOST_ERROR, ErrorKind.LOST, target, run_id),
         )
 
@@ -457,6 +462,7 @@ class SQLiteStore:
                 "UPDATE targets SET last_finished_ts = ?, last_result = ?, last_reclaimed = ?,"
                 " last_reclaimed_bytes = ?, last_error = ?, last_error_kind = ?,"
                 " last_success_ts = CASE WHEN ? THEN ? ELSE last_success_ts END,"
+                " retry_at_ts = ?,"
                 " inflight_run_id = NULL, inflight_started_ts = NULL, lease_expires_ts = NULL,"
                 " last_disk_size = coalesce(?, last_disk_size),"
                 " last_disk_free = coalesce(?, last_disk_free),"
@@ -473,6 +479,7 @@ class SQLiteStore:
                     outcome.error_kind,
                     outcome.ok,
                     now,
+                    None if outcome.retry_after_s is None else now + outcome.retry_after_s,
                     size,
                     free,
                     cache,
@@ -561,3 +568,18 @@ class SQLiteStore:
         with self._connect() as connection:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
             return _run_record(row) if row else None
+
+    def dump(self) -> StateDump:
+        """Every target's row, the whole run history and the delivery ids, oldest first."""
+        with self._connect() as connection:
+            targets = tuple(_target_record(row) for row in connection.execute(SELECT_TARGETS))
+            runs = tuple(
+                _run_record(row) for row in connection.execute(SELECT_RUNS + " ORDER BY id")
+            )
+            deliveries = tuple(
+                DeliveryRecord(row["id"], row["seen_ts"], bool(row["settled"]))
+                for row in connection.execute(
+                    "SELECT id, seen_ts, settled FROM deliveries ORDER BY rowid"
+                )
+            )
+            return StateDump(targets, runs, deliveries)

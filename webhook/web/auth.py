@@ -6,7 +6,7 @@ import hmac
 
 from flask import request
 
-from webhook.config import Settings
+from webhook.config import AuthSettings
 from webhook.web.errors import Unauthorized
 from webhook.web.signatures import SignatureError, check_body, check_headers, is_signed
 
@@ -25,7 +25,7 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def authenticate(settings: Settings, now: float) -> str | None:
+def authenticate(settings: AuthSettings, now: float) -> str | None:
     """Admit the request or raise Unauthorized. Returns the webhook id of a signed request.
 
     Everything that needs no body is refused before the body is read, so a client without
@@ -37,7 +37,7 @@ def authenticate(settings: Settings, now: float) -> str | None:
             return None
         raise Unauthorized("missing or wrong bearer token: send Authorization: Bearer <token>")
     try:
-        signed = check_headers(settings.hmac_keys, request.headers, now)
-        return check_body(settings.hmac_keys, signed, request.get_data(cache=True))
+        signed = check_headers(list(settings.hmac_keys), request.headers, now)
+        return check_body(list(settings.hmac_keys), signed, request.get_data(cache=True))
     except SignatureError as error:
         raise Unauthorized(f"bad signature: {error}") from error

@@ -9,6 +9,7 @@ from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from webhook.config import Settings
+    from webhook.notify import Notifier
     from webhook.service import PruneService
     from webhook.web.metrics import Metrics
 
@@ -22,10 +23,22 @@ class Prunehook:
     metrics: Metrics
     # configuration problems that fell back to a default (config.load_settings)
     warnings: tuple[str, ...] = ()
+    notifier: Notifier | None = None
 
     def join_all(self, timeout: float | None = None) -> None:
-        """Wait for the runs this process started (tests, CLI and shutdown)."""
+        """Wait for the runs this process started (tests, CLI and shutdown), then for the
+        notifications they queued."""
         self.service.join_all(timeout)
+        self.flush_notifications(timeout)
+
+    def flush_notifications(self, timeout: float | None = None) -> None:
+        if self.notifier is not None:
+            self.notifier.flush(timeout)
+
+    @property
+    def notify_schemes(self) -> list[str]:
+        """The schemes of the notification destinations (their URLs carry tokens)."""
+        return self.notifier.schemes if self.notifier is not None else []
 
 
 def prunehook(app: Flask | None = None) -> Prunehook:

@@ -141,7 +141,9 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
 
 
 def _run(hook: Prunehook, spec: HookSpec) -> tuple[Response, int]:
-    wait = _wants_wait()
+    # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
+    # a run left in the background would stall
+    wait = _wants_wait() or hook.settings.server.wait_for_run
     verdict = spec.read(_load(spec.schema, spec.allow_empty), hook)
     outcome = hook.service.handle(verdict, wait=wait, request_id=g.request_id)
     return _answer(outcome, wait)
@@ -174,7 +176,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     service = hook.service
     if spec.max_body_bytes is not None:
         request.max_content_length = spec.max_body_bytes
-    delivery_id = authenticate(hook.settings, service.clock())
+    delivery_id = authenticate(hook.settings.auth, service.clock())
     if delivery_id is None:
         return _run(hook, spec)
     # taken before validation, so a body refused here is not accepted at another hook
@@ -205,7 +207,7 @@ def _cron_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
 
 
 def _alertmanager_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
-    return read_alertmanager(body, hook.settings.host_labels)
+    return read_alertmanager(body, hook.settings.targets.host_labels)
 
 
 def _watchdog_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:

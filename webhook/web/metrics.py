@@ -120,6 +120,12 @@ class Metrics:
             "prunehook_prune_duration_seconds", "Time one remote prune took", ["target"],
             buckets=DURATION_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.notifications = Counter(
+            "prunehook_notifications",
+            "Notification messages, one per destination: sent, failed (error or timeout) or "
+            "dropped (the queue was full), by reason (reclaimed, failures, disk_low) and scheme",
+            ["result", "reason", "scheme"], registry=self.registry,
+        )  # fmt: skip
 
     def decided(self, outcome: TriggerOutcome) -> None:
         source = outcome.verdict.source
@@ -144,6 +150,9 @@ class Metrics:
         if outcome.freed_bytes and outcome.freed_bytes > 0:
             self.freed.labels(target=target.name).inc(outcome.freed_bytes)
         self.duration.labels(target=target.name).observe(outcome.duration_s)
+
+    def notified(self, result: str, reason: str, scheme: str) -> None:
+        self.notifications.labels(result=result, reason=reason, scheme=scheme).inc()
 
     def render(self) -> bytes:
         if not os.environ.get(MULTIPROC_ENV):

@@ -33,6 +33,13 @@ _ALIVE = {
 }
 
 
+_READY = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["ready"]}},
+    "required": ["status"],
+}
+
+
 def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -199,6 +206,18 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
                         "description": "no such target, or no such run of it",
                         "content": _json("Error"),
                     },
+                    **_errors(503),
+                },
+            }
+        },
+    )
+    spec.path(
+        "/readyz",
+        operations={
+            "get": {
+                "summary": "readiness: the state database answers",
+                "responses": {
+                    "200": {"description": "ready", "content": _json(_READY)},
                     **_errors(503),
                 },
             }

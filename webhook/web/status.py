@@ -80,7 +80,11 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
         enabled=service.enabled,
         now=now,
         targets=worst_first(targets),
-        notify={"telegram": settings.notify_enabled, "min_gb": settings.notify_min_gb},
+        notify={
+            "schemes": hook.notify_schemes,
+            "min_gb": settings.notify_min_gb,
+            "failures": settings.notify_failures,
+        },
         warnings=list(hook.warnings),
     )
     return shown
@@ -173,4 +177,12 @@ def run(name: str, run_id: int) -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """Liveness: the process answers. The database's state is /readyz's."""
     return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: 200 when the state database answers; else 503 (errors.py) with Retry-After."""
+    prunehook().service.store.ping()
+    return jsonify({"status": "ready"})

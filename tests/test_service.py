@@ -1,0 +1,44 @@
+"""The service between the hooks and the hosts: what a sweep of many targets does with the
+slots of one process (PRUNEHOOK_MAX_PARALLEL)."""
+
+from __future__ import annotations
+
+from tests.conftest import AUTH
+from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
+
+POLICY = PrunePolicy(timeout_s=120, lease_grace_s=60)  # a lease of 180 s
+NAMES = ("build-1", "build-2", "build-3")
+
+
+def fleet_app(make_app, **overrides):
+    targets = tuple(Target(name, SSHEndpoint("127.0.0.1"), POLICY) for name in NAMES)
+    return make_app(targets_file="targets.toml", file_targets=targets, **overrides)
+
+
+def test_runs_waiting_for_a_slot_hold_leases_long_enough_for_the_runs_ahead(
+    make_app, fake_host, clock
+):
+    client = fleet_app(make_app, max_parallel=1).test_client()
+    fake_host.hold()  # the first prune keeps the only slot
+    swept = client.post("/hooks/cron", headers=AUTH).get_json()
+    assert [item["decision"] for item in swept["results"]] == ["started"] * 3
+
+    leases = {
+        shown["name"]: shown["in_flight"]["lease_expires_ts"] - clock.now
+        for shown in client.get("/status").get_json()["targets"]
+    }
+    assert leases == {"build-1": 180, "build-2": 360, "build-3": 540}
+
+    clock.advance(200)  # the first run's own lease is over; the waiting ones are not lost
+    again = client.post("/hooks/cron?target=build-2&target=build-3", headers=AUTH).get_json()
+    assert [item["decision"] for item in again["results"]] == ["busy", "busy"]
+    fake_host.release.set()
+
+
+def test_a_sweep_with_one_slot_runs_every_target_in_turn(make_app, fake_host, clock):
+    app = fleet_app(make_app, max_parallel=1)
+    client = app.test_client()
+    client.post("/hooks/cron?wait=1", headers=AUTH)
+    assert sorted(fake_host.targets) == list(NAMES)
+    shown = client.get("/status").get_json()["targets"]
+    assert [target["last_result"] for target in shown] == ["ok"] * 3

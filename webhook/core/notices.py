@@ -1,0 +1,153 @@
+"""What to tell operators about a finished run, and why: pure, no sending.
+
+Three reasons, each decided from the run's outcome and what the caller read
+for it: a reclaim of at least the threshold; the Nth failed run in a row of a
+target (told once, when the streak reaches N, not on each failure after); free
+space still short of `min_free` after the last stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from webhook.core.decision import Result
+from webhook.core.outcome import RunOutcome
+from webhook.core.sizes import human_size
+
+# the longest piece of a run's error a message quotes
+ERROR_CHARS = 300
+
+
+class Reason(StrEnum):
+    """Why a notice is sent: the `reason` label of prunehook_notifications_total."""
+
+    RECLAIMED = "reclaimed"
+    FAILURES = "failures"
+    DISK_LOW = "disk_low"
+
+
+class Severity(StrEnum):
+    """How a destination shows it (apprise's notify types)."""
+
+    SUCCESS = "success"
+    WARNING = "warning"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class NoticePolicy:
+    """When to tell: at least `min_reclaim_bytes` reclaimed (0: never); `failures` failed
+    runs in a row (0: never). Free space short of min_free is always told."""
+
+    min_reclaim_bytes: int = 0
+    failures: int = 3
+
+
+@dataclass(frozen=True)
+class Notice:
+    target: str
+    reason: Reason
+    severity: Severity
+    title: str
+    body: str
+
+
+def failure_streak(results: Sequence[Result]) -> int:
+    """How many runs in a row failed, counted from the newest of `results` (newest first).
+
+    A run still in flight at the top is passed over (it has not failed yet); a lost run (its
+    worker died) counts as failed; the first success ends the streak."""
+    newest = 0
+    while newest < len(results) and results[newest] == Result.RUNNING:
+        newest += 1
+    streak = 0
+    for result in results[newest:]:
+        if result not in (Result.FAILED, Result.LOST):
+            break
+        streak += 1
+    return streak
+
+
+def reclaim_notice(target: str, outcome: RunOutcome, min_reclaim_bytes: int) -> Notice | None:
+    """A good run that reclaimed at least the threshold (a threshold of 0 never tells)."""
+    reclaimed = outcome.reclaimed_bytes
+    if min_reclaim_bytes <= 0 or not outcome.ok or reclaimed is None:
+        return None
+    if reclaimed < min_reclaim_bytes:
+        return None
+    shown = outcome.reclaimed or human_size(reclaimed)
+    return Notice(
+        target,
+        Reason.RECLAIMED,
+        Severity.SUCCESS,
+        f"prunehook: reclaimed {shown} on {target}",
+        f"Pruned BuildKit build cache on {target}: reclaimed {shown} ({reclaimed} bytes) "
+        f"in {outcome.duration_s:.1f} s.",
+    )
+
+
+def failures_notice(target: str, outcome: RunOutcome, streak: int, failures: int) -> Notice | None:
+    """The failed run that makes `failures` in a row: once per streak, not after each failure
+    past it (a success starts a new streak)."""
+    if failures <= 0 or outcome.ok or streak != failures:
+        return None
+    error = (outcome.error or "").strip()
+    if len(error) > ERROR_CHARS:
+        error = error[: ERROR_CHARS - 3] + "..."
+    kind = outcome.error_kind or "failed"
+    last = f"{kind}: {error}" if error else str(kind)
+    if failures == 1:
+        title = f"prunehook: a prune failed on {target}"
+        told = f"The last prune on {target} failed: {last}."
+    else:
+        title = f"prunehook: {failures} failed prunes in a row on {target}"
+        told = f"The last {failures} prunes on {target} failed; the last: {last}."
+    return Notice(
+        target,
+        Reason.FAILURES,
+        Severity.FAILURE,
+        title,
+        f"{told} Its build cache is not being pruned; GET /status shows the runs.",
+    )
+
+
+def disk_low_notice(target: str, free_space_short_bytes: int | None) -> Notice | None:
+    """Free space still under min_free after the last stage, short by this many bytes
+    (None, or 0 or less: the goal was met or not set)."""
+    if free_space_short_bytes is None or free_space_short_bytes <= 0:
+        return None
+    short = human_size(free_space_short_bytes)
+    return Notice(
+        target,
+        Reason.DISK_LOW,
+        Severity.WARNING,
+        f"prunehook: {target} is still short of free space after pruning",
+        f"After the last prune stage on {target}, free space is still {short} "
+        f"({free_space_short_bytes} bytes) under min_free. Only build cache is pruned: "
+        "what fills the rest of the disk needs a person.",
+    )
+
+
+def free_space_short_bytes(outcome: RunOutcome) -> int | None:
+    """By how much free space fell short of min_free after the run's last stage, as the
+    disk-aware stages measured it (`RunOutcome.free_short_bytes`); None when no goal was
+    set or it could not be measured."""
+    value: object = outcome.free_short_bytes
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def notices_for(
+    target: str, outcome: RunOutcome, streak: int, policy: NoticePolicy
+) -> tuple[Notice, ...]:
+    """Everything to tell about one finished run of `target`. `streak` is the number of failed
+    runs in a row ending with this one (0 when it succeeded), as the store has them."""
+    found = (
+        reclaim_notice(target, outcome, policy.min_reclaim_bytes),
+        failures_notice(target, outcome, streak, policy.failures),
+        disk_low_notice(target, free_space_short_bytes(outcome)),
+    )
+    return tuple(notice for notice in found if notice is not None)
