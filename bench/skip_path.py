@@ -11,6 +11,7 @@ medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import tempfile
@@ -106,22 +107,48 @@ def main() -> None:
                 tree = args.compare_with.resolve()
                 servers[name] = gunicorn_in(tree, prunehook_in_skip_state(other))
             results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            loads = [os.getloadavg()[0]]
             for _ in range(args.rounds):
                 for name, served in servers.items():
                     url = f"{served.base}/hooks/cron"
                     results[name].append(wrk(url, args.seconds, args.connections, script))
+                loads.append(os.getloadavg()[0])
         finally:
             for served in servers.values():
                 served.stop()
-    baseline = median([r["rps"] for r in results["bare Flask route"]])
-    print("| server | req/s (median) | p50 ms | p99 ms | ratio to bare | non-2xx |")
-    print("|---|---|---|---|---|---|")
+    print_results(results, loads)
+
+
+def print_results(results: dict[str, list[dict[str, float]]], loads: list[float]) -> None:
+    """The medians, and each round's ratio to the bare route measured in that same round:
+    their median and range say whether a difference stands out of the machine's noise."""
+    bare = [r["rps"] for r in results["bare Flask route"]]
+    baseline = median(bare)
+    print(
+        "| server | req/s (median) | p50 ms | p99 ms | ratio of medians"
+        " | per-round ratio: median (min-max) | non-2xx |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         rps = median([r["rps"] for r in runs])
         p50 = median([r["p50_ms"] for r in runs])
         p99 = median([r["p99_ms"] for r in runs])
         bad = sum(r["non_2xx"] for r in runs)
-        print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / baseline:.2f}x | {bad:.0f} |")
+        paired = [r["rps"] / b for r, b in zip(runs, bare, strict=True)]
+        spread = f"{median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})"
+        print(
+            f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / baseline:.2f}x | {spread}"
+            f" | {bad:.0f} |"
+        )
+    print()
+    for name, runs in results.items():
+        rounds = ", ".join(f"{r['rps']:.0f}" for r in runs)
+        print(f"{name}: req/s by round: {rounds}")
+    print(f"load average (1 min) at the start and after each round: {loads_text(loads)}")
+
+
+def loads_text(loads: list[float]) -> str:
+    return " ".join(f"{load:.1f}" for load in loads)
 
 
 if __name__ == "__main__":
