@@ -6,6 +6,8 @@ medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
 
 `--compare-with DIR` also serves the prunehook found in DIR (an older commit, exported with
 `git archive COMMIT | tar -x -C DIR`) in the same rounds, for before/after in one run.
+`--postgres` also serves this prunehook with its state in PostgreSQL (a server of its own on
+loopback, tests/harness/postgres.py, fsync on), in the same rounds.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import re
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from common import POLL_S, TOKEN, gunicorn, median
+from common import POLL_S, TOKEN, gunicorn, median, postgres_server
 
 from tests.harness import (
     Gunicorn,
@@ -28,6 +31,7 @@ from tests.harness import (
     succeeded_outcome,
 )
 from webhook.config import Settings
+from webhook.store import Store
 from webhook.store.sqlite import SQLiteStore
 
 LUA = f"""
@@ -55,12 +59,13 @@ def wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, flo
     return result
 
 
-def prunehook_in_skip_state(folder: Path) -> dict[str, str]:
+def prunehook_in_skip_state(folder: Path, database_url: str = "") -> dict[str, str]:
+    """The environment of a prunehook whose one target was pruned just now, its state in
+    `folder` (SQLite) or in the PostgreSQL database at `database_url`."""
     settings = Settings(ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN)
     target = settings.env_target
     assert target is not None
-    record_run(SQLiteStore(folder / "state.sqlite3"), target.name, time.time(), succeeded_outcome())
-    return {
+    env = {
         "PRUNEHOOK_SSH_HOST": "127.0.0.1",
         "PRUNEHOOK_SSH_USER": "bench",
         "PRUNEHOOK_SSH_KEY": "unused: the skip path never connects",
@@ -68,6 +73,18 @@ def prunehook_in_skip_state(folder: Path) -> dict[str, str]:
         "PRUNEHOOK_DB_PATH": str(folder / "state.sqlite3"),
         "PRUNEHOOK_INSTANCE_PATH": str(folder),
     }
+    if not database_url:
+        store: Store = SQLiteStore(folder / "state.sqlite3")
+    else:
+        from webhook.store.postgres import PostgresStore
+
+        store = PostgresStore(database_url)
+        env["PRUNEHOOK_DATABASE_URL"] = database_url
+    try:
+        record_run(store, target.name, time.time(), succeeded_outcome())
+    finally:
+        store.close()
+    return env
 
 
 def gunicorn_in(tree: Path, env: dict[str, str]) -> Gunicorn:
@@ -89,10 +106,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--compare-with", type=Path, help="another checkout of prunehook")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also prunehook with its state in PostgreSQL"
+    )
     args = parser.parse_args()
     if args.compare_with and not (args.compare_with / "wsgi.py").is_file():
         parser.error(f"--compare-with {args.compare_with}: no wsgi.py there")
-    with tempfile.TemporaryDirectory() as folder:
+    with ExitStack() as stack:
+        database = stack.enter_context(postgres_server()) if args.postgres else None
+        folder = stack.enter_context(tempfile.TemporaryDirectory())
         script = Path(folder) / "post.lua"
         script.write_text(LUA)
         env = prunehook_in_skip_state(Path(folder))
@@ -106,6 +128,12 @@ def main() -> None:
                 name = f"prunehook in {args.compare_with}"
                 tree = args.compare_with.resolve()
                 servers[name] = gunicorn_in(tree, prunehook_in_skip_state(other))
+            if database is not None:
+                elsewhere = Path(folder) / "postgres"
+                elsewhere.mkdir()
+                url = database.fresh_database()
+                pg_env = prunehook_in_skip_state(elsewhere, url)
+                servers["prunehook skip path, PostgreSQL"] = gunicorn("wsgi:app", pg_env)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
             loads = [os.getloadavg()[0]]
             for _ in range(args.rounds):
