@@ -5,7 +5,8 @@ and against a bare Flask route under the same gunicorn config, alternating round
 medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
 
 `--compare-with DIR` also serves the prunehook found in DIR (an older commit, exported with
-`git archive COMMIT | tar -x -C DIR`) in the same rounds, for before/after in one run.
+`git archive COMMIT | tar -x -C DIR`) in the same rounds, for before/after in one run; it may
+be given more than once.
 `--postgres` also serves this prunehook with its state in PostgreSQL (a server of its own on
 loopback, tests/harness/postgres.py, fsync on), in the same rounds.
 """
@@ -105,13 +106,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--compare-with", type=Path, help="another checkout of prunehook")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another checkout of prunehook (repeat for more)",
+    )
     parser.add_argument(
         "--postgres", action="store_true", help="also prunehook with its state in PostgreSQL"
     )
     args = parser.parse_args()
-    if args.compare_with and not (args.compare_with / "wsgi.py").is_file():
-        parser.error(f"--compare-with {args.compare_with}: no wsgi.py there")
+    for tree in args.compare_with:
+        if not (tree / "wsgi.py").is_file():
+            parser.error(f"--compare-with {tree}: no wsgi.py there")
     with ExitStack() as stack:
         database = stack.enter_context(postgres_server()) if args.postgres else None
         folder = stack.enter_context(tempfile.TemporaryDirectory())
@@ -122,12 +131,11 @@ def main() -> None:
         try:
             servers["bare Flask route"] = gunicorn("bare_app:app", {})
             servers["prunehook skip path"] = gunicorn("wsgi:app", env)
-            if args.compare_with:
-                other = Path(folder) / "other"
+            for number, tree in enumerate(args.compare_with):
+                other = Path(folder) / f"other-{number}"
                 other.mkdir()
-                name = f"prunehook in {args.compare_with}"
-                tree = args.compare_with.resolve()
-                servers[name] = gunicorn_in(tree, prunehook_in_skip_state(other))
+                name = f"prunehook in {tree}"
+                servers[name] = gunicorn_in(tree.resolve(), prunehook_in_skip_state(other))
             if database is not None:
                 elsewhere = Path(folder) / "postgres"
                 elsewhere.mkdir()
