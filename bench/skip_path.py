@@ -7,8 +7,8 @@ medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
 `--compare-with DIR` also serves the prunehook found in DIR (an older commit, exported with
 `git archive COMMIT | tar -x -C DIR`) in the same rounds, for before/after in one run; it may
 be given more than once.
-`--postgres` also serves this prunehook with its state in PostgreSQL (a server of its own on
-loopback, tests/harness/postgres.py, fsync on), in the same rounds.
+`--postgres` also serves this prunehook (and each DIR's) with its state in PostgreSQL (a server
+of its own on loopback, tests/harness/postgres.py, fsync on), in the same rounds.
 """
 
 from __future__ import annotations
@@ -139,9 +139,14 @@ def main() -> None:
             if database is not None:
                 elsewhere = Path(folder) / "postgres"
                 elsewhere.mkdir()
-                url = database.fresh_database()
-                pg_env = prunehook_in_skip_state(elsewhere, url)
+                pg_env = prunehook_in_skip_state(elsewhere, database.fresh_database())
                 servers["prunehook skip path, PostgreSQL"] = gunicorn("wsgi:app", pg_env)
+                for number, tree in enumerate(args.compare_with):
+                    other = Path(folder) / f"other-postgres-{number}"
+                    other.mkdir()
+                    pg_env = prunehook_in_skip_state(other, database.fresh_database())
+                    name = f"prunehook in {tree}, PostgreSQL"
+                    servers[name] = gunicorn_in(tree.resolve(), pg_env)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
             loads = [os.getloadavg()[0]]
             for _ in range(args.rounds):
