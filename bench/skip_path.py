@@ -2,7 +2,9 @@
 
 wrk at 64 connections against POST /hooks/cron (authenticated, answered `skipped`)
 and against a bare Flask route under the same gunicorn config, alternating rounds,
-medians reported. Run by hand as root:  .venv/bin/python bench/skip_path.py
+medians reported, with each round's ratio to the bare route of that round, and the CPU the
+server's processes spent per request (which other jobs on the machine move far less than
+requests per second). Run by hand as root:  .venv/bin/python bench/skip_path.py
 
 `--compare-with DIR` also serves the prunehook found in DIR (an older commit, exported with
 `git archive COMMIT | tar -x -C DIR`) in the same rounds, for before/after in one run; it may
@@ -22,7 +24,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import POLL_S, TOKEN, gunicorn, median, postgres_server
+from common import POLL_S, TOKEN, group_cpu_s, gunicorn, median, postgres_server
 
 from tests.harness import (
     Gunicorn,
@@ -45,7 +47,13 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, float]:
+def wrk(
+    url: str, seconds: int, connections: int, script: Path, server: Gunicorn | None = None
+) -> dict[str, float]:
+    """One wrk run; with `server`, also the CPU its processes spent per request (µs), which
+    other jobs on the machine move far less than requests per second."""
+    group = os.getpgid(server.process.pid) if server else None
+    cpu_before = group_cpu_s(group) if group else 0.0
     output = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
@@ -53,6 +61,9 @@ def wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, flo
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", output, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    if group:
+        requests = int(re.search(r"(\d+) requests in", output).group(1))
+        result["cpu_us"] = (group_cpu_s(group) - cpu_before) / max(requests, 1) * 1e6
     for name, text in percentiles.items():
         number, unit = re.match(r"([\d.]+)(\w+)", text).groups()
         result[f"p{name}_ms"] = _ms(number, unit)
@@ -152,7 +163,8 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, served in servers.items():
                     url = f"{served.base}/hooks/cron"
-                    results[name].append(wrk(url, args.seconds, args.connections, script))
+                    result = wrk(url, args.seconds, args.connections, script, served)
+                    results[name].append(result)
                 loads.append(os.getloadavg()[0])
         finally:
             for served in servers.values():
@@ -165,11 +177,13 @@ def print_results(results: dict[str, list[dict[str, float]]], loads: list[float]
     their median and range say whether a difference stands out of the machine's noise."""
     bare = [r["rps"] for r in results["bare Flask route"]]
     baseline = median(bare)
+    bare_cpu = [r["cpu_us"] for r in results["bare Flask route"]]
     print(
         "| server | req/s (median) | p50 ms | p99 ms | ratio of medians"
-        " | per-round ratio: median (min-max) | non-2xx |"
+        " | per-round ratio: median (min-max) | server CPU µs/request (median)"
+        " | bare's CPU / this CPU, per round: median (min-max) | non-2xx |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         rps = median([r["rps"] for r in runs])
         p50 = median([r["p50_ms"] for r in runs])
@@ -177,14 +191,17 @@ def print_results(results: dict[str, list[dict[str, float]]], loads: list[float]
         bad = sum(r["non_2xx"] for r in runs)
         paired = [r["rps"] / b for r, b in zip(runs, bare, strict=True)]
         spread = f"{median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})"
+        cpu = [b / r["cpu_us"] for r, b in zip(runs, bare_cpu, strict=True)]
+        cpu_spread = f"{median(cpu):.2f}x ({min(cpu):.2f}-{max(cpu):.2f})"
         print(
             f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / baseline:.2f}x | {spread}"
-            f" | {bad:.0f} |"
+            f" | {median([r['cpu_us'] for r in runs]):.0f} | {cpu_spread} | {bad:.0f} |"
         )
     print()
     for name, runs in results.items():
         rounds = ", ".join(f"{r['rps']:.0f}" for r in runs)
-        print(f"{name}: req/s by round: {rounds}")
+        cpu_rounds = ", ".join(f"{r['cpu_us']:.0f}" for r in runs)
+        print(f"{name}: req/s by round: {rounds}; server CPU µs/request: {cpu_rounds}")
     print(f"load average (1 min) at the start and after each round: {loads_text(loads)}")
 
 
