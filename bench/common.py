@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import Gunicorn, operator_environment, start_gunicorn  # noqa: E402
+from tests.harness import (  # noqa: E402
+    Gunicorn,
+    PostgresServer,
+    operator_environment,
+    start_gunicorn,
+)
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (a benchmark's loopback token)
 # fine-grained: cold_start.py times start-up to the first answer with it
@@ -39,3 +46,39 @@ def gunicorn(app: str, env: dict[str, str], workers: int = 2, log: Path | None =
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def group_cpu_s(group: int) -> float:
+    """CPU seconds (user and system, every thread) used so far by the processes of process
+    group `group` that are alive: a gunicorn started by `start` is the leader of its own."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # after the command: state, ppid, pgrp, ... utime (14th field), stime (15th)
+        if int(fields[2]) == group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def postgres_server(fsync: bool = True) -> Iterator[PostgresServer]:
+    """A PostgreSQL of our own on loopback (tests/harness/postgres.py), removed afterwards.
+    The harness turns fsync off for tests; a benchmark turns it back on unless asked not
+    to, so that a commit costs what it costs on a real server (and SQLite's commits, which
+    reach the disk, are compared with commits that do too)."""
+    import psycopg
+
+    server = PostgresServer()
+    try:
+        server.start()
+        with psycopg.connect(server.url, autocommit=True) as connection:
+            connection.execute(f"ALTER SYSTEM SET fsync = {'on' if fsync else 'off'}")
+            connection.execute("SELECT pg_reload_conf()")
+        yield server
+    finally:
+        server.close()

@@ -74,14 +74,15 @@ class TriggerOutcome:
     @property
     def answer(self) -> Answer:
         """`started` when any target started, else the first item's answer."""
-        if any(r.answer == Answer.STARTED for r in self.results):
-            return Answer.STARTED
-        return self.results[0].answer
+        return self.first.answer
 
     @property
     def first(self) -> TargetResult:
-        started = [r for r in self.results if r.answer == Answer.STARTED]
-        return (started or list(self.results))[0]
+        """The first item that started, else the first item."""
+        for result in self.results:
+            if result.answer == Answer.STARTED:
+                return result
+        return self.results[0]
 
 
 DecidedListener = Callable[[TriggerOutcome], object]
@@ -254,7 +255,7 @@ class PruneService:
         """Decide for `target` now and, when due, claim a run (its id in the result) that
         the caller must `launch`. The store's compare-and-set makes the claim exclusive:
         when the state changed since it was read, it is read and decided again."""
-        run = NewRun(trigger, self.command(target), os.getpid(), request_id)
+        run: NewRun | None = None
         for _ in range(CLAIM_ATTEMPTS):
             now = self.clock()
             state = self._current_state(target, now, request_id)
@@ -263,6 +264,8 @@ class PruneService:
             decision = decide(state, now, target.policy, force, critical)
             if decision.action != Action.STARTED:
                 return _result(target, decision)
+            # built only for a start: a skip, the common answer, needs no command
+            run = run or NewRun(trigger, self.command(target), os.getpid(), request_id)
             run_id = self.store.claim(target.name, state, run, now, self._lease_s(target))
             if run_id is not None:
                 return _result(target, decision, run_id)
@@ -433,7 +436,11 @@ class PruneService:
         log.error("run %s: outcome not recorded; its lease will expire and mark it lost", run_id)
 
 
+# the answer of each action, looked up rather than made: calling an Enum costs more
+_ANSWERS = {action: Answer(action.value) for action in Action}
+
+
 def _result(target: Target, decision: Decision, run_id: int | None = None) -> TargetResult:
     return TargetResult(
-        target.name, Answer(decision.action), decision.reason, run_id, decision.next_eligible_ts
+        target.name, _ANSWERS[decision.action], decision.reason, run_id, decision.next_eligible_ts
     )

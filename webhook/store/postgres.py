@@ -220,29 +220,36 @@ class PostgresStore:
             pool.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+    def _statement(self) -> Iterator[psycopg.Connection[Any]]:
+        """A checked connection of the pool, the schema current. It is in autocommit: one
+        statement on it is a transaction of its own, which is all a read of one query needs
+        (BEGIN and COMMIT would be two more round trips on the skip path)."""
         try:
             with self._connections().connection() as connection:
                 if not self._schema_ready:
                     self._migrate(connection)
-                with connection.transaction():
-                    yield connection
+                yield connection
         except PoolTimeout as error:
             raise StoreUnavailable(f"no connection to PostgreSQL: {error}") from error
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"PostgreSQL: {error}") from error
 
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._statement() as connection, connection.transaction():
+            yield connection
+
     def ensure_schema(self) -> None:
-        with self._transaction():
+        with self._statement():
             pass
 
     def ping(self) -> None:
-        with self._transaction() as connection:
+        with self._statement() as connection:
             connection.execute("SELECT 1").fetchone()
 
     def clock(self) -> float:
         """The database's time: what replicas share, whatever their own clocks say."""
-        with self._transaction() as connection:
+        with self._statement() as connection:
             found = connection.execute(
                 "SELECT extract(epoch FROM clock_timestamp()) AS now"
             ).fetchone()
@@ -276,7 +283,7 @@ class PostgresStore:
             self._schema_ready = True
 
     def schema_version(self) -> int:
-        with self._transaction() as connection:
+        with self._statement() as connection:
             found = connection.execute("SELECT max(version) AS v FROM schema_version").fetchone()
             return int(found["v"]) if found and found["v"] is not None else 0
 
@@ -287,7 +294,7 @@ class PostgresStore:
 
     def read_state(self, target: str) -> TargetState:
         try:
-            with self._transaction() as connection:
+            with self._statement() as connection:
                 row = self._row(connection, target)
         except StoreUnavailable:
             known = self._last_known.get(target)
@@ -490,22 +497,22 @@ class PostgresStore:
         return None
 
     def target_record(self, target: str) -> TargetRecord | None:
-        with self._transaction() as connection:
+        with self._statement() as connection:
             row = self._row(connection, target)
             return _target_record(row) if row else None
 
     def target_records(self) -> dict[str, TargetRecord]:
-        with self._transaction() as connection:
+        with self._statement() as connection:
             rows = connection.execute(SELECT_TARGETS).fetchall()
             return {row["target"]: _target_record(row) for row in rows}
 
     def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
-        with self._transaction() as connection:
+        with self._statement() as connection:
             rows = connection.execute(SELECT_RECENT_RUNS, (target, limit)).fetchall()
             return [_run_record(row) for row in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
-        with self._transaction() as connection:
+        with self._statement() as connection:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
             return _run_record(row) if row else None
 

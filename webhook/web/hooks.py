@@ -128,15 +128,15 @@ def _item(result: TargetResult) -> dict[str, Any]:
 
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
-    first = outcome.first
+    first = outcome.first  # its answer is the outcome's
+    items = [_item(result) for result in outcome.results]
     body: dict[str, Any] = {
-        **_item(first),
-        "decision": outcome.answer,
+        **items[outcome.results.index(first)],
         "trigger": outcome.verdict.reason,
         "request_id": outcome.request_id,
-        "results": [_item(result) for result in outcome.results],
+        "results": items,
     }
-    started_in_background = outcome.answer == Answer.STARTED and not wait
+    started_in_background = first.answer == Answer.STARTED and not wait
     return jsonify(body), 202 if started_in_background else 200
 
 
