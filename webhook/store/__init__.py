@@ -9,6 +9,7 @@ most one prune per target.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -193,6 +194,46 @@ class StateConflict(Exception):
     def __init__(self, names: list[str]):
         self.names = names
         super().__init__(f"already has state for {', '.join(names)}")
+
+
+def _error_kind(value: str | None) -> ErrorKind | None:
+    try:
+        return ErrorKind(value) if value else None
+    except ValueError:  # a kind a later version wrote: the error text still says what
+        return None
+
+
+def _flag(value: object) -> bool | None:
+    # SQLite keeps a boolean as 0/1, PostgreSQL as a boolean
+    return None if value is None else bool(value)
+
+
+class ColumnRow(Protocol):
+    """A row read by column name: a dict (psycopg) or a `sqlite3.Row`."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+def target_record_from(row: ColumnRow) -> TargetRecord:
+    """A backend's `targets` row (column -> value) as a record."""
+    values = {column: row[column] for column in row.keys()}  # noqa: SIM118 (Row iterates values)
+    values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
+    values["last_error_kind"] = _error_kind(row["last_error_kind"])
+    values["last_goal_met"] = _flag(row["last_goal_met"])
+    return TargetRecord(**values)
+
+
+def run_record_from(row: ColumnRow) -> RunRecord:
+    """A backend's `runs` row (column -> value) as a record."""
+    values = {column: row[column] for column in row.keys()}  # noqa: SIM118 (Row iterates values)
+    values["result"] = Result(row["result"])
+    values["error_kind"] = _error_kind(row["error_kind"])
+    values["goal_met"] = _flag(row["goal_met"])
+    values["steps"] = decode_steps(row["steps"])
+    values["notes"] = decode_notes(row["notes"])
+    return RunRecord(**values)
 
 
 class Store(Protocol):

@@ -31,12 +31,12 @@ from webhook.store import (
     StateDump,
     StoreUnavailable,
     TargetRecord,
-    decode_notes,
-    decode_steps,
     disk_values,
     encode_notes,
     encode_steps,
     last_measurement,
+    run_record_from,
+    target_record_from,
 )
 
 DELIVERIES_LIMIT = 100_000
@@ -147,29 +147,6 @@ SELECT_RUNS = (
 )
 SELECT_RECENT_RUNS = SELECT_RUNS + " WHERE target = %s ORDER BY id DESC LIMIT %s"
 SELECT_RUN = SELECT_RUNS + " WHERE id = %s"
-
-
-def _error_kind(value: str | None) -> ErrorKind | None:
-    try:
-        return ErrorKind(value) if value else None
-    except ValueError:
-        return None
-
-
-def _target_record(row: dict[str, Any]) -> TargetRecord:
-    values = dict(row)
-    values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
-    values["last_error_kind"] = _error_kind(row["last_error_kind"])
-    return TargetRecord(**values)
-
-
-def _run_record(row: dict[str, Any]) -> RunRecord:
-    values = dict(row)
-    values["result"] = Result(row["result"])
-    values["error_kind"] = _error_kind(row["error_kind"])
-    values["steps"] = decode_steps(row["steps"])
-    values["notes"] = decode_notes(row["notes"])
-    return RunRecord(**values)
 
 
 class PostgresStore:
@@ -301,7 +278,7 @@ class PostgresStore:
             if known is None:
                 raise
             return known
-        state = _target_record(row).state if row else TargetState()
+        state = target_record_from(row).state if row else TargetState()
         self._last_known[target] = state
         return state
 
@@ -313,7 +290,7 @@ class PostgresStore:
             "INSERT INTO targets (target) VALUES (%s) ON CONFLICT (target) DO NOTHING", (target,)
         )
         row = self._row(connection, target, lock=True)
-        return bool(_target_record(row).state == expected)
+        return bool(target_record_from(row).state == expected)
 
     def claim(
         self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
@@ -499,22 +476,22 @@ class PostgresStore:
     def target_record(self, target: str) -> TargetRecord | None:
         with self._statement() as connection:
             row = self._row(connection, target)
-            return _target_record(row) if row else None
+            return target_record_from(row) if row else None
 
     def target_records(self) -> dict[str, TargetRecord]:
         with self._statement() as connection:
             rows = connection.execute(SELECT_TARGETS).fetchall()
-            return {row["target"]: _target_record(row) for row in rows}
+            return {row["target"]: target_record_from(row) for row in rows}
 
     def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
         with self._statement() as connection:
             rows = connection.execute(SELECT_RECENT_RUNS, (target, limit)).fetchall()
-            return [_run_record(row) for row in rows]
+            return [run_record_from(row) for row in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
         with self._statement() as connection:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
-            return _run_record(row) if row else None
+            return run_record_from(row) if row else None
 
     def load(self, dump: StateDump) -> None:
         """Add a dumped state in one transaction: rows, history (new run ids, the rows'

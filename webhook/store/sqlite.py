@@ -26,12 +26,12 @@ from webhook.store import (
     StateDump,
     StoreUnavailable,
     TargetRecord,
-    decode_notes,
-    decode_steps,
     disk_values,
     encode_notes,
     encode_steps,
     last_measurement,
+    run_record_from,
+    target_record_from,
 )
 
 # signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
@@ -172,35 +172,6 @@ SELECT_RECENT_RUNS = SELECT_RUNS + " WHERE target = ? ORDER BY id DESC LIMIT ?"
 SELECT_RUN = SELECT_RUNS + " WHERE id = ?"
 
 
-def _error_kind(value: str | None) -> ErrorKind | None:
-    try:
-        return ErrorKind(value) if value else None
-    except ValueError:  # a kind a later version wrote: the error text still says what
-        return None
-
-
-def _flag(value: int | None) -> bool | None:
-    return None if value is None else bool(value)
-
-
-def _target_record(row: sqlite3.Row) -> TargetRecord:
-    values = dict(row)
-    values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
-    values["last_error_kind"] = _error_kind(row["last_error_kind"])
-    values["last_goal_met"] = _flag(row["last_goal_met"])
-    return TargetRecord(**values)
-
-
-def _run_record(row: sqlite3.Row) -> RunRecord:
-    values = dict(row)
-    values["result"] = Result(row["result"])
-    values["error_kind"] = _error_kind(row["error_kind"])
-    values["goal_met"] = _flag(row["goal_met"])
-    values["steps"] = decode_steps(row["steps"])
-    values["notes"] = decode_notes(row["notes"])
-    return RunRecord(**values)
-
-
 class SQLiteStore:
     """One SQLite connection per thread, kept open: opening one per call (connect, pragma,
     reading the schema) cost more than the skip path's whole query."""
@@ -335,7 +306,7 @@ class SQLiteStore:
             state: TargetState | None = local.states.get(target)
             if state is None:
                 row = self._row(connection, target)
-                state = _target_record(row).state if row else TargetState()
+                state = target_record_from(row).state if row else TargetState()
                 local.states[target] = state
             return state
 
@@ -343,7 +314,7 @@ class SQLiteStore:
     def _unchanged(row: sqlite3.Row | None, expected: TargetState) -> bool:
         """Every write to a target changes its last run or its run in flight (the times
         capped after a clock step aside, which are compared too)."""
-        current = _target_record(row).state if row else TargetState()
+        current = target_record_from(row).state if row else TargetState()
         return current == expected
 
     def claim(
@@ -551,30 +522,30 @@ class SQLiteStore:
     def target_record(self, target: str) -> TargetRecord | None:
         with self._connect() as connection:
             row = self._row(connection, target)
-            return _target_record(row) if row else None
+            return target_record_from(row) if row else None
 
     def target_records(self) -> dict[str, TargetRecord]:
         """Every target's row at once: a fleet's /status and /metrics read them together."""
         with self._connect() as connection:
             rows = connection.execute(SELECT_TARGETS).fetchall()
-            return {row["target"]: _target_record(row) for row in rows}
+            return {row["target"]: target_record_from(row) for row in rows}
 
     def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
         with self._connect() as connection:
             rows = connection.execute(SELECT_RECENT_RUNS, (target, limit)).fetchall()
-            return [_run_record(row) for row in rows]
+            return [run_record_from(row) for row in rows]
 
     def run(self, run_id: int) -> RunRecord | None:
         with self._connect() as connection:
             row = connection.execute(SELECT_RUN, (run_id,)).fetchone()
-            return _run_record(row) if row else None
+            return run_record_from(row) if row else None
 
     def dump(self) -> StateDump:
         """Every target's row, the whole run history and the delivery ids, oldest first."""
         with self._connect() as connection:
-            targets = tuple(_target_record(row) for row in connection.execute(SELECT_TARGETS))
+            targets = tuple(target_record_from(row) for row in connection.execute(SELECT_TARGETS))
             runs = tuple(
-                _run_record(row) for row in connection.execute(SELECT_RUNS + " ORDER BY id")
+                run_record_from(row) for row in connection.execute(SELECT_RUNS + " ORDER BY id")
             )
             deliveries = tuple(
                 DeliveryRecord(row["id"], row["seen_ts"], bool(row["settled"]))
