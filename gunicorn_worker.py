@@ -214,19 +214,31 @@ class RequestBufferingWorker(ThreadWorker):
         self.await_request(conn)
         return None
 
-    def await_request(self, conn: BufferedConn) -> None:
+    def _watch(self, conn: BufferedConn, waiting: list, seconds: float, on_bytes) -> None:
+        """Read `conn` from the main loop until `seconds` from now, kept in `waiting`."""
         conn.sock.setblocking(False)
-        conn.timeout = time.monotonic() + self.read_timeout_s
-        self.arriving.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+        conn.timeout = time.monotonic() + seconds
+        waiting.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(on_bytes, conn))
+
+    @staticmethod
+    def _receive(conn: BufferedConn) -> bytes | None:
+        """What arrived: b"" when the client closed (or the connection broke), None when
+        nothing was there after all."""
+        try:
+            return conn.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
+
+    def await_request(self, conn: BufferedConn) -> None:
+        self._watch(conn, self.arriving, self.read_timeout_s, self.on_request_bytes)
 
     def on_request_bytes(self, conn: BufferedConn, client) -> None:
-        try:
-            data = conn.sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
+        data = self._receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.stop_awaiting(conn)
             self.end(conn)
@@ -352,18 +364,12 @@ class RequestBufferingWorker(ThreadWorker):
         except OSError:
             self.end(conn)
             return
-        conn.sock.setblocking(False)
-        conn.timeout = time.monotonic() + LINGER_S
-        self.lingering.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_linger_bytes, conn))
+        self._watch(conn, self.lingering, LINGER_S, self.on_linger_bytes)
 
     def on_linger_bytes(self, conn: BufferedConn, client) -> None:
-        try:
-            data = conn.sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
+        data = self._receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.poller.unregister(conn.sock)
             self.lingering.remove(conn)
