@@ -106,7 +106,8 @@ class TargetSettings:
 @dataclass(frozen=True)
 class Settings:
     """Every variable, as read (flat: one record to load, compare and override in tests).
-    Each layer takes the part it needs: `server`, `auth`, `notify`, `targets`."""
+    Each layer takes the part it needs: `server`, `auth`, `notify`, `targets` (each made
+    once: a hook reads `auth` on every request)."""
 
     enabled: bool = True
     ssh_host: str = ""
@@ -152,7 +153,7 @@ class Settings:
     # hooks answer only once the run is over (platforms that stop a process's CPU after)
     wait_for_run: bool = False
 
-    @property
+    @cached_property
     def server(self) -> ServerSettings:
         return ServerSettings(
             enabled=self.enabled,
@@ -163,11 +164,11 @@ class Settings:
             wait_for_run=self.wait_for_run,
         )
 
-    @property
+    @cached_property
     def auth(self) -> AuthSettings:
         return AuthSettings(self.token, tuple(self.hmac_keys))
 
-    @property
+    @cached_property
     def notify(self) -> NotifySettings:
         return NotifySettings(
             urls=self.notify_urls,
@@ -179,7 +180,7 @@ class Settings:
             telegram_api_base=self.telegram_api_base,
         )
 
-    @property
+    @cached_property
     def targets(self) -> TargetSettings:
         return TargetSettings(self.fleet, self.routes_by_host, self.host_labels, self.targets_file)
 
