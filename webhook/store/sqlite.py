@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
@@ -210,6 +211,7 @@ class SQLiteStore:
         """Close this thread's connection (others close with their threads)."""
         connection = getattr(self._local, "connection", None)
         self._local.connection = None
+        self._local.probe = None
         self._forget_states()  # data_version numbers are per connection
         if connection is not None:
             connection.close()
@@ -223,6 +225,7 @@ class SQLiteStore:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._open()
+            self._local.probe = None
             self._forget_states()
         try:
             if not self._schema_ready:
@@ -230,12 +233,15 @@ class SQLiteStore:
                 self._forget_states()
             yield connection
         except sqlite3.DatabaseError as error:
-            # locked, read-only, unreadable or not a database: unavailable, so callers retry;
-            # a constraint or SQL error is a bug and stays one
-            if type(error) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
-                raise
-            self.close()  # the next call starts from a fresh connection
-            raise StoreUnavailable(str(error)) from error
+            self._failed(error)
+
+    def _failed(self, error: sqlite3.DatabaseError) -> NoReturn:
+        # locked, read-only, unreadable or not a database: unavailable, so callers retry;
+        # a constraint or SQL error is a bug and stays one
+        if type(error) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+            raise error
+        self.close()  # the next call starts from a fresh connection
+        raise StoreUnavailable(str(error)) from error
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -297,18 +303,31 @@ class SQLiteStore:
         """The state as last read by this thread while no connection has committed since
         (`PRAGMA data_version` says so for other connections, `_transaction` for this one):
         an alert storm's skips then cost one pragma each instead of a query and a row."""
-        with self._connect() as connection:
-            local = self._local
-            version = connection.execute("PRAGMA data_version").fetchone()[0]
-            if version != local.data_version:
-                local.states = {}
-                local.data_version = version
-            state: TargetState | None = local.states.get(target)
-            if state is None:
-                row = self._row(connection, target)
-                state = target_record_from(row).state if row else TargetState()
-                local.states[target] = state
-            return state
+        probe: sqlite3.Cursor | None = getattr(self._local, "probe", None)
+        if probe is None or not self._schema_ready:
+            with self._connect() as connection:
+                # the pragma's own cursor, kept with the connection and giving plain tuples:
+                # a skip makes neither a cursor nor a Row
+                probe = self._local.probe = connection.cursor()
+                probe.row_factory = None
+                return self._state_since(probe, target)
+        try:
+            return self._state_since(probe, target)
+        except sqlite3.DatabaseError as error:
+            self._failed(error)
+
+    def _state_since(self, probe: sqlite3.Cursor, target: str) -> TargetState:
+        local = self._local
+        version = probe.execute("PRAGMA data_version").fetchone()[0]
+        if version != local.data_version:
+            local.states = {}
+            local.data_version = version
+        state: TargetState | None = local.states.get(target)
+        if state is None:
+            row = self._row(probe.connection, target)
+            state = target_record_from(row).state if row else TargetState()
+            local.states[target] = state
+        return state
 
     @staticmethod
     def _unchanged(row: sqlite3.Row | None, expected: TargetState) -> bool:
