@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 
@@ -167,6 +168,21 @@ def test_malformed_body_is_a_4xx_json_error(client, fake_host, path, raw, code, 
     response = client.post(path, data=raw, headers=AUTH | {"Content-Type": "application/json"})
     assert response.status_code == status_code
     assert response.get_json()["error"] == code
+    assert fake_host.commands == []
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        {"CONTENT_LENGTH": "9"},
+        # a sender that streams its body names no length (gunicorn's worker answers 411)
+        {"HTTP_TRANSFER_ENCODING": "chunked"},
+    ],
+)
+def test_a_cron_ping_with_a_body_has_it_read_however_it_is_framed(client, fake_host, framing):
+    body = {"wsgi.input": io.BytesIO(b"{not json"), "wsgi.input_terminated": True}
+    response = client.post("/hooks/cron", headers=AUTH, environ_overrides=body | framing)
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_json")
     assert fake_host.commands == []
 
 
