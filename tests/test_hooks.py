@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tests.conftest import AUTH, START, TOKEN
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 from webhook.core.outcome import Execution
+from webhook.web.errors import new_request_id
 
 EXACT_COMMAND = "docker builder prune -f --filter until=24h"
 HOOKS = ["/hooks/cron", "/hooks/watchdog", "/hooks/alertmanager"]
@@ -279,3 +281,25 @@ def test_every_error_is_the_same_json_shape(client, method, path, status_code, c
     body = response.get_json()
     assert (body["error"], body["request_id"]) == (code, "req-42")
     assert response.headers["X-Request-ID"] == "req-42"
+
+
+def test_a_request_without_an_id_gets_one_of_its_own(client, fake_host):
+    ids = [client.post("/hooks/cron", headers=AUTH).headers["X-Request-ID"] for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+
+
+def test_workers_forked_from_one_process_never_share_request_ids():
+    new_request_id()  # the parent's sequence is under way, as in gunicorn --preload
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker
+        os.write(writer, " ".join(new_request_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        childs = set(pipe.read().split())
+    os.waitpid(child, 0)
+    parents = {new_request_id() for _ in range(100)}
+    assert len(childs) == 100
+    assert not childs & parents
