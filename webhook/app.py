@@ -22,6 +22,7 @@ from webhook.store.sqlite import SQLiteStore
 from webhook.web import errors, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
 from webhook.web.hook_token import ensure_token
+from webhook.web.json_provider import OneEncoderJSONProvider
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
@@ -86,6 +87,7 @@ def create_app(
     configure_logging()
     instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app.json = OneEncoderJSONProvider(app)
     settings, warnings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store, clock = _state(settings, clock)
