@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import AUTH, START, TOKEN
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 from webhook.core.outcome import Execution
-from webhook.web.errors import new_request_id
+from webhook.web.answers import new_request_id
 
 EXACT_COMMAND = "docker builder prune -f --filter until=24h"
 HOOKS = ["/hooks/cron", "/hooks/watchdog", "/hooks/alertmanager"]

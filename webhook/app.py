@@ -19,7 +19,7 @@ from webhook.remote.ssh import SSHRunner
 from webhook.service import Listeners, PruneService, RunCommand
 from webhook.store import Store, StoreUnavailable
 from webhook.store.sqlite import SQLiteStore
-from webhook.web import errors, hooks, metrics, openapi, status
+from webhook.web import answers, errors, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
 from webhook.web.hook_token import ensure_token
 from webhook.web.json_provider import OneEncoderJSONProvider
@@ -115,6 +115,7 @@ def create_app(
     )
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
+    answers.init_app(app)
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)

@@ -51,6 +51,7 @@ def configure_logging() -> None:
     # the JSON line shows none of the thread, process name or caller that every record would
     # otherwise look up (the logging HOWTO's "Optimization"): a skip in an alert storm logs one
     logging.logThreads = False
+    logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None
     # paramiko narrates every connection at INFO; our run line already says what happened

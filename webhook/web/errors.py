@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import random
-import re
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from webhook.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class APIError(Exception):
@@ -48,24 +45,6 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
     return response
 
 
-def new_request_id() -> str:
-    """32 random hex digits, as uuid4().hex gave, without a system call per request: an id
-    only tells requests apart in the logs, and `random` is seeded anew in every forked
-    worker, so two workers never share a sequence."""
-    return f"{random.getrandbits(128):032x}"
-
-
-def _assign_request_id() -> None:
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
-
-
-def _echo_request_id(response: Response) -> Response:
-    if "request_id" in g:
-        response.headers["X-Request-ID"] = g.request_id
-    return response
-
-
 def _api_error(error: APIError) -> Response:
     response = error_response(error.status, error.code, error.message, error.fields)
     if isinstance(error, Unauthorized):
@@ -94,8 +73,6 @@ def _unexpected(error: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.before_request(_assign_request_id)
-    app.after_request(_echo_request_id)
     app.register_error_handler(APIError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(StoreUnavailable, _store_unavailable)

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
+from webhook.web.answers import page_policy
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError
 from webhook.web.report import (
@@ -28,20 +29,6 @@ from webhook.web.schemas import run_with_tails
 
 bp = Blueprint("status", __name__, template_folder="templates")
 RECENT_RUNS = 10
-# nothing an answer carries may load, run or frame anything; the page's one <style> block
-# is let in by a nonce of its own
-LOCKED = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-
-def page_policy(nonce: str) -> str:
-    return f"{LOCKED}; style-src 'nonce-{nonce}'"
-
-
-@bp.after_app_request
-def security_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", LOCKED)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def one_target(hook: Prunehook, target: Target | None) -> dict[str, Any]:
