@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webhook.core.verdicts import Source, read_alertmanager, read_cron, read_watchdog
+from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
 
 
 def alert(status: str = "firing", **labels: str) -> dict:
@@ -54,6 +54,7 @@ def test_a_cron_ping_concerns_every_target_unless_names_are_given():
     assert read_cron({}, ["b", "a", "b"]).names == ("b", "a")
     assert read_cron({"source": "nightly"}).trigger == "cron:nightly"
     assert read_cron({}).trigger == "cron"
+    assert read_cron({"source": "cron"}) == read_cron({}) == Verdict(Source.CRON, True, "cron ping")
 
 
 def test_a_long_reason_is_bounded():

@@ -76,8 +76,14 @@ def _bounded(text: str) -> str:
     return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
 
 
+# the usual cron ping (no source, no ?target=) reads the same every time: read once
+_PLAIN_CRON_PING = Verdict(Source.CRON, True, "cron ping")
+
+
 def read_cron(ping: Mapping[str, Any], names: Sequence[str] = ()) -> Verdict:
     detail = ping.get("source") or ""
+    if not names and detail in ("", "cron"):
+        return _PLAIN_CRON_PING
     return Verdict(
         Source.CRON,
         True,
