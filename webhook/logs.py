@@ -6,14 +6,15 @@ is ever passed in: tokens, keys and signatures stay out of every field.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import TextIO
 
+from webhook.json_text import encoder
+
 # one encoder for every line: json.dumps with an argument builds a new one per call
-_ENCODER = json.JSONEncoder(default=str)
+_ENCODE = encoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +38,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(entry)
+        return _ENCODE(entry)
 
 
 class JsonLineHandler(logging.StreamHandler[TextIO]):
