@@ -79,10 +79,14 @@ class TriggerOutcome:
     @property
     def first(self) -> TargetResult:
         """The first item that started, else the first item."""
-        for result in self.results:
+        return self.results[self.first_index]
+
+    @property
+    def first_index(self) -> int:
+        for index, result in enumerate(self.results):
             if result.answer == Answer.STARTED:
-                return result
-        return self.results[0]
+                return index
+        return 0
 
 
 DecidedListener = Callable[[TriggerOutcome], object]

@@ -31,7 +31,7 @@ def authenticate(settings: AuthSettings, now: float) -> str | None:
     Everything that needs no body is refused before the body is read, so a client without
     credentials cannot hold a thread by sending its body slowly.
     """
-    authorization = request.headers.get("Authorization", "")
+    authorization = request.environ.get("HTTP_AUTHORIZATION", "")
     if authorization or not is_signed(request.headers):
         if token_matches(bearer_token(authorization), settings.token):
             return None

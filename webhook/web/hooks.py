@@ -138,24 +138,24 @@ def _item(result: TargetResult) -> dict[str, Any]:
 
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
-    first = outcome.first  # its answer is the outcome's
+    first = outcome.first_index  # its answer is the outcome's
     items = [_item(result) for result in outcome.results]
     body: dict[str, Any] = {
-        **items[outcome.results.index(first)],
+        **items[first],
         "trigger": outcome.verdict.reason,
         "request_id": outcome.request_id,
         "results": items,
     }
-    started_in_background = first.answer == Answer.STARTED and not wait
+    started_in_background = outcome.results[first].answer == Answer.STARTED and not wait
     return jsonify(body), 202 if started_in_background else 200
 
 
-def _run(hook: Prunehook, spec: HookSpec) -> tuple[Response, int]:
+def _run(hook: Prunehook, spec: HookSpec, request_id: str) -> tuple[Response, int]:
     # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
     # a run left in the background would stall
     wait = _wants_wait() or hook.settings.server.wait_for_run
     verdict = spec.read(_load(spec.schema, spec.allow_empty), hook)
-    outcome = hook.service.handle(verdict, wait=wait, request_id=g.request_id)
+    outcome = hook.service.handle(verdict, wait=wait, request_id=request_id)
     return _answer(outcome, wait)
 
 
@@ -186,18 +186,19 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     service = hook.service
     if spec.max_body_bytes is not None:
         request.max_content_length = spec.max_body_bytes
+    request_id: str = g.request_id
     delivery_id = authenticate(hook.settings.auth, service.clock())
     if delivery_id is None:
-        return _run(hook, spec)
+        return _run(hook, spec, request_id)
     # taken before validation, so a body refused here is not accepted at another hook
     taken = service.store.remember_delivery(
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S, pending_s=DELIVERY_PENDING_S
     )
     if not taken:
         duplicate = Verdict(Source(spec.hook), False, "a signed delivery")
-        return _answer(service.duplicate(duplicate, g.request_id), wait=False)
+        return _answer(service.duplicate(duplicate, request_id), wait=False)
     try:
-        response, status_code = _run(hook, spec)
+        response, status_code = _run(hook, spec, request_id)
     except Exception as error:
         _settle(hook, delivery_id, _is_server_error(error))
         raise
