@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import re
 import stat
 
@@ -303,3 +304,14 @@ def test_workers_forked_from_one_process_never_share_request_ids():
     parents = {new_request_id() for _ in range(100)}
     assert len(childs) == 100
     assert not childs & parents
+
+
+def test_request_ids_do_not_repeat_when_other_code_seeds_random():
+    state = random.getstate()
+    try:
+        random.seed(7)
+        first = new_request_id()
+        random.seed(7)
+        assert new_request_id() != first
+    finally:
+        random.setstate(state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -17,11 +18,16 @@ def page_policy(nonce: str) -> str:
     return f"{LOCKED}; style-src 'nonce-{nonce}'"
 
 
+# request ids' own generator: no other code's random.seed() (a test's, a library's) can make
+# them repeat, and each forked worker seeds it anew from the system, so no two share a sequence
+_IDS = random.Random()  # noqa: S311 (an id, not a secret)
+os.register_at_fork(after_in_child=_IDS.seed)
+
+
 def new_request_id() -> str:
     """32 random hex digits, as uuid4().hex gave, without a system call per request: an id
-    only tells requests apart in the logs, and `random` is seeded anew in every forked
-    worker, so two workers never share a sequence."""
-    return f"{random.getrandbits(128):032x}"
+    only tells requests apart in the logs, so it needs no cryptographic source."""
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 def _assign_request_id() -> None:
