@@ -315,3 +315,26 @@ def test_request_ids_do_not_repeat_when_other_code_seeds_random():
         assert new_request_id() != first
     finally:
         random.setstate(state)
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_every_header(
+    client, fake_host, monkeypatch, caplog
+):
+    def broken(target: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(
+        client.application.extensions["prunehook"].service.store, "read_state", broken
+    )
+    response = client.post("/hooks/cron", headers=AUTH | {"X-Request-ID": "req-500"})
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "error": "internal_error",
+        "message": "internal error; see the service log",
+        "request_id": "req-500",
+    }
+    assert response.headers.getlist("X-Request-ID") == ["req-500"]
+    assert response.headers.getlist("X-Content-Type-Options") == ["nosniff"]
+    assert len(response.headers.getlist("Content-Security-Policy")) == 1
+    assert "RuntimeError: a bug" in caplog.text
+    assert fake_host.commands == []

@@ -115,7 +115,7 @@ def create_app(
     )
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
-    answers.init_app(app)
+    app.wsgi_app = answers.AnswerHeaders(app.wsgi_app)  # type: ignore[method-assign]
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from webhook.store import StoreUnavailable
+from webhook.web.answers import request_id
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class ValidationFailed(APIError):
 
 
 def error_response(status: int, code: str, message: str, fields: dict | None = None) -> Response:
-    body = {"error": code, "message": message, "request_id": g.get("request_id")}
+    body: dict[str, Any] = {"error": code, "message": message, "request_id": request_id()}
     if fields:
         body["fields"] = fields
     response = jsonify(body)

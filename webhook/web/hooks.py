@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
 from webhook.service import Answer, TargetResult, TriggerOutcome
 from webhook.store import StoreUnavailable
+from webhook.web import answers
 from webhook.web.auth import authenticate
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError, ValidationFailed
@@ -150,7 +151,7 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     return jsonify(body), 202 if started_in_background else 200
 
 
-def _run(hook: Prunehook, spec: HookSpec, request_id: str) -> tuple[Response, int]:
+def _run(hook: Prunehook, spec: HookSpec, request_id: str | None) -> tuple[Response, int]:
     # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
     # a run left in the background would stall
     wait = _wants_wait() or hook.settings.server.wait_for_run
@@ -186,7 +187,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     service = hook.service
     if spec.max_body_bytes is not None:
         request.max_content_length = spec.max_body_bytes
-    request_id: str = g.request_id
+    request_id = answers.request_id()
     delivery_id = authenticate(hook.settings.auth, service.clock())
     if delivery_id is None:
         return _run(hook, spec, request_id)
