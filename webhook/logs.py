@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TextIO
 
 from webhook.json_text import encoder
 
@@ -41,41 +40,18 @@ class JsonFormatter(logging.Formatter):
         return _ENCODE(entry)
 
 
-class JsonLineHandler(logging.StreamHandler[TextIO]):
-    """Writes each record's line in one call, formatted before the lock is taken: in an
-    alert storm every skip logs a line, from up to eight threads of a worker at once."""
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        if self.filters and not self.filter(record):
-            return False
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return True
-        assert self.lock is not None  # made by Handler.__init__
-        with self.lock:
-            try:
-                self.stream.write(line)
-                self.stream.flush()
-            except Exception:
-                self.handleError(record)
-        return True
-
-
 def configure_logging() -> None:
     """JSON lines on stderr, unless the host process (a test runner) already set logging up."""
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = JsonLineHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     # the JSON line shows none of the thread, process name or caller that every record would
     # otherwise look up (the logging HOWTO's "Optimization"): a skip in an alert storm logs one
     logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None
     # paramiko narrates every connection at INFO; our run line already says what happened
