@@ -7,6 +7,7 @@ import os
 import random
 import re
 import stat
+import warnings
 
 import pytest
 
@@ -294,10 +295,14 @@ def test_a_request_without_an_id_gets_one_of_its_own(client, fake_host):
 def test_workers_forked_from_one_process_never_share_request_ids():
     new_request_id()  # the parent's sequence is under way, as in gunicorn --preload
     reader, writer = os.pipe()
-    child = os.fork()
+    with warnings.catch_warnings():  # Python 3.12 warns of a fork while threads run
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
     if child == 0:  # the worker
-        os.write(writer, " ".join(new_request_id() for _ in range(100)).encode())
-        os._exit(0)
+        try:
+            os.write(writer, " ".join(new_request_id() for _ in range(100)).encode())
+        finally:
+            os._exit(0)
     os.close(writer)
     with os.fdopen(reader) as pipe:
         childs = set(pipe.read().split())
@@ -339,3 +344,12 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_every_header(
     assert len(response.headers.getlist("Content-Security-Policy")) == 1
     assert "RuntimeError: a bug" in caplog.text
     assert fake_host.commands == []
+
+
+@pytest.mark.parametrize("given", ["req-1\n", "x" * 129, "a b", ""])
+def test_a_request_id_that_is_not_sane_is_replaced_by_one_of_our_own(client, fake_host, given):
+    response = client.post(
+        "/hooks/cron", headers=AUTH, environ_overrides={"HTTP_X_REQUEST_ID": given}
+    )
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    assert response.get_json()["request_id"] == response.headers["X-Request-ID"]

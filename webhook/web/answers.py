@@ -18,17 +18,33 @@ from flask import request
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _ENVIRON_KEY = "prunehook.request_id"
 # nothing an answer carries may load, run or frame anything; the page's one <style> block
 # is let in by a nonce of its own
 LOCKED = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 _CSP = "content-security-policy"
 
-# request ids' own generator: no other code's random.seed() (a test's, a library's) can make
-# them repeat, and each forked worker seeds it anew from the system, so no two share a sequence
-_IDS = random.Random()  # noqa: S311 (an id, not a secret)
-os.register_at_fork(after_in_child=_IDS.seed)
+
+class _RequestIds:
+    """Request ids from a generator of their own, so that no other code's random.seed() (a
+    test's, a library's) makes them repeat, seeded anew from the system in every process a
+    fork made (by Python's os.fork or a server's own, as uWSGI's), so that no two workers
+    share a sequence."""
+
+    def __init__(self) -> None:
+        self._random = random.Random()  # noqa: S311 (an id, not a secret)
+        self._pid = os.getpid()
+
+    def new(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:
+            self._random.seed()
+            self._pid = pid
+        return f"{self._random.getrandbits(128):032x}"
+
+
+_IDS = _RequestIds()
 
 
 def page_policy(nonce: str) -> str:
@@ -36,9 +52,10 @@ def page_policy(nonce: str) -> str:
 
 
 def new_request_id() -> str:
-    """32 random hex digits, as uuid4().hex gave, without a system call per request: an id
-    only tells requests apart in the logs, so it needs no cryptographic source."""
-    return f"{_IDS.getrandbits(128):032x}"
+    """32 random hex digits (uuid4().hex's length and alphabet) without reading the system's
+    random source per request: an id only tells requests apart in the logs, so it needs no
+    cryptographic one."""
+    return _IDS.new()
 
 
 def request_id() -> str | None:
@@ -57,13 +74,13 @@ class AnswerHeaders:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         incoming = environ.get("HTTP_X_REQUEST_ID")
-        given = incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
+        given = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else new_request_id()
         environ[_ENVIRON_KEY] = given
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             added = [("X-Content-Type-Options", "nosniff"), ("X-Request-ID", given)]
             if not any(name.lower() == _CSP for name, _ in headers):
-                added.append(("Content-Security-Policy", LOCKED))
+                added.insert(0, ("Content-Security-Policy", LOCKED))
             return start_response(status, headers + added, exc_info)
 
         return self.app(environ, start)
