@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Encode = Callable[[Any], str]
@@ -23,10 +23,11 @@ def encoder(
     separators: tuple[str, str] = (", ", ": "),
 ) -> Encode:
     """`JSONEncoder(default=..., ensure_ascii=..., sort_keys=..., separators=...).encode`,
-    without the circular-reference check: what is encoded here is built afresh each time,
-    and the check's shared bookkeeping would not be safe across threads."""
+    without the circular-reference check: nothing encoded here refers to itself (a cycle
+    would raise RecursionError instead of ValueError), and the check's bookkeeping, kept
+    with the encoder, would not be safe across threads."""
     # the C accelerator's constructor, which typeshed does not declare
-    make: Callable[..., Callable[[Any, int], list[str]]] | None = getattr(
+    make: Callable[..., Callable[[Any, int], Sequence[str]]] | None = getattr(
         json.encoder, "c_make_encoder", None
     )
     if make is None:  # a Python built without the C accelerator
