@@ -119,19 +119,26 @@ LOCKED = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancesto
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "headers"),
+    ("method", "path", "headers", "body", "status_code"),
     [
-        ("GET", "/status", {}),
-        ("GET", "/healthz", {}),
-        ("GET", "/metrics", {}),
-        ("GET", "/openapi.json", {}),
-        ("GET", "/nowhere", {}),
-        ("POST", "/hooks/cron", {}),
-        ("POST", "/hooks/cron", AUTH),
+        ("GET", "/status", {}, None, 200),
+        ("GET", "/healthz", {}, None, 200),
+        ("GET", "/metrics", {}, None, 200),
+        ("GET", "/openapi.json", {}, None, 200),
+        ("GET", "/nowhere", {}, None, 404),
+        ("POST", "/hooks/cron", {}, None, 401),
+        ("POST", "/hooks/cron", AUTH, None, 202),
+        ("GET", "/hooks/cron", AUTH, None, 405),
+        ("POST", "/hooks/watchdog", AUTH, b"x" * (2 * 1024 * 1024), 413),
     ],
 )
-def test_every_answer_forbids_sniffing_and_loading_anything(client, method, path, headers):
-    response = client.open(path, method=method, headers=headers | {"X-Request-ID": "req-7"})
+def test_every_answer_forbids_sniffing_and_loading_anything(
+    client, method, path, headers, body, status_code
+):
+    response = client.open(
+        path, method=method, headers=headers | {"X-Request-ID": "req-7"}, data=body
+    )
+    assert response.status_code == status_code
     assert response.headers.getlist("X-Content-Type-Options") == ["nosniff"]
     assert response.headers.getlist("Content-Security-Policy") == [LOCKED]
     assert response.headers.getlist("X-Request-ID") == ["req-7"]

@@ -78,11 +78,11 @@ class TriggerOutcome:
 
     @property
     def first(self) -> TargetResult:
-        """The first item that started, else the first item."""
         return self.results[self.first_index]
 
     @property
     def first_index(self) -> int:
+        """Where the first item that started is, else 0 (the first item)."""
         for index, result in enumerate(self.results):
             if result.answer == Answer.STARTED:
                 return index

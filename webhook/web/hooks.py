@@ -141,15 +141,15 @@ def _item(result: TargetResult) -> dict[str, Any]:
 
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
-    first = outcome.first_index  # its answer is the outcome's
+    first_index = outcome.first_index  # its answer is the outcome's
     items = [_item(result) for result in outcome.results]
     body: dict[str, Any] = {
-        **items[first],
+        **items[first_index],
         "trigger": outcome.verdict.reason,
         "request_id": outcome.request_id,
         "results": items,
     }
-    started_in_background = outcome.results[first].answer == Answer.STARTED and not wait
+    started_in_background = outcome.results[first_index].answer == Answer.STARTED and not wait
     return jsonify(body), 202 if started_in_background else 200
 
 

@@ -1,5 +1,4 @@
-"""GET /status (the fleet), GET /status/<name> (one target), GET /healthz; the headers
-every answer carries."""
+"""GET /status (the fleet), GET /status/<name> (one target), GET /healthz."""
 
 from __future__ import annotations
 
