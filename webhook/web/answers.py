@@ -58,10 +58,11 @@ def new_request_id() -> str:
     return _IDS.new()
 
 
-def request_id() -> str | None:
-    """The id of the request being answered: the caller's X-Request-ID when it is a sane
-    one, else a new one (None only for a request made up without the middleware)."""
-    given: str | None = request.environ.get(_ENVIRON_KEY)
+def request_id(environ: WSGIEnvironment | None = None) -> str | None:
+    """The id of the request being answered (or of the one `environ` describes): the
+    caller's X-Request-ID when it is a sane one, else a new one (None only for a request
+    made up without the middleware)."""
+    given: str | None = (request.environ if environ is None else environ).get(_ENVIRON_KEY)
     return given
 
 

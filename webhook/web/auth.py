@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from flask import request
+from flask import Request
 
 from webhook.config import AuthSettings
 from webhook.web.errors import Unauthorized
@@ -25,8 +25,8 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def authenticate(settings: AuthSettings, now: float) -> str | None:
-    """Admit the request or raise Unauthorized. Returns the webhook id of a signed request.
+def authenticate(settings: AuthSettings, now: float, request: Request) -> str | None:
+    """Admit `request` or raise Unauthorized. Returns the webhook id of a signed request.
 
     Everything that needs no body is refused before the body is read, so a client without
     credentials cannot hold a thread by sending its body slowly.

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Request, Response, jsonify
+from flask import request as flask_request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -55,7 +56,7 @@ class Hook(StrEnum):
 
 
 # reads a validated body: the settings give the host labels and the ?target= names
-Reader = Callable[[dict[str, Any], Prunehook], Verdict]
+Reader = Callable[[dict[str, Any], Prunehook, Request], Verdict]
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def _has_body(environ: dict[str, Any]) -> bool:
     return bool(length) and length != "0"
 
 
-def _json_body(allow_empty: bool) -> Any:
+def _json_body(request: Request, allow_empty: bool) -> Any:
     raw = request.get_data(cache=True) if _has_body(request.environ) else b""
     if not raw.strip():
         if allow_empty:
@@ -103,8 +104,8 @@ def _json_body(allow_empty: bool) -> Any:
     return body
 
 
-def _load(schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
-    body = _json_body(allow_empty)
+def _load(request: Request, schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
+    body = _json_body(request, allow_empty)
     if allow_empty and not body:
         return {}  # the common cron ping: nothing to validate
     try:
@@ -115,7 +116,7 @@ def _load(schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
         raise ValidationFailed(f"invalid fields: {named}", messages) from error
 
 
-def _wants_wait() -> bool:
+def _wants_wait(request: Request) -> bool:
     if not request.query_string:
         return False  # the common call: parsing no query costs more than the rest of a skip
     value = request.args.get("wait", "0")
@@ -153,11 +154,13 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     return jsonify(body), 202 if started_in_background else 200
 
 
-def _run(hook: Prunehook, spec: HookSpec, request_id: str | None) -> tuple[Response, int]:
+def _run(
+    hook: Prunehook, spec: HookSpec, request: Request, request_id: str | None
+) -> tuple[Response, int]:
     # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
     # a run left in the background would stall
-    wait = _wants_wait() or hook.settings.server.wait_for_run
-    verdict = spec.read(_load(spec.schema, spec.allow_empty), hook)
+    wait = _wants_wait(request) or hook.settings.server.wait_for_run
+    verdict = spec.read(_load(request, spec.schema, spec.allow_empty), hook, request)
     outcome = hook.service.handle(verdict, wait=wait, request_id=request_id)
     return _answer(outcome, wait)
 
@@ -187,12 +190,14 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     """Every hook: authenticate, take a signed delivery's id, validate, decide, answer."""
     hook = prunehook()
     service = hook.service
+    # the request itself, not its context-local proxy: each lookup through that costs
+    request: Request = flask_request._get_current_object()  # type: ignore[attr-defined]
     if spec.max_body_bytes is not None:
         request.max_content_length = spec.max_body_bytes
-    request_id = answers.request_id()
-    delivery_id = authenticate(hook.settings.auth, service.clock())
+    request_id = answers.request_id(request.environ)
+    delivery_id = authenticate(hook.settings.auth, service.clock(), request)
     if delivery_id is None:
-        return _run(hook, spec, request_id)
+        return _run(hook, spec, request, request_id)
     # taken before validation, so a body refused here is not accepted at another hook
     taken = service.store.remember_delivery(
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S, pending_s=DELIVERY_PENDING_S
@@ -201,7 +206,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
         duplicate = Verdict(Source(spec.hook), False, "a signed delivery")
         return _answer(service.duplicate(duplicate, request_id), wait=False)
     try:
-        response, status_code = _run(hook, spec, request_id)
+        response, status_code = _run(hook, spec, request, request_id)
     except Exception as error:
         _settle(hook, delivery_id, _is_server_error(error))
         raise
@@ -209,7 +214,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     return response, status_code
 
 
-def _cron_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
+def _cron_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
     names = request.args.getlist("target") if request.query_string else []
     unknown = [name for name in names if hook.service.fleet.get(name) is None]
     if unknown:
@@ -220,11 +225,11 @@ def _cron_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
     return read_cron(body, names)
 
 
-def _alertmanager_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
+def _alertmanager_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
     return read_alertmanager(body, hook.settings.targets.host_labels)
 
 
-def _watchdog_verdict(body: dict[str, Any], hook: Prunehook) -> Verdict:
+def _watchdog_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
     return read_watchdog(body)
 
 
