@@ -182,6 +182,7 @@ def test_malformed_body_is_a_4xx_json_error(client, fake_host, path, raw, code, 
         # a sender that streams its body names no length (gunicorn's worker answers 411)
         {"HTTP_TRANSFER_ENCODING": "chunked"},
         {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": "0"},  # chunked wins
+        {"SERVER_PROTOCOL": "HTTP/2.0"},  # frames a body without either header
     ],
 )
 def test_a_cron_ping_with_a_body_has_it_read_however_it_is_framed(client, fake_host, framing):

@@ -77,11 +77,14 @@ def _bounded_int(digits: str) -> int:
 
 def _has_body(environ: dict[str, Any]) -> bool:
     """Whether the request carries a body: one sent in chunks (the length then means
-    nothing), or one of a length other than 0; with neither header it has none (RFC 9112,
-    6.3). This trusts the server to say how a body came, as gunicorn and Werkzeug's own
-    server do. A cron ping usually has none, and reading nothing through Werkzeug's stream
-    costs a fifth of a skip."""
+    nothing), or one of a length other than 0; in HTTP/1 a request with neither header has
+    none (RFC 9112, 6.3). HTTP/2 frames a body without either, so it is always read. This
+    trusts the server to say how a body came, as gunicorn and Werkzeug's own server do. A
+    cron ping usually has none, and reading nothing through Werkzeug's stream costs a fifth
+    of a skip."""
     if "HTTP_TRANSFER_ENCODING" in environ:
+        return True
+    if not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1."):
         return True
     length = environ.get("CONTENT_LENGTH")
     return bool(length) and length != "0"
