@@ -74,23 +74,7 @@ def test_runs_respect_interval_retry_delay_and_lease(make_store, sequence):
 
 
 def check_safety(claims: Claims, sequence) -> None:
-    in_flight = None
-    starts: list[dict] = []
-    for gap, step in sequence:
-        claims.now += gap
-        now = claims.now
-        if step == "trigger":
-            run_id = claims.trigger()
-            if run_id is not None:
-                starts.append({"at": now, "ended": None, "ok": None})
-                in_flight = run_id
-        elif step == "die":
-            in_flight = None  # its worker is gone: the run never finishes
-        elif in_flight is not None:
-            claims.finish(in_flight, step == "finish_ok")
-            starts[-1].update(ended=now, ok=step == "finish_ok")
-            in_flight = None
-
+    starts = walk(claims, sequence, check_due=False)
     for previous, following in itertools.pairwise(starts):
         gap = following["at"] - previous["at"]
         if previous["ended"] is None:
@@ -100,6 +84,31 @@ def check_safety(claims: Claims, sequence) -> None:
         else:
             earliest = min(previous["at"] + INTERVAL, previous["ended"] + RETRY)
             assert following["at"] >= earliest, "a failed run was retried too soon"
+
+
+def walk(claims: Claims, sequence, *, check_due: bool) -> list[dict]:
+    """Play `sequence` against the store: the runs it started, in order. With `check_due`,
+    each trigger must start a run exactly when `due` says the policy allows one."""
+    in_flight = None
+    starts: list[dict] = []
+    for gap, step in sequence:
+        claims.now += gap
+        now = claims.now
+        if step == "trigger":
+            expected = due(starts, now)
+            run_id = claims.trigger()
+            if check_due:
+                assert (run_id is not None) == expected, (now, starts)
+            if run_id is not None:
+                starts.append({"at": now, "ended": None, "ok": None})
+                in_flight = run_id
+        elif step == "die":
+            in_flight = None  # its worker is gone: the run never finishes
+        elif in_flight is not None:
+            claims.finish(in_flight, step == "finish_ok")
+            starts[-1].update(ended=now, ok=step == "finish_ok")
+            in_flight = None
+    return starts
 
 
 def due(starts: list[dict], now: float) -> bool:
@@ -126,21 +135,4 @@ def test_a_due_trigger_always_starts_a_run(make_store, sequence):
 
 
 def check_liveness(claims: Claims, sequence) -> None:
-    in_flight = None
-    starts: list[dict] = []
-    for gap, step in sequence:
-        claims.now += gap
-        now = claims.now
-        if step == "trigger":
-            expected = due(starts, now)
-            run_id = claims.trigger()
-            assert (run_id is not None) == expected, (now, starts)
-            if run_id is not None:
-                starts.append({"at": now, "ended": None, "ok": None})
-                in_flight = run_id
-        elif step == "die":
-            in_flight = None
-        elif in_flight is not None:
-            claims.finish(in_flight, step == "finish_ok")
-            starts[-1].update(ended=now, ok=step == "finish_ok")
-            in_flight = None
+    walk(claims, sequence, check_due=True)
