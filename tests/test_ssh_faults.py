@@ -19,9 +19,16 @@ import paramiko
 import pytest
 
 from tests.conftest import AUTH
-from tests.harness import ResettingRelay, SSHKeys, free_port, keygen, known_hosts_line, wait_for
+from tests.harness import (
+    ResettingRelay,
+    SSHKeys,
+    free_port,
+    keygen,
+    known_hosts_line,
+    target_at,
+    wait_for,
+)
 from webhook import create_app
-from webhook.config import Settings
 from webhook.core.outcome import Execution, summarize
 from webhook.core.targets import Target
 from webhook.remote.ssh import TAIL_BYTES, SSHRunner
@@ -41,18 +48,7 @@ class HostRunner:
 
 
 def runner_for(server, **overrides) -> HostRunner:
-    values = {
-        "ssh_host": "127.0.0.1",
-        "ssh_port": server.port,
-        "ssh_user": "root",
-        "ssh_key_file": str(server.client_key),
-        "known_hosts": str(server.known_hosts),
-        "connect_timeout_s": 5,
-        "timeout_s": 30,
-    } | overrides
-    target = Settings(**values).env_target
-    assert target is not None
-    return HostRunner(target)
+    return HostRunner(target_at(server, **overrides))
 
 
 def test_unknown_host_key_is_refused_never_accepted(make_sshd):

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import threading
 
-from tests.harness import wait_for
-from webhook.config import Settings
+from tests.harness import target_at, wait_for
 from webhook.remote.ssh import SSHRunner, SSHSession
 
 
 def session_for(server, **overrides) -> SSHSession:
-    values = {
-        "ssh_host": "127.0.0.1",
-        "ssh_port": server.port,
-        "ssh_user": "root",
-        "ssh_key_file": str(server.client_key),
-        "known_hosts": str(server.known_hosts),
-        "connect_timeout_s": 5,
-        "timeout_s": 30,
-    } | overrides
-    target = Settings(**values).env_target
-    assert target is not None
-    return SSHRunner().session(target)
+    return SSHRunner().session(target_at(server, **overrides))
 
 
 def connections(server) -> int:

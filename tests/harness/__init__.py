@@ -22,7 +22,14 @@ from tests.harness.parts import (
 )
 from tests.harness.postgres import PostgresServer
 from tests.harness.records import failed_outcome, record_run, succeeded_outcome
-from tests.harness.ssh import ResettingRelay, SSHKeys, SSHServer, keygen, known_hosts_line
+from tests.harness.ssh import (
+    ResettingRelay,
+    SSHKeys,
+    SSHServer,
+    keygen,
+    known_hosts_line,
+    target_at,
+)
 
 __all__ = [
     "BUILD_CLIENT_CANDIDATES",
@@ -48,5 +55,6 @@ __all__ = [
     "record_run",
     "start_gunicorn",
     "succeeded_outcome",
+    "target_at",
     "wait_for",
 ]

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 from tests.harness.parts import (
     BUILD_CLIENT_CANDIDATES,
@@ -19,6 +20,8 @@ from tests.harness.parts import (
     free_port,
     wait_for,
 )
+from webhook.config import Settings
+from webhook.core.targets import Target
 
 
 def keygen(path: Path) -> Path:
@@ -44,6 +47,23 @@ def _env(port: int, client_key: Path, known_hosts: Path) -> dict[str, str]:
         "PRUNEHOOK_SSH_KEY_FILE": str(client_key),
         "PRUNEHOOK_SSH_KNOWN_HOSTS": str(known_hosts),
     }
+
+
+def target_at(host: SSHKeys | SSHServer, **overrides: Any) -> Target:
+    """The target of a prunehook configured for `host` as root (Settings fields in
+    `overrides`), with short timeouts for tests."""
+    values = {
+        "ssh_host": "127.0.0.1",
+        "ssh_port": host.port,
+        "ssh_user": "root",
+        "ssh_key_file": str(host.client_key),
+        "known_hosts": str(host.known_hosts),
+        "connect_timeout_s": 5,
+        "timeout_s": 30,
+    } | overrides
+    target = Settings(**values).env_target
+    assert target is not None
+    return target
 
 
 def is_prune_line(line: str) -> bool:
