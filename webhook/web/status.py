@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
+from webhook.store import TargetRecord
 from webhook.web.answers import page_policy
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError
@@ -32,19 +33,19 @@ RECENT_RUNS = 10
 
 def one_target(hook: Prunehook, target: Target | None) -> dict[str, Any]:
     """A target's status with its recent runs (None: nothing is configured)."""
-    service, now = hook.service, hook.service.clock()
+    record = hook.service.store.target_record(target.name) if target else None
+    return _with_runs(hook, target, record, hook.service.clock())
+
+
+def _with_runs(
+    hook: Prunehook, target: Target | None, record: TargetRecord | None, now: float
+) -> dict[str, Any]:
+    service = hook.service
     if target is None:
         policy = hook.settings.base_policy
         return target_status(None, policy, None, now, enabled=service.enabled, runs=[])
-    store = service.store
-    return target_status(
-        target,
-        target.policy,
-        store.target_record(target.name),
-        now,
-        enabled=service.enabled,
-        runs=store.recent_runs(target.name, RECENT_RUNS),
-    )
+    runs = service.store.recent_runs(target.name, RECENT_RUNS)
+    return target_status(target, target.policy, record, now, enabled=service.enabled, runs=runs)
 
 
 def fleet_status(hook: Prunehook) -> dict[str, Any]:
@@ -59,7 +60,9 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
     ]
     shown: dict[str, Any] = {}
     if len(service.fleet) <= 1:
-        single = one_target(hook, next(iter(service.fleet), None))
+        # the row already read, and the same time as the targets' list
+        only = next(iter(service.fleet), None)
+        single = _with_runs(hook, only, records.get(only.name) if only else None, now)
         shown.update(single, target=single["name"])
         del shown["name"]
     shown.update(
