@@ -35,7 +35,11 @@ def start(
 
 def gunicorn(app: str, env: dict[str, str], workers: int = 2, log: Path | None = None) -> Gunicorn:
     """Start `gunicorn app` (see start) and wait until it answers."""
-    served = start(app, env, workers, log=log)
+    return serving(start(app, env, workers, log=log))
+
+
+def serving(served: Gunicorn) -> Gunicorn:
+    """`served` once it answers; stopped when it never does."""
     try:
         served.wait_until_serving(30, POLL_S)
     except BaseException:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 from common import TOKEN, gunicorn, median
 from fleet_setup import fill_histories, names, service_env, write_targets_file
+from skip_path import prunehook_in_skip_state
 
-from tests.harness import keygen, record_run, succeeded_outcome
-from webhook.config import Settings
-from webhook.store.sqlite import SQLiteStore
+from tests.harness import keygen
 
 ALERT = {"mount": "/var/lib/docker", "used_percent": 97.2, "status": "firing"}
 
@@ -61,19 +60,7 @@ def wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, flo
 
 def single_host(folder: Path) -> dict[str, str]:
     """The env target (no targets file), its last prune a minute ago."""
-    settings = Settings(ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN)
-    assert settings.env_target is not None
-    store = SQLiteStore(folder / "state.sqlite3")
-    record_run(store, settings.env_target.name, time.time() - 60, succeeded_outcome())
-    store.close()
-    return {
-        "PRUNEHOOK_SSH_HOST": "127.0.0.1",
-        "PRUNEHOOK_SSH_USER": "bench",
-        "PRUNEHOOK_SSH_KEY": "unused: the skip path never connects",
-        "PRUNEHOOK_TOKEN": TOKEN,
-        "PRUNEHOOK_DB_PATH": str(folder / "state.sqlite3"),
-        "PRUNEHOOK_INSTANCE_PATH": str(folder),
-    }
+    return prunehook_in_skip_state(folder, ago_s=60)
 
 
 def fleet(folder: Path, size: int) -> dict[str, str]:

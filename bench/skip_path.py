@@ -24,7 +24,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import POLL_S, TOKEN, group_cpu_s, gunicorn, median, postgres_server
+from common import TOKEN, group_cpu_s, gunicorn, median, postgres_server, serving
 
 from tests.harness import (
     Gunicorn,
@@ -71,9 +71,11 @@ def wrk(
     return result
 
 
-def prunehook_in_skip_state(folder: Path, database_url: str = "") -> dict[str, str]:
-    """The environment of a prunehook whose one target was pruned just now, its state in
-    `folder` (SQLite) or in the PostgreSQL database at `database_url`."""
+def prunehook_in_skip_state(
+    folder: Path, database_url: str = "", ago_s: float = 0.0
+) -> dict[str, str]:
+    """The environment of a prunehook whose one target was pruned `ago_s` ago (just now), its
+    state in `folder` (SQLite) or in the PostgreSQL database at `database_url`."""
     settings = Settings(ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN)
     target = settings.env_target
     assert target is not None
@@ -93,7 +95,7 @@ def prunehook_in_skip_state(folder: Path, database_url: str = "") -> dict[str, s
         store = PostgresStore(database_url)
         env["PRUNEHOOK_DATABASE_URL"] = database_url
     try:
-        record_run(store, target.name, time.time(), succeeded_outcome())
+        record_run(store, target.name, time.time() - ago_s, succeeded_outcome())
     finally:
         store.close()
     return env
@@ -103,13 +105,7 @@ def gunicorn_in(tree: Path, env: dict[str, str]) -> Gunicorn:
     """`gunicorn wsgi:app` of the checkout in `tree`: its wsgi.py, webhook and gunicorn.conf.py
     (run from `tree`, which comes first on sys.path), this virtualenv's packages."""
     environment = operator_environment(PYTHONPATH=str(tree)) | env
-    served = start_gunicorn(environment, workers=2, cwd=tree)
-    try:
-        served.wait_until_serving(30, POLL_S)
-    except BaseException:
-        served.stop()
-        raise
-    return served
+    return serving(start_gunicorn(environment, workers=2, cwd=tree))
 
 
 def main() -> None:
