@@ -17,6 +17,9 @@ from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
 
 HISTORY_LIMIT = 100
+# signed delivery ids kept at most, the oldest dropped first
+DELIVERIES_LIMIT = 100_000
+LOST_ERROR = "the worker running this prune died or hung; its lease expired"
 
 
 class StoreUnavailable(Exception):
@@ -218,16 +221,21 @@ class ColumnRow(Protocol):
 
 def target_record_from(row: ColumnRow) -> TargetRecord:
     """A backend's `targets` row (column -> value) as a record."""
-    values = {column: row[column] for column in row.keys()}  # noqa: SIM118 (Row iterates values)
+    values = dict(row)
     values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
     values["last_error_kind"] = _error_kind(row["last_error_kind"])
     values["last_goal_met"] = _flag(row["last_goal_met"])
     return TargetRecord(**values)
 
 
+def state_from(row: ColumnRow | None) -> TargetState:
+    """The decision state in a backend's `targets` row; a target without one has none yet."""
+    return target_record_from(row).state if row is not None else TargetState()
+
+
 def run_record_from(row: ColumnRow) -> RunRecord:
     """A backend's `runs` row (column -> value) as a record."""
-    values = {column: row[column] for column in row.keys()}  # noqa: SIM118 (Row iterates values)
+    values = dict(row)
     values["result"] = Result(row["result"])
     values["error_kind"] = _error_kind(row["error_kind"])
     values["goal_met"] = _flag(row["goal_met"])

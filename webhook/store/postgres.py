@@ -24,7 +24,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
 from webhook.store import (
+    DELIVERIES_LIMIT,
     HISTORY_LIMIT,
+    LOST_ERROR,
     NewRun,
     RunRecord,
     StateConflict,
@@ -36,11 +38,10 @@ from webhook.store import (
     encode_steps,
     last_measurement,
     run_record_from,
+    state_from,
     target_record_from,
 )
 
-DELIVERIES_LIMIT = 100_000
-LOST_ERROR = "the worker running this prune died or hung; its lease expired"
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
 # how long a request waits for a connection: each thread has one, so a wait this long means
@@ -278,7 +279,7 @@ class PostgresStore:
             if known is None:
                 raise
             return known
-        state = target_record_from(row).state if row else TargetState()
+        state = state_from(row)
         self._last_known[target] = state
         return state
 
@@ -290,7 +291,7 @@ class PostgresStore:
             "INSERT INTO targets (target) VALUES (%s) ON CONFLICT (target) DO NOTHING", (target,)
         )
         row = self._row(connection, target, lock=True)
-        return bool(target_record_from(row).state == expected)
+        return state_from(row) == expected
 
     def claim(
         self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float

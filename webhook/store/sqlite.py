@@ -20,7 +20,9 @@ from typing import NoReturn
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome
 from webhook.store import (
+    DELIVERIES_LIMIT,
     HISTORY_LIMIT,
+    LOST_ERROR,
     DeliveryRecord,
     NewRun,
     RunRecord,
@@ -32,15 +34,14 @@ from webhook.store import (
     encode_steps,
     last_measurement,
     run_record_from,
+    state_from,
     target_record_from,
 )
 
-# signed delivery ids kept at most; rowids grow with each insert, so the oldest go first
-DELIVERIES_LIMIT = 100_000
+# rowids grow with each insert, so the oldest ids go first
 EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
 CAP_DELIVERIES = "DELETE FROM deliveries WHERE rowid <= (SELECT max(rowid) FROM deliveries) - ?"
 BUSY_TIMEOUT_MS = 5000
-LOST_ERROR = "the worker running this prune died or hung; its lease expired"
 
 _FIRST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (
@@ -325,7 +326,7 @@ class SQLiteStore:
         state: TargetState | None = local.states.get(target)
         if state is None:
             row = self._row(probe.connection, target)
-            state = target_record_from(row).state if row else TargetState()
+            state = state_from(row)
             local.states[target] = state
         return state
 
@@ -333,7 +334,7 @@ class SQLiteStore:
     def _unchanged(row: sqlite3.Row | None, expected: TargetState) -> bool:
         """Every write to a target changes its last run or its run in flight (the times
         capped after a clock step aside, which are compared too)."""
-        current = target_record_from(row).state if row else TargetState()
+        current = state_from(row)
         return current == expected
 
     def claim(
