@@ -254,10 +254,11 @@ class PostgresStore:
                 for statements in MIGRATIONS[version:]:
                     for statement in statements:
                         connection.execute(statement)
-                connection.execute("DELETE FROM schema_version")
-                connection.execute(
-                    "INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,)
-                )
+                if version < SCHEMA_VERSION:  # no write at each start of a current schema
+                    connection.execute("DELETE FROM schema_version")
+                    connection.execute(
+                        "INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,)
+                    )
             self._schema_ready = True
 
     def schema_version(self) -> int:

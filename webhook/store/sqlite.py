@@ -284,8 +284,11 @@ class SQLiteStore:
                     )
                 for migrate in MIGRATIONS[version:]:
                     migrate(connection)
-                # PRAGMA takes no parameters; the value is our own integer
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                # written only when it moves: a write here would be a commit that empties
+                # every other worker's kept states (data_version) at each start
+                if version < SCHEMA_VERSION:
+                    # PRAGMA takes no parameters; the value is our own integer
+                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
