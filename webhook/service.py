@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from webhook.core.decision import Action, Decision, clock_step, decide
 from webhook.core.outcome import ErrorKind, Execution, RunOutcome, summarize
 from webhook.core.targets import Fleet, Target
 from webhook.core.verdicts import Verdict
-from webhook.stages import CommandSession, OpenSession, StagedRuns, run_limit_s
+from webhook.stages import CommandSession, OpenSession, RunCommand, StagedRuns, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ class Answer(StrEnum):
 
 
 # runs a command on a target: the SSH runner, or a fake in service-level tests
-RunCommand = Callable[[Target, str], Execution]
 
 
 @dataclass(frozen=True)
@@ -318,14 +317,7 @@ class PruneService:
             thread = self._threads.get(result.run_id)
         if thread is not None:
             thread.join(self.wait_limit_s(target))
-        return TargetResult(
-            result.target,
-            result.answer,
-            result.reason,
-            result.run_id,
-            result.next_eligible_ts,
-            self.store.run(result.run_id),
-        )
+        return replace(result, run=self.store.run(result.run_id))
 
     # -- running -----------------------------------------------------------------
     def launch(self, target: Target, run_id: int, request_id: str | None) -> None:

@@ -8,6 +8,7 @@ contrib/prunehook-guard allows exactly these on the host.
 
 from __future__ import annotations
 
+from webhook.core.disk import MAX_SIZE_BYTES
 from webhook.core.duration import GO_DURATION
 from webhook.core.targets import is_docker_root
 
@@ -16,7 +17,6 @@ SYSTEM_DF = "docker system df"
 DOCKER_VERSION = "docker version"
 BUILDX_VERSION = "docker buildx version"
 BUILDX_INSPECT = "docker buildx inspect"
-MAX_BYTES = 2**63 - 1
 
 
 def build_prune_command(until: str, prune_all: bool) -> str:
@@ -32,7 +32,7 @@ def build_keep_storage_command(keep_bytes: int, prune_all: bool) -> str:
     bound is given in bytes: the CLI would read `10GB` as 10 GiB."""
     if isinstance(keep_bytes, bool) or not isinstance(keep_bytes, int):
         raise ValueError(f"keep_bytes={keep_bytes!r} is not a number of bytes")
-    if not 0 <= keep_bytes <= MAX_BYTES:
+    if not 0 <= keep_bytes <= MAX_SIZE_BYTES:
         raise ValueError(f"keep_bytes={keep_bytes} is out of range")
     all_flag = " -a" if prune_all else ""
     return f"docker builder prune -f{all_flag} --keep-storage {keep_bytes}"
