@@ -37,7 +37,7 @@ def _print(data: object) -> None:
 def _chosen(hook: Prunehook, names: Sequence[str]) -> list[Target]:
     """The targets named (all when none is); an unknown name is a usage error (exit 2)."""
     fleet = hook.service.fleet
-    unknown = [name for name in names if fleet.get(name) is None]
+    unknown = fleet.unknown(names)
     if unknown:
         known = ", ".join(fleet.names) or "none"
         raise click.BadParameter(f"no target named {', '.join(unknown)} (known: {known})")

@@ -170,6 +170,10 @@ class Fleet:
     def get(self, name: str) -> Target | None:
         return self._by_name.get(name)
 
+    def unknown(self, names: Iterable[str]) -> list[str]:
+        """Those of `names` that name no target here, in their order."""
+        return [name for name in names if name not in self._by_name]
+
     def concerning(self, host_value: str) -> tuple[Target, ...]:
         """The targets whose name, host or alias is `host_value` (case and :port aside)."""
         return self._index.get(normalize_host(host_value), ())

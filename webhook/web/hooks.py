@@ -219,7 +219,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
 
 def _cron_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
     names = request.args.getlist("target") if request.query_string else []
-    unknown = [name for name in names if hook.service.fleet.get(name) is None]
+    unknown = hook.service.fleet.unknown(names)
     if unknown:
         raise ValidationFailed(
             "?target= names no configured target",
