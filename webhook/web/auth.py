@@ -37,7 +37,7 @@ def authenticate(settings: AuthSettings, now: float, request: Request) -> str | 
             return None
         raise Unauthorized("missing or wrong bearer token: send Authorization: Bearer <token>")
     try:
-        signed = check_headers(list(settings.hmac_keys), request.headers, now)
-        return check_body(list(settings.hmac_keys), signed, request.get_data(cache=True))
+        signed = check_headers(settings.hmac_keys, request.headers, now)
+        return check_body(settings.hmac_keys, signed, request.get_data(cache=True))
     except SignatureError as error:
         raise Unauthorized(f"bad signature: {error}") from error
