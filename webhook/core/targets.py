@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,10 @@ class Target:
     policy: PrunePolicy = PrunePolicy()
     aliases: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def known_as(self) -> frozenset[str]:
-        """Every host value an alert may use for this target, normalized."""
+        """Every host value an alert may use for this target, normalized (made once: each
+        watchdog or Alertmanager trigger asks it of every target it concerns)."""
         return frozenset(normalize_host(n) for n in (self.name, self.ssh.address, *self.aliases))
 
 
