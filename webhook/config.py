@@ -242,14 +242,6 @@ class Settings:
     def hmac_keys(self) -> list[bytes]:
         return parse_secrets(self.hmac_secret)
 
-    @property
-    def lease_s(self) -> float:
-        return self.timeout_s + self.lease_grace_s
-
-    @property
-    def known_hosts_path(self) -> Path:
-        return Path(self.known_hosts).expanduser()
-
 
 def _number_or_default(
     env: Env,
@@ -518,9 +510,9 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
                 f"{PREFIX}TARGETS_FILE: known_hosts {path} does not exist; prunes of the targets"
                 " that use it will be refused until their host keys are there"
             )
-    elif ssh_host and not settings.known_hosts_path.is_file():
+    elif ssh_host and not (known_hosts_file := settings.base_endpoint.known_hosts_path).is_file():
         warnings.append(
-            f"{PREFIX}SSH_KNOWN_HOSTS: {settings.known_hosts_path} does not exist; every prune "
+            f"{PREFIX}SSH_KNOWN_HOSTS: {known_hosts_file} does not exist; every prune "
             "will be refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
         )
     return settings, warnings
