@@ -28,7 +28,8 @@ from common import TOKEN, median, postgres_server
 
 from tests.harness import succeeded_outcome
 from webhook.config import Settings
-from webhook.service import Answer, PruneService
+from webhook.core.decision import Answer
+from webhook.service import PruneService
 from webhook.web.context import prunehook
 
 MEASURES = ("skip", "claim", "finish")

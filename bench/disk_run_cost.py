@@ -27,7 +27,7 @@ from tests.harness import DockerEngine, SSHServer
 from webhook.config import Settings
 from webhook.core.command import SYSTEM_DF, build_df_command, build_prune_command
 from webhook.remote.ssh import SSHRunner
-from webhook.stages import StagedRuns
+from webhook.runs import RunSteps, run_stages
 
 
 def main() -> None:
@@ -72,8 +72,7 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
     runner = SSHRunner()
     prune = build_prune_command(target.policy.until, target.policy.prune_all)
     probes = [build_df_command(target.policy.docker_root), SYSTEM_DF]
-    known = StagedRuns(runner.session)
-    known.run(target, lambda: True)  # the versions are probed once, here
+    _, known = run_stages(RunSteps(runner.session(target), target), None)  # versions, once
     timings: dict[str, list[float]] = {
         "plain age prune (before)": [],
         "disk-aware run, versions known": [],
@@ -85,10 +84,10 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
         assert runner.run(target, prune).rc == 0
 
     def staged() -> None:
-        assert known.run(target, lambda: True).ok
+        assert run_stages(RunSteps(runner.session(target), target), known)[0].ok
 
     def first() -> None:
-        assert StagedRuns(runner.session).run(target, lambda: True).ok
+        assert run_stages(RunSteps(runner.session(target), target), None)[0].ok
 
     def apart() -> None:
         for command in (*probes, prune, *probes):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from webhook.core.decision import (
-    Action,
+    Answer,
     Result,
     TargetState,
     clock_step,
@@ -23,43 +23,43 @@ def ran(result: Result, started: float = T0, finished: float | None = None) -> T
 
 
 def test_first_trigger_ever_starts_a_prune():
-    assert decide(TargetState(), T0, POLICY).action == Action.STARTED
+    assert decide(TargetState(), T0, POLICY).answer == Answer.STARTED
 
 
 def test_second_alert_within_interval_is_skipped():
     decision = decide(ran(Result.OK), T0 + 10, POLICY)
-    assert decision.action == Action.SKIPPED
+    assert decision.answer == Answer.SKIPPED
     assert decision.next_eligible_ts == T0 + 21600
 
 
 def test_trigger_after_interval_starts_a_prune():
-    assert decide(ran(Result.OK), T0 + 21600, POLICY).action == Action.STARTED
-    assert decide(ran(Result.OK), T0 + 21599, POLICY).action == Action.SKIPPED
+    assert decide(ran(Result.OK), T0 + 21600, POLICY).answer == Answer.STARTED
+    assert decide(ran(Result.OK), T0 + 21599, POLICY).answer == Answer.SKIPPED
 
 
 def test_failed_run_is_retried_after_the_retry_delay_not_the_interval():
     state = ran(Result.FAILED, finished=T0 + 5)
-    assert decide(state, T0 + 5 + 599, POLICY).action == Action.SKIPPED
-    assert decide(state, T0 + 5 + 600, POLICY).action == Action.STARTED
+    assert decide(state, T0 + 5 + 599, POLICY).answer == Answer.SKIPPED
+    assert decide(state, T0 + 5 + 600, POLICY).answer == Answer.STARTED
     assert next_eligible_ts(state, POLICY) == T0 + 605
 
 
 def test_live_lease_means_busy_even_when_forced():
     state = TargetState(inflight_run_id=7, lease_expires_ts=T0 + 180, last_started_ts=T0)
     decision = decide(state, T0 + 1, POLICY, force=True)
-    assert decision.action == Action.BUSY
+    assert decision.answer == Answer.BUSY
     assert decision.next_eligible_ts == T0 + 180
 
 
 def test_expired_lease_lets_the_target_be_claimed_and_gives_up_the_dead_run():
     state = TargetState(inflight_run_id=7, lease_expires_ts=T0 + 180, last_started_ts=T0)
     decision = decide(state, T0 + 180, POLICY)
-    assert decision.action == Action.STARTED
+    assert decision.answer == Answer.STARTED
     assert decision.lost_run_id == 7
 
 
 def test_force_overrides_the_interval_only():
-    assert decide(ran(Result.OK), T0 + 1, POLICY, force=True).action == Action.STARTED
+    assert decide(ran(Result.OK), T0 + 1, POLICY, force=True).answer == Answer.STARTED
 
 
 def test_stored_times_up_to_a_minute_ahead_are_ordinary_skew_not_a_clock_step():
@@ -80,8 +80,8 @@ def test_a_start_stored_ahead_after_a_step_back_makes_the_next_prune_due_an_inte
 def test_a_failed_run_stored_ahead_is_retried_a_retry_delay_from_now():
     step = clock_step(ran(Result.FAILED, started=T0 + 7200), T0, lease_s=180)
     assert step is not None
-    assert decide(step.state, T0 + 599, POLICY).action == Action.SKIPPED
-    assert decide(step.state, T0 + 600, POLICY).action == Action.STARTED
+    assert decide(step.state, T0 + 599, POLICY).answer == Answer.SKIPPED
+    assert decide(step.state, T0 + 600, POLICY).answer == Answer.STARTED
 
 
 def test_a_lease_stored_ahead_is_capped_at_now_plus_the_lease():
@@ -92,7 +92,7 @@ def test_a_lease_stored_ahead_is_capped_at_now_plus_the_lease():
     step = clock_step(held, T0, lease_s=180)
     assert step is not None
     assert step.state.lease_expires_ts == T0 + 180
-    assert decide(step.state, T0 + 179, POLICY).action == Action.BUSY
+    assert decide(step.state, T0 + 179, POLICY).answer == Answer.BUSY
     assert decide(step.state, T0 + 180, POLICY).lost_run_id == 7
 
 
@@ -115,14 +115,14 @@ CRITICAL = PrunePolicy(interval_s=21600, retry_after_s=600, critical_interval_s=
 
 def test_a_critical_trigger_starts_inside_the_interval_once_past_the_critical_interval():
     decision = decide(ran(Result.OK), T0 + 900, CRITICAL, critical=True)
-    assert decision.action == Action.STARTED
+    assert decision.answer == Answer.STARTED
     assert decision.reason.startswith("critical")
-    assert decide(ran(Result.OK), T0 + 900, CRITICAL).action == Action.SKIPPED
+    assert decide(ran(Result.OK), T0 + 900, CRITICAL).answer == Answer.SKIPPED
 
 
 def test_a_critical_trigger_within_the_critical_interval_is_skipped_until_it_ends():
     decision = decide(ran(Result.OK), T0 + 899, CRITICAL, critical=True)
-    assert decision.action == Action.SKIPPED
+    assert decision.answer == Answer.SKIPPED
     assert decision.next_eligible_ts == T0 + 900
     assert "critical_interval_s" in decision.reason
 
@@ -131,13 +131,13 @@ def test_the_critical_interval_counts_from_the_last_start_whatever_its_result():
     slow_retry = PrunePolicy(interval_s=21600, retry_after_s=3600, critical_interval_s=900)
     for result in (Result.FAILED, Result.LOST):
         state = ran(result, finished=T0 + 100)
-        assert decide(state, T0 + 899, slow_retry, critical=True).action == Action.SKIPPED
-        assert decide(state, T0 + 900, slow_retry, critical=True).action == Action.STARTED
+        assert decide(state, T0 + 899, slow_retry, critical=True).answer == Answer.SKIPPED
+        assert decide(state, T0 + 900, slow_retry, critical=True).answer == Answer.STARTED
 
 
 def test_critical_never_overrides_a_run_in_flight_and_never_delays_a_due_prune():
     in_flight = TargetState(inflight_run_id=3, lease_expires_ts=T0 + 180, last_started_ts=T0)
-    assert decide(in_flight, T0 + 1, CRITICAL, critical=True).action == Action.BUSY
+    assert decide(in_flight, T0 + 1, CRITICAL, critical=True).answer == Answer.BUSY
     short = PrunePolicy(interval_s=600, critical_interval_s=900)
-    assert decide(ran(Result.OK), T0 + 600, short, critical=True).action == Action.STARTED
-    assert decide(TargetState(), T0, CRITICAL, critical=True).action == Action.STARTED
+    assert decide(ran(Result.OK), T0 + 600, short, critical=True).answer == Answer.STARTED
+    assert decide(TargetState(), T0, CRITICAL, critical=True).answer == Answer.STARTED

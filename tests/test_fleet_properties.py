@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from tests.harness import failed_outcome, succeeded_outcome
-from webhook.core.decision import Result
+from webhook.core.decision import Answer, Result
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.verdicts import Verdict, read_alertmanager, read_cron, read_watchdog
-from webhook.service import Answer, PruneService
+from webhook.service import PruneService
 from webhook.store import Store, TargetRecord
 
 # interval, retry delay, lease (timeout + grace): the second retries after its interval

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import AUTH
 from webhook import create_app
-from webhook.core.decision import Action, Result, TargetState, decide, next_eligible_ts
+from webhook.core.decision import Answer, Result, TargetState, decide, next_eligible_ts
 from webhook.core.outcome import ErrorKind, Execution, summarize
 from webhook.core.targets import PrunePolicy
 
@@ -35,8 +35,8 @@ def test_after_a_host_refusal_the_next_try_waits_for_the_host_not_the_retry_dela
         retry_at_ts=T0 + 3480,
     )  # fmt: skip
     assert next_eligible_ts(state, POLICY) == T0 + 3480
-    assert decide(state, T0 + 600, POLICY).action == Action.SKIPPED  # the retry delay passed
-    assert decide(state, T0 + 3480, POLICY).action == Action.STARTED
+    assert decide(state, T0 + 600, POLICY).answer == Answer.SKIPPED  # the retry delay passed
+    assert decide(state, T0 + 3480, POLICY).answer == Answer.STARTED
 
 
 @pytest.fixture

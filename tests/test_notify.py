@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -328,44 +325,6 @@ def test_a_destination_that_raises_is_a_failure_not_a_dead_sender():
     assert counted == [("failed", "failures", "boom")] * 2
 
 
-def test_a_forked_process_sends_with_a_sender_thread_of_its_own():
-    """gunicorn --preload forks workers from a process whose notifier may have started its
-    thread: the thread does not survive the fork, so the child starts its own."""
-
-    class Recording:
-        scheme = "rec"
-
-        def __init__(self) -> None:
-            self.sent: list[Notice] = []
-
-        def send(self, notice: Notice, timeout_s: float) -> Delivery:
-            self.sent.append(notice)
-            return Delivery(True)
-
-    recording = Recording()
-    notifier = Notifier([recording], NoticePolicy())
-    notice = Notice("b", Reason.RECLAIMED, Severity.SUCCESS, "t", "body")
-    assert notifier.submit(notice) and notifier.flush(10)  # this process's thread runs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, on 3.12+
-        pid = os.fork()
-    if pid == 0:  # the child: nothing but this, then out
-        delivered = False
-        try:
-            delivered = notifier.submit(notice) and notifier.flush(5) and len(recording.sent) == 2
-        finally:
-            os._exit(0 if delivered else 1)
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(done[1]) == 0
-    assert len(recording.sent) == 1  # the child's send was the child's alone
-
-
 # -- free space still short ------------------------------------------------------------
 def test_free_space_still_short_is_sent_from_an_outcome_that_says_so(receiver, make_settings):
     server = receiver()
@@ -530,24 +489,9 @@ def test_flask_prune_sends_before_it_returns(make_app, receiver):
     assert len(server.received) == 1  # no flush here: the command waited for it
 
 
-def test_a_process_that_ends_sends_what_it_queued_first(receiver):
-    """A gunicorn worker's graceful stop (or any exit) waits for the queue, within its limit."""
-    server = receiver()
-    script = f"""
-from webhook.core.notices import Notice, NoticePolicy, Reason, Severity
-from webhook.notify import AppriseDestination, Notifier
-notifier = Notifier([AppriseDestination({server.json_url()!r}, 10)], NoticePolicy())
-notifier.submit(Notice("b", Reason.RECLAIMED, Severity.SUCCESS, "queued at exit", "body"))
-"""  # and out, without a flush
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert [m["title"] for m in server.messages()] == ["queued at exit"]
-
-
-def test_a_process_that_ends_lets_its_run_finish_and_sends_its_notice(receiver, tmp_path):
-    """The run is in flight when the process ends: it finishes, then its notice is sent."""
+def test_a_stopping_worker_lets_its_run_finish_and_sends_its_notice(receiver, tmp_path):
+    """The run is in flight when the worker stops (gunicorn's worker_exit calls join_all):
+    it finishes, then its notice is sent, before the process ends."""
     server = receiver()
     script = f"""
 import time
@@ -567,7 +511,8 @@ settings = Settings(
 app = create_app(settings, run_command=slow_host, instance_path={str(tmp_path / "i")!r})
 verdict = Verdict(Source.CLI, True, "a process that ends")
 assert app.extensions["prunehook"].service.handle(verdict).answer == "started"
-"""  # and out, the run still in flight
+app.extensions["prunehook"].join_all()
+"""
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
     )

@@ -15,24 +15,29 @@ def fleet_app(make_app, **overrides):
     return make_app(targets_file="targets.toml", file_targets=targets, **overrides)
 
 
-def test_runs_waiting_for_a_slot_hold_leases_long_enough_for_the_runs_ahead(
-    make_app, fake_host, clock
-):
+def test_runs_waiting_for_a_slot_are_renewed_with_the_run_ahead(make_app, fake_host, clock):
     client = fleet_app(make_app, max_parallel=1).test_client()
-    fake_host.hold()  # the first prune keeps the only slot
+    fake_host.hold()  # the first run waits at the host with the only slot
     swept = client.post("/hooks/cron", headers=AUTH).get_json()
     assert [item["decision"] for item in swept["results"]] == ["started"] * 3
+    fake_host.wait_until_held(1)
 
+    clock.advance(150)  # within the first command's timeout: the lease of 180 s holds
+    prunehook = client.application.extensions["prunehook"]
+    first = swept["results"][0]["run_id"]
+    assert prunehook.service.runs.leases.holds(first)  # what the run's next command asks
     leases = {
         shown["name"]: shown["in_flight"]["lease_expires_ts"] - clock.now
         for shown in client.get("/status").get_json()["targets"]
     }
-    assert leases == {"build-1": 180, "build-2": 360, "build-3": 540}
-
-    clock.advance(200)  # the first run's own lease is over; the waiting ones are not lost
+    assert leases == {"build-1": 180, "build-2": 180, "build-3": 180}
+    clock.advance(170)  # past the first claims' leases, not past the renewal
     again = client.post("/hooks/cron?target=build-2&target=build-3", headers=AUTH).get_json()
     assert [item["decision"] for item in again["results"]] == ["busy", "busy"]
     fake_host.release.set()
+    prunehook.join_all(10)
+    shown = client.get("/status").get_json()["targets"]
+    assert [target["last_result"] for target in shown] == ["ok"] * 3
 
 
 def test_a_sweep_with_one_slot_runs_every_target_in_turn(make_app, fake_host, clock):

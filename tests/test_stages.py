@@ -16,8 +16,9 @@ from webhook.core.disk import FreeGoal
 from webhook.core.outcome import ErrorKind, Execution
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.verdicts import Source, Verdict
+from webhook.remote.session import CommandSession
+from webhook.runs import RunSteps, run_stages
 from webhook.service import PruneService
-from webhook.stages import CommandSession, StagedRuns
 from webhook.store.sqlite import SQLiteStore
 
 
@@ -188,10 +189,12 @@ def test_docker_that_stops_answering_is_not_probed_again_in_the_run(tmp_path):
 
 def test_versions_are_probed_once_per_target_in_a_process(tmp_path):
     host = DiskHost()
-    runs = StagedRuns(lambda t: CommandSession(host, t))
-    runs.run(target(), lambda: True)
+    service = PruneService(Fleet((target(),)), SQLiteStore(tmp_path / "s.db"), host)
+    cron = Verdict(Source.CRON, True, "cron")
+    service.handle(cron, force=True, wait=True)
     first = list(host.commands)
-    outcome = runs.run(target(), lambda: True)
+    (result,) = service.handle(cron, force=True, wait=True).results
+    outcome = result.run
     assert "docker version" in first
     assert "docker version" not in host.commands[len(first) :]
     assert outcome.docker_version == "28.2.2"
@@ -200,8 +203,9 @@ def test_versions_are_probed_once_per_target_in_a_process(tmp_path):
 def test_a_run_whose_target_was_taken_over_stops_before_its_next_command(tmp_path):
     host = DiskHost(young=30 * GB)
     owns = itertools.chain([True] * 5, itertools.repeat(False))  # through stage 1
-    outcome = StagedRuns(lambda t: CommandSession(host, t)).run(
-        target(max_cache=10 * GB), lambda: next(owns)
+    chosen = target(max_cache=10 * GB)
+    outcome, _ = run_stages(
+        RunSteps(CommandSession(host, chosen), chosen, lambda: next(owns)), None
     )
     assert host.prunes() == ["docker builder prune -f --filter until=24h"]
     assert outcome.notes == ("stopped before disk after stage 1: a newer run owns the target",)
@@ -212,8 +216,8 @@ def test_a_run_whose_target_was_taken_over_stops_before_its_next_command(tmp_pat
 def test_the_lease_is_renewed_before_every_command(tmp_path, policy):
     host = DiskHost(young=30 * GB)
     renewals = []
-    outcome = StagedRuns(lambda t: CommandSession(host, t)).run(
-        target(**policy), lambda: renewals.append(1) or True
-    )
+    chosen = target(**policy)
+    steps = RunSteps(CommandSession(host, chosen), chosen, lambda: renewals.append(1) or True)
+    outcome, _ = run_stages(steps, None)
     assert outcome.ok
     assert len(renewals) == len(host.commands)

@@ -110,9 +110,7 @@ def create_app(
     )
     meters = Metrics(service)
     listeners.decided.append(meters.decided)
-    notifier = Notifier.from_settings(
-        settings.notify, store, counted=meters.notified, runs_first=service.join_all
-    )
+    notifier = Notifier.from_settings(settings.notify, store, counted=meters.notified)
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
     app.wsgi_app = answers.AnswerHeaders(app.wsgi_app)  # type: ignore[method-assign]

@@ -10,12 +10,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from webhook.core.decision import Result
+from webhook.core.decision import Answer, Result
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.core.verdicts import Source, Verdict
 from webhook.preflight import run_checks, token_source
-from webhook.service import Answer, TargetResult
+from webhook.service import TargetResult
 from webhook.store import RunRecord, StateConflict, StoreUnavailable
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.schemas import run_view

@@ -2,9 +2,9 @@
 Telegram variables), never in the way of a run.
 
 What to tell is decided by `webhook.core.notices` (pure). This module is the I/O: the
-finished-run listener reads the failure streak from the store, puts each notice on a
-bounded queue and returns; one daemon thread per process sends them, each destination
-within a timeout. A full queue drops the notice with a log line. Every message is counted
+finished-run listener reads the failure streak from the store, queues each notice and
+returns; one thread per process sends them, each destination within a timeout. Past
+QUEUE_SIZE waiting, a notice is dropped with a log line. Every message is counted
 (`sent`, `failed`, `dropped`) by the `counted` callback (/metrics). Destination URLs carry
 tokens: they are never logged nor shown; a destination is named by its scheme and its place
 in the list (`tgram #1`), and apprise's own log lines have every part of them masked.
@@ -12,20 +12,16 @@ in the list (`tgram #1`), and apprise's own log lines have every part of them ma
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures.thread  # noqa: F401 - its exit hook first, so ours runs before it
 import json
 import logging
-import os
-import queue
 import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -252,12 +248,9 @@ def destinations_for(settings: NotifySettings) -> list[Destination]:
     return found
 
 
-# -- the listener and its sender thread ----------------------------------------------
-_live: weakref.WeakSet[Notifier] = weakref.WeakSet()
-
-
+# -- the listener and its sender ------------------------------------------------------
 class Notifier:
-    """The finished-run listener: decides, queues, and sends in its own thread."""
+    """The finished-run listener: decides, then sends in a thread of its own."""
 
     def __init__(
         self,
@@ -268,22 +261,16 @@ class Notifier:
         timeout_s: float = 10.0,
         counted: Counted | None = None,
         queue_size: int = QUEUE_SIZE,
-        runs_first: Callable[[], object] | None = None,
     ):
         self.destinations = tuple(destinations)
-        # at the process's exit: waits for the runs in flight, whose notices come after
-        self.runs_first = runs_first
         self.policy = policy
         self.store = store
         self.timeout_s = timeout_s
         self.counted = counted
         self.queue_size = queue_size
-        self._pid = -1
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="prunehook-notify")
+        self._queued: set[Future[None]] = set()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Notice] = queue.Queue(queue_size)
-        self._idle = threading.Condition()
-        self._pending = 0
-        _live.add(self)
 
     @classmethod
     def from_settings(
@@ -291,7 +278,6 @@ class Notifier:
         settings: NotifySettings,
         store: Store | None = None,
         counted: Counted | None = None,
-        runs_first: Callable[[], object] | None = None,
     ) -> Notifier:
         policy = NoticePolicy(
             min_reclaim_bytes=round(settings.min_gb * 1000**3), failures=settings.failures
@@ -302,7 +288,6 @@ class Notifier:
             store,
             timeout_s=settings.timeout_s,
             counted=counted,
-            runs_first=runs_first,
         )
 
     @property
@@ -332,27 +317,15 @@ class Notifier:
         return failure_streak([run.result for run in runs])
 
     # -- queueing ------------------------------------------------------------------------
-    def _ensure_worker(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            # first use in this process (or a forked child, where the parent's thread is not)
-            self._queue = queue.Queue(self.queue_size)
-            self._idle = threading.Condition()
-            self._pending = 0
-            thread = threading.Thread(target=self._work, name="prunehook-notify", daemon=True)
-            thread.start()
-            self._pid = os.getpid()
-
     def submit(self, notice: Notice) -> bool:
         """Queue a notice for every destination; False (logged and counted) when full."""
-        self._ensure_worker()
-        with self._idle:
-            self._pending += 1
-        try:
-            self._queue.put_nowait(notice)
-        except queue.Full:
-            self._done()
+        with self._lock:
+            # the one being sent and QUEUE_SIZE waiting
+            full = len(self._queued) > self.queue_size
+            if not full:
+                future = self._sender.submit(self._send, notice)
+                self._queued.add(future)
+        if full:
             log.warning(
                 "notification %s for %s dropped: %s are waiting to be sent",
                 notice.reason,
@@ -363,42 +336,25 @@ class Notifier:
             for destination in self.destinations:
                 self._count("dropped", notice.reason, destination.scheme)
             return False
+        future.add_done_callback(self._done)
         return True
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._queued.discard(future)
+        if future.exception() is not None:
+            log.error("notifications: the sender raised", exc_info=future.exception())
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued notice was sent or given up; False on the time limit."""
-        if self._pid != os.getpid():
-            return True
+        with self._lock:
+            queued = list(self._queued)
         limit = timeout_s if timeout_s is not None else self.flush_limit_s
-        deadline = time.monotonic() + limit
-        with self._idle:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._idle.wait(left):
-                    return not self._pending
-        return True
+        return not wait(queued, limit).not_done
 
     @property
     def flush_limit_s(self) -> float:
         return self.timeout_s * max(1, len(self.destinations)) + FLUSH_GRACE_S
-
-    def _done(self) -> None:
-        with self._idle:
-            self._pending -= 1
-            if not self._pending:
-                self._idle.notify_all()
-
-    def _work(self) -> None:
-        while True:
-            notice = self._queue.get()
-            try:
-                self._send(notice)
-            except Exception:
-                log.exception(
-                    "notification %s for %s: the sender raised", notice.reason, notice.target
-                )
-            finally:
-                self._done()
 
     def _send(self, notice: Notice) -> None:
         for place, destination in enumerate(self.destinations, 1):
@@ -447,24 +403,3 @@ class Notifier:
 
 def _fields(notice: Notice, **more: object) -> dict[str, object]:
     return {"event": "notification", "target": notice.target, "reason": str(notice.reason), **more}
-
-
-def _flush_at_exit() -> None:
-    """A process that ends (`flask prune`, a gunicorn worker's graceful stop) first lets its
-    runs in flight finish, then sends what they queued, within each notifier's limit."""
-    for notifier in list(_live):
-        if not notifier.destinations:
-            continue
-        if notifier.runs_first is not None:
-            notifier.runs_first()
-        notifier.flush()
-
-
-# at exit, before concurrent.futures closes its pools to new work (apprise sends in them): a
-# function threading calls before it joins the threads, in the reverse order of registering,
-# so registered after the pools' own (their module registers it when first imported)
-_register = getattr(threading, "_register_atexit", None)
-if _register is not None:
-    _register(_flush_at_exit)
-else:  # every CPython since 3.9 has it
-    atexit.register(_flush_at_exit)

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from webhook.config import Settings
-from webhook.core.command import (
-    BUILDX_INSPECT,
-    BUILDX_VERSION,
-    DOCKER_VERSION,
-    SYSTEM_DF,
-    build_df_command,
-    build_keep_storage_command,
-)
-from webhook.core.disk import (
-    Measure,
-    assess,
-    keep_storage_bytes,
-    parse_build_cache,
-    parse_buildx_version,
-    parse_df,
-    parse_gc_policy,
-    parse_server_version,
-    version_before,
-)
-from webhook.core.outcome import Execution
+from webhook.core.command import BUILDX_INSPECT, build_keep_storage_command
+from webhook.core.disk import Measure, parse_gc_policy, version_before
+from webhook.core.outcome import ErrorKind, Step, Versions, last_line
+from webhook.core.planner import Next, plan
 from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
+from webhook.remote.session import Stopped
 from webhook.remote.ssh import SSHFailure, SSHRunner, SSHSession, load_private_key
-from webhook.stages import PROBE_TIMEOUT_S
+from webhook.runs import PROBE_TIMEOUT_S, RunSteps
 from webhook.store import Store, StoreUnavailable
 
 
@@ -67,67 +52,71 @@ def _known_host(target: Target) -> Check:
 
 
 def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
-    """Log in, then the read-only probes a run makes, on one connection."""
+    """Log in, then the read-only probes a run makes, on one connection, as a run makes them."""
     with runner.session(target) as session:
-        execution = session.run(DOCKER_VERSION, PROBE_TIMEOUT_S)
-        if not execution.logged_in:
+        steps = RunSteps(session, target)
+        try:
+            versions = steps.versions()
+        except Stopped:
+            failure = steps.failure
+            assert failure is not None
             fix = "see last_error_kind in the README; the host must accept this key"
-            yield Check("ssh login", False, f"{execution.error_kind}: {execution.error}", fix)
+            yield Check("ssh login", False, f"{failure.error_kind}: {failure.error}", fix)
             return
         yield Check("ssh login", True, f"{target.ssh} accepted the key")
-        version = parse_server_version(execution.stdout_tail) if execution.rc == 0 else None
-        if execution.rc == 126 and "prunehook-guard" in execution.stderr_tail:
-            yield Check(
-                "docker",
-                False,
-                "the host's prunehook-guard denies the read-only probes: it is older than"
-                " this prunehook, so runs cannot measure the disk",
-                "install this contrib/prunehook-guard on the host (same authorized_keys line)",
-            )
+        probed = steps.steps[0]
+        if versions.docker is None:
+            yield _no_docker(target, probed)
             return
-        if version is None:
-            if execution.error_kind in ("timeout", "exec_timeout"):
-                yield Check("docker", False, "docker version did not answer", "is dockerd hung?")
-                return
-            last = (execution.stderr_tail.strip().splitlines() or ["no output"])[-1]
-            fix = f"make {target.ssh.user} able to run docker (docker group) and start dockerd"
-            yield Check("docker", False, f"rc={execution.rc}: {last}", fix)
+        builder = (
+            f"buildx {versions.buildx}"
+            if versions.buildx
+            else "no buildx: the classic builder prunes"
+        )
+        yield Check("docker", True, f"Docker {versions.docker} ({builder}) answers on the host")
+        try:
+            yield from _disk(target, steps)
+        except Stopped:
+            failure = steps.failure
+            yield Check("disk", False, f"the connection was lost: {failure and failure.error}")
             return
-        found = session.run(BUILDX_VERSION, PROBE_TIMEOUT_S)
-        buildx = parse_buildx_version(found.stdout_tail) if found.rc == 0 else None
-        builder = f"buildx {buildx}" if buildx else "no buildx: the classic builder prunes"
-        yield Check("docker", True, f"Docker {version} ({builder}) answers on the host")
-        yield from _disk(target, session)
-        yield _gc(session, version, buildx)
+        yield _gc(session, versions)
 
 
-def _probe(session: SSHSession, command: str) -> Execution:
-    return session.run(command, PROBE_TIMEOUT_S)
+def _no_docker(target: Target, probed: Step) -> Check:
+    if probed.rc == 126 and "prunehook-guard" in probed.stderr_tail:
+        return Check(
+            "docker",
+            False,
+            "the host's prunehook-guard denies the read-only probes: it is older than"
+            " this prunehook, so runs cannot measure the disk",
+            "install this contrib/prunehook-guard on the host (same authorized_keys line)",
+        )
+    if probed.error_kind in (ErrorKind.TIMEOUT, ErrorKind.EXEC_TIMEOUT):
+        return Check("docker", False, "docker version did not answer", "is dockerd hung?")
+    last = last_line(probed.stderr_tail) or "no output"
+    fix = f"make {target.ssh.user} able to run docker (docker group) and start dockerd"
+    return Check("docker", False, f"rc={probed.rc}: {last}", fix)
 
 
-def _disk(target: Target, session: SSHSession) -> Iterator[Check]:
+def _disk(target: Target, steps: RunSteps) -> Iterator[Check]:
     """The disk and the cache as a run would measure them now, and stage 2's bound."""
-    policy = target.policy
-    root = policy.docker_root
-    df = _probe(session, build_df_command(root))
-    disk = parse_df(df.stdout_tail) if df.rc == 0 else None
-    if disk is None:
-        last = (df.stderr_tail.strip().splitlines() or [df.error or "output not understood"])[-1]
+    root = target.policy.docker_root
+    now = steps.measure("now")
+    problems = {note.partition(":")[0]: note.partition(": ")[2] for note in steps.notes}
+    if now.disk_size is None or now.disk_free is None:
         fix = "set docker_root (PRUNEHOOK_DOCKER_ROOT) to `docker info -f '{{.DockerRootDir}}'`"
-        yield Check("disk", False, f"df {root}: {last}", fix)
+        yield Check("disk", False, f"df {root}: {problems.get('disk now', '')}", fix)
     else:
-        share = 100 * disk[1] / disk[0] if disk[0] else 0.0
-        shown = f"{human_size(disk[1])} free of {human_size(disk[0])} ({share:.1f}%)"
+        share = 100 * now.disk_free / now.disk_size if now.disk_size else 0.0
+        shown = f"{human_size(now.disk_free)} free of {human_size(now.disk_size)} ({share:.1f}%)"
         yield Check("disk", True, f"{root}: {shown}")
-    listed = _probe(session, SYSTEM_DF)
-    cache = parse_build_cache(listed.stdout_tail) if listed.rc == 0 else None
-    if cache is None:
-        last = (listed.stderr_tail.strip().splitlines() or ["no Build Cache row"])[-1]
-        yield Check("cache", False, f"docker system df: {last}", "is dockerd answering?")
+    if now.cache is None:
+        why = problems.get("cache now", "")
+        yield Check("cache", False, f"docker system df: {why}", "is dockerd answering?")
     else:
-        yield Check("cache", True, f"build cache {cache[0]} (docker system df)")
-    measure = Measure(disk[0], disk[1]) if disk else Measure()
-    yield _stage_2(policy, replace(measure, cache=cache[1] if cache else None))
+        yield Check("cache", True, f"build cache {human_size(now.cache)} (docker system df)")
+    yield _stage_2(target.policy, now)
 
 
 def _stage_2(policy: PrunePolicy, now: Measure) -> Check:
@@ -142,34 +131,27 @@ def _stage_2(policy: PrunePolicy, now: Measure) -> Check:
         shown = f" = {human_size(need)}" if need is not None and goals.min_free.percent else ""
         wanted.append(f"free at least {goals.min_free}{shown}")
     aims = " and ".join(wanted)
-    standing = assess(goals, now)
-    if standing.met is True:
+    step = plan(goals, now)
+    if step.next == Next.DONE:
         return Check("stage 2", True, f"goals met now ({aims}): no stage 2 would run")
-    bound = keep_storage_bytes(goals, now)
-    if standing.met is False and bound is not None:
-        command = build_keep_storage_command(bound, policy.prune_all)
+    if step.next == Next.STAGE_2:
+        assert step.keep_storage_bytes is not None
+        command = build_keep_storage_command(step.keep_storage_bytes, policy.prune_all)
         return Check(
             "stage 2", True, f"a goal is missed now ({aims}): after the age prune, `{command}`"
         )
-    if standing.met is False:
-        return Check(
-            "stage 2",
-            True,
-            f"a goal is missed now ({aims}), and no cache is left to prune",
-            warning=True,
-        )
-    return Check(
-        "stage 2",
-        True,
-        f"cannot tell ({aims}): the disk or cache could not be measured",
-        warning=True,
-    )
+    if step.next == Next.NO_CACHE:
+        detail = f"a goal is missed now ({aims}), and no cache is left to prune"
+        return Check("stage 2", True, detail, warning=True)
+    detail = f"cannot tell ({aims}): the disk or cache could not be measured"
+    return Check("stage 2", True, detail, warning=True)
 
 
-def _gc(session: SSHSession, version: str, buildx: str | None) -> Check:
+def _gc(session: SSHSession, versions: Versions) -> Check:
     """What can be known of BuildKit's own garbage collection."""
-    if buildx:
-        inspected = _probe(session, BUILDX_INSPECT)
+    version = versions.docker
+    if versions.buildx:
+        inspected = session.run(BUILDX_INSPECT, PROBE_TIMEOUT_S)
         rules = parse_gc_policy(inspected.stdout_tail) if inspected.rc == 0 else []
         if rules:
             return Check("buildkit gc", True, "docker buildx inspect: " + " | ".join(rules))

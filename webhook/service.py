@@ -1,55 +1,35 @@
-"""The service: every trigger's decision, for each target it concerns, and the runs.
+"""The service: every trigger's decision, for each target it concerns.
 
 It is the one place that decides. A verdict (from a hook, the CLI or a test)
 names hosts or target names, or nothing (then every target); the service finds
 the configured targets, decides for each with the pure `decide`, claims a run
-with the store's compare-and-set, runs the prune in the background (at most
-`max_parallel` at once in this process), records and reports it. I/O comes
-in: the store, the runner, the clock, the listeners.
+with the store's compare-and-set and hands it to `Runs`, which runs, records and
+reports it in the background. I/O comes in: the store, the runner, the clock,
+the listeners.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from webhook.core.command import build_prune_command
-from webhook.core.decision import Action, Decision, clock_step, decide
-from webhook.core.outcome import ErrorKind, Execution, RunOutcome, summarize
+from webhook.core.decision import Answer, Decision, clock_step, decide
 from webhook.core.targets import Fleet, Target
 from webhook.core.verdicts import Verdict
-from webhook.stages import CommandSession, OpenSession, RunCommand, StagedRuns, run_limit_s
-from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
+from webhook.remote.session import CommandSession, OpenSession, RunCommand
+from webhook.runs import FinishedListener, Runs, run_limit_s
+from webhook.store import NewRun, RunRecord, Store
 
 if TYPE_CHECKING:
     from webhook.core.decision import TargetState
 
 log = logging.getLogger(__name__)
-FINISH_ATTEMPTS = 10
-FINISH_BACKOFF_S = 1.0
 CLAIM_ATTEMPTS = 3
-
-
-class Answer(StrEnum):
-    """What a trigger answers for a target: the decision's actions, and the API's own."""
-
-    STARTED = "started"
-    SKIPPED = "skipped"
-    BUSY = "busy"
-    DISABLED = "disabled"
-    NO_TARGET = "no_target"
-    IGNORED = "ignored"
-    DUPLICATE = "duplicate"
-    UNKNOWN_TARGET = "unknown_target"
-
-
-# runs a command on a target: the SSH runner, or a fake in service-level tests
 
 
 @dataclass(frozen=True)
@@ -89,7 +69,6 @@ class TriggerOutcome:
 
 
 DecidedListener = Callable[[TriggerOutcome], object]
-FinishedListener = Callable[[Target, RunOutcome], object]
 
 
 @dataclass
@@ -114,22 +93,19 @@ class PruneService:
     ):
         self.fleet = fleet
         self.store = store
-        self.run_command = run_command
-        # a run's probes and stages share one session: the SSH runner's, or one over
-        # `run_command` (a call per command) where no sessions are given
-        self.stages = StagedRuns(
-            open_session or (lambda target: CommandSession(run_command, target))
-        )
         self.enabled = enabled
         self.routes_by_host = routes_by_host
         self.clock = clock
         self.listeners = listeners or Listeners()
-        self.max_parallel = max_parallel
-        self._slots = threading.BoundedSemaphore(max_parallel)
-        # runs launched and not yet finished in this process: running, or waiting for a slot
-        self._pending = 0
-        self._threads: dict[int, threading.Thread] = {}
-        self._lock = threading.Lock()
+        # a run's probes and stages share one session: the SSH runner's, or one over
+        # `run_command` (a call per command) where no sessions are given
+        self.runs = Runs(
+            store,
+            open_session or (lambda target: CommandSession(run_command, target)),
+            clock,
+            max_parallel,
+            self.listeners.finished,
+        )
 
     # -- what a verdict concerns -------------------------------------------------
     def concerned(self, verdict: Verdict) -> tuple[list[Target], list[TargetResult]]:
@@ -155,11 +131,6 @@ class PruneService:
 
     def command(self, target: Target) -> str:
         return build_prune_command(target.policy.until, target.policy.prune_all)
-
-    def wait_limit_s(self, target: Target) -> float:
-        """How long a caller may wait for a run: connecting, its stages and probes, and
-        recording it."""
-        return run_limit_s(target.policy.timeout_s) + 3 * target.ssh.connect_timeout_s + 5
 
     # -- deciding ----------------------------------------------------------------
     def handle(
@@ -237,7 +208,7 @@ class PruneService:
             target, verdict.trigger, force=force, request_id=request_id, critical=critical
         )
         if result.run_id is not None:
-            self.launch(target, result.run_id, request_id)
+            self.runs.submit(target, result.run_id, request_id)
         return result
 
     def is_critical(self, target: Target, verdict: Verdict) -> bool:
@@ -265,24 +236,16 @@ class PruneService:
             if state is None:
                 continue  # changed while its clock step was corrected: look again
             decision = decide(state, now, target.policy, force, critical)
-            if decision.action != Action.STARTED:
+            if decision.answer != Answer.STARTED:
                 return _result(target, decision)
             # built only for a start: a skip, the common answer, needs no command
             run = run or NewRun(trigger, self.command(target), os.getpid(), request_id)
-            run_id = self.store.claim(target.name, state, run, now, self._lease_s(target))
+            run_id = self.store.claim(target.name, state, run, now, target.policy.lease_s)
             if run_id is not None:
                 return _result(target, decision, run_id)
         # others changed the state each time it was read: they are busy with the target
         reason = "the target's state changed under every attempt to claim it; busy"
         return TargetResult(target.name, Answer.BUSY, reason)
-
-    def _lease_s(self, target: Target) -> float:
-        """A lease long enough for the runs queued ahead of this one in this process, too
-        (a sweep of many targets): it is renewed to one lease when the run gets its slot, so a
-        run that merely waits is never shown as lost, nor given up by another trigger."""
-        with self._lock:
-            waves = 1 + self._pending // self.max_parallel
-        return target.policy.lease_s * waves
 
     def _current_state(
         self, target: Target, now: float, request_id: str | None
@@ -313,130 +276,15 @@ class PruneService:
     def _wait(self, target: Target, result: TargetResult) -> TargetResult:
         if result.run_id is None:
             return result
-        with self._lock:
-            thread = self._threads.get(result.run_id)
-        if thread is not None:
-            thread.join(self.wait_limit_s(target))
+        self.runs.wait(result.run_id, run_limit_s(target))
         return replace(result, run=self.store.run(result.run_id))
-
-    # -- running -----------------------------------------------------------------
-    def launch(self, target: Target, run_id: int, request_id: str | None) -> None:
-        """Run a claimed prune in the background, after waiting for one of the slots."""
-        # not a daemon: on a graceful stop the worker waits for the prune to finish and record
-        thread = threading.Thread(
-            target=self._queued,
-            args=(target, run_id, request_id),
-            name=f"prune-{target.name}-{run_id}",
-            daemon=False,
-        )
-        with self._lock:
-            self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
-            self._threads[run_id] = thread
-            self._pending += 1
-        thread.start()
-
-    def _queued(self, target: Target, run_id: int, request_id: str | None) -> None:
-        try:
-            self._run_in_slot(target, run_id, request_id)
-        finally:
-            with self._lock:
-                self._pending -= 1
-
-    def _run_in_slot(self, target: Target, run_id: int, request_id: str | None) -> None:
-        with self._slots:
-            # the lease ran while the run waited for a slot: it starts counting now
-            expires = self.clock() + target.policy.lease_s
-            try:
-                if not self.store.renew_lease(target.name, run_id, expires):
-                    log.warning("run %s: given up while it waited for a slot", run_id)
-                    return
-            except StoreUnavailable as error:
-                log.error("run %s: cannot renew its lease: %s", run_id, error)
-            self.execute(target, run_id, request_id)
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the runs this process started (tests, CLI and shutdown)."""
-        with self._lock:
-            threads = list(self._threads.values())
-        for thread in threads:
-            thread.join(timeout)
-
-    def execute(self, target: Target, run_id: int, request_id: str | None = None) -> RunOutcome:
-        """Run the claimed prune, record its outcome, tell the listeners. Never raises."""
-        try:
-            outcome = self.stages.run(target, lambda: self._still_owns(target, run_id))
-        except Exception as error:
-            log.exception("run %s: the command runner raised", run_id)
-            execution = Execution(None, "", "", 0.0, ErrorKind.INTERNAL, type(error).__name__)
-            outcome = summarize(execution)
-        self._record(target, run_id, outcome)
-        log.info(
-            "run %s on %s %s",
-            run_id,
-            target.name,
-            "ok" if outcome.ok else f"failed: {outcome.error_kind}",
-            extra={
-                "fields": {
-                    "event": "run_finished",
-                    "run_id": run_id,
-                    "request_id": request_id,
-                    "target": target.name,
-                    "result": "ok" if outcome.ok else "failed",
-                    "rc": outcome.rc,
-                    "reclaimed": outcome.reclaimed,
-                    "reclaimed_bytes": outcome.reclaimed_bytes,
-                    "error_kind": outcome.error_kind,
-                    "error": outcome.error,
-                    "duration_s": outcome.duration_s,
-                    "freed_bytes": outcome.freed_bytes,
-                    "disk_free_after": outcome.disk_free_after,
-                    "cache_after": outcome.cache_after,
-                    "keep_storage_bytes": outcome.keep_storage_bytes,
-                    "goal_met": outcome.goal_met,
-                    "free_short_bytes": outcome.free_short_bytes,
-                    "notes": list(outcome.notes),
-                }
-            },
-        )
-        for listener in self.listeners.finished:
-            try:
-                listener(target, outcome)
-            except Exception:
-                log.exception("run %s: %r failed", run_id, listener)
-        return outcome
-
-    def _still_owns(self, target: Target, run_id: int) -> bool:
-        """Before each command of a run: renew its lease, so a run of several stages keeps
-        its target; False when a newer run owns it (this one was given up as lost)."""
-        try:
-            return self.store.renew_lease(target.name, run_id, self.clock() + target.policy.lease_s)
-        except StoreUnavailable as error:
-            log.error("run %s: cannot renew its lease: %s", run_id, error)
-            return True
-
-    def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:
-        for attempt in range(1, FINISH_ATTEMPTS + 1):
-            try:
-                if not self.store.finish(target.name, run_id, outcome, self.clock()):
-                    log.warning(
-                        "run %s finished after its lease expired; a newer run owns %s",
-                        run_id,
-                        target.name,
-                    )
-                return
-            except StoreUnavailable as error:
-                log.error(
-                    "run %s: cannot record the outcome (attempt %s): %s", run_id, attempt, error
-                )
-                time.sleep(FINISH_BACKOFF_S * attempt)
-        log.error("run %s: outcome not recorded; its lease will expire and mark it lost", run_id)
-
-
-# the answer of each action, looked up rather than made: calling an Enum costs more
-_ANSWERS = {action: Answer(action.value) for action in Action}
+        self.runs.join_all(timeout)
 
 
 def _result(target: Target, decision: Decision, run_id: int | None = None) -> TargetResult:
     return TargetResult(
-        target.name, _ANSWERS[decision.action], decision.reason, run_id, decision.next_eligible_ts
+        target.name, decision.answer, decision.reason, run_id, decision.next_eligible_ts
     )

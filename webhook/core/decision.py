@@ -7,13 +7,18 @@ from enum import StrEnum
 from typing import Protocol
 
 
-class Action(StrEnum):
-    """What the decision does for one target. The API's answers add their own
-    (`ignored`, `duplicate`, `unknown_target`, ...: see `webhook.service.Answer`)."""
+class Answer(StrEnum):
+    """What a trigger answers for a target: `decide` gives the first three; the service
+    the rest, where nothing is decided."""
 
     STARTED = "started"
     SKIPPED = "skipped"
     BUSY = "busy"
+    DISABLED = "disabled"
+    NO_TARGET = "no_target"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    UNKNOWN_TARGET = "unknown_target"
 
 
 class Result(StrEnum):
@@ -55,7 +60,7 @@ class Policy(Protocol):
 
 @dataclass(frozen=True)
 class Decision:
-    action: Action
+    answer: Answer
     reason: str
     next_eligible_ts: float | None = None
     # the in-flight run whose lease ran out: it is given up as lost when this claim starts
@@ -138,29 +143,29 @@ def decide(
     `critical_interval_s` of the last start, however many critical alerts arrive."""
     if lease_is_live(state, now):
         return Decision(
-            Action.BUSY,
+            Answer.BUSY,
             f"run {state.inflight_run_id} is in flight",
             next_eligible_ts=state.lease_expires_ts,
         )
     if state.inflight_run_id is not None:
         return Decision(
-            Action.STARTED,
+            Answer.STARTED,
             f"lease of run {state.inflight_run_id} expired; it is given up as lost",
             lost_run_id=state.inflight_run_id,
         )
     eligible = next_eligible_ts(state, policy)
     if force:
-        return Decision(Action.STARTED, "forced")
+        return Decision(Answer.STARTED, "forced")
     if eligible is None:
-        return Decision(Action.STARTED, "no prune has run yet")
+        return Decision(Answer.STARTED, "no prune has run yet")
     if now < eligible:
         if critical and state.last_started_ts is not None:
             critical_from = state.last_started_ts + policy.critical_interval_s
             if now >= critical_from:
                 reason = "critical: inside the interval, past critical_interval_s since the last"
-                return Decision(Action.STARTED, f"{reason} start")
+                return Decision(Answer.STARTED, f"{reason} start")
             reason = "critical, but the last prune started within critical_interval_s"
-            return Decision(Action.SKIPPED, reason, next_eligible_ts=min(eligible, critical_from))
+            return Decision(Answer.SKIPPED, reason, next_eligible_ts=min(eligible, critical_from))
         why = "last run failed; retry" if state.last_result != Result.OK else "interval"
-        return Decision(Action.SKIPPED, f"{why} not due yet", next_eligible_ts=eligible)
-    return Decision(Action.STARTED, "due")
+        return Decision(Answer.SKIPPED, f"{why} not due yet", next_eligible_ts=eligible)
+    return Decision(Answer.STARTED, "due")

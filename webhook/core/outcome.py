@@ -1,12 +1,15 @@
-"""What one remote prune did, and how a raw SSH execution is read into it."""
+"""What a run did: a command's raw execution, a stage's result read from it, and the run's
+report made from its stages and measurements."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from webhook.core.sizes import find_reclaimed
+from webhook.core.disk import Assessment, Goals, Measure, assess
+from webhook.core.sizes import find_reclaimed, human_size
 
 DOCKER_DOWN = "Cannot connect to the Docker daemon"
 DOCKER_REFUSED = "Error response from daemon"
@@ -89,9 +92,26 @@ class Step:
 
 
 @dataclass(frozen=True)
+class StageResult:
+    """What one stage's command did: ok, or which failure with a readable error."""
+
+    ok: bool
+    rc: int | None
+    reclaimed: str | None
+    reclaimed_bytes: int | None
+    error_kind: ErrorKind | None
+    error: str | None
+    duration_s: float
+    stdout_tail: str
+    stderr_tail: str
+    # the host refused for now (its own interval): try again no sooner than this
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
 class RunOutcome:
-    """What a run did. The first fields are the prune's (a run of stages: every stage ok,
-    Docker's reclaimed space summed, the last stage's rc and output); the rest are what
+    """What a whole run did, made by `report` from its stages and measurements: every
+    stage ok, Docker's reclaimed space summed, the last stage's rc and output; then what
     it measured and decided (DESIGN.md, "Disk-aware pruning"), None where not known."""
 
     ok: bool
@@ -126,17 +146,85 @@ class RunOutcome:
     retry_after_s: float | None = None
 
 
-def _last_line(text: str) -> str:
+@dataclass(frozen=True)
+class Versions:
+    docker: str | None = None
+    buildx: str | None = None
+
+
+def _reclaimed_total(stages: Sequence[StageResult]) -> tuple[str | None, int | None]:
+    """Docker's reclaimed space over the stages: as printed for one, summed for more."""
+    sizes = [stage.reclaimed_bytes for stage in stages if stage.reclaimed_bytes is not None]
+    if not sizes:
+        return None, None
+    if len(stages) == 1:
+        return stages[0].reclaimed, stages[0].reclaimed_bytes
+    return human_size(sum(sizes)), sum(sizes)
+
+
+def report(
+    stages: Sequence[StageResult],
+    *,
+    failure: StageResult | None,
+    goals: Goals,
+    before: Measure,
+    after: Measure,
+    steps: Sequence[Step] = (),
+    notes: Sequence[str] = (),
+    keep_storage: int | None = None,
+    versions: Versions | None = None,
+    duration_s: float = 0.0,
+) -> RunOutcome:
+    """The run's report: its totals computed from the stages that ran and what was measured.
+    `failure` is what ended the run early (a lost connection), if a stage did not say it."""
+    failed = next((stage for stage in stages if not stage.ok), failure)
+    last = failure or (stages[-1] if stages else None)
+    reclaimed, reclaimed_bytes = _reclaimed_total(stages)
+    freed = None
+    if before.disk_free is not None and after.disk_free is not None:
+        freed = after.disk_free - before.disk_free
+    standing = assess(goals, after) if stages else Assessment(None)
+    versions = versions or Versions()
+    return RunOutcome(
+        ok=bool(stages) and failed is None,
+        rc=last.rc if last else None,
+        reclaimed=reclaimed,
+        reclaimed_bytes=reclaimed_bytes,
+        error_kind=failed.error_kind if failed else None,
+        error=failed.error if failed else None,
+        duration_s=round(duration_s, 3),
+        stdout_tail=last.stdout_tail if last else "",
+        stderr_tail=last.stderr_tail if last else "",
+        steps=tuple(steps),
+        notes=tuple(notes),
+        freed_bytes=freed,
+        disk_size=after.disk_size if after.disk_size is not None else before.disk_size,
+        disk_free_before=before.disk_free,
+        disk_free_after=after.disk_free,
+        cache_before=before.cache,
+        cache_after=after.cache,
+        goal_met=standing.met,
+        free_short_bytes=standing.free_short,
+        cache_over_bytes=standing.cache_over,
+        keep_storage_bytes=keep_storage,
+        docker_version=versions.docker,
+        buildx_version=versions.buildx,
+        retry_after_s=failed.retry_after_s if failed else None,
+    )
+
+
+def last_line(text: str, limit: int = 500) -> str:
+    """The last line that says something, as errors quote it."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+    return lines[-1][:limit] if lines else ""
 
 
-def summarize(execution: Execution) -> RunOutcome:
+def summarize(execution: Execution) -> StageResult:
     """Classify an execution: success, or which kind of failure with a readable error."""
     kind = ErrorKind(execution.error_kind) if execution.error_kind else None
     error = execution.error
     if kind is None and execution.rc != 0:
-        detail = _last_line(execution.stderr_tail) or _last_line(execution.stdout_tail)
+        detail = last_line(execution.stderr_tail) or last_line(execution.stdout_tail)
         kind = ErrorKind.EXIT_STATUS
         if DOCKER_DOWN in execution.stderr_tail:
             kind = ErrorKind.DOCKER_UNAVAILABLE
@@ -151,7 +239,7 @@ def summarize(execution: Execution) -> RunOutcome:
         kind = ErrorKind.HOST_INTERVAL
         error = f"the host's own interval (prunehook-guard --min-interval): {wait.group(1)}"
     found = find_reclaimed(execution.stdout_tail) if kind is None else None
-    return RunOutcome(
+    return StageResult(
         ok=kind is None,
         rc=execution.rc,
         reclaimed=found[0] if found else None,

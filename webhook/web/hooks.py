@@ -14,8 +14,9 @@ from flask import request as flask_request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from webhook.core.decision import Answer
 from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
-from webhook.service import Answer, TargetResult, TriggerOutcome
+from webhook.service import TargetResult, TriggerOutcome
 from webhook.store import StoreUnavailable
 from webhook.web import answers
 from webhook.web.auth import authenticate

@@ -25,8 +25,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from webhook.core.decision import Answer
 from webhook.core.verdicts import Source
-from webhook.service import Answer
 from webhook.web.context import prunehook
 from webhook.web.report import TargetGauges, target_gauges
 

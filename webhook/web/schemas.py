@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
 from marshmallow.validate import Equal, Length, OneOf, Range
 
-from webhook.core.decision import Result
+from webhook.core.decision import Answer, Result
 from webhook.core.outcome import ErrorKind
-from webhook.service import Answer
 
 if TYPE_CHECKING:
     from webhook.store import RunRecord

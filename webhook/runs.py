@@ -1,0 +1,399 @@
+"""Running claimed prunes: a pool of `max_parallel` threads, the leases of the runs this
+process holds, each run's probes and stages over one session, and recording what it did.
+
+DESIGN.md, "Disk-aware pruning". Over one session (one SSH connection) a run:
+1. measures the disk (`df`) and the build cache (`docker system df`); Docker's and buildx's
+   versions the first time this process runs a target;
+2. runs stage 1, the age prune, as always;
+3. measures again; while a goal is missed, stage 2 prunes the cache down to the planner's
+   bound, and the run measures once more.
+What to do next is always the core's pure answer (`plan`, `summarize`, `report`); this
+module only sends the commands they name. A probe that fails is noted and the run goes on
+with what is known; a lost connection ends the run; a run whose lease was taken over
+stops before its next command.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+
+from webhook.core.command import (
+    BUILDX_VERSION,
+    DOCKER_VERSION,
+    SYSTEM_DF,
+    build_df_command,
+    build_keep_storage_command,
+    build_prune_command,
+)
+from webhook.core.disk import (
+    Measure,
+    parse_build_cache,
+    parse_buildx_version,
+    parse_df,
+    parse_server_version,
+)
+from webhook.core.outcome import (
+    HOST_TIME_LIMIT_RC,
+    ErrorKind,
+    Execution,
+    RunOutcome,
+    StageResult,
+    Step,
+    Versions,
+    last_line,
+    report,
+    summarize,
+)
+from webhook.core.planner import Next, plan
+from webhook.core.targets import Target
+from webhook.remote.session import OpenSession, Session, Stopped
+from webhook.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# a probe reads what Docker and the kernel already know; a long wait means Docker is stuck
+PROBE_TIMEOUT_S = 30.0
+# probes a run may make: disk and cache before, after stage 1 and after stage 2; versions
+MAX_PROBES = 8
+FINISH_ATTEMPTS = 10
+FINISH_BACKOFF_S = 1.0
+# how often the leases this process holds are renewed, at most
+RENEW_EVERY_S = 5.0
+
+FinishedListener = Callable[[Target, RunOutcome], object]
+
+
+def run_limit_s(target: Target) -> float:
+    """The longest one run may take: connecting, every probe and both stages at their
+    limits, and recording it through a store that is briefly down. `?wait=1` callers and
+    gunicorn's graceful stop wait this long."""
+    timeout = target.policy.timeout_s
+    commands = 2 * timeout + MAX_PROBES * min(timeout, PROBE_TIMEOUT_S)
+    recording = FINISH_BACKOFF_S * FINISH_ATTEMPTS * (FINISH_ATTEMPTS + 1) / 2
+    return commands + 3 * target.ssh.connect_timeout_s + recording
+
+
+def _docker_stuck(execution: Execution) -> bool:
+    return execution.error_kind == ErrorKind.TIMEOUT or execution.rc == HOST_TIME_LIMIT_RC
+
+
+def problem(execution: Execution) -> str:
+    """Why a command told nothing, in a line."""
+    if execution.error:
+        return execution.error
+    line = last_line(execution.stderr_tail, 300)
+    return f"rc={execution.rc}: {line}" if line else f"rc={execution.rc}"
+
+
+@dataclass
+class RunSteps:
+    """The commands of one run on one session, as they go by: each kept as a step, every
+    probe's failure noted. `flask check` measures through it too."""
+
+    session: Session
+    target: Target
+    # before each command: False when the run no longer owns its target
+    keep_going: Callable[[], bool] = lambda: True
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # what ended the run before a stage could say it (the connection was lost)
+    failure: StageResult | None = None
+    # Docker did not answer a probe or stage in time: later probes of Docker are skipped
+    docker_stuck: bool = False
+
+    @property
+    def probe_limit(self) -> float:
+        return min(self.target.policy.timeout_s, PROBE_TIMEOUT_S)
+
+    def command(self, name: str, command: str, limit: float) -> Execution:
+        """Send one command; the run stops here when it lost its target or its connection."""
+        if not self.keep_going():
+            self.notes.append(f"stopped before {name}: a newer run owns the target")
+            raise Stopped
+        execution = self.session.run(command, limit)
+        self.steps.append(Step.of(name, command, execution))
+        self.docker_stuck = self.docker_stuck or _docker_stuck(execution)
+        if not self.session.alive:
+            self.failure = summarize(execution)
+            raise Stopped
+        return execution
+
+    def docker_probe(self, name: str, command: str) -> Execution | None:
+        if self.docker_stuck:
+            self.notes.append(f"{name}: not probed, Docker did not answer earlier in this run")
+            return None
+        return self.command(name, command, self.probe_limit)
+
+    def measure(self, when: str) -> Measure:
+        """The disk and the cache now; None for what could not be read (noted)."""
+        name = f"disk {when}"
+        df = self.command(name, build_df_command(self.target.policy.docker_root), self.probe_limit)
+        disk = parse_df(df.stdout_tail) if df.rc == 0 else None
+        if disk is None:
+            why = problem(df) if df.rc != 0 else "df's output not understood"
+            self.notes.append(f"{name}: {why}")
+        cache = None
+        name = f"cache {when}"
+        listed = self.docker_probe(name, SYSTEM_DF)
+        if listed is not None:
+            found = parse_build_cache(listed.stdout_tail) if listed.rc == 0 else None
+            if found is None:
+                why = problem(listed) if listed.rc != 0 else "no Build Cache row in its table"
+                self.notes.append(f"{name}: {why}")
+            cache = found[1] if found else None
+        size, free = disk if disk else (None, None)
+        return Measure(size, free, cache)
+
+    def versions(self) -> Versions:
+        server = self.docker_probe("docker version", DOCKER_VERSION)
+        docker = parse_server_version(server.stdout_tail) if server else None
+        if server is not None and docker is None:
+            self.notes.append(f"docker version: {problem(server)}")
+        buildx = None
+        if server is not None:
+            found = self.docker_probe("buildx version", BUILDX_VERSION)
+            # no buildx is a fact to record, not a failure: the classic builder prunes
+            buildx = parse_buildx_version(found.stdout_tail) if found else None
+        return Versions(docker, buildx)
+
+    def stage(self, name: str, command: str) -> StageResult:
+        return summarize(self.command(name, command, self.target.policy.timeout_s))
+
+
+def run_stages(steps: RunSteps, known: Versions | None) -> tuple[RunOutcome, Versions | None]:
+    """Measure, prune in stages while a goal is missed, measure again; the run's report
+    (its duration is the caller's) and the versions it knows."""
+    policy = steps.target.policy
+    versions = known
+    stages: list[StageResult] = []
+    before = after = Measure()
+    keep = None
+    try:
+        before = steps.measure("before")
+        if versions is None:
+            versions = steps.versions()
+        stages.append(steps.stage("stage 1", build_prune_command(policy.until, policy.prune_all)))
+        # measured after a failed stage 1 too: the run still says where the disk stands
+        after = steps.measure("after stage 1")
+        next_step = plan(policy.goals, after)
+        if stages[0].ok and next_step.note:
+            steps.notes.append(next_step.note)
+        if stages[0].ok and next_step.next == Next.STAGE_2:
+            keep = next_step.keep_storage_bytes
+            assert keep is not None
+            command = build_keep_storage_command(keep, policy.prune_all)
+            stages.append(steps.stage("stage 2", command))
+            after = steps.measure("after stage 2")
+    except Stopped:
+        pass
+    failure = steps.failure
+    if not stages and failure is None:
+        why = steps.notes[-1] if steps.notes else "the run ended before its first stage"
+        failure = StageResult(False, None, None, None, ErrorKind.INTERNAL, why, 0.0, "", "")
+    outcome = report(
+        stages,
+        failure=failure,
+        goals=policy.goals,
+        before=before,
+        after=after,
+        steps=steps.steps,
+        notes=steps.notes,
+        keep_storage=keep,
+        versions=versions,
+    )
+    return outcome, versions if versions and versions.docker else known
+
+
+class Leases:
+    """The leases of the runs this process holds, queued or running, renewed together
+    whenever one of them is about to send a command (at most every RENEW_EVERY_S). Every
+    command ends within its target's timeout, and each lease outlasts the longest held, so
+    no held run's lease runs out while this process lives; one that dies stops renewing,
+    and its runs are given up as lost once their leases expire."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]):
+        self.store = store
+        self.clock = clock
+        self._held: dict[int, Target] = {}
+        self._renewed = float("-inf")
+        self._lock = threading.Lock()
+
+    def hold(self, target: Target, run_id: int) -> None:
+        with self._lock:
+            self._held[run_id] = target
+
+    def release(self, run_id: int) -> None:
+        with self._lock:
+            self._held.pop(run_id, None)
+
+    def holds(self, run_id: int) -> bool:
+        """Renew what is due; False when a newer run owns this run's target."""
+        self._renew_due()
+        with self._lock:
+            return run_id in self._held
+
+    def _renew_due(self) -> None:
+        now = self.clock()
+        with self._lock:
+            if abs(now - self._renewed) < RENEW_EVERY_S or not self._held:
+                return
+            self._renewed = now
+            held = dict(self._held)
+        expires = now + max(target.policy.lease_s for target in held.values())
+        lost = []
+        for run_id, target in held.items():
+            try:
+                if not self.store.renew_lease(target.name, run_id, expires):
+                    lost.append(run_id)
+            except StoreUnavailable as error:
+                log.error("run %s: cannot renew its lease: %s", run_id, error)
+        with self._lock:
+            for run_id in lost:
+                self._held.pop(run_id, None)
+
+
+class Runs:
+    """Claimed runs, run by a pool of `max_parallel` threads; recorded, then told to the
+    listeners. Its threads finish their runs before the process exits (a graceful stop)."""
+
+    def __init__(
+        self,
+        store: Store,
+        open_session: OpenSession,
+        clock: Callable[[], float],
+        max_parallel: int,
+        finished: Sequence[FinishedListener] = (),
+    ):
+        self.store = store
+        self.open_session = open_session
+        self.clock = clock
+        self.finished = finished
+        self.leases = Leases(store, clock)
+        self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="prune")
+        self._futures: dict[int, Future[RunOutcome | None]] = {}
+        self._versions: dict[str, Versions] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, target: Target, run_id: int, request_id: str | None = None) -> None:
+        self.leases.hold(target, run_id)
+        future = self._pool.submit(self.execute, target, run_id, request_id)
+        with self._lock:
+            self._futures = {k: f for k, f in self._futures.items() if not f.done()}
+            self._futures[run_id] = future
+
+    def wait(self, run_id: int, timeout: float) -> None:
+        with self._lock:
+            future = self._futures.get(run_id)
+        if future is not None:
+            wait([future], timeout)
+
+    def join_all(self, timeout: float | None = None) -> None:
+        """Wait for the runs this process started (tests, the CLI, notifications at exit)."""
+        with self._lock:
+            futures = list(self._futures.values())
+        wait(futures, timeout)
+
+    def execute(
+        self, target: Target, run_id: int, request_id: str | None = None
+    ) -> RunOutcome | None:
+        """Run a claimed prune, record it, tell the listeners; None when it was given up
+        before it started. Never raises."""
+        try:
+            if not self.leases.holds(run_id):
+                log.warning("run %s: given up while it waited for a slot", run_id)
+                return None
+            outcome = self._run(target, run_id)
+            self._record(target, run_id, outcome)
+        finally:
+            self.leases.release(run_id)
+        log.info(
+            "run %s on %s %s",
+            run_id,
+            target.name,
+            "ok" if outcome.ok else f"failed: {outcome.error_kind}",
+            extra={"fields": _run_fields(outcome, run_id, request_id, target)},
+        )
+        for listener in self.finished:
+            try:
+                listener(target, outcome)
+            except Exception:
+                log.exception("run %s: %r failed", run_id, listener)
+        return outcome
+
+    def _run(self, target: Target, run_id: int) -> RunOutcome:
+        started = time.monotonic()
+        with self._lock:
+            known = self._versions.get(target.name)
+        try:
+            session = self.open_session(target)
+            try:
+                steps = RunSteps(session, target, lambda: self.leases.holds(run_id))
+                outcome, versions = run_stages(steps, known)
+            finally:
+                session.close()
+        except Exception as error:
+            log.exception("run %s: the command runner raised", run_id)
+            failure = summarize(
+                Execution(None, "", "", 0.0, ErrorKind.INTERNAL, type(error).__name__)
+            )
+            outcome = report(
+                [], failure=failure, goals=target.policy.goals, before=Measure(), after=Measure()
+            )
+            versions = known
+        if versions is not None:
+            with self._lock:
+                self._versions[target.name] = versions
+        return replace(outcome, duration_s=round(time.monotonic() - started, 3))
+
+    def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            try:
+                if not self.store.finish(target.name, run_id, outcome, self.clock()):
+                    log.warning(
+                        "run %s finished after its lease expired; a newer run owns %s",
+                        run_id,
+                        target.name,
+                    )
+                return
+            except StoreUnavailable as error:
+                log.error(
+                    "run %s: cannot record the outcome (attempt %s): %s", run_id, attempt, error
+                )
+                time.sleep(FINISH_BACKOFF_S * attempt)
+        log.error("run %s: outcome not recorded; its lease will expire and mark it lost", run_id)
+
+
+# what the run's log line carries beside the run's own fields
+_LOGGED = (
+    "rc",
+    "reclaimed",
+    "reclaimed_bytes",
+    "error_kind",
+    "error",
+    "duration_s",
+    "freed_bytes",
+    "disk_free_after",
+    "cache_after",
+    "keep_storage_bytes",
+    "goal_met",
+    "free_short_bytes",
+)
+
+
+def _run_fields(
+    outcome: RunOutcome, run_id: int, request_id: str | None, target: Target
+) -> dict[str, object]:
+    return {
+        "event": "run_finished",
+        "run_id": run_id,
+        "request_id": request_id,
+        "target": target.name,
+        "result": "ok" if outcome.ok else "failed",
+        **{name: getattr(outcome, name) for name in _LOGGED},
+        "notes": list(outcome.notes),
+    }
