@@ -202,13 +202,14 @@ class Model:
 
 
 class Recording(PruneService):
-    """The real service, whose launches are recorded instead of run in a thread."""
+    """The real service, whose claimed runs are recorded instead of run."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.launched: list[tuple[str, int]] = []
+        self.runs = self  # type: ignore[assignment]
 
-    def launch(self, target: Target, run_id: int, request_id: str | None) -> None:
+    def submit(self, target: Target, run_id: int, request_id: str | None = None) -> None:
         self.launched.append((target.name, run_id))
 
 

@@ -16,9 +16,9 @@ from webhook.core.targets import Target
 from webhook.core.verdicts import Source, Verdict
 from webhook.preflight import run_checks, token_source
 from webhook.service import TargetResult
-from webhook.store import RunRecord, StateConflict, StoreUnavailable
+from webhook.store import StateConflict, StoreUnavailable
 from webhook.web.context import Prunehook, prunehook
-from webhook.web.schemas import run_view
+from webhook.web.schemas import result_view
 from webhook.web.status import fleet_status, one_target
 
 TARGET_OPTION = click.option(
@@ -62,16 +62,6 @@ def _goals(target: Target) -> str:
     if policy.min_free is not None:
         goals.append(f"min_free={policy.min_free}")
     return " ".join(goals)
-
-
-def _shown(result: TargetResult) -> dict[str, object]:
-    run: RunRecord | None = result.run
-    return {
-        "target": result.target,
-        "decision": result.answer,
-        "reason": result.reason,
-        "run": run_view(run) if run else None,
-    }
 
 
 @click.command("targets")
@@ -125,7 +115,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
     verdict = Verdict(Source.CLI, True, "flask prune", names=tuple(names) or None)
     outcome = hook.service.handle(verdict, wait=True, force=force)
     hook.flush_notifications()  # sent before the process ends
-    shown = [_shown(result) for result in outcome.results]
+    shown = [result_view(result) for result in outcome.results]
     first = shown[0]
     _print({**first, "results": shown} if len(shown) == 1 else {"results": shown})
     sys.exit(_exit_code(outcome.results))

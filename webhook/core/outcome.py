@@ -109,20 +109,12 @@ class StageResult:
 
 
 @dataclass(frozen=True)
-class RunOutcome:
-    """What a whole run did, made by `report` from its stages and measurements: every
-    stage ok, Docker's reclaimed space summed, the last stage's rc and output; then what
-    it measured and decided (DESIGN.md, "Disk-aware pruning"), None where not known."""
+class RunOutcome(StageResult):
+    """What a whole run did, made by `report` from its stages and measurements: a stage's
+    fields for the run (every stage ok, Docker's reclaimed space summed, the last stage's rc
+    and output), then what it measured and decided (DESIGN.md, "Disk-aware pruning"), None
+    where not known."""
 
-    ok: bool
-    rc: int | None
-    reclaimed: str | None
-    reclaimed_bytes: int | None
-    error_kind: ErrorKind | None
-    error: str | None
-    duration_s: float
-    stdout_tail: str
-    stderr_tail: str
     # each command and probe, in order, and what the run decided or could not do
     steps: tuple[Step, ...] = ()
     notes: tuple[str, ...] = ()
@@ -142,8 +134,6 @@ class RunOutcome:
     keep_storage_bytes: int | None = None
     docker_version: str | None = None
     buildx_version: str | None = None
-    # the host refused for now (its own interval): try again no sooner than this
-    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True)

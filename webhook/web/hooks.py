@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from flask import Blueprint, Request, Response, jsonify
@@ -16,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from webhook.core.decision import Answer
 from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
-from webhook.service import TargetResult, TriggerOutcome
+from webhook.service import TriggerOutcome
 from webhook.store import StoreUnavailable
 from webhook.web import answers
 from webhook.web.auth import authenticate
@@ -26,7 +25,7 @@ from webhook.web.schemas import (
     AlertmanagerWebhookSchema,
     CronPingSchema,
     WatchdogAlertSchema,
-    run_view,
+    result_view,
 )
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -50,19 +49,13 @@ ALERTMANAGER_BODY_BYTES = 16 * 1024 * 1024
 MAX_INTEGER_DIGITS = 64
 
 
-class Hook(StrEnum):
-    CRON = "cron"
-    WATCHDOG = "watchdog"
-    ALERTMANAGER = "alertmanager"
-
-
 # reads a validated body: the settings give the host labels and the ?target= names
 Reader = Callable[[dict[str, Any], Prunehook, Request], Verdict]
 
 
 @dataclass(frozen=True)
 class HookSpec:
-    hook: Hook
+    source: Source
     schema: Schema
     read: Reader
     # None: the app's limit (Settings.max_body_bytes, 1 MiB)
@@ -131,23 +124,10 @@ def _wants_wait(request: Request) -> bool:
     raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
 
 
-def _item(result: TargetResult) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "target": result.target,
-        "decision": result.answer,
-        "reason": result.reason,
-        "run_id": result.run_id,
-        "next_eligible_ts": result.next_eligible_ts,
-    }
-    if result.run is not None:
-        item["run"] = run_view(result.run)
-    return item
-
-
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
     first_index = outcome.first_index  # its answer is the outcome's
-    items = [_item(result) for result in outcome.results]
+    items = [result_view(result) for result in outcome.results]
     body: dict[str, Any] = {
         **items[first_index],
         "trigger": outcome.verdict.reason,
@@ -207,7 +187,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S, pending_s=DELIVERY_PENDING_S
     )
     if not taken:
-        duplicate = Verdict(Source(spec.hook), False, "a signed delivery")
+        duplicate = Verdict(spec.source, False, "a signed delivery")
         return _answer(service.duplicate(duplicate, request_id), wait=False)
     try:
         response, status_code = _run(hook, spec, request, request_id)
@@ -237,10 +217,10 @@ def _watchdog_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -
     return read_watchdog(body)
 
 
-CRON = HookSpec(Hook.CRON, CRON_PING, _cron_verdict, allow_empty=True)
-WATCHDOG = HookSpec(Hook.WATCHDOG, WATCHDOG_ALERT, _watchdog_verdict)
+CRON = HookSpec(Source.CRON, CRON_PING, _cron_verdict, allow_empty=True)
+WATCHDOG = HookSpec(Source.WATCHDOG, WATCHDOG_ALERT, _watchdog_verdict)
 ALERTMANAGER = HookSpec(
-    Hook.ALERTMANAGER, ALERTMANAGER_WEBHOOK, _alertmanager_verdict, ALERTMANAGER_BODY_BYTES
+    Source.ALERTMANAGER, ALERTMANAGER_WEBHOOK, _alertmanager_verdict, ALERTMANAGER_BODY_BYTES
 )
 
 

@@ -11,6 +11,7 @@ from webhook.core.decision import Answer, Result
 from webhook.core.outcome import ErrorKind
 
 if TYPE_CHECKING:
+    from webhook.service import TargetResult
     from webhook.store import RunRecord
 
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
@@ -196,6 +197,20 @@ RUN_WITH_TAILS = RunWithTailsSchema()
 def run_view(run: RunRecord) -> dict[str, Any]:
     """A stored run as answers show it."""
     return RUN.dump(run)
+
+
+def result_view(result: TargetResult) -> dict[str, Any]:
+    """One target's item of a trigger's answer (`results`), as the hooks and the CLI show it."""
+    item: dict[str, Any] = {
+        "target": result.target,
+        "decision": result.answer,
+        "reason": result.reason,
+        "run_id": result.run_id,
+        "next_eligible_ts": result.next_eligible_ts,
+    }
+    if result.run is not None:
+        item["run"] = run_view(result.run)
+    return item
 
 
 def run_with_tails(run: RunRecord) -> dict[str, Any]:
