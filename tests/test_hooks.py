@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import re
 import stat
-import warnings
 
 import pytest
 
 from tests.conftest import AUTH, START, TOKEN
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
 from webhook.core.outcome import Execution
-from webhook.web.answers import new_request_id
 
 EXACT_COMMAND = "docker builder prune -f --filter until=24h"
 HOOKS = ["/hooks/cron", "/hooks/watchdog", "/hooks/alertmanager"]
@@ -291,37 +288,6 @@ def test_a_request_without_an_id_gets_one_of_its_own(client, fake_host):
     ids = [client.post("/hooks/cron", headers=AUTH).headers["X-Request-ID"] for _ in range(50)]
     assert len(set(ids)) == 50
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
-
-
-def test_workers_forked_from_one_process_never_share_request_ids():
-    new_request_id()  # the parent's sequence is under way, as in gunicorn --preload
-    reader, writer = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12 warns of a fork while threads run
-        warnings.simplefilter("ignore", DeprecationWarning)
-        child = os.fork()
-    if child == 0:  # the worker
-        try:
-            os.write(writer, " ".join(new_request_id() for _ in range(100)).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader) as pipe:
-        childs = set(pipe.read().split())
-    os.waitpid(child, 0)
-    parents = {new_request_id() for _ in range(100)}
-    assert len(childs) == 100
-    assert not childs & parents
-
-
-def test_request_ids_do_not_repeat_when_other_code_seeds_random():
-    state = random.getstate()
-    try:
-        random.seed(7)
-        first = new_request_id()
-        random.seed(7)
-        assert new_request_id() != first
-    finally:
-        random.setstate(state)
 
 
 def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_every_header(

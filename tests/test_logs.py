@@ -16,8 +16,6 @@ def test_gunicorn_lines_keep_their_process_id_once_our_logging_is_set_up(monkeyp
     monkeypatch.setattr(root, "level", root.level)
     paramiko = logging.getLogger("paramiko")
     monkeypatch.setattr(paramiko, "level", paramiko.level)
-    for flag in ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile"):
-        monkeypatch.setattr(logging, flag, getattr(logging, flag))
     configure_logging()
     record = logging.getLogger("gunicorn.error").makeRecord(
         "gunicorn.error", logging.INFO, "", 0, "Worker exiting (pid: %s)", (os.getpid(),), None

@@ -22,7 +22,6 @@ from webhook.store.sqlite import SQLiteStore
 from webhook.web import answers, errors, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
 from webhook.web.hook_token import ensure_token
-from webhook.web.json_provider import OneEncoderJSONProvider
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
@@ -87,7 +86,6 @@ def create_app(
     configure_logging()
     instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
-    app.json = OneEncoderJSONProvider(app)
     settings, warnings = _resolve_settings(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store, clock = _state(settings, clock)
@@ -113,7 +111,7 @@ def create_app(
     notifier = Notifier.from_settings(settings.notify, store, counted=meters.notified)
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
-    app.wsgi_app = answers.AnswerHeaders(app.wsgi_app)  # type: ignore[method-assign]
+    answers.init_app(app)
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)

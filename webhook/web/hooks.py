@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Request, Response, jsonify
-from flask import request as flask_request
+from flask import Blueprint, Request, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -69,23 +68,8 @@ def _bounded_int(digits: str) -> int:
     return int(digits)
 
 
-def _has_body(environ: dict[str, Any]) -> bool:
-    """Whether the request carries a body: one sent in chunks (the length then means
-    nothing), or one of a length other than 0; in HTTP/1 a request with neither header has
-    none (RFC 9112, 6.3). HTTP/2 frames a body without either, so it is always read. This
-    trusts the server to say how a body came, as gunicorn and Werkzeug's own server do. A
-    cron ping usually has none, and reading nothing through Werkzeug's stream costs a fifth
-    of a skip."""
-    if "HTTP_TRANSFER_ENCODING" in environ:
-        return True
-    if not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1."):
-        return True
-    length = environ.get("CONTENT_LENGTH")
-    return bool(length) and length != "0"
-
-
 def _json_body(request: Request, allow_empty: bool) -> Any:
-    raw = request.get_data(cache=True) if _has_body(request.environ) else b""
+    raw = request.get_data(cache=True)
     if not raw.strip():
         if allow_empty:
             return {}
@@ -174,11 +158,9 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     """Every hook: authenticate, take a signed delivery's id, validate, decide, answer."""
     hook = prunehook()
     service = hook.service
-    # the request itself, not its context-local proxy: each lookup through that costs
-    request: Request = flask_request._get_current_object()  # type: ignore[attr-defined]
     if spec.max_body_bytes is not None:
         request.max_content_length = spec.max_body_bytes
-    request_id = answers.request_id(request.environ)
+    request_id = answers.request_id()
     delivery_id = authenticate(hook.settings.auth, service.clock(), request)
     if delivery_id is None:
         return _run(hook, spec, request, request_id)
