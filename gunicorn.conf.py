@@ -3,8 +3,9 @@
 The configuration is checked here, in the master, before it binds or forks:
 an error with no safe default stops gunicorn at once, naming the variable.
 gthread workers keep answering while a prune thread waits on SSH; the worker
-timeouts sit above the prune timeout (read as the app reads it, `.env` too)
-so a graceful stop lets a running prune finish and record its result. Metrics
+timeouts cover the longest run of any target (read as the app reads it, `.env`
+too) so a graceful stop lets a running prune finish and record its result.
+Slow clients are the reverse proxy's job (contrib/nginx/prunehook.conf). Metrics
 run in prometheus_client's multiprocess mode, so /metrics adds up every
 worker's counts whichever worker answers.
 """
@@ -29,14 +30,28 @@ def _refuse_to_start(error: Exception) -> NoReturn:
     sys.exit(2)
 
 
-def _prune_timeout_s() -> float:
-    """The app's own settings check, run once before forking; exits naming what is wrong."""
+# past a run's bound: the worker's exit, and the notifications it sends first
+EXIT_MARGIN_S = 60
+
+
+def _longest_run_s() -> float:
+    """The app's own settings check, run once before forking (exits naming what is wrong);
+    then the longest any target's run may take."""
     here = str(Path(__file__).resolve().parent)
     sys.path.insert(0, here)
     try:
         from webhook.config import ConfigError, load_settings
+        from webhook.stages import run_limit_s
 
         settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+        # must equal PruneService.wait_limit_s: connecting, probes, both stages, recording
+        return max(
+            (
+                run_limit_s(target.policy.timeout_s) + 3 * target.ssh.connect_timeout_s + 5
+                for target in settings.fleet
+            ),
+            default=0.0,
+        )
     except ConfigError as error:
         _refuse_to_start(error)
     finally:
@@ -44,38 +59,19 @@ def _prune_timeout_s() -> float:
         for name in [name for name in sys.modules if name.partition(".")[0] == "webhook"]:
             del sys.modules[name]
         sys.path.remove(here)
-    # a targets file may give a target a longer timeout than PRUNEHOOK_TIMEOUT_S
-    return max((target.policy.timeout_s for target in settings.fleet), default=settings.timeout_s)
-
-
-def _check_worker_settings() -> None:
-    """The request-buffering worker's own variable, checked here so a bad one stops the master."""
-    here = str(Path(__file__).resolve().parent)
-    sys.path.insert(0, here)
-    try:
-        from gunicorn_worker import request_read_timeout_s
-
-        request_read_timeout_s()
-    except ValueError as error:
-        _refuse_to_start(error)
-    finally:
-        sys.path.remove(here)
 
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-# gthread, but a thread serves a request only once it has arrived: slow clients cannot hold them
-worker_class = "gunicorn_worker.RequestBufferingWorker"
+worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-# connections a worker holds open, kept-alive and arriving (each up to a 64 KiB head) too;
-# gunicorn's 1000 would sit at a usual 1024 file limit, where accept() fails and the worker dies
+# gunicorn's 1000 would sit at a usual 1024 file limit, where accept() fails
 worker_connections = 512
-timeout = graceful_timeout = int(_prune_timeout_s()) + 60
-_check_worker_settings()
+timeout = graceful_timeout = int(_longest_run_s()) + EXIT_MARGIN_S
 accesslog = "-"
 errorlog = "-"
 
-# gunicorn 27 would put every instance's control socket at one path per user
+# gunicorn 27 and later would put every instance's control socket at one path per user
 # (~/.gunicorn/gunicorn.ctl), where instances take it over from each other
 if os.environ.get("GUNICORN_CONTROL_SOCKET"):
     control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]

@@ -146,11 +146,10 @@ def _environ_reads(path: Path) -> set[str]:
 
 def variables_read() -> set[str]:
     """Every environment variable prunehook reads: its settings, the process-level ones
-    (gunicorn.conf.py, the worker, the app), and the guard's."""
+    (gunicorn.conf.py, the app), and the guard's."""
     python = [
         *sorted((REPO / "webhook").rglob("*.py")),
         REPO / "gunicorn.conf.py",
-        REPO / "gunicorn_worker.py",
         REPO / "wsgi.py",
     ]
     guard = (REPO / "contrib" / "prunehook-guard").read_text()

@@ -236,8 +236,8 @@ def test_an_empty_hmac_secret_variable_still_means_unset(monkeypatch):
 
 def test_signed_clients_that_never_send_their_body_hold_no_gunicorn_thread(serve, tmp_path):
     """Real gunicorn, one worker with two threads: four clients send stale signature headers
-    and announce a body they never send. The worker waits for a body without a thread (so
-    the app never sees these requests), so a trigger is still answered: 200, no_target."""
+    and announce a body they never send. The app refuses each without waiting for its body,
+    so a trigger is still answered: 200, no_target."""
     served = serve(
         {
             "PRUNEHOOK_TOKEN": TOKEN,
