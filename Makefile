@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 # Debian packages the integration tests drive for real: sshd, dockerd, a browser for the
-# status page (tests/test_status_page.py), and PostgreSQL (tests/harness/postgres.py)
-SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql
+# status page (tests/test_status_page.py), PostgreSQL (tests/harness/postgres.py) and nginx
+# (tests/test_nginx.py)
+SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql nginx
 
 .PHONY: run test lint format system-deps constraints clean help
 
@@ -25,13 +26,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
-system-deps:  ## install sshd, dockerd, chromium and PostgreSQL from Debian when missing (needs root)
+system-deps:  ## install sshd, dockerd, chromium, PostgreSQL and nginx from Debian when missing (needs root)
 	@missing=""; \
 	command -v /usr/sbin/sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
 	command -v dockerd >/dev/null 2>&1 && [ -x /usr/bin/docker ] || missing="$$missing docker.io"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
