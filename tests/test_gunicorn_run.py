@@ -6,6 +6,8 @@ Procfile's 0.0.0.0 becomes 127.0.0.1: tests bind loopback only).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,8 @@ from tests.harness import (
     start_gunicorn,
     wait_for,
 )
+from tests.test_disk_real import BUILDX_DOCKER
+from webhook.store.sqlite import SQLiteStore
 
 # a refusal must come within seconds; a master rebooting workers never exits at all
 REFUSAL_BOUND_S = 60
@@ -120,3 +124,45 @@ def test_each_instance_may_ask_for_its_own_control_socket(tmp_path):
     finally:
         for served in started:
             served.stop()
+
+
+# the buildx stand-in, each prune taking a while; a file says which stage has begun
+SLOW_DOCKER = """#!/bin/sh
+here=$(dirname "$0")
+case "$*" in
+  "builder prune -f --filter"*) touch "$here/stage-1"; sleep 2 ;;
+  "builder prune -f --keep-storage"*) touch "$here/stage-2"; sleep 2 ;;
+esac
+exec python3 "$here/buildx" "$@"
+"""
+
+
+def test_a_graceful_stop_during_a_two_stage_run_lets_it_finish_and_record(
+    make_sshd, service_env, serve, tmp_path
+):
+    folder = tmp_path / "docker"
+    folder.mkdir()
+    (folder / "buildx").write_text(BUILDX_DOCKER)
+    (folder / "state.json").write_text('{"cache": 12000000000}')
+    docker = folder / "docker"
+    docker.write_text(SLOW_DOCKER)
+    for script in (docker, folder / "buildx"):
+        script.chmod(0o755)
+    host = make_sshd(docker=str(docker))
+    env = service_env(host, PRUNEHOOK_MAX_CACHE="5GB", PRUNEHOOK_DOCKER_ROOT=str(tmp_path))
+    served = serve(env, workers=1)
+
+    code, body = served.call("/hooks/cron")
+    assert (code, body["decision"]) == (202, "started")
+    wait_for(lambda: (folder / "stage-1").exists(), 30, "stage 1", served.process)
+    os.kill(served.process.pid, signal.SIGTERM)  # the master: a graceful stop
+    served.process.wait(60)
+
+    store = SQLiteStore(env["PRUNEHOOK_DB_PATH"])
+    try:
+        run = store.run(body["run_id"])
+    finally:
+        store.close()
+    assert run is not None
+    assert (run.result, run.keep_storage_bytes, run.goal_met) == ("ok", 5_000_000_000, True)
+    assert (folder / "stage-2").exists()
