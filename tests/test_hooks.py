@@ -176,7 +176,7 @@ def test_malformed_body_is_a_4xx_json_error(client, fake_host, path, raw, code, 
     "framing",
     [
         {"CONTENT_LENGTH": "9"},
-        # a sender that streams its body names no length (gunicorn's worker answers 411)
+        # a sender that streams its body names no length
         {"HTTP_TRANSFER_ENCODING": "chunked"},
         {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": "0"},  # chunked wins
         {"SERVER_PROTOCOL": "HTTP/2.0"},  # frames a body without either header
