@@ -41,17 +41,10 @@ def _longest_run_s() -> float:
     sys.path.insert(0, here)
     try:
         from webhook.config import ConfigError, load_settings
-        from webhook.stages import run_limit_s
+        from webhook.runs import run_limit_s
 
         settings, _ = load_settings(dotenv=Path.cwd() / ".env")
-        # must equal PruneService.wait_limit_s: connecting, probes, both stages, recording
-        return max(
-            (
-                run_limit_s(target.policy.timeout_s) + 3 * target.ssh.connect_timeout_s + 5
-                for target in settings.fleet
-            ),
-            default=0.0,
-        )
+        return max((run_limit_s(target) for target in settings.fleet), default=0.0)
     except ConfigError as error:
         _refuse_to_start(error)
     finally:
@@ -83,6 +76,14 @@ def on_starting(server):
     """Counters start at zero with the service, as Prometheus expects of a restart."""
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+
+
+def worker_exit(server, worker):
+    """A stopping worker (a graceful stop, a reload) lets its runs finish and sends their
+    notifications before its process ends."""
+    extension = getattr(worker.wsgi, "extensions", {}).get("prunehook")
+    if extension is not None:
+        extension.join_all()
 
 
 def child_exit(server, worker):

@@ -86,8 +86,8 @@ def test_gunicorn_timeouts_cover_a_whole_run_with_the_prune_timeout_set_in_dot_e
         (name.strip(), value.strip())
         for name, _, value in (line.partition("=") for line in shown.stdout.splitlines())
     )
-    # two stages of 600 s, 8 probes of 30 s, 3 connects of 10 s, 5 s to record; 60 s to exit
-    assert effective["graceful_timeout"] == effective["timeout"] == str(1200 + 240 + 30 + 5 + 60)
+    # two stages of 600 s, 8 probes of 30 s, 3 connects of 10 s, 55 s to record; 60 s to exit
+    assert effective["graceful_timeout"] == effective["timeout"] == str(1200 + 240 + 30 + 55 + 60)
 
 
 def test_two_instances_on_one_machine_do_not_share_a_control_socket(tmp_path):
