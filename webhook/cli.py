@@ -14,7 +14,6 @@ from webhook.core.decision import Answer, Result
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.core.verdicts import Source, Verdict
-from webhook.preflight import run_checks, token_source
 from webhook.service import TargetResult
 from webhook.store import StateConflict, StoreUnavailable
 from webhook.web.context import Prunehook, prunehook
@@ -149,6 +148,8 @@ def check_command(names: tuple[str, ...]) -> None:
     """
     hook = prunehook()
     targets = _chosen(hook, names)
+    from webhook.preflight import run_checks, token_source  # SSH is only this command's
+
     source = token_source(hook.settings, current_app.instance_path)
     checks = run_checks(hook.settings, targets, source, list(hook.warnings), hook.service.store)
     for check in checks:

@@ -25,11 +25,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import apprise
-
 from webhook.core.notices import Notice, NoticePolicy, Reason, failure_streak, notices_for
 
 if TYPE_CHECKING:
+    import apprise
+
     from webhook.config import NotifySettings
     from webhook.core.outcome import RunOutcome
     from webhook.core.targets import Target
@@ -119,6 +119,9 @@ _apprise_log.setLevel(logging.WARNING)
 
 
 def _asset(timeout_s: float) -> apprise.AppriseAsset:
+    # imported where a URL is used: most services send no notification, and it loads slowly
+    import apprise
+
     return apprise.AppriseAsset(
         app_id="prunehook",
         app_desc="prunehook: BuildKit build cache pruning",
@@ -133,6 +136,8 @@ def url_problems(urls: Sequence[str]) -> list[str]:
     if not urls:
         return []
     _REDACTOR.add(urls)
+    import apprise
+
     problems: list[str] = []
     asset = _asset(10.0)
     for place, url in enumerate(urls, 1):
@@ -188,12 +193,16 @@ class AppriseDestination:
 
     def __init__(self, url: str, timeout_s: float):
         _REDACTOR.add([url])
+        import apprise
+
         self.scheme = scheme_of(url)
         self._apprise = apprise.Apprise(asset=_asset(timeout_s))
         if not self._apprise.add(url):
             raise ValueError(f"apprise cannot use this {self.scheme}:// URL")
 
     def send(self, notice: Notice, timeout_s: float) -> Delivery:
+        import apprise
+
         result = self._apprise.notify(
             body=notice.body,
             title=notice.title,
