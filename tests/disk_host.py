@@ -38,6 +38,9 @@ class DiskHost:
     young: int = 30 * GB
     old: int = 0
     buildx: bool = False
+    # other data the disk loses while the age prune runs (a log rotated meanwhile): free
+    # space then grows by more than the cache shrinks
+    others_freed_by_stage_1: int = 0
     answers: dict[str, Execution] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
 
@@ -65,6 +68,7 @@ class DiskHost:
                 return Execution(0, "github.com/docker/buildx v0.24.0 d0e5e86\n", "", 0.02)
             return Execution(1, "", NO_BUILDX, 0.01)
         if "--filter until=" in command:
+            self.others -= self.others_freed_by_stage_1
             return self.pruned(self.old, young=self.young)
         if "--keep-storage " in command:
             keep = int(command.rsplit(" ", 1)[1])

@@ -97,6 +97,25 @@ def test_too_little_free_space_prunes_the_cache_by_what_is_missing(tmp_path):
     assert (host.free, run.goal_met, run.free_short_bytes) == (15 * GB, True, 0)
 
 
+def test_stage_two_is_bounded_by_the_disk_as_measured_after_stage_one(tmp_path):
+    # stage 1 frees 10 GB of cache and 5 GB of other data: 15 GB free, 5 GB short of 20 GB
+    host = DiskHost(others=60 * GB, young=30 * GB, old=10 * GB, others_freed_by_stage_1=5 * GB)
+    run = run_once(host, tmp_path, min_free=FreeGoal(size=20 * GB))
+    assert run.keep_storage_bytes == 25 * GB  # not 20 GB, as the disk before stage 1 says
+    assert host.prunes()[-1] == f"docker builder prune -f --keep-storage {25 * GB}"
+    assert (run.goal_met, run.disk_free_after) == (True, 20 * GB)
+
+
+def test_a_connection_lost_during_the_version_probe_ends_the_run_with_that_error(tmp_path):
+    host = DiskHost()
+    lost = Execution(None, "", "", 0.1, ErrorKind.SSH_ERROR, "connection lost: EOF")
+    host.answers["docker version"] = lost
+    run = run_once(host, tmp_path)
+    assert host.prunes() == []
+    assert (run.result, run.error_kind, run.error) == ("failed", "ssh_error", lost.error)
+    assert [step.name for step in run.steps][-1] == "docker version"
+
+
 def test_both_goals_take_the_smaller_bound_and_all_adds_a(tmp_path):
     host = DiskHost(size=100 * GB, others=70 * GB, young=25 * GB)
     run_once(host, tmp_path, max_cache=8 * GB, min_free=FreeGoal(size=15 * GB), prune_all=True)
