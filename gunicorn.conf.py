@@ -44,7 +44,7 @@ def _longest_run_s() -> float:
         from webhook.runs import run_limit_s
 
         settings, _ = load_settings(dotenv=Path.cwd() / ".env")
-        return max((run_limit_s(target) for target in settings.fleet), default=0.0)
+        return max((run_limit_s(target) for target in settings.targets.fleet), default=0.0)
     except ConfigError as error:
         _refuse_to_start(error)
     finally:

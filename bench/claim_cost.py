@@ -36,7 +36,7 @@ MEASURES = ("skip", "claim", "finish")
 
 
 def service_for(folder: Path, database_url: str) -> PruneService:
-    settings = Settings(
+    settings = Settings.from_values(
         ssh_host="127.0.0.1",
         ssh_user="bench",
         ssh_key="unused: no prune runs",

@@ -60,12 +60,12 @@ def main() -> None:
 
 
 def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, list[float]]:
-    target = Settings(
+    target = Settings.from_values(
         ssh_host="127.0.0.1",
         ssh_port=server.port,
         ssh_user="root",
         ssh_key_file=str(server.client_key),
-        known_hosts=str(server.known_hosts),
+        ssh_known_hosts=str(server.known_hosts),
         docker_root=str(engine.data_root),
     ).env_target
     assert target is not None

@@ -76,7 +76,9 @@ def prunehook_in_skip_state(
 ) -> dict[str, str]:
     """The environment of a prunehook whose one target was pruned `ago_s` ago (just now), its
     state in `folder` (SQLite) or in the PostgreSQL database at `database_url`."""
-    settings = Settings(ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN)
+    settings = Settings.from_values(
+        ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN
+    )
     target = settings.env_target
     assert target is not None
     env = {

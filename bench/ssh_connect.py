@@ -28,12 +28,12 @@ def main() -> None:
         server = SSHServer(Path(folder), docker_host="unix:///nonexistent").start()
         server.authorize(guarded=False)
         try:
-            target = Settings(
+            target = Settings.from_values(
                 ssh_host="127.0.0.1",
                 ssh_port=server.port,
                 ssh_user="root",
                 ssh_key_file=str(server.client_key),
-                known_hosts=str(server.known_hosts),
+                ssh_known_hosts=str(server.known_hosts),
             ).env_target
             runner = SSHRunner()
             openssh = [

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -187,15 +186,16 @@ def fake_host() -> Iterator[FakeHost]:
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:
-        base = Settings(
-            ssh_host="127.0.0.1",
-            ssh_port=22,
-            ssh_user="ci",
-            ssh_key="unused by the fake host",
-            token=TOKEN,
-            db_path=str(tmp_path / "state.sqlite3"),
+        return Settings.from_values(
+            **{
+                "ssh_host": "127.0.0.1",
+                "ssh_user": "ci",
+                "ssh_key": "unused by the fake host",
+                "token": TOKEN,
+                "db_path": str(tmp_path / "state.sqlite3"),
+            }
+            | overrides
         )
-        return dataclasses.replace(base, **overrides)
 
     return make
 

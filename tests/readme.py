@@ -96,33 +96,12 @@ def container() -> dict[str, Any]:
 
 # -- what the code reads -------------------------------------------------------------------
 
-_ENV_METHODS = {"str", "bool", "int", "float", "list"}
-_NUMBER_READERS = {"_number_or_default", "_count_or_default"}
-
 
 def _settings_variables() -> set[str]:
-    """PRUNEHOOK_* names webhook/config.py reads: `env.<type>("NAME")` under the prefix, and
-    the numbers read through its helpers."""
-    source = (REPO / "webhook" / "config.py").read_text()
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call):
-            continue
-        function, args = node.func, node.args
-        if (
-            isinstance(function, ast.Attribute)
-            and isinstance(function.value, ast.Name)
-            and function.value.id == "env"
-            and function.attr in _ENV_METHODS
-        ):
-            literal = args[0] if args else None
-        elif isinstance(function, ast.Name) and function.id in _NUMBER_READERS:
-            literal = args[1] if len(args) > 1 else None
-        else:
-            continue
-        if isinstance(literal, ast.Constant) and isinstance(literal.value, str):
-            names.add(f"PRUNEHOOK_{literal.value}")
-    return names
+    """PRUNEHOOK_* names webhook/config.py reads: one per field of its schemas."""
+    from webhook.config import PREFIX, VARIABLES
+
+    return {PREFIX + name.upper() for name in VARIABLES}
 
 
 def _environ_reads(path: Path) -> set[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
+from operator import attrgetter
 from unittest import mock
 
 import pytest
@@ -11,32 +13,56 @@ from environs import Env
 
 from tests.harness import REPO
 from webhook import config, create_app
-from webhook.config import ConfigError, load_settings
+from webhook.config import VARIABLES, ConfigError, Settings, load_settings
 from webhook.core.command import build_prune_command
 from webhook.core.disk import FreeGoal
 from webhook.core.duration import DurationError, normalize_until
+from webhook.core.targets import TargetsFileError, parse_targets
 
 ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*=")
 
 
 def test_defaults_are_the_documented_ones():
     settings, warnings = load_settings()
-    assert (settings.enabled, settings.ssh_host, settings.ssh_port) == (True, "", 22)
-    assert (settings.interval_s, settings.retry_after_s, settings.timeout_s) == (21600, 600, 120)
-    assert (settings.until, settings.prune_all, settings.notify_min_gb) == ("24h", False, 0)
-    assert settings.env_target is None and len(settings.fleet) == 0
-    assert (settings.max_parallel, settings.host_labels) == (8, ("host", "nodename", "instance"))
+    policy = settings.targets.base_policy
+    assert settings.server.enabled and settings.targets.env_target is None
+    assert (policy.interval_s, policy.retry_after_s, policy.timeout_s) == (21600, 600, 120)
+    assert (policy.until, policy.prune_all, settings.notify.min_gb) == ("24h", False, 0)
+    assert len(settings.targets.fleet) == 0 and settings.server.max_parallel == 8
+    assert settings.targets.host_labels == ("host", "nodename", "instance")
     assert warnings == []
+
+
+def test_the_env_example_shows_every_variable_with_its_default():
+    shown = dict(line.split("=", 1) for line in _example_lines() if ASSIGNMENT.match(line))
+    assert sorted(f"PRUNEHOOK_{name.upper()}" for name in VARIABLES) == sorted(shown)
+    for name, field in VARIABLES.items():
+        if text := shown[f"PRUNEHOOK_{name.upper()}"]:
+            assert field.deserialize(int(text) if text.isdigit() else text) == field.load_default
+
+
+def test_every_variable_carries_its_meaning_for_the_configuration_reference():
+    assert [name for name, field in VARIABLES.items() if not field.metadata["description"]] == []
+
+
+def test_tests_name_each_variable_as_it_is_named_without_its_prefix():
+    target = Settings.from_values(ssh_host="build-1", ssh_port=2222, all=True).env_target
+    assert target is not None and (target.ssh.port, target.policy.prune_all) == (2222, True)
+    with pytest.raises(TypeError, match="port"):
+        Settings.from_values(port=2222)
 
 
 @pytest.mark.parametrize(
     ("name", "value", "attribute", "default"),
     [
-        ("PRUNEHOOK_INTERVAL_S", "0", "interval_s", 21600),
-        ("PRUNEHOOK_INTERVAL_S", "soon", "interval_s", 21600),
-        ("PRUNEHOOK_TIMEOUT_S", "-5", "timeout_s", 120),
-        ("PRUNEHOOK_RETRY_AFTER_S", "nan", "retry_after_s", 600),
-        ("PRUNEHOOK_NOTIFY_MIN_GB", "-3", "notify_min_gb", 0),
+        ("PRUNEHOOK_INTERVAL_S", "0", "targets.base_policy.interval_s", 21600),
+        ("PRUNEHOOK_INTERVAL_S", "soon", "targets.base_policy.interval_s", 21600),
+        # the targets file's bounds: ten years, a day
+        ("PRUNEHOOK_INTERVAL_S", "400000000", "targets.base_policy.interval_s", 21600),
+        ("PRUNEHOOK_TIMEOUT_S", "-5", "targets.base_policy.timeout_s", 120),
+        ("PRUNEHOOK_TIMEOUT_S", "86401", "targets.base_policy.timeout_s", 120),
+        ("PRUNEHOOK_RETRY_AFTER_S", "nan", "targets.base_policy.retry_after_s", 600),
+        ("PRUNEHOOK_NOTIFY_MIN_GB", "-3", "notify.min_gb", 0),
     ],
 )
 def test_bad_value_with_a_safe_default_warns_and_uses_it(
@@ -44,22 +70,41 @@ def test_bad_value_with_a_safe_default_warns_and_uses_it(
 ):
     monkeypatch.setenv(name, value)
     settings, warnings = load_settings()
-    assert getattr(settings, attribute) == default
-    assert any(name in warning for warning in warnings)
+    assert attrgetter(attribute)(settings) == default
+    assert [warning.split("=")[0] for warning in warnings] == [name]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "variable"),
+    [("interval_s", 0, "PRUNEHOOK_INTERVAL_S"), ("port", 70000, "PRUNEHOOK_SSH_PORT")],
+)
+def test_the_environment_and_a_targets_file_bound_a_key_alike(monkeypatch, key, value, variable):
+    document = tomllib.loads(f'[targets.a]\nhost = "x"\n{key} = {value}')
+    with pytest.raises(TargetsFileError) as raised:
+        parse_targets(document, "targets.toml", {})
+    (problem,) = raised.value.problems
+    monkeypatch.setenv(variable, str(value))
+    try:
+        shown = " ".join(load_settings()[1])
+    except ConfigError as error:
+        shown = str(error)
+    assert problem.removeprefix(f"targets.a.{key}: ").rstrip(".") in shown
 
 
 def test_days_are_converted_to_hours_docker_understands(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_UNTIL", "7d")
     settings, warnings = load_settings()
-    assert settings.until == "168h"
-    assert any("168h" in warning for warning in warnings)
+    assert settings.targets.base_policy.until == "168h"
+    assert [warning for warning in warnings if "168h" in warning] == [
+        "PRUNEHOOK_UNTIL='7d' is read as '168h' (Docker has no d/w)"
+    ]
 
 
 @pytest.mark.parametrize("value", ["garbage", "forever", "0s", "-1h", "1y", "99999999999h"])
 def test_until_docker_would_reject_falls_back_to_24h_with_a_warning(monkeypatch, value):
     monkeypatch.setenv("PRUNEHOOK_UNTIL", value)
     settings, warnings = load_settings()
-    assert settings.until == "24h"
+    assert settings.targets.base_policy.until == "24h"
     (warning,) = [each for each in warnings if each.startswith("PRUNEHOOK_UNTIL")]
     assert repr(value) in warning
     assert warning.endswith("using 24h")
@@ -71,7 +116,7 @@ def test_a_100k_digit_until_is_refused_without_echoing_it(monkeypatch):
         normalize_until(typo)
     monkeypatch.setenv("PRUNEHOOK_UNTIL", typo)
     settings, warnings = load_settings()
-    assert settings.until == "24h"
+    assert settings.targets.base_policy.until == "24h"
     assert len(warnings) == 1
     assert len(warnings[0]) < 200
 
@@ -86,6 +131,7 @@ def test_every_variable_without_a_safe_default_is_reported_at_once(monkeypatch, 
     monkeypatch.setenv("PRUNEHOOK_SSH_KEY_FILE", str(tmp_path / "no-such-key"))
     monkeypatch.setenv("PRUNEHOOK_SSH_PORT", "ssh")
     monkeypatch.setenv("PRUNEHOOK_ENABLED", "maybe")
+    monkeypatch.setenv("PRUNEHOOK_ALL", "maybe")
     monkeypatch.setenv("PRUNEHOOK_TELEGRAM_BOT_TOKEN", "123:abc")
     with pytest.raises(ConfigError) as raised:
         load_settings()
@@ -93,6 +139,7 @@ def test_every_variable_without_a_safe_default_is_reported_at_once(monkeypatch, 
         "PRUNEHOOK_SSH_KEY_FILE",
         "PRUNEHOOK_SSH_PORT",
         "PRUNEHOOK_ENABLED",
+        "PRUNEHOOK_ALL",
         "PRUNEHOOK_TELEGRAM_CHAT_ID",
     }
     assert "PRUNEHOOK_SSH_PORT" in str(raised.value)
@@ -104,7 +151,8 @@ def test_dotenv_is_read_but_never_overrides_the_environment(monkeypatch, tmp_pat
     dotenv.write_text("PRUNEHOOK_INTERVAL_S=3600\nPRUNEHOOK_UNTIL=48h\n")
     monkeypatch.setenv("PRUNEHOOK_UNTIL", "12h")
     settings, _ = load_settings(dotenv)
-    assert (settings.interval_s, settings.until) == (3600, "12h")
+    policy = settings.targets.base_policy
+    assert (policy.interval_s, policy.until) == (3600, "12h")
 
 
 def test_secrets_stay_out_of_the_settings_repr(monkeypatch):
@@ -185,8 +233,8 @@ def test_the_env_targets_disk_keys_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_CRITICAL_INTERVAL_S", "300")
     monkeypatch.setenv("PRUNEHOOK_DOCKER_ROOT", "/srv/docker")
     settings, _ = load_settings()
-    assert settings.env_target is not None
-    policy = settings.env_target.policy
+    assert settings.targets.env_target is not None
+    policy = settings.targets.env_target.policy
     assert (policy.max_cache, policy.min_free) == (10 * 10**9, FreeGoal(percent=15))
     assert (policy.critical_percent, policy.critical_interval_s) == (90, 300)
     assert policy.docker_root == "/srv/docker"
@@ -195,8 +243,8 @@ def test_the_env_targets_disk_keys_come_from_the_environment(monkeypatch):
 def test_the_disk_keys_default_to_no_goal(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_SSH_HOST", "build-1")
     settings, warnings = load_settings()
-    assert settings.env_target is not None
-    policy = settings.env_target.policy
+    assert settings.targets.env_target is not None
+    policy = settings.targets.env_target.policy
     assert (policy.max_cache, policy.min_free, policy.docker_root) == (
         None,
         None,
@@ -219,7 +267,7 @@ def test_a_bad_critical_value_warns_and_uses_the_default(
 ):
     monkeypatch.setenv(name, value)
     settings, warnings = load_settings()
-    assert getattr(settings, attribute) == default
+    assert getattr(settings.targets.base_policy, attribute) == default
     assert any(name in warning for warning in warnings)
 
 
@@ -246,8 +294,8 @@ def test_each_layer_takes_its_own_part_of_the_settings_and_no_part_shows_a_secre
         hmac_secret="whsec_c2VjcmV0LWZvci1wYXJ0cy10ZXN0",
     )
     parts = (settings.server, settings.auth, settings.notify, settings.targets)
-    assert settings.auth.token == settings.token and len(settings.auth.hmac_keys) == 1
+    assert len(settings.auth.hmac_keys) == 1
     assert settings.targets.fleet.names == ("127.0.0.1",)
     shown = " ".join(repr(part) for part in parts)
-    for secret in (settings.token, "secret-path", "pw-secret", "c2VjcmV0"):
-        assert secret not in shown
+    for secret in (settings.auth.token, "secret-path", "pw-secret", "c2VjcmV0"):
+        assert secret not in shown + repr(settings)

@@ -24,7 +24,7 @@ def test_the_sqlite_app_never_imports_the_postgresql_driver(tmp_path):
     """psycopg is loaded only with a database URL: a single host starts without it."""
     check = (
         "from webhook import create_app; from webhook.config import Settings; import sys; "
-        f"create_app(Settings(token='t' * 32, db_path={str(tmp_path / 's.db')!r}),"
+        f"create_app(Settings.from_values(token='t' * 32, db_path={str(tmp_path / 's.db')!r}),"
         f" instance_path={str(tmp_path)!r}); "
         "print(sorted(m for m in ('psycopg', 'psycopg_pool') if m in sys.modules))"
     )

@@ -467,8 +467,8 @@ def test_telegram_variables_apprise_cannot_use_refuse_to_start(monkeypatch, vari
 def test_notify_urls_are_read_space_separated_and_kept_out_of_the_repr(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_NOTIFY_URLS", f" json://127.0.0.1/a\n  jsons://{PATH_TOKEN}@x/b ")
     settings, warnings = load_settings()
-    assert settings.notify_urls == ("json://127.0.0.1/a", f"jsons://{PATH_TOKEN}@x/b")
-    assert (settings.notify_failures, warnings) == (3, [])
+    assert settings.notify.urls == ("json://127.0.0.1/a", f"jsons://{PATH_TOKEN}@x/b")
+    assert (settings.notify.failures, warnings) == (3, [])
     assert PATH_TOKEN not in repr(settings)
 
 
@@ -476,7 +476,7 @@ def test_notify_urls_are_read_space_separated_and_kept_out_of_the_repr(monkeypat
 def test_a_bad_failure_count_warns_and_uses_3(monkeypatch, value):
     monkeypatch.setenv("PRUNEHOOK_NOTIFY_FAILURES", value)
     settings, warnings = load_settings()
-    assert settings.notify_failures == 3
+    assert settings.notify.failures == 3
     assert [w.split("=")[0] for w in warnings] == ["PRUNEHOOK_NOTIFY_FAILURES"]
 
 
@@ -504,7 +504,7 @@ def slow_host(target, command):
     time.sleep(0.5)
     return Execution(0, "Total reclaimed space: 1.5GB\\n", "", 0.5)
 
-settings = Settings(
+settings = Settings.from_values(
     ssh_host="127.0.0.1", ssh_key="unused", token={TOKEN!r}, db_path={str(tmp_path / "db")!r},
     notify_urls=({server.json_url()!r},), notify_min_gb=1,
 )

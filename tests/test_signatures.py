@@ -231,7 +231,7 @@ def test_an_empty_or_short_hmac_key_refuses_to_start_naming_the_variable(monkeyp
 def test_an_empty_hmac_secret_variable_still_means_unset(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_HMAC_SECRET", "")
     settings, _ = load_settings()
-    assert settings.hmac_keys == []
+    assert settings.auth.hmac_keys == ()
 
 
 def test_signed_clients_that_never_send_their_body_hold_no_gunicorn_thread(serve, tmp_path):

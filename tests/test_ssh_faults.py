@@ -90,7 +90,7 @@ def test_listener_that_never_sends_a_banner_times_out(ssh_keys):
     threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
     try:
         port = silent.getsockname()[1]
-        execution = runner_for(server, ssh_port=port, connect_timeout_s=1).run(PRUNE)
+        execution = runner_for(server, ssh_port=port, ssh_connect_timeout_s=1).run(PRUNE)
     finally:
         for connection in accepted:
             connection.close()
@@ -106,7 +106,7 @@ def test_docker_daemon_down_is_recorded_with_its_message(make_sshd, make_setting
         ssh_user="root",
         ssh_key="",
         ssh_key_file=str(server.client_key),
-        known_hosts=str(server.known_hosts),
+        ssh_known_hosts=str(server.known_hosts),
     )
     client = create_app(settings, instance_path=str(tmp_path)).test_client()
     run = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]
@@ -236,7 +236,7 @@ def mute_host(paramiko_host) -> tuple[SSHKeys, _AcceptsTheSessionNeverAnswersThe
 
 def test_host_that_never_answers_the_command_request_is_given_up(mute_host):
     keys, behaviour = mute_host
-    runner = runner_for(keys, connect_timeout_s=1, timeout_s=30)
+    runner = runner_for(keys, ssh_connect_timeout_s=1, timeout_s=30)
     finished: list = []
     prune = threading.Thread(target=lambda: finished.append(runner.run(PRUNE)), daemon=True)
 
@@ -286,7 +286,7 @@ def test_connection_reset_mid_command_is_an_ssh_error(make_sshd, tmp_path):
     known_hosts.write_text(
         known_hosts_line(relay.port, server.host_key.with_suffix(".pub").read_text())
     )
-    runner = runner_for(server, ssh_port=relay.port, known_hosts=str(known_hosts))
+    runner = runner_for(server, ssh_port=relay.port, ssh_known_hosts=str(known_hosts))
     pid = tmp_path / "command.pid"
     try:
         prune, finished = started(runner, f"echo $$ > {pid}.new; mv {pid}.new {pid}; exec sleep 30")
@@ -307,7 +307,7 @@ def test_connection_reset_mid_command_is_an_ssh_error(make_sshd, tmp_path):
 
 def test_connection_reset_at_the_command_request_is_an_ssh_error(paramiko_host):
     behaviour = _ResetsTheConnectionAtTheCommandRequest()
-    runner = runner_for(paramiko_host(behaviour), connect_timeout_s=5)
+    runner = runner_for(paramiko_host(behaviour), ssh_connect_timeout_s=5)
     prune, finished = started(runner, PRUNE)
     prune.join(30)
 

@@ -9,15 +9,14 @@ import pytest
 from webhook.core.disk import FreeGoal, Goals
 from webhook.core.targets import (
     Fleet,
-    PrunePolicy,
-    SSHEndpoint,
     TargetsFileError,
     name_for_host,
     normalize_host,
     parse_targets,
 )
 
-BASE = SSHEndpoint("unused", user="operator", key_file="/etc/prunehook/key")
+# the environment's values, below [defaults]
+BASE = {"user": "operator", "key_file": "/etc/prunehook/key"}
 
 THREE_HOSTS = """
 [defaults]
@@ -41,7 +40,7 @@ user = "docker"
 
 
 def fleet(text: str) -> Fleet:
-    return Fleet(parse_targets(tomllib.loads(text), "targets.toml", BASE, PrunePolicy()))
+    return Fleet(parse_targets(tomllib.loads(text), "targets.toml", BASE))
 
 
 def problems(text: str) -> str:
@@ -152,8 +151,8 @@ host = "plain.example"
 
 
 def test_disk_keys_are_per_target_with_defaults_and_the_environments_below_them():
-    base = PrunePolicy(critical_percent=97.0, docker_root="/data/docker")
-    small, plain = parse_targets(tomllib.loads(DISK_HOSTS), "targets.toml", BASE, base)
+    base = BASE | {"critical_percent": 97.0, "docker_root": "/data/docker"}
+    small, plain = parse_targets(tomllib.loads(DISK_HOSTS), "targets.toml", base)
     assert (small.policy.max_cache, small.policy.min_free) == (2 * 10**9, FreeGoal(5 * 1024**3))
     assert (small.policy.critical_percent, small.policy.critical_interval_s) == (90, 600)
     assert small.policy.docker_root == "/srv/docker"

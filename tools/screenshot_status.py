@@ -71,7 +71,7 @@ def measured(free_before: int, cache_before: int, reclaimed: int) -> dict:
 
 
 def demo_app(folder: Path):
-    settings = Settings(
+    settings = Settings.from_values(
         ssh_host="build-1.example", ssh_user="ci", ssh_key="unused", token="demo",  # noqa: S106
         db_path=str(folder / "demo.sqlite3"), max_cache=MAX_CACHE,
         min_free=FreeGoal(percent=15),
@@ -118,7 +118,7 @@ def demo_fleet_app(folder: Path):
         Target(name, SSHEndpoint(address, user="ci", key="unused"), policy)
         for name, address, _ in DEMO_FLEET
     )
-    settings = Settings(
+    settings = Settings.from_values(
         token="demo", db_path=str(folder / "demo.sqlite3"),  # noqa: S106
         targets_file="demo-targets.toml", file_targets=targets,
     )  # fmt: skip

@@ -33,16 +33,16 @@ def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, 
         settings, warnings = load_settings(dotenv=Path.cwd() / ".env")
         for warning in warnings:
             log.warning("%s", warning)
-    if not settings.db_path:
-        settings = dataclasses.replace(
-            settings, db_path=str(Path(app.instance_path) / "prunehook.sqlite3")
-        )
-    if not settings.token and not (settings.database_url and settings.hmac_secret):
+    server, auth = settings.server, settings.auth
+    if not server.db_path:
+        db_path = str(Path(app.instance_path) / "prunehook.sqlite3")
+        server = dataclasses.replace(server, db_path=db_path)
+    if not auth.token and not (server.database_url and auth.hmac_keys):
         # replicas would each make their own: with a database URL, signatures alone will do
         token, path = ensure_token(app.instance_path)
         log.warning("PRUNEHOOK_TOKEN is not set: the hooks require the token kept in %s", path)
-        settings = dataclasses.replace(settings, token=token)
-    return settings, warnings
+        auth = dataclasses.replace(auth, token=token)
+    return dataclasses.replace(settings, server=server, auth=auth), warnings
 
 
 def _prepare(store: Store, settings: Settings) -> None:

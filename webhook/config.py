@@ -1,54 +1,49 @@
 """Settings from the environment (and `.env`), validated once at startup.
 
+Every variable is a marshmallow field, declared once: the per-target keys in
+`PolicySchema` (shared with the targets file), the others in `Variables`; each
+carries its default, its bound and its meaning (`metadata["description"]`).
 Every problem is reported at once. Where the seed has a safe default
-(interval, retry delay, timeout, notify threshold, and `until`: 24h, as the
-seed's TC-08 says) a bad value is replaced with a warning; where none is safe
-(a key file that cannot be read, a port that is not a port) the service
-refuses to start and names the variable.
+(`fallback`: interval, retry delay, timeout, notify threshold, and `until`:
+24h, as the seed's TC-08 says) a bad value is replaced with a warning; where
+none is safe (a key file that cannot be read, a port that is not a port) the
+service refuses to start and names the variable.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from environs import Env, EnvValidationError
+from environs import Env
+from marshmallow import Schema, ValidationError, fields, missing
 from marshmallow.validate import Range
 
-from webhook.core.disk import FreeGoal, SizeError, parse_configured_size, parse_free_goal
-from webhook.core.duration import DurationError, duration_seconds, normalize_until
+from webhook.core.duration import duration_seconds
 from webhook.core.targets import (
-    DEFAULT_CRITICAL_INTERVAL_S,
-    DEFAULT_CRITICAL_PERCENT,
-    DEFAULT_DOCKER_ROOT,
-    DEFAULT_INTERVAL_S,
-    DEFAULT_LEASE_GRACE_S,
-    DEFAULT_RETRY_AFTER_S,
-    DEFAULT_TIMEOUT_S,
-    DEFAULT_UNTIL,
-    DOCKER_ROOT_RULE,
     Fleet,
+    Number,
+    Parsed,
+    PolicySchema,
     PrunePolicy,
-    SSHEndpoint,
     Target,
     TargetsFileError,
-    is_docker_root,
+    about,
+    make_target,
     name_for_host,
     parse_targets,
+    policy_of,
     read_document,
+    seconds,
 )
 from webhook.core.verdicts import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
-DEFAULT_NOTIFY_FAILURES = 3
-# a streak is read from the run history (100 runs a target), two runs more than this at most
-MAX_NOTIFY_FAILURES = 50
 
 
 class ConfigError(Exception):
@@ -60,6 +55,113 @@ class ConfigError(Exception):
         super().__init__("invalid prunehook configuration:\n" + "\n".join(lines))
 
 
+def _secrets(value: str) -> None:
+    try:
+        parse_secrets(value)
+    except ValueError as error:
+        raise ValidationError(str(error)) from error
+
+
+def _token(value: str) -> None:
+    if len(value.encode()) < MIN_KEY_BYTES:
+        raise ValidationError(
+            f"is {len(value.encode())} bytes; at least {MIN_KEY_BYTES} are needed"
+            " (e.g. openssl rand -hex 32)"
+        )
+
+
+def _postgresql(value: str) -> None:
+    if not value.startswith(("postgresql://", "postgres://")):
+        # never echo the URL: it may carry a password
+        raise ValidationError("must be a postgresql:// (or postgres://) URL")
+
+
+def _http(value: str) -> None:
+    if not value.startswith(("https://", "http://")):
+        raise ValidationError("must be an http(s) URL")
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+def _labels(text: str) -> tuple[str, ...]:
+    labels = tuple(label.strip() for label in text.split(",") if label.strip())
+    if not labels:
+        raise ValidationError("name at least one label, e.g. host,instance")
+    return labels
+
+
+class Variables(Schema):
+    """The variables that are no per-target key, each named as its variable lowercased
+    without PRUNEHOOK_."""
+
+    enabled = fields.Boolean(load_default=True, metadata=about("false: triggers run nothing"))
+    ssh_host = fields.String(load_default="", metadata=about("the build host; empty: no target"))
+    ssh_key = fields.String(load_default="", metadata=about("the private key's text"))
+    ssh_connect_timeout_s = seconds(10.0, None, "each SSH step before the command runs")
+    lease_grace_s = seconds(PrunePolicy.lease_grace_s, None, "a run holds its target this long")
+    token = fields.String(
+        load_default="", validate=_token, metadata=about("bearer token the hooks require")
+    )
+    hmac_secret = fields.String(
+        load_default="",
+        validate=_secrets,
+        metadata=about("Standard Webhooks secrets (whsec_...), space-separated"),
+    )
+    db_path = fields.String(load_default="", metadata=about("SQLite file; default: instance"))
+    database_url = fields.String(
+        load_default="",
+        validate=_postgresql,
+        metadata=about("PostgreSQL instead (replicas); else the platforms' DATABASE_URL"),
+    )
+    wait_for_run = fields.Boolean(load_default=False, metadata=about("answer after the run"))
+    targets_file = fields.String(load_default="", metadata=about("a TOML file of build hosts"))
+    host_labels = Parsed(
+        _labels,
+        load_default=DEFAULT_HOST_LABELS,
+        metadata=about("Alertmanager labels naming an alert's host, first match counts"),
+    )
+    max_parallel = fields.Integer(
+        strict=True,
+        load_default=8,
+        validate=Range(1, 256),
+        metadata=about("prunes running at once in one process"),
+    )
+    notify_urls = Parsed(
+        _words, load_default=(), metadata=about("apprise URLs, separated by spaces")
+    )
+    notify_min_gb = Number(
+        load_default=0,
+        validate=Range(0),
+        metadata=about("notify a reclaim of at least this many GB; 0: never", fallback=True),
+    )
+    notify_failures = fields.Integer(
+        strict=True,
+        load_default=3,
+        # a streak is read from the run history (100 runs a target): two runs more than this
+        validate=Range(0, 50),
+        metadata=about("notify this many failed runs in a row; 0: never", fallback=True),
+    )
+    telegram_bot_token = fields.String(load_default="", metadata=about("Telegram bot token"))
+    telegram_chat_id = fields.String(load_default="", metadata=about("Telegram chat id"))
+    telegram_api_base = fields.String(
+        load_default="https://api.telegram.org",
+        validate=_http,
+        metadata=about("a Bot API server of your own"),
+    )
+
+
+def _flat(key: str, each: fields.Field[Any]) -> str:
+    """The name of a key's variable lowercased without PREFIX."""
+    return (each.metadata.get("variable") or each.data_key or key).lower()
+
+
+_POLICY = PolicySchema().fields
+# every variable but the platforms' DATABASE_URL, by its name lowercased without PREFIX
+VARIABLES = {_flat(key, each): each for key, each in (_POLICY | Variables().fields).items()}
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What the service itself runs with: where its state is and how it serves."""
@@ -67,9 +169,9 @@ class ServerSettings:
     enabled: bool
     db_path: str
     database_url: str = field(repr=False)
-    max_body_bytes: int
     max_parallel: int
     wait_for_run: bool
+    max_body_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,283 +189,144 @@ class NotifySettings:
     urls: tuple[str, ...] = field(repr=False)
     min_gb: float
     failures: int
-    timeout_s: float
     telegram_bot_token: str = field(repr=False)
     telegram_chat_id: str
     telegram_api_base: str
+    # what one notification may take per destination
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
 class TargetSettings:
-    """The build hosts and how an alert finds its targets among them."""
+    """The build hosts and how an alert finds its targets among them. With a targets file
+    an alert prunes the hosts it names (`routes_by_host`); the env target alone is pruned by
+    every firing alert, whichever host it names (as before fleets)."""
 
     fleet: Fleet
     routes_by_host: bool
     host_labels: tuple[str, ...]
     targets_file: str
+    # the build host of the PRUNEHOOK_SSH_* variables (None when unset) and its policy
+    env_target: Target | None
+    base_policy: PrunePolicy
+    # how state files before target names keyed its row: `user@host:port`
+    legacy_state_key: str | None
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every variable, as read (flat: one record to load, compare and override in tests).
-    Each layer takes the part it needs: `server`, `auth`, `notify`, `targets` (each made
-    once: a hook reads `auth` on every request)."""
+    """What prunehook runs with, in the parts each layer takes."""
 
-    enabled: bool = True
-    ssh_host: str = ""
-    ssh_port: int = 22
-    ssh_user: str = field(default_factory=getpass.getuser)
-    ssh_key_file: str = ""
-    ssh_key: str = field(default="", repr=False)
-    known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout_s: float = 10.0
-    interval_s: float = DEFAULT_INTERVAL_S
-    retry_after_s: float = DEFAULT_RETRY_AFTER_S
-    until: str = DEFAULT_UNTIL
-    prune_all: bool = False
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    lease_grace_s: float = DEFAULT_LEASE_GRACE_S
-    token: str = field(default="", repr=False)
-    hmac_secret: str = field(default="", repr=False)
-    db_path: str = ""
-    notify_min_gb: float = 0.0
-    telegram_bot_token: str = field(default="", repr=False)
-    telegram_chat_id: str = ""
-    telegram_api_base: str = "https://api.telegram.org"
-    # apprise URLs (PRUNEHOOK_NOTIFY_URLS); they carry tokens
-    notify_urls: tuple[str, ...] = field(default=(), repr=False)
-    notify_failures: int = DEFAULT_NOTIFY_FAILURES
-    # what one notification may take per destination; not read from the environment
-    notify_timeout_s: float = 10.0
-    max_body_bytes: int = 1024 * 1024
-    # PRUNEHOOK_TARGETS_FILE and the targets read from it; none: the env target alone
-    targets_file: str = ""
-    file_targets: tuple[Target, ...] = ()
-    host_labels: tuple[str, ...] = DEFAULT_HOST_LABELS
-    max_parallel: int = 8
-    # disk-aware pruning: the env target's goals, critical path and Docker data root (and a
-    # targets file's defaults)
-    max_cache: int | None = None
-    min_free: FreeGoal | None = None
-    critical_percent: float = DEFAULT_CRITICAL_PERCENT
-    critical_interval_s: float = DEFAULT_CRITICAL_INTERVAL_S
-    docker_root: str = DEFAULT_DOCKER_ROOT
-    # PostgreSQL (replicas, ephemeral disks); empty: the SQLite file db_path
-    database_url: str = field(default="", repr=False)
-    # hooks answer only once the run is over (platforms that stop a process's CPU after)
-    wait_for_run: bool = False
+    server: ServerSettings
+    auth: AuthSettings
+    notify: NotifySettings
+    targets: TargetSettings
 
-    @cached_property
-    def server(self) -> ServerSettings:
-        return ServerSettings(
-            enabled=self.enabled,
-            db_path=self.db_path,
-            database_url=self.database_url,
-            max_body_bytes=self.max_body_bytes,
-            max_parallel=self.max_parallel,
-            wait_for_run=self.wait_for_run,
+    # flat names that app, cli, preflight and web/status read
+    token = property(attrgetter("auth.token"))
+    enabled = property(attrgetter("server.enabled"))
+    db_path = property(attrgetter("server.db_path"))
+    database_url = property(attrgetter("server.database_url"))
+    max_body_bytes = property(attrgetter("server.max_body_bytes"))
+    env_target = property(attrgetter("targets.env_target"))
+    base_policy = property(attrgetter("targets.base_policy"))
+    targets_file = property(attrgetter("targets.targets_file"))
+    legacy_state_key = property(attrgetter("targets.legacy_state_key"))
+    notify_min_gb = property(attrgetter("notify.min_gb"))
+    notify_failures = property(attrgetter("notify.failures"))
+
+    @classmethod
+    def from_values(
+        cls,
+        file_targets: tuple[Target, ...] = (),
+        notify_timeout_s: float = NotifySettings.timeout_s,
+        **values: Any,
+    ) -> Settings:
+        """Settings from variables' values as parsed, each named as its variable lowercased
+        without PRUNEHOOK_ (`ssh_port=22`); a variable left out takes its default. Tests give
+        a notification's time limit too, which is no variable."""
+        if unknown := sorted(set(values) - set(VARIABLES)):
+            raise TypeError(f"no such variable: {', '.join(unknown)}")
+        v = {
+            name: values[name] if name in values else each.deserialize(missing)
+            for name, each in VARIABLES.items()
+        }
+        base, host = _target_values(v), v["ssh_host"]
+        env_target = make_target(name_for_host(host), host, base) if host else None
+        env_fleet = Fleet((env_target,) if env_target else ())
+        server = ServerSettings(
+            v["enabled"], v["db_path"], v["database_url"], v["max_parallel"], v["wait_for_run"]
         )
-
-    @cached_property
-    def auth(self) -> AuthSettings:
-        return AuthSettings(self.token, tuple(self.hmac_keys))
-
-    @cached_property
-    def notify(self) -> NotifySettings:
-        return NotifySettings(
-            urls=self.notify_urls,
-            min_gb=self.notify_min_gb,
-            failures=self.notify_failures,
-            timeout_s=self.notify_timeout_s,
-            telegram_bot_token=self.telegram_bot_token,
-            telegram_chat_id=self.telegram_chat_id,
-            telegram_api_base=self.telegram_api_base,
+        notify = NotifySettings(
+            urls=tuple(v["notify_urls"]),
+            min_gb=v["notify_min_gb"],
+            failures=v["notify_failures"],
+            telegram_bot_token=v["telegram_bot_token"],
+            telegram_chat_id=v["telegram_chat_id"],
+            telegram_api_base=v["telegram_api_base"],
+            timeout_s=notify_timeout_s,
         )
-
-    @cached_property
-    def targets(self) -> TargetSettings:
-        return TargetSettings(self.fleet, self.routes_by_host, self.host_labels, self.targets_file)
-
-    @property
-    def base_endpoint(self) -> SSHEndpoint:
-        """The `PRUNEHOOK_SSH_*` connection: the env target's, and a targets file's defaults."""
-        return SSHEndpoint(
-            address=self.ssh_host,
-            port=self.ssh_port,
-            user=self.ssh_user,
-            key_file=self.ssh_key_file,
-            key=self.ssh_key,
-            known_hosts=self.known_hosts,
-            connect_timeout_s=self.connect_timeout_s,
+        targets = TargetSettings(
+            fleet=Fleet(file_targets) if v["targets_file"] else env_fleet,
+            routes_by_host=bool(v["targets_file"]),
+            host_labels=tuple(v["host_labels"]),
+            targets_file=v["targets_file"],
+            env_target=env_target,
+            base_policy=policy_of(base),
+            legacy_state_key=f"{v['ssh_user']}@{host}:{v['ssh_port']}" if host else None,
         )
-
-    @property
-    def base_policy(self) -> PrunePolicy:
-        return PrunePolicy(
-            until=self.until,
-            prune_all=self.prune_all,
-            interval_s=self.interval_s,
-            retry_after_s=self.retry_after_s,
-            timeout_s=self.timeout_s,
-            lease_grace_s=self.lease_grace_s,
-            max_cache=self.max_cache,
-            min_free=self.min_free,
-            critical_percent=self.critical_percent,
-            critical_interval_s=self.critical_interval_s,
-            docker_root=self.docker_root,
-        )
-
-    @cached_property
-    def env_target(self) -> Target | None:
-        """The build host of the `PRUNEHOOK_SSH_*` variables; None when unset."""
-        if not self.ssh_host:
-            return None
-        return Target(name_for_host(self.ssh_host), self.base_endpoint, self.base_policy)
-
-    @cached_property
-    def fleet(self) -> Fleet:
-        """Every target: a targets file's, or the env target alone (or none)."""
-        if self.targets_file:
-            return Fleet(self.file_targets)
-        return Fleet((self.env_target,) if self.env_target else ())
-
-    @property
-    def routes_by_host(self) -> bool:
-        """With a targets file an alert prunes the hosts it names; the env target alone
-        is pruned by every firing alert, whichever host it names (as before fleets)."""
-        return bool(self.targets_file)
-
-    @property
-    def legacy_state_key(self) -> str | None:
-        """How state files before target names keyed the row: `user@host:port`."""
-        return f"{self.ssh_user}@{self.ssh_host}:{self.ssh_port}" if self.ssh_host else None
-
-    @cached_property
-    def hmac_keys(self) -> list[bytes]:
-        return parse_secrets(self.hmac_secret)
+        auth = AuthSettings(v["token"], tuple(parse_secrets(v["hmac_secret"])))
+        return cls(server, auth, notify, targets)
 
 
-def _number_or_default(
-    env: Env,
-    name: str,
-    default: float,
-    warnings: list[str],
-    *,
-    allow_zero: bool = False,
-) -> float | int:
-    raw = env.str(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        bound = "zero or more" if allow_zero else "more than zero"
-        warnings.append(f"{PREFIX}{name}={raw!r} is not a number {bound}; using {default}")
-        return default
-    return int(value) if value.is_integer() else value
+def _target_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The env target's values by make_target's names: a targets file's base too."""
+    own = {key: values[_flat(key, each)] for key, each in _POLICY.items()}
+    return own | {
+        "key": values["ssh_key"],
+        "connect_timeout_s": values["ssh_connect_timeout_s"],
+        "lease_grace_s": values["lease_grace_s"],
+    }
 
 
-def _disk_settings(env: Env, warnings: list[str], errors: dict[str, list[str]]) -> dict[str, Any]:
-    """The disk-aware keys of the env target: PRUNEHOOK_MAX_CACHE, _MIN_FREE, _DOCKER_ROOT
-    (no safe default for a goal or a path mistyped: refused), _CRITICAL_PERCENT and
-    _CRITICAL_INTERVAL_S (their defaults are safe: a warning)."""
-    values: dict[str, Any] = {}
-    with env.prefixed(PREFIX):
-        max_cache = env.str("MAX_CACHE", "").strip()
-        min_free = env.str("MIN_FREE", "").strip()
-        docker_root = env.str("DOCKER_ROOT", "").strip()
-        percent = _number_or_default(env, "CRITICAL_PERCENT", DEFAULT_CRITICAL_PERCENT, warnings)
-        values["critical_interval_s"] = _number_or_default(
-            env, "CRITICAL_INTERVAL_S", DEFAULT_CRITICAL_INTERVAL_S, warnings
-        )
-    if percent > 100:
-        warnings.append(
-            f"{PREFIX}CRITICAL_PERCENT={percent:g} is over 100; using {DEFAULT_CRITICAL_PERCENT:g}"
-        )
-        percent = DEFAULT_CRITICAL_PERCENT
-    values["critical_percent"] = percent
-    try:
-        if max_cache:
-            values["max_cache"] = parse_configured_size(max_cache)
-    except SizeError as error:
-        errors[f"{PREFIX}MAX_CACHE"] = [str(error)]
-    try:
-        if min_free:
-            values["min_free"] = parse_free_goal(min_free)
-    except SizeError as error:
-        errors[f"{PREFIX}MIN_FREE"] = [str(error)]
-    if docker_root:
-        if is_docker_root(docker_root):
-            values["docker_root"] = docker_root
-        else:
-            errors[f"{PREFIX}DOCKER_ROOT"] = [DOCKER_ROOT_RULE]
-    return values
-
-
-def _count_or_default(env: Env, name: str, default: int, most: int, warnings: list[str]) -> int:
-    """A whole number from 0 to `most`, or the default with a warning."""
-    raw = env.str(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) > most:
-        warnings.append(f"{PREFIX}{name}={raw!r} is not a whole number 0-{most}; using {default}")
-        return default
-    return int(raw)
-
-
-def _read_key_file(path: str, errors: dict[str, list[str]]) -> None:
+def _unreadable(path: str) -> str | None:
     try:
         with open(os.path.expanduser(path), "rb") as handle:
             handle.read(1)
     except OSError as error:
-        errors.setdefault(f"{PREFIX}SSH_KEY_FILE", []).append(
-            f"cannot read {path}: {error.strerror}"
-        )
+        return f"cannot read {path}: {error.strerror}"
+    return None
 
 
-def _check_database_url(
-    url: str, has_secret: bool, name: str, errors: dict[str, list[str]]
-) -> None:
-    if not url.startswith(("postgresql://", "postgres://")):
-        # never echo the URL: it may carry a password
-        errors[name] = ["must be a postgresql:// (or postgres://) URL"]
-    if not has_secret:
-        errors.setdefault(name, []).append(
-            f"replicas share one database: set {PREFIX}TOKEN (or {PREFIX}HMAC_SECRET), as a"
-            " token generated by each replica would differ between them"
-        )
+class _Reader:
+    """Each variable's text through its field; a bad one warns and takes the default where
+    that is safe (`fallback`), else it is an error naming the variable."""
 
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.errors: dict[str, list[str]] = {}
+        self.bad: set[str] = set()
 
-def _read_targets_file(
-    path: str, base: SSHEndpoint, base_policy: PrunePolicy, errors: dict[str, list[str]]
-) -> tuple[Target, ...]:
-    name = f"{PREFIX}TARGETS_FILE"
-    try:
-        with open(os.path.expanduser(path), "rb") as handle:
-            raw = handle.read()
-    except OSError as error:
-        errors[name] = [f"cannot read {path}: {error.strerror}"]
-        return ()
-    try:
-        targets = parse_targets(read_document(raw, path), path, base, base_policy)
-    except TargetsFileError as error:
-        errors[name] = [f"{path}: {problem}" for problem in error.problems]
-        return ()
-    for target in targets:
-        if target.ssh.key_file:
-            problems: dict[str, list[str]] = {}
-            _read_key_file(target.ssh.key_file, problems)
-            for message in problems.get(f"{PREFIX}SSH_KEY_FILE", []):
-                where = f"{path}: targets.{target.name}.key_file"
-                errors.setdefault(name, []).append(f"{where}: {message}")
-        elif not target.ssh.key:
-            errors.setdefault(name, []).append(
-                f"{path}: targets.{target.name}: no key: set key_file (here or in [defaults])"
-                f" or {PREFIX}SSH_KEY_FILE"
-            )
-    return targets
+    def read(self, variable: str, each: fields.Field[Any], text: str) -> Any:
+        if not text:
+            return each.deserialize(missing)
+        if isinstance(each, fields.Integer) and text.lstrip("-").isdigit():
+            value: Any = int(text)  # the file's integers are TOML's; here they are text
+        else:
+            value = text
+        try:
+            return each.deserialize(value)
+        except ValidationError as error:
+            self.bad.add(variable)
+            problem = "; ".join(str(message).rstrip(".") for message in error.messages)
+            if not each.metadata.get("fallback"):
+                self.errors[variable] = [problem]
+                return each.deserialize(missing)
+            default = each.deserialize(missing)
+            # the value, unless the message shows it already (or it is too long to show)
+            shown = "" if repr(text) in problem or len(text) > 64 else f"={text!r}"
+            self.warnings.append(f"{variable}{shown}: {problem}; using {default}")
+            return default
 
 
 def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Settings, list[str]]:
@@ -374,145 +337,93 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
     env = Env(eager=False)
     if dotenv is not None and Path(dotenv).is_file():
         env.read_env(str(dotenv), recurse=False, override=False)
-    warnings: list[str] = []
-    errors: dict[str, list[str]] = {}
-
-    with env.prefixed(PREFIX):
-        enabled = env.bool("ENABLED", True)
-        ssh_host = env.str("SSH_HOST", "").strip()
-        ssh_port = env.int("SSH_PORT", 22, validate=Range(min=1, max=65535))
-        ssh_user = env.str("SSH_USER", "").strip() or getpass.getuser()
-        ssh_key_file = env.str("SSH_KEY_FILE", "").strip()
-        ssh_key = env.str("SSH_KEY", "").strip()
-        known_hosts = env.str("SSH_KNOWN_HOSTS", "").strip() or "~/.ssh/known_hosts"
-        prune_all = env.bool("ALL", False)
-        until_raw = env.str("UNTIL", "").strip() or DEFAULT_UNTIL
-        token = env.str("TOKEN", "").strip()
-        hmac_secret = env.str("HMAC_SECRET", "").strip()
-        db_path = env.str("DB_PATH", "").strip()
-        telegram_bot_token = env.str("TELEGRAM_BOT_TOKEN", "").strip()
-        telegram_chat_id = env.str("TELEGRAM_CHAT_ID", "").strip()
-        telegram_api_base = env.str("TELEGRAM_API_BASE", "https://api.telegram.org").strip()
-        notify_urls = tuple(env.str("NOTIFY_URLS", "").split())
-        notify_failures = _count_or_default(
-            env, "NOTIFY_FAILURES", DEFAULT_NOTIFY_FAILURES, MAX_NOTIFY_FAILURES, warnings
+    reader = _Reader()
+    warnings, errors = reader.warnings, reader.errors
+    texts = {name: env.str(PREFIX + name.upper(), "").strip() for name in VARIABLES}
+    values = {
+        name: reader.read(PREFIX + name.upper(), each, texts[name])
+        for name, each in VARIABLES.items()
+    }
+    until = values["until"]
+    if texts["until"] not in ("", until) and f"{PREFIX}UNTIL" not in reader.bad:
+        warnings.append(
+            f"{PREFIX}UNTIL={texts['until']!r} is read as {until!r} (Docker has no d/w)"
         )
-        interval_s = _number_or_default(env, "INTERVAL_S", DEFAULT_INTERVAL_S, warnings)
-        retry_after_s = _number_or_default(env, "RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, warnings)
-        timeout_s = _number_or_default(env, "TIMEOUT_S", DEFAULT_TIMEOUT_S, warnings)
-        lease_grace_s = _number_or_default(env, "LEASE_GRACE_S", DEFAULT_LEASE_GRACE_S, warnings)
-        connect_timeout_s = _number_or_default(env, "SSH_CONNECT_TIMEOUT_S", 10.0, warnings)
-        notify_min_gb = _number_or_default(env, "NOTIFY_MIN_GB", 0.0, warnings, allow_zero=True)
-        database_url = env.str("DATABASE_URL", "").strip()
-        wait_for_run = env.bool("WAIT_FOR_RUN", False)
-        targets_file = env.str("TARGETS_FILE", "").strip()
-        host_labels = tuple(env.list("HOST_LABELS", list(DEFAULT_HOST_LABELS)))
-        max_parallel = env.int("MAX_PARALLEL", 8, validate=Range(min=1, max=256))
-    disk = _disk_settings(env, warnings, errors)
-
-    try:
-        env.seal()
-    except EnvValidationError as error:
-        for name, messages in error.error_messages.items():
-            errors[name] = [str(message) for message in messages]
-
-    try:
-        until = normalize_until(until_raw)
-        if until != until_raw:
-            warnings.append(f"{PREFIX}UNTIL={until_raw!r} is read as {until!r} (Docker has no d/w)")
-        if duration_seconds(until) < 60:
-            warnings.append(f"{PREFIX}UNTIL={until!r} prunes nearly all cache, fresh builds too")
-    except DurationError as error:
-        # a typo must never leave disk-full alerts unanswered: the documented default (TC-08)
-        until = DEFAULT_UNTIL
-        warnings.append(f"{PREFIX}UNTIL: {error}; using {DEFAULT_UNTIL}")
-    if ssh_key_file and ssh_key:
-        errors[f"{PREFIX}SSH_KEY"] = ["set either PRUNEHOOK_SSH_KEY or PRUNEHOOK_SSH_KEY_FILE"]
-    elif ssh_key_file:
-        _read_key_file(ssh_key_file, errors)
-    if bool(telegram_bot_token) != bool(telegram_chat_id):
-        missing = "TELEGRAM_CHAT_ID" if telegram_bot_token else "TELEGRAM_BOT_TOKEN"
-        errors[f"{PREFIX}{missing}"] = ["Telegram needs both the bot token and the chat id"]
-    if notify_urls or telegram_bot_token:
+    if duration_seconds(until) < 60:
+        warnings.append(f"{PREFIX}UNTIL={until!r} prunes nearly all cache, fresh builds too")
+    key_file, key = values["ssh_key_file"], values["ssh_key"]
+    if key_file and key:
+        errors[f"{PREFIX}SSH_KEY"] = [f"set either {PREFIX}SSH_KEY or {PREFIX}SSH_KEY_FILE"]
+    elif key_file and (problem := _unreadable(key_file)):
+        errors[f"{PREFIX}SSH_KEY_FILE"] = [problem]
+    bot, chat = values["telegram_bot_token"], values["telegram_chat_id"]
+    if bool(bot) != bool(chat):
+        missing_one = "TELEGRAM_CHAT_ID" if bot else "TELEGRAM_BOT_TOKEN"
+        errors[f"{PREFIX}{missing_one}"] = ["Telegram needs both the bot token and the chat id"]
+    if values["notify_urls"] or bot:
         from webhook.notify import config_errors
 
-        errors.update(
-            config_errors(notify_urls, telegram_bot_token, telegram_chat_id, telegram_api_base)
-        )
-    try:
-        parse_secrets(hmac_secret)
-    except ValueError as error:
-        errors[f"{PREFIX}HMAC_SECRET"] = [str(error)]
-    if token and len(token.encode()) < MIN_KEY_BYTES:
-        errors[f"{PREFIX}TOKEN"] = [
-            f"is {len(token.encode())} bytes; at least {MIN_KEY_BYTES} are needed"
-            " (e.g. openssl rand -hex 32)"
-        ]
-    if not telegram_api_base.startswith(("https://", "http://")):
-        errors[f"{PREFIX}TELEGRAM_API_BASE"] = ["must be an http(s) URL"]
+        errors.update(config_errors(values["notify_urls"], bot, chat, values["telegram_api_base"]))
     # the platforms' own variable (Heroku, Render, Fly, ...) when ours is unset
     url_variable = f"{PREFIX}DATABASE_URL"
-    if not database_url and os.environ.get("DATABASE_URL", "").strip():
-        database_url, url_variable = os.environ["DATABASE_URL"].strip(), "DATABASE_URL"
-    if database_url:
-        _check_database_url(database_url, bool(token or hmac_secret), url_variable, errors)
-    host_labels = tuple(label.strip() for label in host_labels if label.strip())
-    if not host_labels:
-        errors[f"{PREFIX}HOST_LABELS"] = ["name at least one label, e.g. host,instance"]
-    if ssh_host and not (ssh_key_file or ssh_key):
+    if not values["database_url"] and os.environ.get("DATABASE_URL", "").strip():
+        url_variable = "DATABASE_URL"
+        values["database_url"] = reader.read(
+            url_variable, VARIABLES["database_url"], os.environ["DATABASE_URL"].strip()
+        )
+    if values["database_url"] and not (values["token"] or values["hmac_secret"]):
+        errors.setdefault(url_variable, []).append(
+            f"replicas share one database: set {PREFIX}TOKEN (or {PREFIX}HMAC_SECRET), as a"
+            " token generated by each replica would differ between them"
+        )
+    if values["ssh_host"] and not (key_file or key):
         warnings.append(
             f"{PREFIX}SSH_HOST is set but no key is: set {PREFIX}SSH_KEY_FILE or {PREFIX}SSH_KEY"
         )
     if errors:
         raise ConfigError(errors)
-
-    settings = Settings(
-        database_url=database_url,
-        wait_for_run=wait_for_run,
-        targets_file=targets_file,
-        host_labels=host_labels,
-        max_parallel=max_parallel,
-        enabled=enabled,
-        ssh_host=ssh_host,
-        ssh_port=ssh_port,
-        ssh_user=ssh_user,
-        ssh_key_file=ssh_key_file,
-        ssh_key=ssh_key,
-        known_hosts=known_hosts,
-        connect_timeout_s=connect_timeout_s,
-        interval_s=interval_s,
-        retry_after_s=retry_after_s,
-        until=until,
-        prune_all=prune_all,
-        timeout_s=timeout_s,
-        lease_grace_s=lease_grace_s,
-        token=token,
-        hmac_secret=hmac_secret,
-        db_path=db_path,
-        notify_min_gb=notify_min_gb,
-        telegram_bot_token=telegram_bot_token,
-        telegram_chat_id=telegram_chat_id,
-        telegram_api_base=telegram_api_base.rstrip("/"),
-        notify_urls=notify_urls,
-        notify_failures=notify_failures,
-        **disk,
-    )
-    if targets_file:
-        targets = _read_targets_file(
-            targets_file, settings.base_endpoint, settings.base_policy, errors
-        )
-        if errors:
-            raise ConfigError(errors)
-        settings = dataclasses.replace(settings, file_targets=targets)
-        paths = {t.ssh.known_hosts_path for t in targets}
-        for path in sorted(str(p) for p in paths if not p.is_file()):
+    if not values["targets_file"]:
+        settings = Settings.from_values(**values)
+        known_hosts = settings.env_target.ssh.known_hosts_path if settings.env_target else None
+        if known_hosts and not known_hosts.is_file():
             warnings.append(
-                f"{PREFIX}TARGETS_FILE: known_hosts {path} does not exist; prunes of the targets"
-                " that use it will be refused until their host keys are there"
+                f"{PREFIX}SSH_KNOWN_HOSTS: {known_hosts} does not exist; every prune will be"
+                " refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
             )
-    elif ssh_host and not (known_hosts_file := settings.base_endpoint.known_hosts_path).is_file():
+        return settings, warnings
+    targets = _read_targets_file(values["targets_file"], _target_values(values))
+    paths = {target.ssh.known_hosts_path for target in targets}
+    for path in sorted(str(p) for p in paths if not p.is_file()):
         warnings.append(
-            f"{PREFIX}SSH_KNOWN_HOSTS: {known_hosts_file} does not exist; every prune "
-            "will be refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
+            f"{PREFIX}TARGETS_FILE: known_hosts {path} does not exist; prunes of the targets"
+            " that use it will be refused until their host keys are there"
         )
-    return settings, warnings
+    return Settings.from_values(file_targets=targets, **values), warnings
+
+
+def _read_targets_file(path: str, base: Mapping[str, Any]) -> tuple[Target, ...]:
+    """The targets of PRUNEHOOK_TARGETS_FILE; ConfigError names the file, target and key."""
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise ConfigError(
+            {f"{PREFIX}TARGETS_FILE": [f"cannot read {path}: {error.strerror}"]}
+        ) from error
+    try:
+        targets = parse_targets(read_document(raw, path), path, base)
+    except TargetsFileError as error:
+        problems = error.problems
+    else:
+        problems = []
+        for target in targets:
+            where = f"targets.{target.name}"
+            if target.ssh.key_file and (problem := _unreadable(target.ssh.key_file)):
+                problems.append(f"{where}.key_file: {problem}")
+            elif not (target.ssh.key_file or target.ssh.key):
+                problems.append(
+                    f"{where}: no key: set key_file (here or in [defaults]) or {PREFIX}SSH_KEY_FILE"
+                )
+    if problems:
+        raise ConfigError({f"{PREFIX}TARGETS_FILE": [f"{path}: {each}" for each in problems]})
+    return targets

@@ -50,18 +50,18 @@ def _env(port: int, client_key: Path, known_hosts: Path) -> dict[str, str]:
 
 
 def target_at(host: SSHKeys | SSHServer, **overrides: Any) -> Target:
-    """The target of a prunehook configured for `host` as root (Settings fields in
+    """The target of a prunehook configured for `host` as root (variables in
     `overrides`), with short timeouts for tests."""
     values = {
         "ssh_host": "127.0.0.1",
         "ssh_port": host.port,
         "ssh_user": "root",
         "ssh_key_file": str(host.client_key),
-        "known_hosts": str(host.known_hosts),
-        "connect_timeout_s": 5,
+        "ssh_known_hosts": str(host.known_hosts),
+        "ssh_connect_timeout_s": 5,
         "timeout_s": 30,
     } | overrides
-    target = Settings(**values).env_target
+    target = Settings.from_values(**values).env_target
     assert target is not None
     return target
 

@@ -1,17 +1,20 @@
 """The fleet: each build host is a `Target`, with its SSH endpoint and its prune policy.
 
-Pure: no I/O. A targets file is parsed from the dict `tomllib` made of it
-(`parse_targets`); the single target of the `PRUNEHOOK_SSH_*` variables is
-built by the configuration. How an alert's host value finds its targets
+Pure: no I/O. `PolicySchema` declares every per-target key once: a targets
+file is parsed through it from the dict `tomllib` made of it (`parse_targets`),
+and the configuration reads the single env target's `PRUNEHOOK_*` variables
+through the same fields. How an alert's host value finds its targets
 (`Fleet.concerning`) lives here too, so that a name from a payload can only
 ever select a configured target, never be connected to.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,28 +23,13 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields
 from marshmallow.validate import Length, Range, Regexp
 
-from webhook.core.disk import (
-    FreeGoal,
-    Goals,
-    SizeError,
-    parse_configured_size,
-    parse_free_goal,
-)
-from webhook.core.duration import DurationError, normalize_until
+from webhook.core.disk import FreeGoal, Goals, parse_configured_size, parse_free_goal
+from webhook.core.duration import normalize_until
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 _NAME = re.compile(NAME_PATTERN)
 NAME_MAX = 63
-DEFAULT_UNTIL = "24h"
-DEFAULT_INTERVAL_S = 21600
-DEFAULT_RETRY_AFTER_S = 600
-DEFAULT_TIMEOUT_S = 120
-# how long past the prune timeout an in-flight run's lease holds off others
-DEFAULT_LEASE_GRACE_S = 60
-DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-DEFAULT_CRITICAL_PERCENT = 95.0
-DEFAULT_CRITICAL_INTERVAL_S = 900
-DEFAULT_DOCKER_ROOT = "/var/lib/docker"
+YEAR_S = 365 * 86400
 # an absolute path of plain characters: it reaches df's command line (and the host's guard,
 # which checks it with the same pattern), so nothing a shell or df would read as more
 DOCKER_ROOT_PATTERN = r"^/[A-Za-z0-9._/+-]{0,255}\Z"
@@ -63,7 +51,7 @@ class SSHEndpoint:
     user: str = "root"
     key_file: str = ""
     key: str = field(default="", repr=False)
-    known_hosts: str = DEFAULT_KNOWN_HOSTS
+    known_hosts: str = "~/.ssh/known_hosts"
     connect_timeout_s: float = 10.0
 
     def __str__(self) -> str:
@@ -76,20 +64,20 @@ class SSHEndpoint:
 
 @dataclass(frozen=True)
 class PrunePolicy:
-    """What is pruned on a target and how often."""
+    """What is pruned on a target and how often (the keys are PolicySchema's)."""
 
-    until: str = DEFAULT_UNTIL
+    until: str = "24h"
     prune_all: bool = False
-    interval_s: float = DEFAULT_INTERVAL_S
-    retry_after_s: float = DEFAULT_RETRY_AFTER_S
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    lease_grace_s: float = DEFAULT_LEASE_GRACE_S
-    # disk-aware pruning (DESIGN.md): the goals of stage 2, the critical path, what df measures
+    interval_s: float = 21600
+    retry_after_s: float = 600
+    timeout_s: float = 120
+    # how long past the prune timeout an in-flight run's lease holds off others
+    lease_grace_s: float = 60
     max_cache: int | None = None
     min_free: FreeGoal | None = None
-    critical_percent: float = DEFAULT_CRITICAL_PERCENT
-    critical_interval_s: float = DEFAULT_CRITICAL_INTERVAL_S
-    docker_root: str = DEFAULT_DOCKER_ROOT
+    critical_percent: float = 95
+    critical_interval_s: float = 900
+    docker_root: str = "/var/lib/docker"
 
     @property
     def lease_s(self) -> float:
@@ -231,35 +219,49 @@ def read_document(raw: bytes, source: str) -> dict[str, Any]:
         raise TargetsFileError(source, [f"{where}not valid TOML: {error}"]) from error
 
 
-def _go_duration(value: str) -> None:
-    try:
-        normalize_until(value)
-    except DurationError as error:
-        raise ValidationError(str(error)) from error
+class Parsed(fields.Field[Any]):
+    """A value one of the core's parsers reads; its ValueError is the field's error."""
 
-
-class _Size(fields.Field[int]):
-    """A size: bytes (an integer or digits), or `10GB` / `10GiB`."""
+    def __init__(self, parse: Callable[[Any], Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.parse = parse
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> int:
+    ) -> Any:
         try:
-            return parse_configured_size(value)
-        except SizeError as error:
+            return self.parse(value)
+        except ValueError as error:
             raise ValidationError(str(error)) from error
 
 
-class _FreeGoal(fields.Field[FreeGoal]):
-    """`min_free`: a size, or a percentage of the filesystem such as `15%`."""
+class Number(fields.Float):
+    """A finite number, whole when it can be (`3600`, as /status and the CLI show it)."""
 
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> FreeGoal:
-        try:
-            return parse_free_goal(value)
-        except SizeError as error:
-            raise ValidationError(str(error)) from error
+    def _format_num(self, value: Any) -> float | int:
+        number = super()._format_num(value)
+        return int(number) if number.is_integer() else number
+
+
+def about(description: str, variable: str = "", *, fallback: bool = False) -> dict[str, Any]:
+    """A key's metadata: its help text, its variable when not PRUNEHOOK_ + the key upper case,
+    and `fallback`: a bad value in the environment warns and takes the default (DESIGN.md)."""
+    return {"description": description, "variable": variable, "fallback": fallback}
+
+
+def seconds(default: float, most: float | None, description: str) -> Number:
+    """A time in seconds, more than zero; with a default that is safe (`fallback`)."""
+    return Number(
+        load_default=default,
+        validate=Range(0, most, min_inclusive=False),
+        metadata=about(description, fallback=True),
+    )
+
+
+def _until(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("Not a valid string.")
+    return normalize_until(value)
 
 
 def _docker_root(value: str) -> None:
@@ -267,36 +269,90 @@ def _docker_root(value: str) -> None:
         raise ValidationError(DOCKER_ROOT_RULE)
 
 
-class _PolicyFields(Schema):
-    """Keys a target may set, and `[defaults]` for all of them."""
+class PolicySchema(Schema):
+    """Every per-target key, its bound, default and meaning: a targets file's [defaults] and
+    [targets.NAME] set them, and the environment the single env target's (PRUNEHOOK_ + the
+    key upper case, or the key's `variable`). Loaded by make_target's names (`prune_all`)."""
 
     class Meta:
         unknown = RAISE
 
-    user = fields.String(validate=Length(min=1, max=64))
-    port = fields.Integer(strict=True, validate=Range(min=1, max=65535))
-    key_file = fields.String(validate=Length(min=1, max=4096))
-    known_hosts = fields.String(validate=Length(min=1, max=4096))
-    until = fields.String(validate=[Length(min=1, max=64), _go_duration])
-    all = fields.Boolean()
-    interval_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=10 * 365 * 86400))
-    retry_after_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=365 * 86400))
-    timeout_s = fields.Float(validate=Range(min=0, min_inclusive=False, max=86400))
-    max_cache = _Size()
-    min_free = _FreeGoal()
-    critical_percent = fields.Float(validate=Range(min=0, min_inclusive=False, max=100))
-    critical_interval_s = fields.Float(
-        validate=Range(min=0, min_inclusive=False, max=10 * 365 * 86400)
+    user = fields.String(
+        load_default=getpass.getuser,
+        validate=Length(1, 64),
+        metadata=about("who logs in; default: the user running prunehook", "SSH_USER"),
     )
-    docker_root = fields.String(validate=_docker_root)
+    port = fields.Integer(
+        strict=True,
+        load_default=SSHEndpoint.port,
+        validate=Range(1, 65535),
+        metadata=about("the build host's SSH port", "SSH_PORT"),
+    )
+    key_file = fields.String(
+        load_default=SSHEndpoint.key_file,
+        validate=Length(1, 4096),
+        metadata=about(
+            "private key file; PRUNEHOOK_SSH_KEY may hold the key instead", "SSH_KEY_FILE"
+        ),
+    )
+    known_hosts = fields.String(
+        load_default=SSHEndpoint.known_hosts,
+        validate=Length(1, 4096),
+        metadata=about("the host key must be here; unknown or changed: refused", "SSH_KNOWN_HOSTS"),
+    )
+    interval_s = seconds(PrunePolicy.interval_s, 10 * YEAR_S, "at most one prune per interval")
+    retry_after_s = seconds(PrunePolicy.retry_after_s, YEAR_S, "next try this soon after a failure")
+    until = Parsed(
+        _until,
+        load_default=PrunePolicy.until,
+        validate=Length(1, 64),
+        metadata=about("age filter: a Go duration (90m, 24h); days become hours", fallback=True),
+    )
+    prune_all = fields.Boolean(
+        data_key="all",
+        load_default=PrunePolicy.prune_all,
+        metadata=about("adds -a, always with the age filter"),
+    )
+    timeout_s = seconds(PrunePolicy.timeout_s, 86400, "limit on one remote prune")
+    max_cache = Parsed(
+        parse_configured_size,
+        load_default=None,
+        metadata=about("largest build cache to keep: a size (10GB, 10GiB, bytes); none: no bound"),
+    )
+    min_free = Parsed(
+        parse_free_goal,
+        load_default=None,
+        metadata=about(
+            "free space to reach: a size or a percentage (15%) of the disk; none: no goal"
+        ),
+    )
+    docker_root = fields.String(
+        load_default=PrunePolicy.docker_root,
+        validate=_docker_root,
+        metadata=about("where Docker keeps its data on the host; df measures its disk"),
+    )
+    critical_percent = Number(
+        load_default=PrunePolicy.critical_percent,
+        validate=Range(0, 100, min_inclusive=False),
+        metadata=about(
+            "an alert at this used percent may prune inside the interval", fallback=True
+        ),
+    )
+    critical_interval_s = seconds(
+        PrunePolicy.critical_interval_s,
+        10 * YEAR_S,
+        "a critical prune waits this long after the last",
+    )
 
 
-class _TargetFields(_PolicyFields):
+class _TargetSchema(PolicySchema):
     host = fields.String(required=True, validate=Length(min=1, max=253))
     aliases = fields.List(fields.String(validate=Length(min=1, max=253)), load_default=list)
 
 
+_POLICY_KEYS = tuple(PolicySchema().fields)
 _NAME_RULE = Regexp(_NAME, error=f"a target name must match {NAME_PATTERN}")
+_SSH_KEYS = frozenset(f.name for f in dataclasses.fields(SSHEndpoint))
 
 
 def _messages(prefix: str, errors: Mapping[str, Any]) -> Iterable[str]:
@@ -308,10 +364,24 @@ def _messages(prefix: str, errors: Mapping[str, Any]) -> Iterable[str]:
             yield f"{prefix}.{key}: {'; '.join(str(m) for m in listed)}"
 
 
+def make_target(
+    name: str, address: str, values: Mapping[str, Any], aliases: Iterable[str] = ()
+) -> Target:
+    """A target from SSHEndpoint's and PrunePolicy's values by their names (PolicySchema's)."""
+    ssh = SSHEndpoint(address.strip(), **{k: v for k, v in values.items() if k in _SSH_KEYS})
+    return Target(name, ssh, policy_of(values), tuple(alias.strip() for alias in aliases))
+
+
+def policy_of(values: Mapping[str, Any]) -> PrunePolicy:
+    """The PrunePolicy of make_target's values (the SSH ones left aside)."""
+    return PrunePolicy(**{k: v for k, v in values.items() if k not in _SSH_KEYS})
+
+
 def parse_targets(
-    document: Mapping[str, Any], source: str, base: SSHEndpoint, base_policy: PrunePolicy
+    document: Mapping[str, Any], source: str, base: Mapping[str, Any]
 ) -> tuple[Target, ...]:
-    """Targets from a parsed targets file; `base` and `base_policy` fill what it leaves out.
+    """Targets from a parsed targets file; `base` (the environment's values, by make_target's
+    names) fills what a target and [defaults] leave out.
 
     Raises TargetsFileError naming every problem (`targets.NAME.KEY: why`) at once.
     """
@@ -325,7 +395,7 @@ def parse_targets(
         problems.append("defaults: must be a table")
     else:
         try:
-            defaults = _PolicyFields().load(raw_defaults)
+            defaults = PolicySchema().load(raw_defaults, partial=_POLICY_KEYS)
         except ValidationError as error:
             problems += _messages("defaults", error.normalized_messages())
     tables = document.get("targets", {})
@@ -346,44 +416,17 @@ def parse_targets(
             problems.append(f"{where}: must be a table")
             continue
         try:
-            values = {**defaults, **_TargetFields().load(table)}
+            own = {**defaults, **_TargetSchema().load(table, partial=_POLICY_KEYS)}
         except ValidationError as error:
             problems += _messages(where, error.normalized_messages())
             continue
-        targets.append(_target(name, values, base, base_policy))
+        # a key file named in the file replaces the key text of the environment
+        values = {**base, **({"key": ""} if "key_file" in own else {}), **own}
+        targets.append(make_target(name, values.pop("host"), values, values.pop("aliases")))
     problems += _shared_names(targets)
     if problems:
         raise TargetsFileError(source, problems)
     return tuple(targets)
-
-
-def _target(
-    name: str, values: Mapping[str, Any], base: SSHEndpoint, base_policy: PrunePolicy
-) -> Target:
-    ssh = SSHEndpoint(
-        address=values["host"].strip(),
-        port=values.get("port", base.port),
-        user=values.get("user", base.user),
-        key_file=values.get("key_file", base.key_file),
-        key="" if "key_file" in values else base.key,
-        known_hosts=values.get("known_hosts", base.known_hosts),
-        connect_timeout_s=base.connect_timeout_s,
-    )
-    policy = PrunePolicy(
-        until=normalize_until(values["until"]) if "until" in values else base_policy.until,
-        prune_all=values.get("all", base_policy.prune_all),
-        interval_s=values.get("interval_s", base_policy.interval_s),
-        retry_after_s=values.get("retry_after_s", base_policy.retry_after_s),
-        timeout_s=values.get("timeout_s", base_policy.timeout_s),
-        lease_grace_s=base_policy.lease_grace_s,
-        max_cache=values.get("max_cache", base_policy.max_cache),
-        min_free=values.get("min_free", base_policy.min_free),
-        critical_percent=values.get("critical_percent", base_policy.critical_percent),
-        critical_interval_s=values.get("critical_interval_s", base_policy.critical_interval_s),
-        docker_root=values.get("docker_root", base_policy.docker_root),
-    )
-    aliases = tuple(alias.strip() for alias in values.get("aliases", ()))
-    return Target(name=name, ssh=ssh, policy=policy, aliases=aliases)
 
 
 def _shared_names(targets: list[Target]) -> list[str]:
