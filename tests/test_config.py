@@ -299,3 +299,19 @@ def test_each_layer_takes_its_own_part_of_the_settings_and_no_part_shows_a_secre
     shown = " ".join(repr(part) for part in parts)
     for secret in (settings.auth.token, "secret-path", "pw-secret", "c2VjcmV0"):
         assert secret not in shown + repr(settings)
+
+
+def test_a_known_hosts_file_that_is_not_there_is_a_warning(monkeypatch, tmp_path):
+    absent = tmp_path / "known_hosts"
+    monkeypatch.setenv("PRUNEHOOK_SSH_HOST", "build-1")
+    monkeypatch.setenv("PRUNEHOOK_SSH_KEY", "the key text")
+    monkeypatch.setenv("PRUNEHOOK_SSH_KNOWN_HOSTS", str(absent))
+    assert [w.split(" does not")[0] for w in load_settings()[1]] == [
+        f"PRUNEHOOK_SSH_KNOWN_HOSTS: {absent}"
+    ]
+    targets = tmp_path / "targets.toml"
+    targets.write_text(f'[defaults]\nknown_hosts = "{absent}"\n[targets.a]\nhost = "a"\n')
+    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(targets))
+    assert [w.split(" does not")[0] for w in load_settings()[1]] == [
+        f"PRUNEHOOK_TARGETS_FILE: known_hosts {absent}"
+    ]

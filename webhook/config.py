@@ -21,7 +21,7 @@ from typing import Any
 
 from environs import Env
 from marshmallow import Schema, ValidationError, fields, missing
-from marshmallow.validate import Range
+from marshmallow.validate import Range, Regexp
 
 from webhook.core.duration import duration_seconds
 from webhook.core.targets import (
@@ -70,17 +70,6 @@ def _token(value: str) -> None:
         )
 
 
-def _postgresql(value: str) -> None:
-    if not value.startswith(("postgresql://", "postgres://")):
-        # never echo the URL: it may carry a password
-        raise ValidationError("must be a postgresql:// (or postgres://) URL")
-
-
-def _http(value: str) -> None:
-    if not value.startswith(("https://", "http://")):
-        raise ValidationError("must be an http(s) URL")
-
-
 def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
@@ -112,7 +101,8 @@ class Variables(Schema):
     db_path = fields.String(load_default="", metadata=about("SQLite file; default: instance"))
     database_url = fields.String(
         load_default="",
-        validate=_postgresql,
+        # never echoed: the URL may carry a password
+        validate=Regexp("postgres(ql)?://", error="must be a postgresql:// (or postgres://) URL"),
         metadata=about("PostgreSQL instead (replicas); else the platforms' DATABASE_URL"),
     )
     wait_for_run = fields.Boolean(load_default=False, metadata=about("answer after the run"))
@@ -147,7 +137,7 @@ class Variables(Schema):
     telegram_chat_id = fields.String(load_default="", metadata=about("Telegram chat id"))
     telegram_api_base = fields.String(
         load_default="https://api.telegram.org",
-        validate=_http,
+        validate=Regexp("https?://", error="must be an http(s) URL"),
         metadata=about("a Bot API server of your own"),
     )
 
@@ -382,23 +372,19 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         )
     if errors:
         raise ConfigError(errors)
-    if not values["targets_file"]:
-        settings = Settings.from_values(**values)
-        known_hosts = settings.env_target.ssh.known_hosts_path if settings.env_target else None
-        if known_hosts and not known_hosts.is_file():
-            warnings.append(
-                f"{PREFIX}SSH_KNOWN_HOSTS: {known_hosts} does not exist; every prune will be"
-                " refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
-            )
-        return settings, warnings
-    targets = _read_targets_file(values["targets_file"], _target_values(values))
-    paths = {target.ssh.known_hosts_path for target in targets}
+    targets_file = values["targets_file"]
+    targets = _read_targets_file(targets_file, _target_values(values)) if targets_file else ()
+    settings = Settings.from_values(file_targets=targets, **values)
+    paths = {target.ssh.known_hosts_path for target in settings.targets.fleet}
     for path in sorted(str(p) for p in paths if not p.is_file()):
         warnings.append(
             f"{PREFIX}TARGETS_FILE: known_hosts {path} does not exist; prunes of the targets"
             " that use it will be refused until their host keys are there"
+            if targets_file
+            else f"{PREFIX}SSH_KNOWN_HOSTS: {path} does not exist; every prune will be"
+            " refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
         )
-    return Settings.from_values(file_targets=targets, **values), warnings
+    return settings, warnings
 
 
 def _read_targets_file(path: str, base: Mapping[str, Any]) -> tuple[Target, ...]:
