@@ -238,8 +238,10 @@ class Parsed(fields.Field[Any]):
 class Number(fields.Float):
     """A finite number, whole when it can be (`3600`, as /status and the CLI show it)."""
 
-    def _format_num(self, value: Any) -> float | int:
-        number = super()._format_num(value)
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> float | int:
+        number = super()._deserialize(value, attr, data, **kwargs)
         return int(number) if number.is_integer() else number
 
 
