@@ -82,12 +82,12 @@ def _labels(text: str) -> tuple[str, ...]:
 
 
 class Variables(Schema):
-    """The variables that are no per-target key, each named as its variable lowercased
-    without PRUNEHOOK_."""
+    """The service's own variables (PolicySchema has the per-target ones), each named as its
+    variable lowercased without PRUNEHOOK_."""
 
     enabled = fields.Boolean(load_default=True, metadata=about("false: triggers run nothing"))
     ssh_host = fields.String(load_default="", metadata=about("the build host; empty: no target"))
-    ssh_key = fields.String(load_default="", metadata=about("the private key's text"))
+    ssh_key = fields.String(load_default="", metadata=about("the key's text, or SSH_KEY_FILE"))
     ssh_connect_timeout_s = seconds(10.0, None, "each SSH step before the command runs")
     lease_grace_s = seconds(PrunePolicy.lease_grace_s, None, "a run holds its target this long")
     token = fields.String(
@@ -129,7 +129,7 @@ class Variables(Schema):
     notify_failures = fields.Integer(
         strict=True,
         load_default=3,
-        # a streak is read from the run history (100 runs a target): two runs more than this
+        # a streak is read from the run history (100 runs a target), two runs more than this at most
         validate=Range(0, 50),
         metadata=about("notify this many failed runs in a row; 0: never", fallback=True),
     )
