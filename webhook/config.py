@@ -12,6 +12,7 @@ service refuses to start and names the variable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -253,7 +254,7 @@ class Settings:
             failures=v["notify_failures"],
             telegram_bot_token=v["telegram_bot_token"],
             telegram_chat_id=v["telegram_chat_id"],
-            telegram_api_base=v["telegram_api_base"],
+            telegram_api_base=v["telegram_api_base"].rstrip("/"),
             timeout_s=notify_timeout_s,
         )
         targets = TargetSettings(
@@ -300,10 +301,10 @@ class _Reader:
     def read(self, variable: str, each: fields.Field[Any], text: str) -> Any:
         if not text:
             return each.deserialize(missing)
-        if isinstance(each, fields.Integer) and text.lstrip("-").isdigit():
-            value: Any = int(text)  # the file's integers are TOML's; here they are text
-        else:
-            value = text
+        value: Any = text
+        if isinstance(each, fields.Integer):  # the file's integers are TOML's; here, text
+            with contextlib.suppress(ValueError):
+                value = int(text)
         try:
             return each.deserialize(value)
         except ValidationError as error:
