@@ -315,3 +315,11 @@ def test_a_known_hosts_file_that_is_not_there_is_a_warning(monkeypatch, tmp_path
     assert [w.split(" does not")[0] for w in load_settings()[1]] == [
         f"PRUNEHOOK_TARGETS_FILE: known_hosts {absent}"
     ]
+
+
+@pytest.mark.parametrize("port", ["ssh", "\u00b2", "22.0", "0", "65536"])
+def test_a_port_that_is_not_a_port_refuses_to_start_naming_it(monkeypatch, port):
+    monkeypatch.setenv("PRUNEHOOK_SSH_PORT", port)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert list(raised.value.errors) == ["PRUNEHOOK_SSH_PORT"]
