@@ -31,6 +31,7 @@ from webhook.core.targets import (
     Parsed,
     PolicySchema,
     PrunePolicy,
+    SSHEndpoint,
     Target,
     TargetsFileError,
     about,
@@ -89,7 +90,9 @@ class Variables(Schema):
     enabled = fields.Boolean(load_default=True, metadata=about("false: triggers run nothing"))
     ssh_host = fields.String(load_default="", metadata=about("the build host; empty: no target"))
     ssh_key = fields.String(load_default="", metadata=about("the key's text, or SSH_KEY_FILE"))
-    ssh_connect_timeout_s = seconds(10.0, None, "each SSH step before the command runs")
+    ssh_connect_timeout_s = seconds(
+        SSHEndpoint.connect_timeout_s, None, "each SSH step before the command runs"
+    )
     lease_grace_s = seconds(PrunePolicy.lease_grace_s, None, "a run holds its target this long")
     token = fields.String(
         load_default="", validate=_token, metadata=about("bearer token the hooks require")
