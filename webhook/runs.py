@@ -210,51 +210,59 @@ def run_stages(steps: RunSteps, known: Versions | None) -> tuple[RunOutcome, Ver
 
 
 class Leases:
-    """The leases of the runs this process holds, queued or running, renewed together
-    whenever one of them is about to send a command (at most every RENEW_EVERY_S). Every
-    command ends within its target's timeout, and each lease outlasts the longest held, so
-    no held run's lease runs out while this process lives; one that dies stops renewing,
-    and its runs are given up as lost once their leases expire."""
+    """The leases of the runs this process holds. A running run renews its own before each
+    of its commands, so one that hangs loses its target once its lease ends; whenever one
+    does, the runs still queued here are renewed too (at most every RENEW_EVERY_S), with
+    the longest lease held: every command ends within its target's timeout, so no queued
+    run's lease runs out while this process lives. A process that dies renews nothing, and
+    its runs are given up as lost once their leases expire."""
 
     def __init__(self, store: Store, clock: Callable[[], float]):
         self.store = store
         self.clock = clock
         self._held: dict[int, Target] = {}
+        self._queued: set[int] = set()
         self._renewed = float("-inf")
         self._lock = threading.Lock()
 
     def hold(self, target: Target, run_id: int) -> None:
         with self._lock:
             self._held[run_id] = target
+            self._queued.add(run_id)
 
     def release(self, run_id: int) -> None:
         with self._lock:
             self._held.pop(run_id, None)
+            self._queued.discard(run_id)
 
     def holds(self, run_id: int) -> bool:
-        """Renew what is due; False when a newer run owns this run's target."""
-        self._renew_due()
-        with self._lock:
-            return run_id in self._held
-
-    def _renew_due(self) -> None:
+        """Renew this run's lease (and the queued runs' when due); False when a newer run
+        owns its target."""
         now = self.clock()
         with self._lock:
-            if abs(now - self._renewed) < RENEW_EVERY_S or not self._held:
-                return
-            self._renewed = now
-            held = dict(self._held)
-        expires = now + max(target.policy.lease_s for target in held.values())
-        lost = []
-        for run_id, target in held.items():
-            try:
-                if not self.store.renew_lease(target.name, run_id, expires):
-                    lost.append(run_id)
-            except StoreUnavailable as error:
-                log.error("run %s: cannot renew its lease: %s", run_id, error)
-        with self._lock:
-            for run_id in lost:
-                self._held.pop(run_id, None)
+            target = self._held.get(run_id)
+            self._queued.discard(run_id)
+            due = abs(now - self._renewed) >= RENEW_EVERY_S
+            if due:
+                self._renewed = now
+            queued = {held: self._held[held] for held in self._queued} if due else {}
+        if target is None:
+            return False
+        if queued:
+            longest = max(t.policy.lease_s for t in (target, *queued.values()))
+            for held, queued_target in queued.items():
+                self._renew(held, queued_target, now + longest)
+        return self._renew(run_id, target, now + target.policy.lease_s)
+
+    def _renew(self, run_id: int, target: Target, expires: float) -> bool:
+        try:
+            if self.store.renew_lease(target.name, run_id, expires):
+                return True
+        except StoreUnavailable as error:
+            log.error("run %s: cannot renew its lease: %s", run_id, error)
+            return True
+        self.release(run_id)
+        return False
 
 
 class Runs:
