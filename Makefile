@@ -52,8 +52,8 @@ format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system-deps lint  ## install what the suite needs, then ruff and pytest
-	$(BIN)/pytest
+test: system-deps lint  ## install what the suite needs, then ruff and pytest (three workers)
+	$(BIN)/pytest -n 3
 
 constraints: $(VENV)/.installed  ## re-pin constraints.txt from what the virtualenv has now
 	$(BIN)/pip install -q -e '.[test]'
