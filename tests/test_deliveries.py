@@ -7,8 +7,9 @@ import sqlite3
 import pytest
 
 from tests.conftest import START
-from webhook.store import sqlite as store_module
-from webhook.store.sqlite import CAP_DELIVERIES, EXPIRE_DELIVERIES, SQLiteStore
+from webhook.store import base
+from webhook.store.base import CAP_DELIVERIES, EXPIRE_DELIVERIES
+from webhook.store.sqlite import SQLiteStore
 
 DAY = 24 * 3600
 
@@ -36,7 +37,7 @@ def test_ids_older_than_the_keep_time_are_dropped(store):
 
 
 def test_the_table_keeps_at_most_the_newest_ids(store, monkeypatch):
-    monkeypatch.setattr(store_module, "DELIVERIES_LIMIT", 5)
+    monkeypatch.setattr(base, "DELIVERIES_LIMIT", 5)
     for n in range(8):
         assert remember(store, f"msg_{n}", START + n)
     assert ids_kept(store) == [f"msg_{n}" for n in range(3, 8)]
@@ -52,6 +53,6 @@ def plan(store: SQLiteStore, sql: str, parameters: tuple) -> str:
 def test_expiring_and_capping_ids_search_an_index_never_scan_the_table(store):
     expiry = plan(store, EXPIRE_DELIVERIES, (START,))
     assert "INDEX deliveries_by_time" in expiry
-    cap = plan(store, CAP_DELIVERIES, (10,))
+    cap = plan(store, CAP_DELIVERIES.format(order=store.delivery_order), (10,))
     assert "SCAN deliveries" not in cap
     assert "SEARCH deliveries USING INTEGER PRIMARY KEY" in cap

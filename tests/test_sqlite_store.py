@@ -93,18 +93,21 @@ def test_a_changed_ssh_user_keeps_the_state_of_its_target(make_app, fake_host, c
     assert fake_host.targets == ["127.0.0.1"]
 
 
-class _FailingProbe:
-    """A cursor whose disk went away: what a real I/O error looks like to the store."""
+class _FailingConnection:
+    """A connection whose disk went away: what a real I/O error looks like to the store."""
 
-    def execute(self, sql: str) -> None:
+    def execute(self, sql: str, parameters: object = ()) -> None:
         raise sqlite3.OperationalError("disk I/O error")
+
+    def close(self) -> None:
+        pass
 
 
 def test_a_state_read_that_fails_after_the_first_is_unavailable_and_the_next_recovers(tmp_path):
     store = SQLiteStore(tmp_path / "state.sqlite3")
     assert claim_now(store, "t", T0) is not None
-    expected = store.read_state("t")  # the thread's pragma cursor is made and kept
-    store._local.probe = _FailingProbe()
+    expected = store.read_state("t")  # the thread's connection is made and kept
+    store._local.connection = _FailingConnection()
     with pytest.raises(StoreUnavailable, match="disk I/O error"):
         store.read_state("t")
     assert store.read_state("t") == expected  # from a fresh connection

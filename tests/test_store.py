@@ -12,7 +12,7 @@ from collections.abc import Callable
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
-from webhook.store import HISTORY_LIMIT, RUN_DISK_COLUMNS, NewRun, Store
+from webhook.store import HISTORY_LIMIT, OUTCOME_COLUMNS, NewRun, Store
 
 TARGET = "build-1"
 T0 = 1_000_000.0
@@ -283,7 +283,7 @@ def test_a_run_keeps_what_it_measured_its_steps_and_their_output(make_store: Mak
     assert run is not None
     assert run.steps == MEASURED.steps
     assert run.notes == MEASURED.notes
-    for name in RUN_DISK_COLUMNS:
+    for name in OUTCOME_COLUMNS:
         assert getattr(run, name) == getattr(MEASURED, name), name
     assert run.goal_met is False
     assert make_store().recent_runs(TARGET)[0] == run

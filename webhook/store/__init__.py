@@ -8,10 +8,8 @@ most one prune per target.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 from webhook.core.decision import Result, TargetState
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
@@ -74,62 +72,10 @@ class RunRecord:
     buildx_version: str | None = None
 
 
-# the columns a finished run's disk fields are kept in, beside the prune's own, in the order
-# both backends' `finish` writes them: RunOutcome, RunRecord and `runs` name them alike
-RUN_DISK_COLUMNS = (
-    "freed_bytes",
-    "disk_size",
-    "disk_free_before",
-    "disk_free_after",
-    "cache_before",
-    "cache_after",
-    "goal_met",
-    "free_short_bytes",
-    "cache_over_bytes",
-    "keep_storage_bytes",
-    "docker_version",
-    "buildx_version",
+# the columns a finish writes from the run's outcome: RunOutcome and RunRecord name them alike
+OUTCOME_COLUMNS = tuple(
+    field.name for field in fields(RunRecord) if field.name in RunOutcome.__dataclass_fields__
 )
-
-
-def encode_steps(steps: tuple[Step, ...]) -> str:
-    return json.dumps([asdict(step) for step in steps])
-
-
-def decode_steps(text: str | None) -> tuple[Step, ...]:
-    """A run's steps as stored; an unreadable entry (written by a later version) is left out."""
-    steps: list[Step] = []
-    for item in json.loads(text) if text else []:
-        try:
-            kind = item.get("error_kind")
-            item["error_kind"] = ErrorKind(kind) if kind else None
-            steps.append(Step(**item))
-        except (TypeError, ValueError, AttributeError):
-            continue
-    return tuple(steps)
-
-
-def encode_notes(notes: tuple[str, ...]) -> str:
-    return json.dumps(list(notes))
-
-
-def decode_notes(text: str | None) -> tuple[str, ...]:
-    found = json.loads(text) if text else []
-    return tuple(str(note) for note in found) if isinstance(found, list) else ()
-
-
-def disk_values(outcome: RunOutcome | RunRecord) -> list[Any]:
-    """`RUN_DISK_COLUMNS`' values of a run (finished, or as stored), in order."""
-    return [getattr(outcome, column) for column in RUN_DISK_COLUMNS]
-
-
-def last_measurement(outcome: RunOutcome) -> tuple[int | None, int | None, int | None]:
-    """(size, free, cache) as a run last measured them: after its stages, else before."""
-    free = outcome.disk_free_after
-    if free is None:
-        free = outcome.disk_free_before
-    cache = outcome.cache_after if outcome.cache_after is not None else outcome.cache_before
-    return outcome.disk_size, free, cache
 
 
 @dataclass(frozen=True)
@@ -163,15 +109,7 @@ class TargetRecord:
     @property
     def state(self) -> TargetState:
         return TargetState(
-            last_run_id=self.last_run_id,
-            last_started_ts=self.last_started_ts,
-            last_finished_ts=self.last_finished_ts,
-            last_result=self.last_result,
-            inflight_run_id=self.inflight_run_id,
-            lease_expires_ts=self.lease_expires_ts,
-            inflight_started_ts=self.inflight_started_ts,
-            last_success_ts=self.last_success_ts,
-            retry_at_ts=self.retry_at_ts,
+            **{field.name: getattr(self, field.name) for field in fields(TargetState)}
         )
 
 
@@ -179,7 +117,8 @@ class TargetRecord:
 class DeliveryRecord:
     id: str
     seen_ts: float
-    settled: bool
+    # ids remembered before requests could fail unsettled had all been answered
+    settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -197,51 +136,6 @@ class StateConflict(Exception):
     def __init__(self, names: list[str]):
         self.names = names
         super().__init__(f"already has state for {', '.join(names)}")
-
-
-def _error_kind(value: str | None) -> ErrorKind | None:
-    try:
-        return ErrorKind(value) if value else None
-    except ValueError:  # a kind a later version wrote: the error text still says what
-        return None
-
-
-def _flag(value: object) -> bool | None:
-    # SQLite keeps a boolean as 0/1, PostgreSQL as a boolean
-    return None if value is None else bool(value)
-
-
-class ColumnRow(Protocol):
-    """A row read by column name: a dict (psycopg) or a `sqlite3.Row`."""
-
-    def keys(self) -> Iterable[str]: ...
-
-    def __getitem__(self, column: str, /) -> Any: ...
-
-
-def target_record_from(row: ColumnRow) -> TargetRecord:
-    """A backend's `targets` row (column -> value) as a record."""
-    values = dict(row)
-    values["last_result"] = Result(row["last_result"]) if row["last_result"] else None
-    values["last_error_kind"] = _error_kind(row["last_error_kind"])
-    values["last_goal_met"] = _flag(row["last_goal_met"])
-    return TargetRecord(**values)
-
-
-def state_from(row: ColumnRow | None) -> TargetState:
-    """The decision state in a backend's `targets` row; a target without one has none yet."""
-    return target_record_from(row).state if row is not None else TargetState()
-
-
-def run_record_from(row: ColumnRow) -> RunRecord:
-    """A backend's `runs` row (column -> value) as a record."""
-    values = dict(row)
-    values["result"] = Result(row["result"])
-    values["error_kind"] = _error_kind(row["error_kind"])
-    values["goal_met"] = _flag(row["goal_met"])
-    values["steps"] = decode_steps(row["steps"])
-    values["notes"] = decode_notes(row["notes"])
-    return RunRecord(**values)
 
 
 class Store(Protocol):

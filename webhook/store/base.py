@@ -1,0 +1,473 @@
+"""The SQL of every backend, written once and made from the records.
+
+Each table's columns are its record's fields (`TABLES`): the schema, every SELECT and
+INSERT and a finished run's UPDATE are built from them, and `ensure_schema` adds any
+declared column a table lacks, so a new field is a new column with no other edit. A
+backend (sqlite.py, postgres.py) brings its connections and its dialect: how a
+transaction starts and locks a row, the column types, the key of a new run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import Field, asdict, fields
+from typing import Any, ClassVar, TypeVar
+
+from webhook.core.decision import Result, TargetState
+from webhook.core.outcome import ErrorKind, RunOutcome, Step
+from webhook.store import (
+    DELIVERIES_LIMIT,
+    HISTORY_LIMIT,
+    LOST_ERROR,
+    OUTCOME_COLUMNS,
+    DeliveryRecord,
+    NewRun,
+    RunRecord,
+    StateConflict,
+    StateDump,
+    StoreUnavailable,
+    TargetRecord,
+)
+
+TABLES: dict[str, type[Any]] = {
+    "targets": TargetRecord,
+    "runs": RunRecord,
+    "deliveries": DeliveryRecord,
+}
+# every name in the SQL built below is a table or a field of our own, never a value
+INDEXES = ("runs_by_target ON runs (target, id)", "deliveries_by_time ON deliveries (seen_ts)")
+SELECT = {
+    table: f"SELECT {', '.join(field.name for field in fields(record))} FROM {table}"  # noqa: S608
+    for table, record in TABLES.items()
+}
+# each step is an index lookup (time, insertion order), never a scan, as it runs under the
+# write lock on every signed request; `{order}` is the order rows were inserted in
+EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
+CAP_DELIVERIES = "DELETE FROM deliveries WHERE {order} <= (SELECT max({order}) FROM deliveries) - ?"
+# a target's `last_X` is its last run's outcome `X`
+LAST_OF_OUTCOME = {
+    f"last_{name}": name
+    for name in OUTCOME_COLUMNS
+    if f"last_{name}" in TargetRecord.__dataclass_fields__
+}
+TIMES = tuple(field.name for field in fields(TargetState) if field.name.endswith("_ts"))
+
+Record = TypeVar("Record")
+
+
+def _kind(field: Field[Any]) -> str:
+    """A field's type without its `| None`: what its column keeps and how it is read."""
+    assert isinstance(field.type, str)  # the records' modules defer their annotations
+    return field.type.removesuffix(" | None")
+
+
+def _error_kind(value: str | None) -> ErrorKind | None:
+    try:
+        return ErrorKind(value) if value else None
+    except ValueError:  # a kind a later version wrote: the error text still says what
+        return None
+
+
+def _steps(text: str | None) -> tuple[Step, ...]:
+    """A run's steps as stored; an unreadable entry (written by a later version) is left out."""
+    steps: list[Step] = []
+    for item in json.loads(text) if text else []:
+        try:
+            item["error_kind"] = ErrorKind(item["error_kind"]) if item.get("error_kind") else None
+            steps.append(Step(**item))
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return tuple(steps)
+
+
+def _notes(text: str | None) -> tuple[str, ...]:
+    found = json.loads(text) if text else []
+    return tuple(str(note) for note in found) if isinstance(found, list) else ()
+
+
+# how a field of each type is kept (enums are kept as their text, other types as they are)
+ENCODE: dict[str, Callable[[Any], Any]] = {
+    "tuple[Step, ...]": lambda steps: json.dumps([asdict(step) for step in steps]),
+    "tuple[str, ...]": lambda notes: json.dumps(list(notes)),
+}
+DECODE: dict[str, Callable[[Any], Any]] = {
+    "Result": lambda value: Result(value) if value else None,
+    "ErrorKind": _error_kind,
+    # SQLite keeps a boolean as 0/1
+    "bool": lambda value: None if value is None else bool(value),
+    "tuple[Step, ...]": _steps,
+    "tuple[str, ...]": _notes,
+}
+KINDS = {table: {f.name: _kind(f) for f in fields(record)} for table, record in TABLES.items()}
+
+
+def encode(table: str, values: Mapping[str, Any]) -> list[Any]:
+    kinds = KINDS[table]
+    return [
+        ENCODE[kinds[name]](value) if kinds.get(name) in ENCODE else value
+        for name, value in values.items()
+    ]
+
+
+def values_of(item: Any) -> dict[str, Any]:
+    """A record's fields by name (`asdict` would turn its steps into dicts too)."""
+    return {field.name: getattr(item, field.name) for field in fields(item)}
+
+
+def record(record_type: type[Record], row: Any) -> Record:
+    """A row (column -> value: a dict or a `sqlite3.Row`) as its table's record."""
+    values = {}
+    for field in fields(record_type):  # type: ignore[arg-type]
+        decode = DECODE.get(_kind(field))
+        values[field.name] = decode(row[field.name]) if decode else row[field.name]
+    return record_type(**values)
+
+
+def state_from(row: Any) -> TargetState:
+    """The decision state in a `targets` row; a target without one has none yet."""
+    return record(TargetRecord, row).state if row is not None else TargetState()
+
+
+class SQLStore:
+    """The `Store` over SQL: a backend gives `_read` (a connection for a read, the schema
+    current) and `_write` (one in a transaction), and its dialect below. Every statement
+    is written with `?` placeholders."""
+
+    database: str
+    version: ClassVar[int]
+    # the SQL type of each field type (the rest are TEXT) and of a new run's id
+    types: ClassVar[Mapping[str, str]]
+    run_id: ClassVar[str]
+    # what locks the rows a write transaction read (empty when it locks the database)
+    lock: ClassVar[str] = ""
+    # the order deliveries were inserted in, and columns kept for the backend only
+    delivery_order: ClassVar[str] = "rowid"
+    extra_columns: ClassVar[Mapping[str, str]] = {}
+    extra_indexes: ClassVar[Sequence[str]] = ()
+
+    def _read(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _execute(self, connection: Any, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        return connection.execute(sql, parameters)
+
+    def _version(self, connection: Any) -> int:
+        raise NotImplementedError
+
+    def _set_version(self, connection: Any) -> None:
+        raise NotImplementedError
+
+    # the schema
+
+    def _column(self, table: str, field: Field[Any]) -> str:
+        kind = _kind(field)
+        if field.name == fields(TABLES[table])[0].name:  # a record's first field is its key
+            return f"{field.name} {self.run_id if kind == 'int' else 'TEXT PRIMARY KEY'}"
+        column = f"{field.name} {self.types.get(kind, 'TEXT')}"
+        if isinstance(field.default, bool):
+            column += f" NOT NULL DEFAULT {str(field.default).lower()}"
+        elif "None" not in str(field.type) and not kind.startswith("tuple"):
+            column += " NOT NULL"
+        return column
+
+    def _upgrade(self, connection: Any) -> None:
+        """Bring a database of any earlier version to this one in its migration
+        transaction: every table made if missing, every declared column added if missing."""
+        version = self._version(connection)
+        if version > self.version:
+            raise StoreUnavailable(
+                f"{self.database} has schema version {version}, newer than this"
+                f" prunehook's {self.version}: upgrade prunehook"
+            )
+        for table, record_type in TABLES.items():
+            columns = [self._column(table, field) for field in fields(record_type)]
+            columns += [self.extra_columns[table]] if table in self.extra_columns else []
+            self._execute(connection, f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})")
+            present = self._execute(connection, f"SELECT * FROM {table} LIMIT 0").description  # noqa: S608
+            for field in fields(record_type):
+                if field.name not in {column[0] for column in present}:
+                    column = self._column(table, field)
+                    self._execute(connection, f"ALTER TABLE {table} ADD COLUMN {column}")
+        for index in (*INDEXES, *self.extra_indexes):
+            self._execute(connection, f"CREATE INDEX IF NOT EXISTS {index}")
+        if version < self.version:  # no write at each start of a current schema
+            self._set_version(connection)
+
+    def ensure_schema(self) -> None:
+        with self._read():
+            pass
+
+    def ping(self) -> None:
+        with self._read() as connection:
+            self._execute(connection, "SELECT 1").fetchone()
+
+    def schema_version(self) -> int:
+        with self._read() as connection:
+            return self._version(connection)
+
+    # statements made from a table's columns
+
+    def _insert(
+        self,
+        connection: Any,
+        table: str,
+        values: Mapping[str, Any],
+        then: str = "",
+        then_parameters: Sequence[Any] = (),
+    ) -> Any:
+        names, marks = ", ".join(values), ", ".join("?" * len(values))
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}){then}"  # noqa: S608
+        return self._execute(connection, sql, [*encode(table, values), *then_parameters])
+
+    def _upsert(self, connection: Any, table: str, values: Mapping[str, Any]) -> None:
+        key, *rest = values
+        updates = ", ".join(f"{name} = excluded.{name}" for name in rest)
+        self._insert(connection, table, values, f" ON CONFLICT ({key}) DO UPDATE SET {updates}")
+
+    def _update(
+        self, connection: Any, table: str, values: Mapping[str, Any], where: Mapping[str, Any]
+    ) -> int:
+        """UPDATE `values` in the rows whose columns are `where`'s; how many rows."""
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        conditions = " AND ".join(f"{name} = ?" for name in where)
+        sql = f"UPDATE {table} SET {assignments} WHERE {conditions}"  # noqa: S608
+        parameters = encode(table, values) + encode(table, where)
+        return int(self._execute(connection, sql, parameters).rowcount)
+
+    def _insert_run(self, connection: Any, values: Mapping[str, Any]) -> int:
+        return int(self._insert(connection, "runs", values, " RETURNING id").fetchall()[0]["id"])
+
+    # the claim and what follows it
+
+    def _row(self, connection: Any, target: str, lock: bool = False) -> Any:
+        sql = SELECT["targets"] + " WHERE target = ?" + (self.lock if lock else "")
+        return self._execute(connection, sql, (target,)).fetchone()
+
+    def _locked_state(self, connection: Any, target: str) -> TargetState:
+        if self.lock:  # a row lock needs a row: concurrent claims of a new target lock this one
+            sql = "INSERT INTO targets (target) VALUES (?) ON CONFLICT (target) DO NOTHING"
+            self._execute(connection, sql, (target,))
+        return state_from(self._row(connection, target, lock=True))
+
+    def read_state(self, target: str) -> TargetState:
+        with self._read() as connection:
+            return state_from(self._row(connection, target))
+
+    def claim(
+        self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
+    ) -> int | None:
+        with self._write() as connection:
+            if self._locked_state(connection, target) != expected:
+                return None
+            if expected.inflight_run_id is not None:
+                self._give_up_lost_run(connection, target, expected.inflight_run_id, now)
+            run_id = self._insert_run(
+                connection,
+                {"target": target, "started_ts": now, "result": Result.RUNNING, **values_of(run)},
+            )
+            self._upsert(
+                connection,
+                "targets",
+                {
+                    "target": target,
+                    "inflight_run_id": run_id,
+                    "inflight_started_ts": now,
+                    "lease_expires_ts": now + lease_s,
+                    "last_started_ts": now,
+                    "last_run_id": run_id,
+                },
+            )
+            return run_id
+
+    def correct_times(self, target: str, expected: TargetState, corrected: TargetState) -> bool:
+        with self._write() as connection:
+            if self._locked_state(connection, target) != expected:
+                return False
+            times = {name: getattr(corrected, name) for name in TIMES}
+            self._update(connection, "targets", times, {"target": target})
+            return True
+
+    def renew_lease(self, target: str, run_id: int, expires_ts: float) -> bool:
+        with self._write() as connection:
+            owner = {"target": target, "inflight_run_id": run_id}
+            return self._update(connection, "targets", {"lease_expires_ts": expires_ts}, owner) == 1
+
+    def _give_up_lost_run(self, connection: Any, target: str, run_id: int, now: float) -> None:
+        lost = {
+            "result": Result.LOST,
+            "finished_ts": now,
+            "error": LOST_ERROR,
+            "error_kind": ErrorKind.LOST,
+        }
+        self._update(connection, "runs", lost, {"id": run_id, "result": Result.RUNNING})
+        gone = dict.fromkeys(
+            ("inflight_run_id", "inflight_started_ts", "lease_expires_ts", "retry_at_ts")
+        )
+        self._update(
+            connection,
+            "targets",
+            {**{f"last_{name}": value for name, value in lost.items()}, **gone},
+            {"target": target, "inflight_run_id": run_id},
+        )
+
+    def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
+        """Record how run `run_id` ended. Returns False when a newer run owns the target:
+        then only the run's own history row is written, never the target's state."""
+        result = Result.OK if outcome.ok else Result.FAILED
+        with self._write() as connection:
+            ran = {name: getattr(outcome, name) for name in OUTCOME_COLUMNS}
+            self._update(
+                connection,
+                "runs",
+                {"finished_ts": now, "result": result, **ran},
+                {"id": run_id},
+            )
+            row = self._row(connection, target, lock=True)
+            owned = row is not None and row["inflight_run_id"] == run_id
+            if owned:
+                self._update(
+                    connection,
+                    "targets",
+                    self._finished(record(TargetRecord, row), outcome, result, now),
+                    {"target": target},
+                )
+            self._execute(
+                connection,
+                "DELETE FROM runs WHERE target = ? AND result != ? AND id NOT IN ("
+                " SELECT id FROM runs WHERE target = ? ORDER BY id DESC LIMIT ?)",
+                (target, Result.RUNNING, target, HISTORY_LIMIT),
+            )
+            return owned
+
+    @staticmethod
+    def _finished(
+        last: TargetRecord, outcome: RunOutcome, result: Result, now: float
+    ) -> dict[str, Any]:
+        """A target's row after its run finished: the last measurement of the host stays
+        when this run measured nothing."""
+        free = outcome.disk_free_after
+        free = free if free is not None else outcome.disk_free_before
+        cache = outcome.cache_after if outcome.cache_after is not None else outcome.cache_before
+        measured = {
+            "last_disk_size": outcome.disk_size,
+            "last_disk_free": free,
+            "last_cache": cache,
+        }
+        retry = None if outcome.retry_after_s is None else now + outcome.retry_after_s
+        return {
+            **{column: getattr(outcome, name) for column, name in LAST_OF_OUTCOME.items()},
+            "last_finished_ts": now,
+            "last_result": result,
+            "last_success_ts": now if outcome.ok else last.last_success_ts,
+            "retry_at_ts": retry,
+            "inflight_run_id": None,
+            "inflight_started_ts": None,
+            "lease_expires_ts": None,
+            **{
+                column: getattr(last, column) if value is None else value
+                for column, value in measured.items()
+            },
+            "last_measured_ts": (
+                now if any(v is not None for v in measured.values()) else last.last_measured_ts
+            ),
+        }
+
+    # signed deliveries
+
+    def remember_delivery(
+        self, delivery_id: str, now: float, keep_s: float, pending_s: float
+    ) -> bool:
+        with self._write() as connection:
+            self._execute(connection, EXPIRE_DELIVERIES, (now - keep_s,))
+            cap = CAP_DELIVERIES.format(order=self.delivery_order)
+            self._execute(connection, cap, (DELIVERIES_LIMIT - 1,))
+            taken = self._insert(
+                connection,
+                "deliveries",
+                {"id": delivery_id, "seen_ts": now, "settled": False},
+                " ON CONFLICT (id) DO UPDATE SET seen_ts = excluded.seen_ts"
+                " WHERE deliveries.settled = false AND deliveries.seen_ts < ?",
+                (now - pending_s,),
+            )
+            return bool(taken.rowcount == 1)
+
+    def settle_delivery(self, delivery_id: str) -> None:
+        with self._write() as connection:
+            self._update(connection, "deliveries", {"settled": True}, {"id": delivery_id})
+
+    def forget_delivery(self, delivery_id: str) -> None:
+        with self._write() as connection:
+            sql = "DELETE FROM deliveries WHERE id = ? AND settled = false"
+            self._execute(connection, sql, (delivery_id,))
+
+    # readers
+
+    def target_record(self, target: str) -> TargetRecord | None:
+        with self._read() as connection:
+            row = self._row(connection, target)
+            return record(TargetRecord, row) if row else None
+
+    def target_records(self) -> dict[str, TargetRecord]:
+        """Every target's row at once: a fleet's /status and /metrics read them together."""
+        with self._read() as connection:
+            rows = self._execute(connection, SELECT["targets"]).fetchall()
+            return {row["target"]: record(TargetRecord, row) for row in rows}
+
+    def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
+        with self._read() as connection:
+            sql = SELECT["runs"] + " WHERE target = ? ORDER BY id DESC LIMIT ?"
+            rows = self._execute(connection, sql, (target, limit)).fetchall()
+            return [record(RunRecord, row) for row in rows]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self._read() as connection:
+            row = self._execute(connection, SELECT["runs"] + " WHERE id = ?", (run_id,)).fetchone()
+            return record(RunRecord, row) if row else None
+
+    # moving a whole state between backends (`flask state copy`)
+
+    def dump(self) -> StateDump:
+        """Every target's row, the whole run history and the delivery ids, oldest first."""
+        with self._read() as connection:
+
+            def every(record_type: type[Record], table: str, order: str) -> tuple[Record, ...]:
+                rows = self._execute(connection, f"{SELECT[table]} ORDER BY {order}")
+                return tuple(record(record_type, row) for row in rows.fetchall())
+
+            return StateDump(
+                every(TargetRecord, "targets", "target"),
+                every(RunRecord, "runs", "id"),
+                every(DeliveryRecord, "deliveries", self.delivery_order),
+            )
+
+    def load(self, dump: StateDump) -> None:
+        """Add a dumped state in one transaction: rows, history (new run ids, the rows'
+        references mapped to them) and delivery ids. Refuses (StateConflict, nothing
+        written) when a target already has a row with state here."""
+        with self._write() as connection:
+            taken = [
+                target.target
+                for target in dump.targets
+                if (row := self._row(connection, target.target, lock=True))
+                and row["last_run_id"] is not None
+            ]
+            if taken:
+                raise StateConflict(sorted(taken))
+            new_ids: dict[int | None, int | None] = {None: None}
+            for run in dump.runs:
+                values = values_of(run)
+                new_ids[values.pop("id")] = self._insert_run(connection, values)
+            for target in dump.targets:
+                values = values_of(target)
+                for column in ("last_run_id", "inflight_run_id"):
+                    values[column] = new_ids.get(values[column])
+                self._upsert(connection, "targets", values)
+            for delivery in dump.deliveries:
+                self._insert(
+                    connection, "deliveries", values_of(delivery), " ON CONFLICT DO NOTHING"
+                )
