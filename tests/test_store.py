@@ -60,24 +60,38 @@ def test_a_claim_against_a_state_that_changed_records_nothing(make_store: MakeSt
     assert len(store.recent_runs(TARGET)) == 1
 
 
-def test_concurrent_claims_on_one_state_record_exactly_one_run(make_store: MakeStore):
-    make_store().ensure_schema()
-    barrier = threading.Barrier(16)
+def contend(stores: list[Store], now: float) -> list[int]:
+    """The runs that workers of their own (`stores`) claim at once against one state."""
+    barrier = threading.Barrier(len(stores))
     won: list[int | None] = []
 
-    def contend() -> None:
-        store = make_store()  # a worker of its own
+    def claim(store: Store) -> None:
         expected = store.read_state(TARGET)
         barrier.wait()
-        won.append(store.claim(TARGET, expected, RUN, T0, LEASE))
+        won.append(store.claim(TARGET, expected, RUN, now, LEASE))
 
-    threads = [threading.Thread(target=contend) for _ in range(16)]
+    threads = [threading.Thread(target=claim, args=(store,)) for store in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len([run for run in won if run is not None]) == 1
+    return [run for run in won if run is not None]
+
+
+def test_concurrent_claims_on_one_state_record_exactly_one_run(make_store: MakeStore):
+    make_store().ensure_schema()
+    assert len(contend([make_store() for _ in range(16)], T0)) == 1
     assert len(make_store().recent_runs(TARGET)) == 1
+
+
+def test_concurrent_claims_of_a_target_with_a_row_record_exactly_one_run(make_store: MakeStore):
+    """The row exists: only the claim's lock (or its transaction) serializes them."""
+    store = make_store()
+    workers = [make_store() for _ in range(16)]
+    for start in (T0, T0 + 1000, T0 + 2000):
+        (won,) = contend(workers, start)
+        assert store.finish(TARGET, won, outcome(), start + 5)
+    assert len(store.recent_runs(TARGET)) == 3
 
 
 def test_a_finish_records_the_outcome_and_clears_the_run_in_flight(make_store: MakeStore):
