@@ -1,8 +1,9 @@
 """prunehook: prunes BuildKit build cache on build hosts when a watchdog or cron asks.
 
 Layout: `core/` decides and reads (no I/O imports), `store/` keeps the state,
-`remote/` reaches build hosts, `web/` is the HTTP layer, `service.py` sits
-between them, `app.py` wires them. Importing a part never imports the others:
+`remote/` reaches build hosts, `web/` is the HTTP layer, `service.py` decides and
+claims between them, `runs.py` runs what was claimed, `app.py` wires them. Importing a
+part never imports the others:
 `import webhook.core.decision` pulls in neither Flask nor sqlite3.
 """
 
