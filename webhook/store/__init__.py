@@ -36,7 +36,9 @@ class NewRun:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run in a target's history."""
+    """One run in a target's history. Its fields are the `runs` table's columns (base.py):
+    a new field is a new column, which a finish writes from the RunOutcome field of the
+    same name."""
 
     id: int
     target: str
@@ -117,7 +119,7 @@ class TargetRecord:
 class DeliveryRecord:
     id: str
     seen_ts: float
-    # ids remembered before requests could fail unsettled had all been answered
+    # the column's default: ids remembered before it existed had all been answered
     settled: bool = True
 
 

@@ -10,6 +10,7 @@ transaction starts and locks a row, the column types, the key of a new run.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import Field, asdict, fields
@@ -31,6 +32,7 @@ from webhook.store import (
     TargetRecord,
 )
 
+# each table and the record its rows are: a record's first field is the table's key
 TABLES: dict[str, type[Any]] = {
     "targets": TargetRecord,
     "runs": RunRecord,
@@ -52,9 +54,15 @@ LAST_OF_OUTCOME = {
     for name in OUTCOME_COLUMNS
     if f"last_{name}" in TargetRecord.__dataclass_fields__
 }
+# what a target's row holds of a run in flight, and when to try again after a refusal
+FREED = ("inflight_run_id", "inflight_started_ts", "lease_expires_ts", "retry_at_ts")
 TIMES = tuple(field.name for field in fields(TargetState) if field.name.endswith("_ts"))
 
 Record = TypeVar("Record")
+
+
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
 
 
 def _kind(field: Field[Any]) -> str:
@@ -147,6 +155,12 @@ class SQLStore:
     extra_columns: ClassVar[Mapping[str, str]] = {}
     extra_indexes: ClassVar[Sequence[str]] = ()
 
+    def __init__(self) -> None:
+        # False until the schema is current: made on first use and retried after a failure
+        # (a volume that was full at start), so no restart is needed once it is usable
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
     def _read(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
@@ -155,6 +169,10 @@ class SQLStore:
 
     def _execute(self, connection: Any, sql: str, parameters: Sequence[Any] = ()) -> Any:
         return connection.execute(sql, parameters)
+
+    def _migration(self, connection: Any) -> AbstractContextManager[Any]:
+        """The transaction (and lock) in which one worker or replica migrates at a time."""
+        raise NotImplementedError
 
     def _version(self, connection: Any) -> int:
         raise NotImplementedError
@@ -175,9 +193,16 @@ class SQLStore:
             column += " NOT NULL"
         return column
 
+    def _migrate(self, connection: Any) -> None:
+        """Bring a database of any earlier version to this one, once: every table made if
+        missing, every declared column added if missing."""
+        with self._schema_lock:
+            if not self._schema_ready:
+                with self._migration(connection):
+                    self._upgrade(connection)
+                self._schema_ready = True
+
     def _upgrade(self, connection: Any) -> None:
-        """Bring a database of any earlier version to this one in its migration
-        transaction: every table made if missing, every declared column added if missing."""
         version = self._version(connection)
         if version > self.version:
             raise StoreUnavailable(
@@ -305,13 +330,10 @@ class SQLStore:
             "error_kind": ErrorKind.LOST,
         }
         self._update(connection, "runs", lost, {"id": run_id, "result": Result.RUNNING})
-        gone = dict.fromkeys(
-            ("inflight_run_id", "inflight_started_ts", "lease_expires_ts", "retry_at_ts")
-        )
         self._update(
             connection,
             "targets",
-            {**{f"last_{name}": value for name, value in lost.items()}, **gone},
+            {f"last_{name}": value for name, value in lost.items()} | dict.fromkeys(FREED),
             {"target": target, "inflight_run_id": run_id},
         )
 
@@ -321,12 +343,8 @@ class SQLStore:
         result = Result.OK if outcome.ok else Result.FAILED
         with self._write() as connection:
             ran = {name: getattr(outcome, name) for name in OUTCOME_COLUMNS}
-            self._update(
-                connection,
-                "runs",
-                {"finished_ts": now, "result": result, **ran},
-                {"id": run_id},
-            )
+            ran |= {"finished_ts": now, "result": result}
+            self._update(connection, "runs", ran, {"id": run_id})
             row = self._row(connection, target, lock=True)
             owned = row is not None and row["inflight_run_id"] == run_id
             if owned:
@@ -348,33 +366,23 @@ class SQLStore:
     def _finished(
         last: TargetRecord, outcome: RunOutcome, result: Result, now: float
     ) -> dict[str, Any]:
-        """A target's row after its run finished: the last measurement of the host stays
-        when this run measured nothing."""
-        free = outcome.disk_free_after
-        free = free if free is not None else outcome.disk_free_before
-        cache = outcome.cache_after if outcome.cache_after is not None else outcome.cache_before
+        """A target's row after its run finished: the host's last measurement stays when
+        this run measured nothing."""
         measured = {
             "last_disk_size": outcome.disk_size,
-            "last_disk_free": free,
-            "last_cache": cache,
+            "last_disk_free": _first(outcome.disk_free_after, outcome.disk_free_before),
+            "last_cache": _first(outcome.cache_after, outcome.cache_before),
         }
-        retry = None if outcome.retry_after_s is None else now + outcome.retry_after_s
+        measured_now = _first(*measured.values()) is not None
         return {
+            **dict.fromkeys(FREED),
             **{column: getattr(outcome, name) for column, name in LAST_OF_OUTCOME.items()},
+            **{name: _first(value, getattr(last, name)) for name, value in measured.items()},
+            "last_measured_ts": now if measured_now else last.last_measured_ts,
             "last_finished_ts": now,
             "last_result": result,
             "last_success_ts": now if outcome.ok else last.last_success_ts,
-            "retry_at_ts": retry,
-            "inflight_run_id": None,
-            "inflight_started_ts": None,
-            "lease_expires_ts": None,
-            **{
-                column: getattr(last, column) if value is None else value
-                for column, value in measured.items()
-            },
-            "last_measured_ts": (
-                now if any(v is not None for v in measured.values()) else last.last_measured_ts
-            ),
+            "retry_at_ts": None if outcome.retry_after_s is None else now + outcome.retry_after_s,
         }
 
     # signed deliveries

@@ -66,8 +66,7 @@ class PostgresStore(SQLStore):
         self._pool: ConnectionPool | None = None
         self._max = max(2, max_connections)
         self._pool_lock = threading.Lock()
-        self._schema_ready = False
-        self._schema_lock = threading.Lock()
+        super().__init__()
         # the last state read of each target: what the skip path answers from while the
         # database is unreachable (a claim still needs it, and then answers 503)
         self._last_known: dict[str, TargetState] = {}
@@ -139,17 +138,14 @@ class PostgresStore(SQLStore):
             assert found is not None
             return float(found["now"])
 
-    def _migrate(self, connection: psycopg.Connection[Any]) -> None:
-        with self._schema_lock:
-            if self._schema_ready:
-                return
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                connection.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-                )
-                self._upgrade(connection)
-            self._schema_ready = True
+    @contextmanager
+    def _migration(self, connection: psycopg.Connection[Any]) -> Iterator[Any]:
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            yield connection
 
     def _version(self, connection: psycopg.Connection[Any]) -> int:
         found = connection.execute("SELECT max(version) AS v FROM schema_version").fetchone()

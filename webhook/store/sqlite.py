@@ -33,10 +33,7 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: str | Path):
         self.path = self.database = str(path)
         self._local = threading.local()
-        # False until the schema is current: made on first use and retried after a failure
-        # (a volume that was full at start), so no restart is needed once it is usable
-        self._schema_ready = False
-        self._schema_lock = threading.Lock()
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -47,17 +44,13 @@ class SQLiteStore(SQLStore):
         except OSError as error:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from error
         try:
+            # the timeout is SQLite's busy timeout: how long a write waits for the lock
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
         except sqlite3.Error as error:
             raise StoreUnavailable(f"cannot open {self.path}: {error}") from error
-        try:
-            connection.row_factory = sqlite3.Row
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        except sqlite3.Error as error:
-            connection.close()
-            raise StoreUnavailable(f"cannot use {self.path}: {error}") from error
+        connection.row_factory = sqlite3.Row
         return connection
 
     def close(self) -> None:
@@ -103,16 +96,13 @@ class SQLiteStore(SQLStore):
         with self._read() as connection, self._immediate(connection):
             yield connection
 
-    def _migrate(self, connection: sqlite3.Connection) -> None:
-        """Bring the file to SCHEMA_VERSION in the write transaction that also reads the
-        version, so workers starting at once migrate it exactly once."""
-        with self._schema_lock:
-            if self._schema_ready:
-                return
-            connection.execute("PRAGMA journal_mode = WAL")
-            with self._immediate(connection):
-                self._upgrade(connection)
-            self._schema_ready = True
+    @contextmanager
+    def _migration(self, connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        # the write transaction that also reads the version: workers starting at once
+        # migrate the file exactly once
+        connection.execute("PRAGMA journal_mode = WAL")
+        with self._immediate(connection):
+            yield connection
 
     def _version(self, connection: sqlite3.Connection) -> int:
         return int(connection.execute("PRAGMA user_version").fetchone()[0])
