@@ -80,6 +80,9 @@ OUTCOME_COLUMNS = tuple(
 )
 
 
+_STATE_FIELDS = tuple(field.name for field in fields(TargetState))
+
+
 @dataclass(frozen=True)
 class TargetRecord:
     """A target's row: its last run, and the run in flight with its lease."""
@@ -110,9 +113,7 @@ class TargetRecord:
 
     @property
     def state(self) -> TargetState:
-        return TargetState(
-            **{field.name: getattr(self, field.name) for field in fields(TargetState)}
-        )
+        return TargetState(**{name: getattr(self, name) for name in _STATE_FIELDS})
 
 
 @dataclass(frozen=True)

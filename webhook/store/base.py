@@ -109,6 +109,10 @@ DECODE: dict[str, Callable[[Any], Any]] = {
     "tuple[str, ...]": _notes,
 }
 KINDS = {table: {f.name: _kind(f) for f in fields(record)} for table, record in TABLES.items()}
+_DECODERS = {
+    TABLES[table]: [(name, DECODE.get(kind)) for name, kind in kinds.items()]
+    for table, kinds in KINDS.items()
+}
 
 
 def encode(table: str, values: Mapping[str, Any]) -> list[Any]:
@@ -126,11 +130,12 @@ def values_of(item: Any) -> dict[str, Any]:
 
 def record(record_type: type[Record], row: Any) -> Record:
     """A row (column -> value: a dict or a `sqlite3.Row`) as its table's record."""
-    values = {}
-    for field in fields(record_type):  # type: ignore[arg-type]
-        decode = DECODE.get(_kind(field))
-        values[field.name] = decode(row[field.name]) if decode else row[field.name]
-    return record_type(**values)
+    return record_type(
+        **{
+            name: decode(row[name]) if decode else row[name]
+            for name, decode in _DECODERS[record_type]
+        }
+    )
 
 
 def state_from(row: Any) -> TargetState:
