@@ -111,3 +111,47 @@ def test_a_state_read_that_fails_after_the_first_is_unavailable_and_the_next_rec
     with pytest.raises(StoreUnavailable, match="disk I/O error"):
         store.read_state("t")
     assert store.read_state("t") == expected  # from a fresh connection
+
+
+# the columns each release added to a file of user_version n (taking it to n + 1)
+ADDED_BY_VERSION = {
+    1: {"runs": ("worker_pid", "request_id")},
+    2: {"deliveries": ("settled",)},
+    3: {"targets": ("retry_at_ts",)},
+    4: {
+        "runs": (
+            "steps", "notes", "freed_bytes", "disk_size", "disk_free_before",
+            "disk_free_after", "cache_before", "cache_after", "goal_met", "free_short_bytes",
+            "cache_over_bytes", "keep_storage_bytes", "docker_version", "buildx_version",
+        ),
+        "targets": (
+            "last_disk_size", "last_disk_free", "last_cache", "last_measured_ts",
+            "last_freed_bytes", "last_goal_met", "last_free_short_bytes",
+        ),
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("version", sorted(ADDED_BY_VERSION))
+def test_a_file_of_every_earlier_version_keeps_its_state_and_is_migrated(tmp_path, version):
+    path = tmp_path / "old.sqlite3"
+    store = SQLiteStore(path)
+    run_id = claim_now(store, "t", T0)
+    assert run_id is not None
+    store.remember_delivery("msg_old", T0, keep_s=86400, pending_s=90)
+    store.close()
+    with sqlite3.connect(path) as connection:  # as that version left it
+        for later in range(version, SCHEMA_VERSION):
+            for table, columns in ADDED_BY_VERSION[later].items():
+                for column in columns:
+                    connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        connection.execute(f"PRAGMA user_version = {version}")
+    connection.close()
+    store = SQLiteStore(path)
+    store.ensure_schema()
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.read_state("t").inflight_run_id == run_id
+    assert store.finish("t", run_id, succeeded_outcome(), T0 + 5)
+    run = store.run(run_id)
+    assert run is not None and (run.result, run.steps) == (Result.OK, ())
+    assert claim_now(store, "t", T0 + 10**6) is not None

@@ -258,6 +258,16 @@ def test_a_forgotten_delivery_id_is_free_at_once_but_a_settled_one_stays(
     assert not store.remember_delivery("answered", T0 + 1, keep_s=86400, pending_s=90)
 
 
+def test_a_runs_output_is_kept_whatever_bytes_it_holds(make_store: MakeStore):
+    """PostgreSQL's text holds no NUL: it is kept as U+FFFD there, the rest as it was."""
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    store.finish(TARGET, run_id, succeeded_outcome(stdout_tail="a\x00b é"), T0 + 5)
+    run = store.run(run_id)
+    assert run is not None and run.stdout_tail in ("a\x00b é", "a\ufffdb é")
+
+
 MEASURED = succeeded_outcome(
     2_000_000_000,
     steps=(
