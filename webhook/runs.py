@@ -45,6 +45,7 @@ from webhook.core.outcome import (
     StageResult,
     Step,
     Versions,
+    internal_failure,
     last_line,
     report,
     summarize,
@@ -194,7 +195,7 @@ def run_stages(steps: RunSteps, known: Versions | None) -> tuple[RunOutcome, Ver
     failure = steps.failure
     if not stages and failure is None:
         why = steps.notes[-1] if steps.notes else "the run ended before its first stage"
-        failure = StageResult(False, None, None, None, ErrorKind.INTERNAL, why, 0.0, "", "")
+        failure = internal_failure(why)
     outcome = report(
         stages,
         failure=failure,
@@ -346,9 +347,7 @@ class Runs:
                 session.close()
         except Exception as error:
             log.exception("run %s: the command runner raised", run_id)
-            failure = summarize(
-                Execution(None, "", "", 0.0, ErrorKind.INTERNAL, type(error).__name__)
-            )
+            failure = internal_failure(type(error).__name__)
             outcome = report(
                 [], failure=failure, goals=target.policy.goals, before=Measure(), after=Measure()
             )

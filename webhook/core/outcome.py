@@ -163,10 +163,10 @@ def report(
     notes: Sequence[str] = (),
     keep_storage: int | None = None,
     versions: Versions | None = None,
-    duration_s: float = 0.0,
 ) -> RunOutcome:
-    """The run's report: its totals computed from the stages that ran and what was measured.
-    `failure` is what ended the run early (a lost connection), if a stage did not say it."""
+    """The run's report: its totals computed from the stages that ran and what was measured
+    (its duration is the caller's). `failure` is what ended the run early (a lost
+    connection), if a stage did not say it."""
     failed = next((stage for stage in stages if not stage.ok), failure)
     last = failure or (stages[-1] if stages else None)
     reclaimed, reclaimed_bytes = _reclaimed_total(stages)
@@ -182,7 +182,7 @@ def report(
         reclaimed_bytes=reclaimed_bytes,
         error_kind=failed.error_kind if failed else None,
         error=failed.error if failed else None,
-        duration_s=round(duration_s, 3),
+        duration_s=0.0,
         stdout_tail=last.stdout_tail if last else "",
         stderr_tail=last.stderr_tail if last else "",
         steps=tuple(steps),
@@ -201,6 +201,11 @@ def report(
         buildx_version=versions.buildx,
         retry_after_s=failed.retry_after_s if failed else None,
     )
+
+
+def internal_failure(why: str) -> StageResult:
+    """A run that failed in prunehook itself, not on the host."""
+    return StageResult(False, None, None, None, ErrorKind.INTERNAL, why, 0.0, "", "")
 
 
 def last_line(text: str, limit: int = 500) -> str:
