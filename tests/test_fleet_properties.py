@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Answer, Result
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
-from webhook.core.verdicts import Verdict, read_alertmanager, read_cron, read_watchdog
+from webhook.core.triggers import Trigger, read_alertmanager, read_cron, read_watchdog
 from webhook.service import PruneService
 from webhook.store import Store, TargetRecord
 
@@ -284,7 +284,7 @@ class World:
                 return f"zz-{text}"
         raise AssertionError(host)
 
-    def concerned_by(self, host: Known | Unknown) -> set[str]:
+    def routed_to(self, host: Known | Unknown) -> set[str]:
         """The oracle: a known spelling concerns every target that has that identity."""
         if isinstance(host, Unknown):
             return set()
@@ -296,10 +296,10 @@ class World:
         97%; the Alertmanager alerts carry no severity."""
         return trigger[0] == "watchdog" and model.target.policy.critical_percent <= 97.0
 
-    def verdict(self, trigger: tuple) -> tuple[Verdict, set[str], int]:
-        """The verdict a hook would read from the payload; the targets it names; and how many
+    def read(self, step: tuple) -> tuple[Trigger, set[str], int]:
+        """The trigger a hook would read from the payload; the targets it names; and how many
         distinct host values among its firing alerts are no target."""
-        kind, what, firing = trigger
+        kind, what, firing = step
         if kind == "cron":
             names = [self.model(index).target.name for index in what]
             every = {m.target.name for m in self.models}
@@ -309,7 +309,7 @@ class World:
             assert value is not None
             alert = {"host": value, "mount": "/", "used_percent": 97.0}
             alert["status"] = "firing" if firing else "resolved"
-            named = self.concerned_by(what)
+            named = self.routed_to(what)
             return read_watchdog(alert), named, int(firing and not named)
         payload_alerts = []
         named: set[str] = set()
@@ -328,7 +328,7 @@ class World:
                 if each == label and host is not None and (self.spell(host) or "").strip()
             ]
             if alert.firing and firing and routed:
-                found = self.concerned_by(routed[0])
+                found = self.routed_to(routed[0])
                 named |= found
                 if not found:
                     unknown.add(self.spell(routed[0]) or "")
@@ -337,25 +337,25 @@ class World:
             "receiver": "prunehook",
             "alerts": payload_alerts,
         }
-        verdict = read_alertmanager(payload)
-        if not verdict.wants_prune:
-            return verdict, named, 0
-        return verdict, named, len(unknown)
+        trigger = read_alertmanager(payload)
+        if not trigger.wants_prune:
+            return trigger, named, 0
+        return trigger, named, len(unknown)
 
     def records(self) -> dict[str, TargetRecord | None]:
         return {m.target.name: self.store.target_record(m.target.name) for m in self.models}
 
-    def trigger(self, trigger: tuple) -> None:
-        verdict, named, unknown = self.verdict(trigger)
+    def trigger(self, step: tuple) -> None:
+        trigger, named, unknown = self.read(step)
         before = self.records()
         launched = len(self.service.launched)
-        outcome = self.service.handle(verdict)
-        note(f"at {self.now}: {verdict.source} for hosts {verdict.hosts} names {verdict.names}")
+        outcome = self.service.handle(trigger)
+        note(f"at {self.now}: {trigger.source} for hosts {trigger.hosts} names {trigger.names}")
         after = self.records()
         items = [r for r in outcome.results if r.target is not None]
         launches = self.service.launched[launched:]
 
-        if not verdict.wants_prune:
+        if not trigger.wants_prune:
             assert after == before, "an alert that asks for nothing changed a target"
             assert not launches
             assert {r.answer for r in outcome.results} <= {Answer.IGNORED, Answer.UNKNOWN_TARGET}
@@ -372,7 +372,7 @@ class World:
                 assert after[name] == before[name], f"an alert not naming {name} changed it"
                 continue
             (result,) = [r for r in items if r.target == name]
-            critical = self.critical(trigger, model)
+            critical = self.critical(step, model)
             due = model.due(self.now, critical)
             assert (result.answer == Answer.STARTED) == due, (name, self.now, model.starts)
             if not due:

@@ -7,7 +7,7 @@ import sys
 
 from tests.harness import REPO
 
-CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "verdicts", "notices"]
+CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "triggers", "notices"]
 IO_MODULES = ["flask", "sqlite3", "paramiko", "prometheus_client", "werkzeug"]
 
 

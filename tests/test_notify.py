@@ -498,7 +498,7 @@ import time
 from webhook import create_app
 from webhook.config import Settings
 from webhook.core.outcome import Execution
-from webhook.core.verdicts import Source, Verdict
+from webhook.core.triggers import Source, Trigger
 
 def slow_host(target, command):
     time.sleep(0.5)
@@ -509,8 +509,8 @@ settings = Settings.from_values(
     notify_urls=({server.json_url()!r},), notify_min_gb=1,
 )
 app = create_app(settings, run_command=slow_host, instance_path={str(tmp_path / "i")!r})
-verdict = Verdict(Source.CLI, True, "a process that ends")
-assert app.extensions["prunehook"].service.handle(verdict).answer == "started"
+trigger = Trigger(Source.CLI, True, "a process that ends")
+assert app.extensions["prunehook"].service.handle(trigger).answer == "started"
 app.extensions["prunehook"].join_all()
 """
     done = subprocess.run(

@@ -12,7 +12,7 @@ from webhook.core.command import (
 from webhook.core.duration import DurationError, normalize_until
 from webhook.core.outcome import Execution, summarize
 from webhook.core.sizes import find_reclaimed, human_size, parse_size
-from webhook.core.verdicts import read_alertmanager, read_watchdog
+from webhook.core.triggers import read_alertmanager, read_watchdog
 
 
 @pytest.mark.parametrize(

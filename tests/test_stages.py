@@ -15,7 +15,7 @@ from tests.disk_host import BUILDX_DEPRECATION, DF, GB, ROOT, DiskHost
 from webhook.core.disk import FreeGoal
 from webhook.core.outcome import ErrorKind, Execution
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
-from webhook.core.verdicts import Source, Verdict
+from webhook.core.triggers import Source, Trigger
 from webhook.remote.session import CommandSession
 from webhook.runs import RunSteps, run_stages
 from webhook.service import PruneService
@@ -29,7 +29,7 @@ def target(**policy) -> Target:
 def run_once(host: DiskHost, tmp_path, **policy):
     """One cron run of the target through the service; the run as the store keeps it."""
     service = PruneService(Fleet((target(**policy),)), SQLiteStore(tmp_path / "s.db"), host)
-    (result,) = service.handle(Verdict(Source.CRON, True, "cron"), wait=True).results
+    (result,) = service.handle(Trigger(Source.CRON, True, "cron"), wait=True).results
     assert result.run is not None
     return result.run
 
@@ -209,7 +209,7 @@ def test_docker_that_stops_answering_is_not_probed_again_in_the_run(tmp_path):
 def test_versions_are_probed_once_per_target_in_a_process(tmp_path):
     host = DiskHost()
     service = PruneService(Fleet((target(),)), SQLiteStore(tmp_path / "s.db"), host)
-    cron = Verdict(Source.CRON, True, "cron")
+    cron = Trigger(Source.CRON, True, "cron")
     service.handle(cron, force=True, wait=True)
     first = list(host.commands)
     (result,) = service.handle(cron, force=True, wait=True).results

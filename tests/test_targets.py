@@ -79,7 +79,7 @@ def test_each_target_takes_its_own_keys_then_the_defaults_then_the_environment()
     ],
 )
 def test_an_alert_concerns_the_targets_named_by_name_host_or_alias(host_value, expected):
-    assert [target.name for target in fleet(THREE_HOSTS).concerning(host_value)] == expected
+    assert [target.name for target in fleet(THREE_HOSTS).route(host_value)] == expected
 
 
 @pytest.mark.parametrize(

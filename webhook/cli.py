@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 from webhook.core.decision import Answer, Result
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
-from webhook.core.verdicts import Source, Verdict
+from webhook.core.triggers import Source, Trigger
 from webhook.service import TargetResult
 from webhook.store import StateConflict, StoreUnavailable
 from webhook.web.context import Prunehook, prunehook
@@ -111,8 +111,8 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
                     f" ({_goals(target)}) is still missed; the bytes from the disk as measured"
                 )
         return
-    verdict = Verdict(Source.CLI, True, "flask prune", names=tuple(names) or None)
-    outcome = hook.service.handle(verdict, wait=True, force=force)
+    trigger = Trigger(Source.CLI, True, "flask prune", names=tuple(names) or None)
+    outcome = hook.service.handle(trigger, wait=True, force=force)
     hook.flush_notifications()  # sent before the process ends
     shown = [result_view(result) for result in outcome.results]
     first = shown[0]

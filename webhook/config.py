@@ -42,7 +42,7 @@ from webhook.core.targets import (
     read_document,
     seconds,
 )
-from webhook.core.verdicts import DEFAULT_HOST_LABELS
+from webhook.core.triggers import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"

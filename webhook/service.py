@@ -1,6 +1,6 @@
 """The service: every trigger's decision, for each target it concerns.
 
-It is the one place that decides. A verdict (from a hook, the CLI or a test)
+It is the one place that decides. A trigger (from a hook, the CLI or a test)
 names hosts or target names, or nothing (then every target); the service finds
 the configured targets, decides for each with the pure `decide`, claims a run
 with the store's compare-and-set and hands it to `Runs`, which runs, records and
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Answer, Decision, clock_step, decide
 from webhook.core.targets import Fleet, Target
-from webhook.core.verdicts import Verdict
+from webhook.core.triggers import Trigger
 from webhook.remote.session import CommandSession, OpenSession, RunCommand
 from webhook.runs import FinishedListener, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store
@@ -46,7 +46,7 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class TriggerOutcome:
-    verdict: Verdict
+    trigger: Trigger
     results: tuple[TargetResult, ...]
     request_id: str | None = None
 
@@ -107,22 +107,22 @@ class PruneService:
             self.listeners.finished,
         )
 
-    # -- what a verdict concerns -------------------------------------------------
-    def concerned(self, verdict: Verdict) -> tuple[list[Target], list[TargetResult]]:
-        """The configured targets a verdict concerns, and an item per name that is none."""
-        if verdict.names is not None:
-            found = [self.fleet.get(name) for name in verdict.names]
+    # -- what a trigger concerns -------------------------------------------------
+    def route(self, trigger: Trigger) -> tuple[list[Target], list[TargetResult]]:
+        """The configured targets a trigger concerns, and an item per name that is none."""
+        if trigger.names is not None:
+            found = [self.fleet.get(name) for name in trigger.names]
             return [t for t in found if t is not None], [
                 TargetResult(None, Answer.UNKNOWN_TARGET, f"no target is named {name!r}")
-                for name, t in zip(verdict.names, found, strict=True)
+                for name, t in zip(trigger.names, found, strict=True)
                 if t is None
             ]
-        if verdict.hosts is None or not self.routes_by_host:
+        if trigger.hosts is None or not self.routes_by_host:
             return list(self.fleet), []
         targets: dict[str, Target] = {}
         unknown: list[TargetResult] = []
-        for host in verdict.hosts:
-            matched = self.fleet.concerning(host)
+        for host in trigger.hosts:
+            matched = self.fleet.route(host)
             if not matched:
                 reason = f"host {host[:253]!r} is no configured target"
                 unknown.append(TargetResult(None, Answer.UNKNOWN_TARGET, reason, unknown_host=host))
@@ -135,60 +135,60 @@ class PruneService:
     # -- deciding ----------------------------------------------------------------
     def handle(
         self,
-        verdict: Verdict,
+        trigger: Trigger,
         *,
         wait: bool = False,
         force: bool = False,
         request_id: str | None = None,
     ) -> TriggerOutcome:
-        """Decide for every target the verdict concerns; start what is due."""
-        targets, unknown = self.concerned(verdict)
+        """Decide for every target the trigger concerns; start what is due."""
+        targets, unknown = self.route(trigger)
         results: list[TargetResult] = []
         if not self.fleet:
             results.append(TargetResult(None, Answer.NO_TARGET, "no build host is configured"))
-        elif not verdict.wants_prune:
-            results += [TargetResult(t.name, Answer.IGNORED, verdict.reason) for t in targets]
+        elif not trigger.wants_prune:
+            results += [TargetResult(t.name, Answer.IGNORED, trigger.reason) for t in targets]
         elif not self.enabled:
             reason = "prunes are disabled (PRUNEHOOK_ENABLED=false)"
             results += [TargetResult(t.name, Answer.DISABLED, reason) for t in targets]
         else:
-            started = [self._start_if_due(t, verdict, force, request_id) for t in targets]
+            started = [self._start_if_due(t, trigger, force, request_id) for t in targets]
             if wait:
                 started = [self._wait(t, r) for t, r in zip(targets, started, strict=True)]
             results += started
         results += unknown
         if not results:
-            reason = verdict.reason
-            if verdict.wants_prune and verdict.hosts == ():
+            reason = trigger.reason
+            if trigger.wants_prune and trigger.hosts == ():
                 reason = "no firing alert carries a host label (PRUNEHOOK_HOST_LABELS)"
             results.append(TargetResult(None, Answer.IGNORED, reason))
-        outcome = TriggerOutcome(verdict, tuple(results), request_id)
+        outcome = TriggerOutcome(trigger, tuple(results), request_id)
         self._decided(outcome)
         return outcome
 
-    def duplicate(self, verdict: Verdict, request_id: str | None = None) -> TriggerOutcome:
+    def duplicate(self, trigger: Trigger, request_id: str | None = None) -> TriggerOutcome:
         """A signed delivery seen before: answered, counted and logged, never decided."""
         result = TargetResult(None, Answer.DUPLICATE, "this webhook-id was already received")
-        outcome = TriggerOutcome(verdict, (result,), request_id)
+        outcome = TriggerOutcome(trigger, (result,), request_id)
         self._decided(outcome)
         return outcome
 
     def _decided(self, outcome: TriggerOutcome) -> None:
-        verdict = outcome.verdict
+        trigger = outcome.trigger
         for result in outcome.results:
             log.info(
                 "trigger %s: %s for %s",
-                verdict.source,
+                trigger.source,
                 result.answer,
                 result.target or "-",
                 extra={
                     "fields": {
                         "event": "trigger",
-                        "source": verdict.source,
+                        "source": trigger.source,
                         "target": result.target,
                         "decision": result.answer,
                         "reason": result.reason,
-                        "trigger": verdict.reason,
+                        "trigger": trigger.reason,
                         "run_id": result.run_id,
                         "request_id": outcome.request_id,
                     }
@@ -201,21 +201,21 @@ class PruneService:
                 log.exception("%r failed", listener)
 
     def _start_if_due(
-        self, target: Target, verdict: Verdict, force: bool, request_id: str | None
+        self, target: Target, trigger: Trigger, force: bool, request_id: str | None
     ) -> TargetResult:
-        critical = self.is_critical(target, verdict)
+        critical = self.is_critical(target, trigger)
         result = self.claim(
-            target, verdict.trigger, force=force, request_id=request_id, critical=critical
+            target, trigger.label, force=force, request_id=request_id, critical=critical
         )
         if result.run_id is not None:
             self.runs.submit(target, result.run_id, request_id)
         return result
 
-    def is_critical(self, target: Target, verdict: Verdict) -> bool:
+    def is_critical(self, target: Target, trigger: Trigger) -> bool:
         """The disk of `target` is nearly full, as the trigger says (DESIGN.md, "Critical")."""
-        routed = self.routes_by_host and verdict.hosts is not None
-        known_as = target.known_as if routed else None
-        return verdict.is_critical(known_as, target.policy.critical_percent)
+        routed = self.routes_by_host and trigger.hosts is not None
+        routes = target.routes if routed else None
+        return trigger.is_critical(routes, target.policy.critical_percent)
 
     def claim(
         self,

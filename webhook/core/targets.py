@@ -4,7 +4,7 @@ Pure: no I/O. `PolicySchema` declares every per-target key once: a targets
 file is parsed through it from the dict `tomllib` made of it (`parse_targets`),
 and the configuration reads the single env target's `PRUNEHOOK_*` variables
 through the same fields. How an alert's host value finds its targets
-(`Fleet.concerning`) lives here too, so that a name from a payload can only
+(`Fleet.route`) lives here too, so that a name from a payload can only
 ever select a configured target, never be connected to.
 """
 
@@ -99,7 +99,7 @@ class Target:
     aliases: tuple[str, ...] = ()
 
     @cached_property
-    def known_as(self) -> frozenset[str]:
+    def routes(self) -> frozenset[str]:
         """Every host value an alert may use for this target, normalized (made once: each
         watchdog or Alertmanager trigger asks it of every target it concerns)."""
         return frozenset(normalize_host(n) for n in (self.name, self.ssh.address, *self.aliases))
@@ -142,7 +142,7 @@ class Fleet:
     def __post_init__(self) -> None:
         index: dict[str, list[Target]] = {}
         for target in self.targets:
-            for known in target.known_as:
+            for known in target.routes:
                 index.setdefault(known, []).append(target)
         object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
         object.__setattr__(self, "_by_name", {t.name: t for t in self.targets})
@@ -164,7 +164,7 @@ class Fleet:
         """Those of `names` that name no target here, in their order."""
         return [name for name in names if name not in self._by_name]
 
-    def concerning(self, host_value: str) -> tuple[Target, ...]:
+    def route(self, host_value: str) -> tuple[Target, ...]:
         """The targets whose name, host or alias is `host_value` (case and :port aside)."""
         return self._index.get(normalize_host(host_value), ())
 

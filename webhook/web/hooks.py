@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from webhook.core.decision import Answer
-from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
+from webhook.core.triggers import Source, Trigger, read_alertmanager, read_cron, read_watchdog
 from webhook.service import TriggerOutcome
 from webhook.store import StoreUnavailable
 from webhook.web import answers
@@ -49,7 +49,7 @@ MAX_INTEGER_DIGITS = 64
 
 
 # reads a validated body: the settings give the host labels and the ?target= names
-Reader = Callable[[dict[str, Any], Prunehook, Request], Verdict]
+Reader = Callable[[dict[str, Any], Prunehook, Request], Trigger]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     items = [result_view(result) for result in outcome.results]
     body: dict[str, Any] = {
         **items[first_index],
-        "trigger": outcome.verdict.reason,
+        "trigger": outcome.trigger.reason,
         "request_id": outcome.request_id,
         "results": items,
     }
@@ -128,8 +128,8 @@ def _run(
     # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
     # a run left in the background would stall
     wait = _wants_wait(request) or hook.settings.server.wait_for_run
-    verdict = spec.read(_load(request, spec.schema, spec.allow_empty), hook, request)
-    outcome = hook.service.handle(verdict, wait=wait, request_id=request_id)
+    trigger = spec.read(_load(request, spec.schema, spec.allow_empty), hook, request)
+    outcome = hook.service.handle(trigger, wait=wait, request_id=request_id)
     return _answer(outcome, wait)
 
 
@@ -169,7 +169,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S, pending_s=DELIVERY_PENDING_S
     )
     if not taken:
-        duplicate = Verdict(spec.source, False, "a signed delivery")
+        duplicate = Trigger(spec.source, False, "a signed delivery")
         return _answer(service.duplicate(duplicate, request_id), wait=False)
     try:
         response, status_code = _run(hook, spec, request, request_id)
@@ -180,7 +180,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     return response, status_code
 
 
-def _cron_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
+def _cron_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
     names = request.args.getlist("target") if request.query_string else []
     unknown = hook.service.fleet.unknown(names)
     if unknown:
@@ -191,18 +191,18 @@ def _cron_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Ve
     return read_cron(body, names)
 
 
-def _alertmanager_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
+def _alertmanager_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
     return read_alertmanager(body, hook.settings.targets.host_labels)
 
 
-def _watchdog_verdict(body: dict[str, Any], hook: Prunehook, request: Request) -> Verdict:
+def _watchdog_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
     return read_watchdog(body)
 
 
-CRON = HookSpec(Source.CRON, CRON_PING, _cron_verdict, allow_empty=True)
-WATCHDOG = HookSpec(Source.WATCHDOG, WATCHDOG_ALERT, _watchdog_verdict)
+CRON = HookSpec(Source.CRON, CRON_PING, _cron_trigger, allow_empty=True)
+WATCHDOG = HookSpec(Source.WATCHDOG, WATCHDOG_ALERT, _watchdog_trigger)
 ALERTMANAGER = HookSpec(
-    Source.ALERTMANAGER, ALERTMANAGER_WEBHOOK, _alertmanager_verdict, ALERTMANAGER_BODY_BYTES
+    Source.ALERTMANAGER, ALERTMANAGER_WEBHOOK, _alertmanager_trigger, ALERTMANAGER_BODY_BYTES
 )
 
 

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from webhook.core.decision import Answer
-from webhook.core.verdicts import Source
+from webhook.core.triggers import Source
 from webhook.web.context import prunehook
 from webhook.web.report import TargetGauges, target_gauges
 
@@ -128,7 +128,7 @@ class Metrics:
         )  # fmt: skip
 
     def decided(self, outcome: TriggerOutcome) -> None:
-        source = outcome.verdict.source
+        source = outcome.trigger.source
         for result in outcome.results:
             if result.unknown_host is not None:
                 self.unknown_hosts.inc()

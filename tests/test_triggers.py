@@ -1,8 +1,8 @@
-"""Reading payloads into verdicts: which hosts an alert names, per alert."""
+"""Reading payloads into triggers: which hosts an alert names, per alert."""
 
 from __future__ import annotations
 
-from webhook.core.verdicts import Source, Verdict, read_alertmanager, read_cron, read_watchdog
+from webhook.core.triggers import Source, Trigger, read_alertmanager, read_cron, read_watchdog
 
 
 def alert(status: str = "firing", **labels: str) -> dict:
@@ -16,10 +16,10 @@ def group(*alerts: dict, status: str = "firing") -> dict:
 def test_each_firing_alert_names_its_own_host_not_the_common_labels():
     payload = group(alert(host="build-1"), alert(instance="build-2:9100"), alert(host="build-1"))
     payload["commonLabels"] = {"host": "build-9"}
-    verdict = read_alertmanager(payload)
-    assert verdict.wants_prune
-    assert verdict.hosts == ("build-1", "build-2:9100")
-    assert verdict.source == Source.ALERTMANAGER
+    trigger = read_alertmanager(payload)
+    assert trigger.wants_prune
+    assert trigger.hosts == ("build-1", "build-2:9100")
+    assert trigger.source == Source.ALERTMANAGER
 
 
 def test_host_labels_are_read_in_the_configured_order():
@@ -29,32 +29,32 @@ def test_host_labels_are_read_in_the_configured_order():
 
 
 def test_a_firing_alert_without_a_host_label_is_counted_as_unrouted():
-    verdict = read_alertmanager(group(alert(job="node"), alert(host="build-1")))
-    assert (verdict.hosts, verdict.unrouted) == (("build-1",), 1)
+    trigger = read_alertmanager(group(alert(job="node"), alert(host="build-1")))
+    assert (trigger.hosts, trigger.unrouted) == (("build-1",), 1)
 
 
 def test_resolved_alerts_name_no_host_and_ask_for_nothing():
-    verdict = read_alertmanager(group(alert("resolved", host="build-1"), status="resolved"))
-    assert not verdict.wants_prune
-    assert verdict.hosts == ()
+    trigger = read_alertmanager(group(alert("resolved", host="build-1"), status="resolved"))
+    assert not trigger.wants_prune
+    assert trigger.hosts == ()
     mixed = read_alertmanager(group(alert("resolved", host="build-1"), alert(host="build-2")))
     assert mixed.hosts == ("build-2",)
 
 
 def test_a_watchdog_alert_names_its_host_and_its_mount_in_the_trigger():
     firing = {"host": "Build-1:22", "mount": "/", "used_percent": 97.5, "status": "firing"}
-    verdict = read_watchdog(firing)
-    assert (verdict.wants_prune, verdict.hosts) == (True, ("Build-1:22",))
-    assert verdict.trigger == "watchdog:Build-1:22:/"
+    trigger = read_watchdog(firing)
+    assert (trigger.wants_prune, trigger.hosts) == (True, ("Build-1:22",))
+    assert trigger.label == "watchdog:Build-1:22:/"
     assert not read_watchdog(firing | {"status": "resolved"}).wants_prune
 
 
 def test_a_cron_ping_concerns_every_target_unless_names_are_given():
     assert read_cron({}).names is None
     assert read_cron({}, ["b", "a", "b"]).names == ("b", "a")
-    assert read_cron({"source": "nightly"}).trigger == "cron:nightly"
-    assert read_cron({}).trigger == "cron"
-    assert read_cron({"source": "cron"}) == read_cron({}) == Verdict(Source.CRON, True, "cron ping")
+    assert read_cron({"source": "nightly"}).label == "cron:nightly"
+    assert read_cron({}).label == "cron"
+    assert read_cron({"source": "cron"}) == read_cron({}) == Trigger(Source.CRON, True, "cron ping")
 
 
 def test_a_long_reason_is_bounded():
@@ -63,27 +63,27 @@ def test_a_long_reason_is_bounded():
 
 
 def test_a_watchdog_alert_at_or_above_the_critical_percent_is_critical():
-    verdict = read_watchdog(
+    trigger = read_watchdog(
         {"host": "build-1", "mount": "/", "used_percent": 95.0, "status": "firing"}
     )
-    assert verdict.used_percent == 95.0
-    assert verdict.is_critical(None, 95.0)
-    assert not verdict.is_critical(None, 95.5)
+    assert trigger.used_percent == 95.0
+    assert trigger.is_critical(None, 95.0)
+    assert not trigger.is_critical(None, 95.5)
 
 
 def test_an_alert_labelled_critical_is_critical_for_the_hosts_it_names_only():
-    verdict = read_alertmanager(
+    trigger = read_alertmanager(
         group(alert(host="build-1", severity="critical"), alert(host="build-2", severity="warning"))
     )
-    assert verdict.critical and verdict.critical_hosts == ("build-1",)
-    assert verdict.is_critical(frozenset({"build-1"}), 95)
-    assert not verdict.is_critical(frozenset({"build-2"}), 95)
-    assert verdict.is_critical(None, 95)  # the env target alone: every alert concerns it
+    assert trigger.critical and trigger.critical_hosts == ("build-1",)
+    assert trigger.is_critical(frozenset({"build-1"}), 95)
+    assert not trigger.is_critical(frozenset({"build-2"}), 95)
+    assert trigger.is_critical(None, 95)  # the env target alone: every alert concerns it
 
 
 def test_an_alert_without_severity_critical_is_not_critical():
-    verdict = read_alertmanager(group(alert(host="build-1", severity="page")))
-    assert not verdict.critical
-    assert not verdict.is_critical(None, 95)
+    trigger = read_alertmanager(group(alert(host="build-1", severity="page")))
+    assert not trigger.critical
+    assert not trigger.is_critical(None, 95)
     resolved = read_alertmanager(group(alert("resolved", host="build-1", severity="critical")))
     assert not resolved.critical

@@ -31,7 +31,7 @@ class Source(StrEnum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Trigger:
     """What a trigger asks for.
 
     `hosts` are the host values the payload names (None: it names none, so it
@@ -54,20 +54,20 @@ class Verdict:
     critical: bool = False
     critical_hosts: tuple[str, ...] = ()
 
-    def is_critical(self, known_as: frozenset[str] | None, critical_percent: float) -> bool:
-        """Whether the trigger is critical for a target known by `known_as` (its normalized
+    def is_critical(self, routes: frozenset[str] | None, critical_percent: float) -> bool:
+        """Whether the trigger is critical for a target known by `routes` (its normalized
         names; None when every alert concerns it, as the env target alone): our watchdog
         at or above `critical_percent`, or a critical alert naming it."""
         if self.used_percent is not None and self.used_percent >= critical_percent:
             return True
         if not self.critical:
             return False
-        if known_as is None:
+        if routes is None:
             return True
-        return any(normalize_host(host) in known_as for host in self.critical_hosts)
+        return any(normalize_host(host) in routes for host in self.critical_hosts)
 
     @property
-    def trigger(self) -> str:
+    def label(self) -> str:
         """How the run's history names its trigger: `watchdog:build-1:/`."""
         return f"{self.source}:{self.detail}" if self.detail else str(self.source)
 
@@ -77,14 +77,14 @@ def _bounded(text: str) -> str:
 
 
 # the usual cron ping (no source, no ?target=) reads the same every time: read once
-_PLAIN_CRON_PING = Verdict(Source.CRON, True, "cron ping")
+_PLAIN_CRON_PING = Trigger(Source.CRON, True, "cron ping")
 
 
-def read_cron(ping: Mapping[str, Any], names: Sequence[str] = ()) -> Verdict:
+def read_cron(ping: Mapping[str, Any], names: Sequence[str] = ()) -> Trigger:
     detail = ping.get("source") or ""
     if not names and detail in ("", "cron"):
         return _PLAIN_CRON_PING
-    return Verdict(
+    return Trigger(
         Source.CRON,
         True,
         "cron ping",
@@ -93,14 +93,14 @@ def read_cron(ping: Mapping[str, Any], names: Sequence[str] = ()) -> Verdict:
     )
 
 
-def read_watchdog(alert: Mapping[str, Any]) -> Verdict:
+def read_watchdog(alert: Mapping[str, Any]) -> Trigger:
     where = f"{alert['host']}:{alert['mount']}"
     hosts = (alert["host"],)
     if alert["status"] == "resolved":
         reason = f"resolved alert for {where}: nothing to prune"
-        return Verdict(Source.WATCHDOG, False, _bounded(reason), where, hosts)
+        return Trigger(Source.WATCHDOG, False, _bounded(reason), where, hosts)
     reason = f"{where} at {alert['used_percent']:g}% used"
-    return Verdict(
+    return Trigger(
         Source.WATCHDOG,
         True,
         _bounded(reason),
@@ -121,12 +121,12 @@ def alert_host(labels: Mapping[str, str], host_labels: Sequence[str]) -> str | N
 
 def read_alertmanager(
     payload: Mapping[str, Any], host_labels: Sequence[str] = DEFAULT_HOST_LABELS
-) -> Verdict:
+) -> Trigger:
     firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
     receiver = payload["receiver"]
     if payload["status"] == "resolved" or not firing:
         reason = "resolved notification: nothing to prune"
-        return Verdict(Source.ALERTMANAGER, False, reason, receiver, hosts=())
+        return Trigger(Source.ALERTMANAGER, False, reason, receiver, hosts=())
     found = [alert_host(alert["labels"], host_labels) for alert in firing]
     hosts = tuple(dict.fromkeys(host for host in found if host is not None))
     names = sorted({alert["labels"].get("alertname", "?") for alert in firing})
@@ -136,7 +136,7 @@ def read_alertmanager(
         for alert, host in zip(firing, found, strict=True)
         if str(alert["labels"].get("severity", "")).strip().lower() == CRITICAL_SEVERITY
     ]
-    return Verdict(
+    return Trigger(
         Source.ALERTMANAGER,
         True,
         reason,
