@@ -81,7 +81,7 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
     }
 
     def plain() -> None:
-        assert runner.run(target, prune).rc == 0
+        assert runner.execute(target, prune).rc == 0
 
     def staged() -> None:
         assert run_stages(RunSteps(runner.session(target), target), known)[0].ok
@@ -91,7 +91,7 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
 
     def apart() -> None:
         for command in (*probes, prune, *probes):
-            assert runner.run(target, command).rc == 0
+            assert runner.execute(target, command).rc == 0
 
     ways = dict(zip(timings, (plain, staged, first, apart), strict=True))
     for _ in range(rounds):

@@ -47,7 +47,7 @@ def main() -> None:
                 subprocess.run(openssh, check=True, capture_output=True)
                 timings["OpenSSH ssh"].append(time.perf_counter() - started)
                 started = time.perf_counter()
-                execution = runner.run(target, "true")
+                execution = runner.execute(target, "true")
                 timings["paramiko (prunehook)"].append(time.perf_counter() - started)
                 assert execution.rc == 0, execution
         finally:

@@ -207,7 +207,7 @@ def make_app(make_settings, fake_host, clock, tmp_path):
     def make(**overrides):
         app = create_app(
             make_settings(**overrides),
-            run_command=fake_host,
+            execute=fake_host,
             clock=clock,
             instance_path=str(tmp_path / "instance"),
         )

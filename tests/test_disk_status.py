@@ -24,7 +24,7 @@ def disk_app(make_settings, clock, tmp_path):
         values = {"max_cache": 10 * GB, "min_free": FreeGoal(percent=25)} | settings
         app = create_app(
             make_settings(docker_root="/srv/docker", **values),
-            run_command=host,
+            execute=host,
             clock=clock,
             instance_path=str(tmp_path / "instance"),
         )

@@ -246,7 +246,7 @@ def test_a_runner_that_raises_is_recorded_never_a_crash(make_settings, clock, tm
     def explode(target, command: str) -> Execution:
         raise RuntimeError("boom")
 
-    app = create_app(make_settings(), run_command=explode, clock=clock, instance_path=str(tmp_path))
+    app = create_app(make_settings(), execute=explode, clock=clock, instance_path=str(tmp_path))
     client = app.test_client()
     response = client.post("/hooks/cron?wait=1", headers=AUTH)
     assert response.status_code == 200

@@ -508,7 +508,7 @@ settings = Settings.from_values(
     ssh_host="127.0.0.1", ssh_key="unused", token={TOKEN!r}, db_path={str(tmp_path / "db")!r},
     notify_urls=({server.json_url()!r},), notify_min_gb=1,
 )
-app = create_app(settings, run_command=slow_host, instance_path={str(tmp_path / "i")!r})
+app = create_app(settings, execute=slow_host, instance_path={str(tmp_path / "i")!r})
 trigger = Trigger(Source.CLI, True, "a process that ends")
 assert app.extensions["prunehook"].service.handle(trigger).answer == "started"
 app.extensions["prunehook"].join_all()

@@ -43,8 +43,8 @@ class HostRunner:
         self.target = target
         self.runner = SSHRunner()
 
-    def run(self, command: str) -> Execution:
-        return self.runner.run(self.target, command)
+    def execute(self, command: str) -> Execution:
+        return self.runner.execute(self.target, command)
 
 
 def runner_for(server, **overrides) -> HostRunner:
@@ -54,7 +54,7 @@ def runner_for(server, **overrides) -> HostRunner:
 def test_unknown_host_key_is_refused_never_accepted(make_sshd):
     server = make_sshd()
     server.known_hosts.write_text("")
-    execution = runner_for(server).run(PRUNE)
+    execution = runner_for(server).execute(PRUNE)
     assert execution.error_kind == "host_key_unknown"
     assert "not found in known_hosts" in execution.error
     assert server.commands_run() == []
@@ -64,20 +64,20 @@ def test_unknown_host_key_is_refused_never_accepted(make_sshd):
 def test_changed_host_key_is_refused(make_sshd, tmp_path):
     server = make_sshd()
     server.known_hosts.write_text(server.known_hosts_line(keygen(tmp_path / "impostor")))
-    execution = runner_for(server).run(PRUNE)
+    execution = runner_for(server).execute(PRUNE)
     assert execution.error_kind == "host_key_changed"
     assert server.commands_run() == []
 
 
 def test_key_not_authorized_is_an_auth_failure(make_sshd):
     server = make_sshd()
-    execution = runner_for(server, ssh_key_file=str(server.stranger_key)).run(PRUNE)
+    execution = runner_for(server, ssh_key_file=str(server.stranger_key)).execute(PRUNE)
     assert execution.error_kind == "auth_failed"
     assert server.commands_run() == []
 
 
 def test_refused_port_is_recorded(ssh_keys):
-    execution = runner_for(ssh_keys, ssh_port=free_port()).run(PRUNE)
+    execution = runner_for(ssh_keys, ssh_port=free_port()).execute(PRUNE)
     assert execution.error_kind == "connect_refused"
 
 
@@ -90,7 +90,7 @@ def test_listener_that_never_sends_a_banner_times_out(ssh_keys):
     threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
     try:
         port = silent.getsockname()[1]
-        execution = runner_for(server, ssh_port=port, ssh_connect_timeout_s=1).run(PRUNE)
+        execution = runner_for(server, ssh_port=port, ssh_connect_timeout_s=1).execute(PRUNE)
     finally:
         for connection in accepted:
             connection.close()
@@ -126,7 +126,7 @@ def test_large_output_on_both_streams_is_drained_and_only_tails_kept(make_sshd):
     server = make_sshd()
     server.authorize(guarded=False)
     five_mb = "head -c 5000000 /dev/zero | tr '\\0' x"
-    execution = runner_for(server).run(f"{five_mb}; {five_mb} >&2; echo; echo done")
+    execution = runner_for(server).execute(f"{five_mb}; {five_mb} >&2; echo; echo done")
     assert (execution.rc, execution.error_kind) == (0, None)
     assert execution.stdout_tail.endswith("done\n")
     assert len(execution.stdout_tail) <= TAIL_BYTES
@@ -136,7 +136,7 @@ def test_large_output_on_both_streams_is_drained_and_only_tails_kept(make_sshd):
 def test_command_hanging_past_the_timeout_is_given_up(make_sshd):
     server = make_sshd()
     server.authorize(guarded=False)
-    execution = runner_for(server, timeout_s=1).run("sleep 30")
+    execution = runner_for(server, timeout_s=1).execute("sleep 30")
     assert execution.error_kind == "timeout"
     assert execution.error.startswith("timeout")
     assert execution.duration_s < 10
@@ -146,7 +146,7 @@ def test_docker_rejecting_the_filter_is_recorded_with_its_reason(make_sshd, dock
     # prunehook refuses such an until at start; a hand-run command shows what Docker says
     server = make_sshd(docker_host=docker_engine.host)
     server.authorize(guarded=False)
-    execution = runner_for(server).run("docker builder prune -f --filter until=99999999999h")
+    execution = runner_for(server).execute("docker builder prune -f --filter until=99999999999h")
     outcome = summarize(execution)
     assert (outcome.ok, outcome.rc, outcome.error_kind) == (False, 1, "docker_error")
     assert '"until" filter expects a duration' in outcome.error
@@ -238,7 +238,7 @@ def test_host_that_never_answers_the_command_request_is_given_up(mute_host):
     keys, behaviour = mute_host
     runner = runner_for(keys, ssh_connect_timeout_s=1, timeout_s=30)
     finished: list = []
-    prune = threading.Thread(target=lambda: finished.append(runner.run(PRUNE)), daemon=True)
+    prune = threading.Thread(target=lambda: finished.append(runner.execute(PRUNE)), daemon=True)
 
     prune.start()
     prune.join(60)  # a bound for the test itself: before the fix this waited for ever
@@ -254,7 +254,7 @@ def test_host_that_never_answers_the_command_request_is_given_up(mute_host):
 def started(runner: HostRunner, command: str) -> tuple[threading.Thread, list[Execution]]:
     """`command` running in a thread of its own, as the service's prune thread runs it."""
     finished: list[Execution] = []
-    thread = threading.Thread(target=lambda: finished.append(runner.run(command)), daemon=True)
+    thread = threading.Thread(target=lambda: finished.append(runner.execute(command)), daemon=True)
     thread.start()
     return thread, finished
 
@@ -353,7 +353,7 @@ def test_a_command_killed_by_a_signal_is_its_own_failure_not_a_lost_connection(m
     # sshd reports exit-signal, not exit-status: rc -1 on a connection that is still up
     server = make_sshd()
     server.authorize(guarded=False)
-    execution = runner_for(server).run("echo started; kill -9 $$")
+    execution = runner_for(server).execute("echo started; kill -9 $$")
     assert (execution.rc, execution.error_kind, execution.stdout_tail) == (-1, None, "started\n")
     assert summarize(execution).error_kind == "exit_status"
 
@@ -361,6 +361,6 @@ def test_a_command_killed_by_a_signal_is_its_own_failure_not_a_lost_connection(m
 @pytest.mark.parametrize("host", ["build..example", "a" * 300])
 def test_a_host_name_that_cannot_be_encoded_is_a_connect_error(ssh_keys, host):
     # the IDNA codec raised UnicodeError out of the runner
-    execution = runner_for(ssh_keys, ssh_host=host).run(PRUNE)
+    execution = runner_for(ssh_keys, ssh_host=host).execute(PRUNE)
     assert (execution.error_kind, execution.logged_in) == ("connect_error", False)
     assert "UnicodeError" in execution.error

@@ -28,7 +28,7 @@ def test_every_command_of_a_session_runs_on_one_connection(make_sshd):
     server = make_sshd()
     server.authorize(guarded=False)
     with session_for(server) as session:
-        results = [session.run(f"echo {n}; echo err{n} >&2; exit {n}") for n in range(5)]
+        results = [session.execute(f"echo {n}; echo err{n} >&2; exit {n}") for n in range(5)]
     assert [(r.rc, r.stdout_tail, r.stderr_tail) for r in results] == [
         (n, f"{n}\n", f"err{n}\n") for n in range(5)
     ]
@@ -42,8 +42,8 @@ def test_a_command_over_its_limit_ends_alone_and_the_next_runs_on_the_same_conne
     server = make_sshd()
     server.authorize(guarded=False)
     with session_for(server) as session:
-        slow = session.run("sleep 30", timeout_s=1)
-        after = session.run("echo still here")
+        slow = session.execute("sleep 30", timeout_s=1)
+        after = session.execute("echo still here")
     assert (slow.error_kind, after.rc, after.stdout_tail) == ("timeout", 0, "still here\n")
     assert session.alive
     assert logins(server) == 1
@@ -54,16 +54,16 @@ def test_after_the_connection_is_lost_no_command_runs_and_none_reconnects(make_s
     server.authorize(guarded=False)
     began = tmp_path / "began"
     with session_for(server) as session:
-        assert session.run("true").rc == 0
+        assert session.execute("true").rc == 0
         finished = []
         thread = threading.Thread(
-            target=lambda: finished.append(session.run(f"touch {began}; sleep 30")), daemon=True
+            target=lambda: finished.append(session.execute(f"touch {began}; sleep 30")), daemon=True
         )
         thread.start()
         wait_for(began.exists, 10, "the command to start")
         server.drop_sessions()
         thread.join(20)
-        later = session.run(f"touch {tmp_path / 'later'}")
+        later = session.execute(f"touch {tmp_path / 'later'}")
     (lost,) = finished
     assert (lost.error_kind, later.error_kind) == ("ssh_error", "ssh_error")
     assert later.error.startswith("not run: earlier in this run,")
@@ -76,7 +76,7 @@ def test_after_the_connection_is_lost_no_command_runs_and_none_reconnects(make_s
 def test_a_connection_refused_at_login_is_not_tried_again_within_the_session(make_sshd):
     server = make_sshd()
     with session_for(server, ssh_key_file=str(server.stranger_key)) as session:
-        first, second = session.run("true"), session.run("true")
+        first, second = session.execute("true"), session.execute("true")
     assert (first.error_kind, first.logged_in) == ("auth_failed", False)
     assert (second.error_kind, second.logged_in) == ("auth_failed", False)
     assert session.connections == 0
@@ -88,5 +88,5 @@ def test_the_runners_single_command_opens_and_closes_a_connection_of_its_own(mak
     server.authorize(guarded=False)
     target = session_for(server).target
     runner = SSHRunner()
-    assert [runner.run(target, "true").rc for _ in range(2)] == [0, 0]
+    assert [runner.execute(target, "true").rc for _ in range(2)] == [0, 0]
     assert logins(server) == 2

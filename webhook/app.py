@@ -15,8 +15,9 @@ from webhook import cli
 from webhook.config import Settings, load_settings
 from webhook.logs import configure_logging
 from webhook.notify import Notifier
+from webhook.remote.session import Execute
 from webhook.remote.ssh import SSHRunner
-from webhook.service import Listeners, PruneService, RunCommand
+from webhook.service import Listeners, PruneService
 from webhook.store import Store, StoreUnavailable
 from webhook.store.sqlite import SQLiteStore
 from webhook.web import answers, errors, hooks, metrics, openapi, status
@@ -78,7 +79,7 @@ def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Calla
 def create_app(
     settings: Settings | None = None,
     *,
-    run_command: RunCommand | None = None,
+    execute: Execute | None = None,
     clock: Callable[[], float] = time.time,
     instance_path: str | None = None,
 ) -> Flask:
@@ -96,10 +97,10 @@ def create_app(
     service = PruneService(
         targets.fleet,
         store,
-        run_command or runner.run,
-        # a run's probes and stages share one SSH connection; a given run_command (tests)
+        execute or runner.execute,
+        # a run's probes and stages share one SSH connection; a given execute (tests)
         # is called once per command
-        open_session=None if run_command else runner.session,
+        open_session=None if execute else runner.session,
         enabled=server.enabled,
         routes_by_host=targets.routes_by_host,
         max_parallel=server.max_parallel,

@@ -151,7 +151,7 @@ def _gc(session: SSHSession, versions: Versions) -> Check:
     """What can be known of BuildKit's own garbage collection."""
     version = versions.docker
     if versions.buildx:
-        inspected = session.run(BUILDX_INSPECT, PROBE_TIMEOUT_S)
+        inspected = session.execute(BUILDX_INSPECT, PROBE_TIMEOUT_S)
         rules = parse_gc_policy(inspected.stdout_tail) if inspected.rc == 0 else []
         if rules:
             return Check("buildkit gc", True, "docker buildx inspect: " + " | ".join(rules))

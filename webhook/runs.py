@@ -116,7 +116,7 @@ class RunSteps:
         if not self.keep_going():
             self.notes.append(f"stopped before {name}: a newer run owns the target")
             raise Stopped
-        execution = self.session.run(command, limit)
+        execution = self.session.execute(command, limit)
         self.steps.append(Step.of(name, command, execution))
         self.docker_stuck = self.docker_stuck or _docker_stuck(execution)
         if not self.session.alive:

@@ -21,7 +21,7 @@ from webhook.core.command import build_prune_command
 from webhook.core.decision import Answer, Decision, clock_step, decide
 from webhook.core.targets import Fleet, Target
 from webhook.core.triggers import Trigger
-from webhook.remote.session import CommandSession, OpenSession, RunCommand
+from webhook.remote.session import CommandSession, Execute, OpenSession
 from webhook.runs import FinishedListener, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store
 
@@ -82,7 +82,7 @@ class PruneService:
         self,
         fleet: Fleet,
         store: Store,
-        run_command: RunCommand,
+        execute: Execute,
         *,
         enabled: bool = True,
         routes_by_host: bool = False,
@@ -98,10 +98,10 @@ class PruneService:
         self.clock = clock
         self.listeners = listeners or Listeners()
         # a run's probes and stages share one session: the SSH runner's, or one over
-        # `run_command` (a call per command) where no sessions are given
+        # `execute` (a call per command) where no sessions are given
         self.runs = Runs(
             store,
-            open_session or (lambda target: CommandSession(run_command, target)),
+            open_session or (lambda target: CommandSession(execute, target)),
             clock,
             max_parallel,
             self.listeners.finished,

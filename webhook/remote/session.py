@@ -20,13 +20,13 @@ class Session(Protocol):
     @property
     def alive(self) -> bool: ...
 
-    def run(self, command: str, timeout_s: float | None = None) -> Execution: ...
+    def execute(self, command: str, timeout_s: float | None = None) -> Execution: ...
 
     def close(self) -> None: ...
 
 
 OpenSession = Callable[[Target], Session]
-RunCommand = Callable[[Target, str], Execution]
+Execute = Callable[[Target, str], Execution]
 
 
 class Stopped(Exception):
@@ -34,11 +34,11 @@ class Stopped(Exception):
 
 
 class CommandSession:
-    """Each command is one call of `run_command`; after a connection failure, later
+    """Each command is one call of `send`; after a connection failure, later
     commands are not tried."""
 
-    def __init__(self, run_command: RunCommand, target: Target):
-        self.run_command = run_command
+    def __init__(self, send: Execute, target: Target):
+        self.send = send
         self.target = target
         self._failed: Execution | None = None
 
@@ -46,10 +46,10 @@ class CommandSession:
     def alive(self) -> bool:
         return self._failed is None
 
-    def run(self, command: str, timeout_s: float | None = None) -> Execution:
+    def execute(self, command: str, timeout_s: float | None = None) -> Execution:
         if self._failed is not None:
             return self._failed
-        execution = self.run_command(self.target, command)
+        execution = self.send(self.target, command)
         if not execution.logged_in or execution.error_kind in CONNECTION_LOST:
             self._failed = execution
         return execution

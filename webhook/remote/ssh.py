@@ -266,7 +266,7 @@ class SSHSession:
         self._broken = (kind, message, logged_in)
         self.close()
 
-    def run(self, command: str, timeout_s: float | None = None) -> Execution:
+    def execute(self, command: str, timeout_s: float | None = None) -> Execution:
         """`command` within `timeout_s` (default: the target policy's timeout), counted from
         this call: the first command's includes connecting."""
         endpoint = self.target.ssh
@@ -334,7 +334,7 @@ class SSHRunner:
     def session(self, target: Target) -> SSHSession:
         return SSHSession(target, self.clock)
 
-    def run(self, target: Target, command: str) -> Execution:
+    def execute(self, target: Target, command: str) -> Execution:
         """`command` on `target`, within its policy's timeout; never raises."""
         with self.session(target) as session:
-            return session.run(command)
+            return session.execute(command)
