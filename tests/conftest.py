@@ -130,6 +130,7 @@ class FakeHost:
         self.probes: list[str] = []
         self.execution = Execution(0, "Total reclaimed space: 1.5GB\n", "", 0.2)
         self.probe_answers: dict[str, Execution] = {}
+        self.df = FAKE_DF
         self.targets: list[str] = []
         self.release = threading.Event()
         self.release.set()
@@ -144,15 +145,15 @@ class FakeHost:
             self.held -= 1
         if not is_prune(command):
             self.probes.append(command)
-            return self.probe_answers.get(command) or self.probe(command)
+            return self.probe_answers.get(command) or self.probe(command, self.df)
         self.targets.append(target.name)
         self.commands.append(command)
         return self.execution
 
     @staticmethod
-    def probe(command: str) -> Execution:
+    def probe(command: str, df: str = FAKE_DF) -> Execution:
         if command.startswith("df "):
-            return Execution(0, FAKE_DF, "", 0.01)
+            return Execution(0, df, "", 0.01)
         if command == "docker system df":
             return Execution(0, FAKE_SYSTEM_DF, "", 0.05)
         if command == "docker version":

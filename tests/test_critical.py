@@ -6,11 +6,24 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.conftest import AUTH
 from tests.payloads import ALERTMANAGER
+from webhook.core.disk import FreeGoal
 from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
 
 CRITICAL_INTERVAL_S = 900
+# df as the run measures it: 99% of 100 GB used, and 60%
+FULL_DF = "   1B-blocks       Avail\n100000000000 1000000000\n"
+HALF_DF = "   1B-blocks       Avail\n100000000000 40000000000\n"
+
+
+@pytest.fixture
+def fake_host(fake_host):
+    """The host's own measure agrees with the critical triggers of these tests."""
+    fake_host.df = FULL_DF
+    return fake_host
 
 
 def watchdog(client, used_percent: float, host: str = "build-1"):
@@ -109,3 +122,45 @@ def test_each_targets_own_critical_percent_and_interval_count(make_app, fake_hos
         ("build-2", "started"),
     ]
     assert fake_host.targets == ["build-1", "build-2", "build-1", "build-2"]
+
+
+def test_a_critical_trigger_the_hosts_own_measure_contradicts_prunes_nothing(
+    client, fake_host, clock
+):
+    fake_host.df = HALF_DF
+    assert watchdog(client, 80)["decision"] == "started"
+    clock.advance(CRITICAL_INTERVAL_S)
+    answer = watchdog(client, 100)
+    assert answer["decision"] == "started"
+    run = answer["run"]
+    assert run["result"] == "ok"
+    assert any("60.0% used, under critical_percent (95%)" in note for note in run["notes"])
+    assert len(fake_host.commands) == 1  # the first prune only
+    # and it counts as the critical start: the next one waits critical_interval_s
+    assert watchdog(client, 100)["decision"] == "skipped"
+    clock.advance(CRITICAL_INTERVAL_S)
+    fake_host.df = FULL_DF
+    assert watchdog(client, 100)["decision"] == "started"
+    assert len(fake_host.commands) == 2
+
+
+def test_a_critical_trigger_prunes_under_the_percent_when_a_goal_is_missed(
+    make_app, fake_host, clock
+):
+    fake_host.df = HALF_DF  # 40 GB free, short of min_free
+    goal = PrunePolicy(min_free=FreeGoal(size=50 * 1000**3))
+    target = Target("build-1", SSHEndpoint("build-1.example", key="k"), goal)
+    client = make_app(targets_file="targets.toml", file_targets=(target,)).test_client()
+    watchdog(client, 80)
+    first = len(fake_host.commands)
+    clock.advance(CRITICAL_INTERVAL_S)
+    assert watchdog(client, 99)["decision"] == "started"
+    assert fake_host.commands[first] == "docker builder prune -f --filter until=24h"
+
+
+def test_a_due_prune_is_not_held_to_the_critical_check(client, fake_host, clock):
+    fake_host.df = HALF_DF
+    watchdog(client, 80)
+    clock.advance(6 * 3600)  # the interval is due: no confirmation asked
+    assert watchdog(client, 99)["decision"] == "started"
+    assert len(fake_host.commands) == 2

@@ -50,7 +50,7 @@ from webhook.core.outcome import (
     report,
     summarize,
 )
-from webhook.core.planner import Next, plan
+from webhook.core.planner import Next, plan, unconfirmed
 from webhook.core.targets import Target
 from webhook.remote.session import OpenSession, Session, Stopped
 from webhook.store import Store, StoreUnavailable
@@ -166,16 +166,24 @@ class RunSteps:
         return summarize(self.command(name, command, self.target.policy.timeout_s))
 
 
-def run_stages(steps: RunSteps, known: Versions | None) -> tuple[RunOutcome, Versions | None]:
+def run_stages(
+    steps: RunSteps, known: Versions | None, confirm: bool = False
+) -> tuple[RunOutcome, Versions | None]:
     """Measure, prune in stages while a goal is missed, measure again; the run's report
-    (its duration is the caller's) and the versions it knows."""
+    (its duration is the caller's) and the versions it knows. With `confirm` (a critical
+    start inside the interval), a host the first measure finds not critical is not pruned."""
     policy = steps.target.policy
     versions = known
     stages: list[StageResult] = []
     before = after = Measure()
     keep = None
+    needed = True
     try:
         before = steps.measure("before")
+        if confirm and (why := unconfirmed(policy.goals, policy.critical_percent, before)):
+            steps.notes.append(why)
+            needed, after = False, before
+            raise Stopped
         if versions is None:
             versions = steps.versions()
         stages.append(steps.stage("stage 1", build_prune_command(policy.until, policy.prune_all)))
@@ -193,7 +201,7 @@ def run_stages(steps: RunSteps, known: Versions | None) -> tuple[RunOutcome, Ver
     except Stopped:
         pass
     failure = steps.failure
-    if not stages and failure is None:
+    if not stages and failure is None and needed:
         why = steps.notes[-1] if steps.notes else "the run ended before its first stage"
         failure = internal_failure(why)
     outcome = report(
@@ -206,6 +214,7 @@ def run_stages(steps: RunSteps, known: Versions | None) -> tuple[RunOutcome, Ver
         notes=steps.notes,
         keep_storage=keep,
         versions=versions,
+        needed=needed,
     )
     return outcome, versions if versions and versions.docker else known
 
@@ -288,9 +297,13 @@ class Runs:
         self._versions: dict[str, Versions] = {}
         self._lock = threading.Lock()
 
-    def submit(self, target: Target, run_id: int, request_id: str | None = None) -> None:
+    def submit(
+        self, target: Target, run_id: int, request_id: str | None = None, confirm: bool = False
+    ) -> None:
+        """Queue a claimed run; with `confirm` it prunes only if its first measure finds the
+        disk critical (it started inside the interval on the trigger's word)."""
         self.leases.hold(target, run_id)
-        future = self._pool.submit(self.execute, target, run_id, request_id)
+        future = self._pool.submit(self.execute, target, run_id, request_id, confirm)
         with self._lock:
             self._futures = {k: f for k, f in self._futures.items() if not f.done()}
             self._futures[run_id] = future
@@ -308,7 +321,7 @@ class Runs:
         wait(futures, timeout)
 
     def execute(
-        self, target: Target, run_id: int, request_id: str | None = None
+        self, target: Target, run_id: int, request_id: str | None = None, confirm: bool = False
     ) -> RunOutcome | None:
         """Run a claimed prune, record it, tell the listeners; None when it was given up
         before it started. Never raises."""
@@ -316,7 +329,7 @@ class Runs:
             if not self.leases.holds(run_id):
                 log.warning("run %s: given up while it waited for a slot", run_id)
                 return None
-            outcome = self._run(target, run_id)
+            outcome = self._run(target, run_id, confirm)
             self._record(target, run_id, outcome)
         finally:
             self.leases.release(run_id)
@@ -334,7 +347,7 @@ class Runs:
                 log.exception("run %s: %r failed", run_id, listener)
         return outcome
 
-    def _run(self, target: Target, run_id: int) -> RunOutcome:
+    def _run(self, target: Target, run_id: int, confirm: bool) -> RunOutcome:
         started = time.monotonic()
         with self._lock:
             known = self._versions.get(target.name)
@@ -342,7 +355,7 @@ class Runs:
             session = self.open_session(target)
             try:
                 steps = RunSteps(session, target, lambda: self.leases.holds(run_id))
-                outcome, versions = run_stages(steps, known)
+                outcome, versions = run_stages(steps, known, confirm)
             finally:
                 session.close()
         except Exception as error:

@@ -42,6 +42,8 @@ class TargetResult:
     run: RunRecord | None = None
     # the host value an alert named, when it is no target
     unknown_host: str | None = None
+    # started on the trigger's word that the disk is critical (Decision.critical)
+    critical: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ class PruneService:
             target, trigger.label, force=force, request_id=request_id, critical=critical
         )
         if result.run_id is not None:
-            self.runs.submit(target, result.run_id, request_id)
+            self.runs.submit(target, result.run_id, request_id, confirm=result.critical)
         return result
 
     def is_critical(self, target: Target, trigger: Trigger) -> bool:
@@ -286,5 +288,10 @@ class PruneService:
 
 def _result(target: Target, decision: Decision, run_id: int | None = None) -> TargetResult:
     return TargetResult(
-        target.name, decision.answer, decision.reason, run_id, decision.next_eligible_ts
+        target.name,
+        decision.answer,
+        decision.reason,
+        run_id,
+        decision.next_eligible_ts,
+        critical=decision.critical,
     )

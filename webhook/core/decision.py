@@ -65,6 +65,9 @@ class Decision:
     next_eligible_ts: float | None = None
     # the in-flight run whose lease ran out: it is given up as lost when this claim starts
     lost_run_id: int | None = None
+    # started inside the interval only on the trigger's word that the disk is nearly full:
+    # the run confirms it with its own first measure before pruning
+    critical: bool = False
 
 
 # stored times further ahead of now than this mean the clock was stepped back (NTP, a
@@ -163,7 +166,7 @@ def decide(
             critical_from = state.last_started_ts + policy.critical_interval_s
             if now >= critical_from:
                 reason = "critical: inside the interval, past critical_interval_s since the last"
-                return Decision(Answer.STARTED, f"{reason} start")
+                return Decision(Answer.STARTED, f"{reason} start", critical=True)
             reason = "critical, but the last prune started within critical_interval_s"
             return Decision(Answer.SKIPPED, reason, next_eligible_ts=min(eligible, critical_from))
         why = "last run failed; retry" if state.last_result != Result.OK else "interval"

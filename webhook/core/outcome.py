@@ -163,20 +163,22 @@ def report(
     notes: Sequence[str] = (),
     keep_storage: int | None = None,
     versions: Versions | None = None,
+    needed: bool = True,
 ) -> RunOutcome:
     """The run's report: its totals computed from the stages that ran and what was measured
     (its duration is the caller's). `failure` is what ended the run early (a lost
-    connection), if a stage did not say it."""
+    connection), if a stage did not say it; `needed` False: the run measured and found no
+    prune needed (ok without a stage)."""
     failed = next((stage for stage in stages if not stage.ok), failure)
     last = failure or (stages[-1] if stages else None)
     reclaimed, reclaimed_bytes = _reclaimed_total(stages)
     freed = None
     if before.disk_free is not None and after.disk_free is not None:
         freed = after.disk_free - before.disk_free
-    standing = assess(goals, after) if stages else Assessment(None)
+    standing = assess(goals, after) if stages or not needed else Assessment(None)
     versions = versions or Versions()
     return RunOutcome(
-        ok=bool(stages) and failed is None,
+        ok=(bool(stages) or not needed) and failed is None,
         rc=last.rc if last else None,
         reclaimed=reclaimed,
         reclaimed_bytes=reclaimed_bytes,
