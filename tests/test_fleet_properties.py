@@ -209,7 +209,9 @@ class Recording(PruneService):
         self.launched: list[tuple[str, int]] = []
         self.runs = self  # type: ignore[assignment]
 
-    def submit(self, target: Target, run_id: int, request_id: str | None = None) -> None:
+    def submit(
+        self, target: Target, run_id: int, request_id: str | None = None, confirm: bool = False
+    ) -> None:
         self.launched.append((target.name, run_id))
 
 
@@ -363,7 +365,8 @@ class World:
             return
         assert sorted(r.target for r in items) == sorted(named), "touched what it does not name"
         unknown_items = [r for r in outcome.results if r.answer == Answer.UNKNOWN_TARGET]
-        assert len(unknown_items) == unknown
+        assert len(unknown_items) == min(unknown, 1)
+        assert sum(r.unknown_hosts for r in unknown_items) == unknown
         started = {r.target: r.run_id for r in items if r.answer == Answer.STARTED}
         assert sorted(launches) == sorted(started.items()), "launched other than what started"
         for model in self.models:

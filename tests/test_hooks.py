@@ -223,6 +223,7 @@ def test_no_target_answers_no_target_and_runs_nothing(make_app, fake_host):
     client = make_app(ssh_host="").test_client()
     response = client.post("/hooks/watchdog", json=WATCHDOG_ALERT, headers=AUTH)
     assert (response.status_code, response.get_json()["decision"]) == (200, "no_target")
+    assert "PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE" in response.get_json()["reason"]
     assert fake_host.commands == []
     assert status(client)["target"] is None
 

@@ -38,8 +38,7 @@ def _chosen(hook: Prunehook, names: Sequence[str]) -> list[Target]:
     fleet = hook.service.fleet
     unknown = fleet.unknown(names)
     if unknown:
-        known = ", ".join(fleet.names) or "none"
-        raise click.BadParameter(f"no target named {', '.join(unknown)} (known: {known})")
+        raise click.BadParameter(f"no target named {', '.join(unknown)} (known: {fleet.known()})")
     return [t for t in fleet if t.name in names] if names else list(fleet)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CLAIM_ATTEMPTS = 3
+NO_TARGET = "no build host is configured: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE"
+# host values that are no target, named one by one in an answer; the rest are counted
+UNKNOWN_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ class TargetResult:
     run_id: int | None = None
     next_eligible_ts: float | None = None
     run: RunRecord | None = None
-    # the host value an alert named, when it is no target
-    unknown_host: str | None = None
+    # how many host values the trigger named that are no target (one item says them all)
+    unknown_hosts: int = 0
     # started on the trigger's word that the disk is critical (Decision.critical)
     critical: bool = False
 
@@ -122,14 +125,13 @@ class PruneService:
         if trigger.hosts is None or not self.routes_by_host:
             return list(self.fleet), []
         targets: dict[str, Target] = {}
-        unknown: list[TargetResult] = []
+        unknown: list[str] = []
         for host in trigger.hosts:
             matched = self.fleet.route(host)
             if not matched:
-                reason = f"host {host[:253]!r} is no configured target"
-                unknown.append(TargetResult(None, Answer.UNKNOWN_TARGET, reason, unknown_host=host))
+                unknown.append(host)
             targets.update((t.name, t) for t in matched)
-        return list(targets.values()), unknown
+        return list(targets.values()), [_unknown_hosts(unknown)] if unknown else []
 
     def command(self, target: Target) -> str:
         return build_prune_command(target.policy.until, target.policy.prune_all)
@@ -147,7 +149,7 @@ class PruneService:
         targets, unknown = self.route(trigger)
         results: list[TargetResult] = []
         if not self.fleet:
-            results.append(TargetResult(None, Answer.NO_TARGET, "no build host is configured"))
+            results.append(TargetResult(None, Answer.NO_TARGET, NO_TARGET))
         elif not trigger.wants_prune:
             results += [TargetResult(t.name, Answer.IGNORED, trigger.reason) for t in targets]
         elif not self.enabled:
@@ -284,6 +286,19 @@ class PruneService:
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the runs this process started (tests, CLI and shutdown)."""
         self.runs.join_all(timeout)
+
+
+def _unknown_hosts(hosts: Sequence[str]) -> TargetResult:
+    """One item for every host value that is no target: an Alertmanager group may carry
+    thousands, and the answer and the log name the first few and count the rest."""
+    shown = ", ".join(repr(host[:253]) for host in hosts[:UNKNOWN_SHOWN])
+    if len(hosts) == 1:
+        reason = f"host {shown} is no configured target"
+    else:
+        reason = f"{len(hosts)} hosts are no configured target: {shown}"
+        if len(hosts) > UNKNOWN_SHOWN:
+            reason += f" and {len(hosts) - UNKNOWN_SHOWN} more"
+    return TargetResult(None, Answer.UNKNOWN_TARGET, reason, unknown_hosts=len(hosts))
 
 
 def _result(target: Target, decision: Decision, run_id: int | None = None) -> TargetResult:

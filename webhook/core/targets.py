@@ -164,6 +164,11 @@ class Fleet:
         """Those of `names` that name no target here, in their order."""
         return [name for name in names if name not in self._by_name]
 
+    def known(self, shown: int = 20) -> str:
+        """The target names, for a message about a name that is none of them."""
+        names = ", ".join(self.names[:shown]) or "none"
+        return f"{names} and {len(self) - shown} more" if len(self) > shown else names
+
     def route(self, host_value: str) -> tuple[Target, ...]:
         """The targets whose name, host or alias is `host_value` (case and :port aside)."""
         return self._index.get(normalize_host(host_value), ())

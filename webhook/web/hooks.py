@@ -182,10 +182,11 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
 
 def _cron_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
     names = request.args.getlist("target") if request.query_string else []
-    unknown = hook.service.fleet.unknown(names)
+    fleet = hook.service.fleet
+    unknown = fleet.unknown(names)
     if unknown:
         raise ValidationFailed(
-            "?target= names no configured target",
+            f"?target= names no configured target (known: {fleet.known()})",
             {"target": [f"no target is named {name[:64]!r}" for name in unknown[:10]]},
         )
     return read_cron(body, names)

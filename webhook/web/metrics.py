@@ -130,8 +130,8 @@ class Metrics:
     def decided(self, outcome: TriggerOutcome) -> None:
         source = outcome.trigger.source
         for result in outcome.results:
-            if result.unknown_host is not None:
-                self.unknown_hosts.inc()
+            if result.unknown_hosts:
+                self.unknown_hosts.inc(result.unknown_hosts)
             labels = (result.answer, source, result.target or "")
             child = self._decision_children.get(labels)
             if child is None:  # looked up once per triple: `labels()` costs more than `inc()`
