@@ -5,15 +5,17 @@ what. The real sshd path is in tests/test_real_prune.py."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import GUARD
+from tests.harness import GUARD, LoopDisk
 from webhook.core.command import (
     BUILDX_INSPECT,
     BUILDX_VERSION,
@@ -495,3 +497,60 @@ def test_stage_two_of_a_run_passes_the_interval_its_stage_one_opened(guard, tmp_
     assert guard(KEEP, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
     another_run = "127.0.0.1 50999 127.0.0.1 22"
     assert guard(KEEP, *interval_options(state), connection=another_run)[0] == TOO_SOON
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real ext4 filesystem of 8 MB, mounted: where the host keeps its --state."""
+    disk = LoopDisk(tmp_path / "disk", size_mb=8)
+    try:
+        yield disk.start().mountpoint
+    finally:
+        disk.stop()
+
+
+def fill(folder: Path) -> None:
+    """Write until the filesystem refuses one more byte (as root: its reserve too)."""
+    handle = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (b"\0" * 65536, b"\0"):
+            try:
+                while True:
+                    os.write(handle, chunk)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+    finally:
+        os.close(handle)
+
+
+def test_a_full_disk_with_no_state_yet_is_still_pruned_and_the_guard_says_why(guard, small_disk):
+    """The host filled before its first prune: the interval must not stop the prune that
+    frees it. The guard lets it through and logs why its time went unrecorded."""
+    fill(small_disk)
+    state = small_disk / "guard.state"
+    rc, stdout, stderr, logged = guard(PRUNE, *interval_options(state))
+    assert rc == 0, stderr
+    assert ran(stdout) == ["builder", "prune", "-f", "--filter", "until=24h"]
+    assert f"cannot write the state file {state}" in stderr
+    assert "No space left on device" in stderr
+    (note,) = [line for line in logged if line.startswith("unrecorded ")]
+    assert "No space left on device" in note
+    assert logged[-1] == f"allowed {PRUNE}"
+
+
+def test_on_a_full_disk_the_state_is_rewritten_in_place_and_the_interval_still_holds(
+    guard, small_disk
+):
+    """A record rewritten on a full disk keeps its size, so the write needs no new block:
+    it is never truncated to nothing, and the next prune is still refused."""
+    state = small_disk / "guard.state"
+    assert guard(PRUNE, *interval_options(state, seconds=1))[0] == 0
+    first = int(state.read_text().split()[0])
+    fill(small_disk)
+    while int(time.time()) <= first:  # the second after it: the 1 s interval is over
+        time.sleep(0.1)
+    rc, _, stderr, _ = guard(PRUNE, *interval_options(state, seconds=1))
+    assert rc == 0, stderr
+    assert "cannot write" not in stderr
+    assert int(state.read_text().split()[0]) > first
+    assert guard(PRUNE, *interval_options(state, seconds=3600))[0] == TOO_SOON
