@@ -275,11 +275,25 @@ PROBES = ("docker system df", "docker version", "docker buildx version", "docker
     ],
 )
 def test_guard_runs_stage_two_and_the_docker_probes_rebuilt_from_their_values(guard, command, argv):
-    rc, stdout, stderr, logged = guard(command)
+    rc, stdout, stderr, logged = guard(command, "--allow-keep-storage")
     assert rc == 0, stderr
     assert stdout.splitlines()[0] == "parent=timeout"
     assert ran(stdout) == argv
     assert logged == [f"allowed {command}"]
+
+
+def test_guard_denies_stage_two_unless_the_host_opts_in_and_names_the_options(guard):
+    """By default a stolen key cannot send `--keep-storage 0`, which prunes fresh cache too:
+    the host allows stage 2 only for a target with disk goals, by one of two options."""
+    command = "docker builder prune -f --keep-storage 0"
+    rc, stdout, stderr, logged = guard(command)
+    assert (rc, stdout) == (DENIED, "")
+    assert "--allow-keep-storage" in stderr and "--min-keep-storage BYTES" in stderr
+    assert "max_cache, min_free" in stderr  # which targets need it
+    assert logged == [f"denied {command}"]
+    assert guard(command, "--allow-keep-storage")[0] == 0
+    assert guard(command, "--min-keep-storage", "0")[0] == 0  # an explicit minimum opts in
+    assert guard(KEEP, "--min-keep-storage", "1000")[0] == 0
 
 
 @pytest.mark.parametrize("path", ["/var/lib/docker", "/", "/srv/docker-data/v2.1_x+y"])
@@ -293,10 +307,10 @@ def test_guard_runs_df_of_an_absolute_path_and_nothing_more(guard, path):
 
 def test_guard_allows_stage_two_with_all_cache_only_with_allow_all(guard):
     command = "docker builder prune -f -a --keep-storage 1000"
-    rc, stdout, stderr, _ = guard(command)
+    rc, stdout, stderr, _ = guard(command, "--allow-keep-storage")
     assert (rc, stdout) == (DENIED, "")
     assert "--allow-all" in stderr
-    rc, stdout, _, _ = guard(command, "--allow-all")
+    rc, stdout, _, _ = guard(command, "--allow-keep-storage", "--allow-all")
     assert rc == 0
     assert ran(stdout) == ["builder", "prune", "-f", "-a", "--keep-storage", "1000"]
 
@@ -324,7 +338,8 @@ def test_guard_denies_a_keep_storage_under_the_minimum(guard, kept, minimum, all
 
 @pytest.mark.parametrize("kept", ["9223372036854775808", "99999999999999999999", "007", "00"])
 def test_guard_denies_a_keep_storage_docker_would_not_read_as_meant(guard, kept):
-    rc, stdout, stderr, _ = guard(f"docker builder prune -f --keep-storage {kept}")
+    command = f"docker builder prune -f --keep-storage {kept}"
+    rc, stdout, stderr, _ = guard(command, "--allow-keep-storage")
     assert (rc, stdout) == (DENIED, "")
     assert "whole number of bytes" in stderr
 
@@ -408,7 +423,7 @@ def test_the_guard_allows_every_command_prunehook_builds(guard):
         BUILDX_INSPECT,
     ]
     for command in built:
-        rc, _, stderr, _ = guard(command, "--allow-all")
+        rc, _, stderr, _ = guard(command, "--allow-all", "--allow-keep-storage")
         assert rc == 0, (command, stderr)
 
 
@@ -493,10 +508,11 @@ def test_probes_pass_the_hosts_interval_and_never_open_it(guard, tmp_path):
 
 def test_stage_two_of_a_run_passes_the_interval_its_stage_one_opened(guard, tmp_path):
     state = tmp_path / "guard.state"
-    assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
-    assert guard(KEEP, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
+    options = (*interval_options(state), "--allow-keep-storage")
+    assert guard(PRUNE, *options, connection=RUN_CONNECTION)[0] == 0
+    assert guard(KEEP, *options, connection=RUN_CONNECTION)[0] == 0
     another_run = "127.0.0.1 50999 127.0.0.1 22"
-    assert guard(KEEP, *interval_options(state), connection=another_run)[0] == TOO_SOON
+    assert guard(KEEP, *options, connection=another_run)[0] == TOO_SOON
 
 
 @pytest.fixture

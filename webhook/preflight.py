@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from webhook.config import Settings
@@ -119,10 +119,22 @@ def _disk(target: Target, steps: RunSteps) -> Iterator[Check]:
     yield _stage_2(target.policy, now)
 
 
+# stage 2 is opt-in on the host: a stolen key could otherwise prune fresh cache
+GUARD_STAGE_2 = (
+    "the host's prunehook-guard needs --allow-keep-storage (or --min-keep-storage BYTES)"
+)
+
+
 def _stage_2(policy: PrunePolicy, now: Measure) -> Check:
-    goals = policy.goals
-    if not goals.any:
+    if not policy.goals.any:
         return Check("stage 2", True, "no goal set (max_cache, min_free): the age prune alone")
+    check = _stage_2_now(policy, now)
+    return replace(check, detail=f"{check.detail}; {GUARD_STAGE_2}")
+
+
+def _stage_2_now(policy: PrunePolicy, now: Measure) -> Check:
+    """What stage 2 would do now for a policy with goals."""
+    goals = policy.goals
     wanted = []
     if goals.max_cache is not None:
         wanted.append(f"cache at most {human_size(goals.max_cache)}")

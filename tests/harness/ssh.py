@@ -100,8 +100,9 @@ class SSHServer:
     client key between servers (a fleet); by default each server makes its own.
     """
 
-    # the tests prune cache a second old, some with -a; guard_options=() keeps the guard's defaults
-    GUARD_OPTIONS = ("--min-until", "1s", "--allow-all")
+    # the tests prune cache a second old, some with -a, some with stage 2 (disk goals);
+    # guard_options=() keeps the guard's defaults
+    GUARD_OPTIONS = ("--min-until", "1s", "--allow-all", "--allow-keep-storage")
 
     def __init__(
         self,
