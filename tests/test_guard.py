@@ -464,7 +464,8 @@ def test_a_later_stage_of_a_run_passes_over_the_same_connection_only(guard, tmp_
     assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
     opened = state.read_text()
     assert guard(PRUNE, *interval_options(state), connection=RUN_CONNECTION)[0] == 0
-    assert state.read_text() == opened  # the interval is the run's, not extended
+    # the interval is the run's, not extended
+    assert state.read_text().split()[0] == opened.split()[0]
     another_run = "127.0.0.1 50999 127.0.0.1 22"
     assert guard(PRUNE, *interval_options(state), connection=another_run)[0] == TOO_SOON
 
@@ -513,6 +514,43 @@ def test_stage_two_of_a_run_passes_the_interval_its_stage_one_opened(guard, tmp_
     assert guard(KEEP, *options, connection=RUN_CONNECTION)[0] == 0
     another_run = "127.0.0.1 50999 127.0.0.1 22"
     assert guard(KEEP, *options, connection=another_run)[0] == TOO_SOON
+
+
+def age_the_record(state: Path, seconds: int) -> None:
+    """Move the time the guard recorded back, the rest of its record as it wrote it."""
+    opened, rest = state.read_text().split(" ", 1)
+    state.write_text(f"{int(opened) - seconds} {rest}")
+
+
+# --timeout 300: one run of two prunes and the measures between them ends within 3 * 310 s
+@pytest.mark.parametrize(("age", "passes"), [(900, True), (1000, False), (10 * 86400, False)])
+def test_a_later_stage_passes_over_the_runs_connection_only_within_the_runs_time(
+    guard, tmp_path, age, passes
+):
+    """The connection is the client's to choose (its port): a record days old that names
+    it is no run still going, and a prune over it is held to the host's interval."""
+    state = tmp_path / "guard.state"
+    options = (*interval_options(state, seconds=30 * 86400), "--allow-keep-storage")
+    assert guard(PRUNE, *options, connection=RUN_CONNECTION)[0] == 0
+    age_the_record(state, age)
+    rc, stdout, stderr, _ = guard(KEEP, *options, connection=RUN_CONNECTION)
+    if passes:
+        assert rc == 0, stderr
+    else:
+        assert (rc, stdout) == (TOO_SOON, "")
+        assert f"last prune {age}" in stderr
+
+
+def test_one_connection_passes_at_most_the_two_prunes_of_a_run(guard, tmp_path):
+    """A run sends the age prune, then at most one --keep-storage prune: a third is refused."""
+    state = tmp_path / "guard.state"
+    options = (*interval_options(state), "--allow-keep-storage")
+    assert guard(PRUNE, *options, connection=RUN_CONNECTION)[0] == 0
+    assert guard(KEEP, *options, connection=RUN_CONNECTION)[0] == 0
+    rc, stdout, stderr, logged = guard(KEEP, *options, connection=RUN_CONNECTION)
+    assert (rc, stdout) == (TOO_SOON, "")
+    assert "next allowed in" in stderr
+    assert logged[-1] == f"refused {KEEP}"
 
 
 @pytest.fixture
