@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import GUARD, LoopDisk
+from tests.readme import README
 from webhook.core.command import (
     BUILDX_INSPECT,
     BUILDX_VERSION,
@@ -425,6 +426,20 @@ def test_the_guard_allows_every_command_prunehook_builds(guard):
     for command in built:
         rc, _, stderr, _ = guard(command, "--allow-all", "--allow-keep-storage")
         assert rc == 0, (command, stderr)
+
+
+def test_every_authorized_keys_line_in_the_readme_is_one_the_guard_accepts(guard, tmp_path):
+    """The README's lines, as an operator copies them (a state file moved here): their
+    options parse, and only a line with --allow-keep-storage lets stage 2 through."""
+    found = re.findall(r'command="/usr/local/bin/prunehook-guard ([^"]+)"', README.read_text())
+    assert len(found) >= 3 and any("--allow-keep-storage" in line for line in found)
+    for i, line in enumerate(found):
+        state = str(tmp_path / f"state-{i}")
+        words = [state if word.startswith("/var/lib/") else word for word in line.split()]
+        rc, _, stderr, _ = guard("docker version", *words)
+        assert rc == 0, (line, stderr)
+        rc, _, stderr, _ = guard(KEEP, *words)
+        assert (rc == 0) == ("--allow-keep-storage" in words), (line, stderr)
 
 
 TOO_SOON = 75
