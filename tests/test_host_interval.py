@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import AUTH
+from tests.test_disk_real import BUILDX_DOCKER
 from webhook import create_app
 from webhook.core.decision import Answer, Result, TargetState, decide, next_eligible_ts
 from webhook.core.outcome import ErrorKind, Execution, summarize
@@ -67,3 +68,37 @@ def test_with_the_service_state_wiped_the_host_refuses_within_its_interval(
     assert 3500 <= wait <= 3600  # the host's time, not the 600 s retry delay
     assert again.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "skipped"
     assert [line.split()[0] for line in guarded_host.prunes_run()] == ["allowed", "refused"]
+
+
+def test_a_run_with_a_goal_passes_the_hosts_interval_with_both_stages_and_no_more(
+    make_sshd, env_for, tmp_path
+):
+    """Through the real sshd, whose SSH_CONNECTION names the run's one connection: the age
+    prune opens the host's interval, the run's stage 2 passes it, and the next run's first
+    prune is refused."""
+    folder = tmp_path / "buildx-docker"
+    folder.mkdir()
+    docker = folder / "docker"
+    docker.write_text(BUILDX_DOCKER)
+    docker.chmod(0o755)
+    (folder / "state.json").write_text('{"cache": 12000000000}')
+    state = tmp_path / "host-interval.state"
+    options = ("--min-until", "1s", "--allow-keep-storage")
+    options += ("--min-interval", "3600", "--state", str(state))
+    host = make_sshd(docker=str(docker), guard_options=options)
+    goal = {"PRUNEHOOK_MAX_CACHE": "5GB", "PRUNEHOOK_DOCKER_ROOT": str(tmp_path)}
+    env_for(host, PRUNEHOOK_DB_PATH=str(tmp_path / "first.sqlite3"), **goal)
+    first = create_app(instance_path=str(tmp_path / "instance")).test_client()
+    ran = first.post("/hooks/cron?wait=1", headers=AUTH).get_json()
+    assert (ran["run"]["result"], ran["run"]["goal_met"]) == ("ok", True)
+    assert host.prunes_run() == [
+        "allowed docker builder prune -f --filter until=24h",
+        "allowed docker builder prune -f --keep-storage 5000000000",
+    ]
+
+    (folder / "state.json").write_text('{"cache": 12000000000}')
+    env_for(host, PRUNEHOOK_DB_PATH=str(tmp_path / "wiped.sqlite3"), **goal)
+    again = create_app(instance_path=str(tmp_path / "instance")).test_client()
+    refused = again.post("/hooks/cron?wait=1", headers=AUTH).get_json()
+    assert (refused["run"]["result"], refused["run"]["error_kind"]) == ("failed", "host_interval")
+    assert [line.split()[0] for line in host.prunes_run()] == ["allowed", "allowed", "refused"]
