@@ -23,7 +23,7 @@ from webhook.core.targets import Fleet, Target
 from webhook.core.triggers import Trigger
 from webhook.remote.session import CommandSession, Execute, OpenSession
 from webhook.runs import FinishedListener, Runs, run_limit_s
-from webhook.store import NewRun, RunRecord, Store
+from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from webhook.core.decision import TargetState
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CLAIM_ATTEMPTS = 3
 NO_TARGET = "no build host is configured: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE"
+UNAVAILABLE = "the state database failed while deciding this target: nothing started; retry"
 # host values that are no target, named one by one in an answer; the rest are counted
 UNKNOWN_SHOWN = 10
 
@@ -159,6 +160,8 @@ class PruneService:
             started = [self._start_if_due(t, trigger, force, request_id) for t in targets]
             if wait:
                 started = [self._wait(t, r) for t, r in zip(targets, started, strict=True)]
+            if started and all(result.answer == Answer.UNAVAILABLE for result in started):
+                raise StoreUnavailable("the state database failed for every target")
             results += started
         results += unknown
         if not results:
@@ -207,10 +210,16 @@ class PruneService:
     def _start_if_due(
         self, target: Target, trigger: Trigger, force: bool, request_id: str | None
     ) -> TargetResult:
+        """A sweep goes on past a target the database fails for: what started stays
+        started, and the answer says which targets are left to retry."""
         critical = self.is_critical(target, trigger)
-        result = self.claim(
-            target, trigger.label, force=force, request_id=request_id, critical=critical
-        )
+        try:
+            result = self.claim(
+                target, trigger.label, force=force, request_id=request_id, critical=critical
+            )
+        except StoreUnavailable as error:
+            log.error("trigger for %s: the state database failed: %s", target.name, error)
+            return TargetResult(target.name, Answer.UNAVAILABLE, UNAVAILABLE)
         if result.run_id is not None:
             self.runs.submit(target, result.run_id, request_id, confirm=result.critical)
         return result
@@ -281,7 +290,11 @@ class PruneService:
         if result.run_id is None:
             return result
         self.runs.wait(result.run_id, run_limit_s(target))
-        return replace(result, run=self.store.run(result.run_id))
+        try:
+            return replace(result, run=self.store.run(result.run_id))
+        except StoreUnavailable as error:
+            log.error("run %s: cannot read it back: %s", result.run_id, error)
+            return result
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the runs this process started (tests, CLI and shutdown)."""

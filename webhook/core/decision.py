@@ -19,6 +19,8 @@ class Answer(StrEnum):
     IGNORED = "ignored"
     DUPLICATE = "duplicate"
     UNKNOWN_TARGET = "unknown_target"
+    # the state database failed while this target was decided: nothing started for it
+    UNAVAILABLE = "unavailable"
 
 
 class Result(StrEnum):

@@ -118,8 +118,13 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
         "request_id": outcome.request_id,
         "results": items,
     }
+    response = jsonify(body)
+    if any(result.answer == Answer.UNAVAILABLE for result in outcome.results):
+        # some targets were decided, others not: the sender's retry decides those afresh
+        response.headers["Retry-After"] = "5"
+        return response, 503
     started_in_background = outcome.results[first_index].answer == Answer.STARTED and not wait
-    return jsonify(body), 202 if started_in_background else 200
+    return response, 202 if started_in_background else 200
 
 
 def _run(
