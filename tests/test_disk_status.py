@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.conftest import AUTH, START
@@ -83,6 +85,16 @@ def test_a_run_with_every_steps_output_tail(disk_app):
         answer = client.get(missing)
         assert answer.status_code == 404
         assert answer.get_json()["error"] in ("unknown_run", "unknown_target")
+
+
+@pytest.mark.parametrize("run_id", [2**63 - 1, 2**63, 2**64, 10**30])
+def test_a_run_id_past_the_stores_integers_is_404_with_nothing_logged(disk_app, caplog, run_id):
+    """SQLite (and PostgreSQL's bigint) hold 64-bit signed ids: a larger one is no run."""
+    app, _ = disk_app()
+    with caplog.at_level(logging.WARNING):
+        answer = app.test_client().get(f"/status/127.0.0.1/runs/{run_id}")
+    assert (answer.status_code, answer.get_json()["error"]) == (404, "unknown_run")
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_a_missed_goal_shows_by_how_much(disk_app):

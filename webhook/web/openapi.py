@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from webhook.core.targets import NAME_PATTERN
 from webhook.web.context import prunehook
+from webhook.web.schemas import RUN_ID_MAX
 
 bp = Blueprint("openapi", __name__)
 TITLE = "prunehook"
@@ -197,7 +198,7 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
                         "name": "run_id",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": RUN_ID_MAX},
                     },
                 ],
                 "responses": {

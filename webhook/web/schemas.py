@@ -114,6 +114,11 @@ class AlertmanagerWebhookSchema(Schema):
     alerts = fields.List(fields.Nested(AlertmanagerAlertSchema), required=True)
 
 
+# a run's id is a signed 64-bit integer in SQLite and PostgreSQL (bigint) alike: a larger
+# one names no run (and SQLite refuses to bind it)
+RUN_ID_MAX = 2**63 - 1
+
+
 class StepSchema(Schema):
     """One command of a run: a probe (disk, cache, versions) or a stage."""
 

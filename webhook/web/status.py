@@ -25,7 +25,7 @@ from webhook.web.report import (
     target_status,
     worst_first,
 )
-from webhook.web.schemas import run_with_tails
+from webhook.web.schemas import RUN_ID_MAX, run_with_tails
 
 bp = Blueprint("status", __name__, template_folder="templates")
 RECENT_RUNS = 10
@@ -158,7 +158,7 @@ def run(name: str, run_id: int) -> Response:
     hook = prunehook()
     if hook.service.fleet.get(name) is None:
         raise APIError(f"no target is named {name!r}", status=404, code="unknown_target")
-    found = hook.service.store.run(run_id)
+    found = hook.service.store.run(run_id) if run_id <= RUN_ID_MAX else None
     if found is None or found.target != name:
         raise APIError(f"{name} has no run {run_id}", status=404, code="unknown_run")
     return jsonify(run_with_tails(found))
