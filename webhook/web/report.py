@@ -1,8 +1,7 @@
-"""What GET /status and /metrics show: pure functions of the fleet, the stored records and now."""
+"""What GET /status shows: pure functions of the fleet, the stored records and now."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -142,48 +141,6 @@ def fleet_counts(targets: list[dict[str, Any]]) -> dict[HostState, int]:
     for shown in targets:
         counts[host_state(shown)] += 1
     return counts
-
-
-def _not_after(ts: float | None, now: float) -> float | None:
-    # after the clock stepped back, a future time would keep `time() - x` negative, and a
-    # staleness alert silent, until the clock caught up
-    return None if ts is None else min(ts, now)
-
-
-@dataclass(frozen=True)
-class TargetGauges:
-    """What /metrics shows of one target's state: its row alone, never the run history."""
-
-    name: str
-    can_run: bool
-    in_flight: bool
-    last_success_ts: float | None
-    last_run_ts: float | None
-    next_eligible_ts: float | None
-    last_reclaimed_bytes: int | None
-    disk_free_bytes: int | None = None
-    disk_size_bytes: int | None = None
-    build_cache_bytes: int | None = None
-    goal_met: bool | None = None
-
-
-def target_gauges(
-    target: Target, record: TargetRecord | None, now: float, enabled: bool
-) -> TargetGauges:
-    record = record or TargetRecord(target.name)
-    return TargetGauges(
-        name=target.name,
-        can_run=enabled,
-        in_flight=record.inflight_run_id is not None,
-        last_success_ts=_not_after(record.last_success_ts, now),
-        last_run_ts=_not_after(record.last_started_ts, now),
-        next_eligible_ts=next_eligible_ts(record.state, target.policy),
-        last_reclaimed_bytes=record.last_reclaimed_bytes,
-        disk_free_bytes=record.last_disk_free,
-        disk_size_bytes=record.last_disk_size,
-        build_cache_bytes=record.last_cache,
-        goal_met=record.last_goal_met,
-    )
 
 
 def human_time(ts: float | None) -> str:
