@@ -8,43 +8,22 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from webhook.core.targets import NAME_PATTERN
+from webhook.web import schemas
 from webhook.web.context import prunehook
-from webhook.web.schemas import RUN_ID_MAX
 
 bp = Blueprint("openapi", __name__)
 TITLE = "prunehook"
 VERSION = "0.1.0"
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    why = {
-        400: "the body is not JSON",
-        401: "missing or wrong token or signature",
-        413: "the body is larger than the hook takes: 16 MiB for Alertmanager, else 1 MiB",
-        422: "a field is invalid",
-        503: "the state database is unavailable; retry",
-    }
-    return {str(code): {"description": why[code], "content": _json("Error")} for code in codes}
-
-
-_ALIVE = {
-    "type": "object",
-    "properties": {"status": {"type": "string", "enum": ["ok"]}},
-    "required": ["status"],
+WHY = {
+    400: "the body is not JSON",
+    401: "missing or wrong token or signature",
+    413: "the body is larger than the hook takes: 16 MiB for Alertmanager, else 1 MiB",
+    422: "a field is invalid",
+    503: "the state database is unavailable; retry",
 }
-
-
-_READY = {
-    "type": "object",
-    "properties": {"status": {"type": "string", "enum": ["ready"]}},
-    "required": ["status"],
-}
-
-
-def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
+HTML = {"text/html": {"schema": {"type": "string"}}}
 _WAIT = {
     "name": "wait",
     "in": "query",
@@ -53,6 +32,24 @@ _WAIT = {
     " absent means 0",
     "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
 }
+
+
+def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _answer(description: str, schema: str | dict[str, Any], html: bool = False) -> dict[str, Any]:
+    return {"description": description, "content": _json(schema) | (HTML if html else {})}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _answer(WHY[code], "Error") for code in codes}
+
+
+def _word(word: str) -> dict[str, Any]:
+    """`{"status": word}`: what /healthz and /readyz answer."""
+    properties = {"status": {"type": "string", "enum": [word]}}
+    return {"type": "object", "properties": properties, "required": ["status"]}
 
 
 def _targets(names: tuple[str, ...]) -> dict[str, Any]:
@@ -72,28 +69,32 @@ def _targets(names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _hook(
-    summary: str, body: str, body_required: bool, parameters: tuple[dict[str, Any], ...] = ()
-) -> dict[str, Any]:
+def _hook(summary: str, body: str, required: bool, *parameters: dict[str, Any]) -> dict:
     return {
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"standardWebhooks": []}],
             "parameters": [_WAIT, *parameters],
-            "requestBody": {"required": body_required, "content": _json(body)},
+            "requestBody": {"required": required, "content": _json(body)},
             "responses": {
-                "200": {
-                    "description": "decided (not started, or waited)",
-                    "content": _json("TriggerAnswer"),
-                },
-                "202": {
-                    "description": "a prune started in the background",
-                    "content": _json("TriggerAnswer"),
-                },
+                "200": _answer("decided (not started, or waited)", "TriggerAnswer"),
+                "202": _answer("a prune started in the background", "TriggerAnswer"),
                 **_errors(400, 401, 413, 422, 503),
             },
         }
     }
+
+
+def _get(
+    summary: str, ok: dict, not_found: str = "", path: type | None = None, database: bool = True
+) -> dict:
+    """A GET answering `ok`; `not_found`: why a 404; `path`: a schema of the path's
+    parameters; `database`: it reads the state database, which may be unavailable (503)."""
+    responses = {"200": ok, **({"404": _answer(not_found, "Error")} if not_found else {})}
+    operation = {"summary": summary, "responses": responses | (_errors(503) if database else {})}
+    if path is not None:
+        operation["parameters"] = [{"in": "path", "schema": path}]
+    return {"get": operation}
 
 
 @cache
@@ -101,138 +102,52 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
-    from webhook.web.schemas import (
-        AlertmanagerWebhookSchema,
-        CronPingSchema,
-        ErrorSchema,
-        OneTargetStatusSchema,
-        RunWithTailsSchema,
-        StatusSchema,
-        TriggerAnswerSchema,
-        WatchdogAlertSchema,
-    )
-
     spec = APISpec(TITLE, VERSION, "3.0.3", plugins=[MarshmallowPlugin()])
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.security_scheme(
         "standardWebhooks",
         {"type": "apiKey", "in": "header", "name": "webhook-signature"},
     )
-    for name, schema in [
-        ("CronPing", CronPingSchema),
-        ("WatchdogAlert", WatchdogAlertSchema),
-        ("AlertmanagerWebhook", AlertmanagerWebhookSchema),
-        ("TriggerAnswer", TriggerAnswerSchema),
-        ("Status", StatusSchema),
-        ("OneTargetStatus", OneTargetStatusSchema),
-        ("RunWithTails", RunWithTailsSchema),
-        ("Error", ErrorSchema),
-    ]:
-        spec.components.schema(name, schema=schema)
-    spec.path(
-        "/hooks/cron",
-        operations=_hook(
-            "A cron ping: a sweep of the targets", "CronPing", False, (_targets(target_names),)
+    for schema in (
+        schemas.CronPingSchema(),
+        schemas.WatchdogAlertSchema(),
+        schemas.AlertmanagerWebhookSchema(),
+        schemas.TriggerAnswerSchema(),
+        schemas.STATUS,
+        schemas.OneTargetStatusSchema(),
+        schemas.RunWithTailsSchema(),
+        schemas.ErrorSchema(),
+    ):
+        spec.components.schema(type(schema).__name__.removesuffix("Schema"), schema=schema)
+    page = "JSON, or a page for a browser (Accept: text/html)"
+    for path, operations in {
+        "/hooks/cron": _hook(
+            "A cron ping: a sweep of the targets", "CronPing", False, _targets(target_names)
         ),
-    )
-    spec.path(
-        "/hooks/watchdog", operations=_hook("Our disk watchdog's alert", "WatchdogAlert", True)
-    )
-    spec.path(
-        "/hooks/alertmanager",
-        operations=_hook("Alertmanager webhook (version 4)", "AlertmanagerWebhook", True),
-    )
-    spec.path(
-        "/status",
-        operations={
-            "get": {
-                "summary": "every target: settings, the last run, the run in flight",
-                "responses": {
-                    "200": {
-                        "description": "status: JSON, or a page for a browser (Accept: text/html)",
-                        "content": {
-                            **_json("Status"),
-                            "text/html": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors(503),
-                },
-            }
-        },
-    )
-    spec.path(
-        "/status/{name}",
-        operations={
-            "get": {
-                "summary": "one target: its state, the run in flight, recent runs",
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "JSON, or a page for a browser (Accept: text/html)",
-                        "content": {
-                            **_json("OneTargetStatus"),
-                            "text/html": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "404": {"description": "no target has this name", "content": _json("Error")},
-                    **_errors(503),
-                },
-            }
-        },
-    )
-    spec.path(
-        "/status/{name}/runs/{run_id}",
-        operations={
-            "get": {
-                "summary": "one run of a target: every probe and stage with its output tail",
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {
-                        "name": "run_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 0, "maximum": RUN_ID_MAX},
-                    },
-                ],
-                "responses": {
-                    "200": {"description": "the run", "content": _json("RunWithTails")},
-                    "404": {
-                        "description": "no such target, or no such run of it",
-                        "content": _json("Error"),
-                    },
-                    **_errors(503),
-                },
-            }
-        },
-    )
-    spec.path(
-        "/readyz",
-        operations={
-            "get": {
-                "summary": "readiness: the state database answers",
-                "responses": {
-                    "200": {"description": "ready", "content": _json(_READY)},
-                    **_errors(503),
-                },
-            }
-        },
-    )
-    spec.path(
-        "/healthz",
-        operations={
-            "get": {
-                "summary": "liveness",
-                "responses": {"200": {"description": "alive", "content": _json(_ALIVE)}},
-            }
-        },
-    )
+        "/hooks/watchdog": _hook("Our disk watchdog's alert", "WatchdogAlert", True),
+        "/hooks/alertmanager": _hook(
+            "Alertmanager webhook (version 4)", "AlertmanagerWebhook", True
+        ),
+        "/status": _get(
+            "every target: settings, the last run, the run in flight",
+            _answer(f"status: {page}", "Status", html=True),
+        ),
+        "/status/{name}": _get(
+            "one target: its state, the run in flight, recent runs",
+            _answer(page, "OneTargetStatus", html=True),
+            "no target has this name",
+            schemas.TargetPathSchema,
+        ),
+        "/status/{name}/runs/{run_id}": _get(
+            "one run of a target: every probe and stage with its output tail",
+            _answer("the run", "RunWithTails"),
+            "no such target, or no such run of it",
+            schemas.RunPathSchema,
+        ),
+        "/readyz": _get("readiness: the state database answers", _answer("ready", _word("ready"))),
+        "/healthz": _get("liveness", _answer("alive", _word("ok")), database=False),
+    }.items():
+        spec.path(path, operations=operations)
     return spec.to_dict()
 
 

@@ -119,6 +119,14 @@ class AlertmanagerWebhookSchema(Schema):
 RUN_ID_MAX = 2**63 - 1
 
 
+class TargetPathSchema(Schema):
+    name = fields.String(required=True)
+
+
+class RunPathSchema(TargetPathSchema):
+    run_id = fields.Integer(required=True, validate=Range(min=0, max=RUN_ID_MAX))
+
+
 class StepSchema(Schema):
     """One command of a run: a probe (disk, cache, versions) or a stage."""
 
@@ -306,15 +314,16 @@ class OneTargetStatusSchema(TargetStatusSchema):
     recent_runs = fields.List(fields.Nested(RunSchema), required=True)
 
 
-class StatusSchema(Schema):
+class StatusSchema(TargetStatusSchema):
     """GET /status (the keys operators and tools rely on; more may follow). With at most
     one target, that target's keys (the seed's: `last_run_ts`, `last_reclaimed`, ...) and
-    its `recent_runs` are at the top level too, `target` naming it."""
+    its `recent_runs` are at the top level too, `target` naming it: so none of them is
+    required (`partial`, below)."""
 
     class Meta:
         unknown = INCLUDE
+        exclude = ("name",)
 
-    enabled = fields.Boolean(required=True)
     now = fields.Float(required=True)
     targets = fields.List(fields.Nested(TargetStatusSchema), required=True)
     warnings = fields.List(fields.String(), required=True)
@@ -322,22 +331,10 @@ class StatusSchema(Schema):
         allow_none=True, metadata={"description": "the single target's name (one target only)"}
     )
     host = fields.String(allow_none=True, metadata={"description": "user@address:port"})
-    command = fields.String()
-    interval_s = fields.Float()
-    until = fields.String()
-    all = fields.Boolean()
-    last_run_ts = fields.Float(allow_none=True)
-    last_finished_ts = fields.Float(allow_none=True)
-    last_result = fields.String(allow_none=True, validate=A_RESULT)
-    last_reclaimed = fields.String(allow_none=True)
-    last_reclaimed_bytes = fields.Integer(allow_none=True)
-    last_error = fields.String(allow_none=True)
-    last_error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
-    last_success_ts = fields.Float(allow_none=True)
-    in_flight = fields.Nested(InFlightSchema, allow_none=True)
-    next_eligible_ts = fields.Float(allow_none=True)
-    eligible_now = fields.Boolean()
-    recent_runs = fields.List(fields.Nested(RunSchema))
+
+
+# the target's keys are at the top level only with at most one target
+STATUS = StatusSchema(partial=tuple(TargetStatusSchema().fields.keys() - {"enabled"}))
 
 
 class ErrorSchema(Schema):
