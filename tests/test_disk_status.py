@@ -210,3 +210,55 @@ def test_the_fleet_page_shows_each_hosts_disk_and_a_missed_goal(make_app, fake_h
     assert '<b class="bad">3%</b> · 8GB <span class="tag" title="the last run left' in page
     assert page.count(">missed</span>") == 1
     assert "not measured" in page  # charlie never ran
+
+
+def test_a_fleet_host_that_missed_its_goal_is_a_state_of_its_own_worst_first(make_app, fake_host):
+    """The disk still short after stage 2 is no green "ok": its own state, card and rank,
+    below failures and above hosts never pruned or healthy."""
+    from tests.conftest import FAKE_DF
+    from tests.test_status_page import DOCKER_DOWN, prune, rows, state_of
+
+    policy = PrunePolicy(min_free=FreeGoal(percent=10))
+    targets = tuple(
+        Target(name, SSHEndpoint(f"{name}.example", key="k"), policy)
+        for name in ("alpha", "bravo", "charlie", "delta")
+    )
+    client = make_app(targets_file="targets.toml", file_targets=targets).test_client()
+    prune(client, "alpha")
+    fake_host.probe_answers["df -B1 --output=size,avail /var/lib/docker"] = Execution(
+        0, FAKE_DF.replace("40000000000", "3000000000"), "", 0.01
+    )
+    prune(client, "bravo")  # 3% free after stage 2: min_free 10% missed
+    fake_host.execution = DOCKER_DOWN
+    prune(client, "delta")
+
+    page = client.get("/status", headers={"Accept": BROWSER}).get_data(as_text=True)
+
+    assert rows(page) == ["delta", "bravo", "charlie", "alpha"]
+    states = {name: state_of(page, name) for name in rows(page)}
+    assert states == {
+        "delta": "failed",
+        "bravo": "goal missed",
+        "charlie": "never pruned",
+        "alpha": "ok",
+    }
+    assert '<span>goal missed</span><b class="bad">1</b>' in page
+    assert '<span>ok</span><b class="ok">1</b>' in page
+    assert "7GB short of min_free" in page  # 10 GB wanted, 3 GB free
+    listed = [t["name"] for t in client.get("/status").get_json()["targets"]]
+    assert listed == rows(page)
+
+
+def test_a_run_during_which_the_disk_grew_says_so_in_human_sizes(disk_app):
+    """Other writes outpaced the prune: df measures a negative `freed_bytes`."""
+    app, host = disk_app(max_cache=None, min_free=None)
+    host.old = 0
+    host.others_freed_by_stage_1 = -462_800  # 462.8 kB written during the run
+    client = app.test_client()
+    assert prune(client)["freed_bytes"] == -462_800
+
+    page = client.get("/status", headers={"Accept": BROWSER}).get_data(as_text=True)
+
+    assert "e+0" not in page and "freed -" not in page
+    assert "grew 462.8kB" in page  # the chart's label
+    assert "the disk grew 462.8kB during the run" in page  # the card, the table, the title

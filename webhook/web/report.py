@@ -90,6 +90,7 @@ class HostState(StrEnum):
     STALLED = "lease expired"  # a run in flight past its lease: its worker died
     FAILED = "failed"
     LOST = "lost"  # the last run's worker died; it was given up
+    MISSED = "goal missed"  # the last run left the disk short of a goal (after stage 2)
     NEVER = "never pruned"
     PRUNING = "pruning"  # its first run, or one after a good run, is in flight
     OK = "ok"
@@ -100,9 +101,10 @@ _RANK = {
     HostState.STALLED: 0,
     HostState.FAILED: 1,
     HostState.LOST: 1,
-    HostState.NEVER: 2,
-    HostState.PRUNING: 3,
-    HostState.OK: 3,
+    HostState.MISSED: 2,
+    HostState.NEVER: 3,
+    HostState.PRUNING: 4,
+    HostState.OK: 4,
 }
 
 
@@ -116,6 +118,8 @@ def host_state(shown: dict[str, Any]) -> HostState:
         return HostState.FAILED
     if shown["last_result"] == Result.LOST:
         return HostState.LOST
+    if shown["last_goal_met"] is False:
+        return HostState.MISSED
     if flight:
         return HostState.PRUNING
     if shown["last_result"] is None:
@@ -130,8 +134,8 @@ def pruning(shown: dict[str, Any]) -> bool:
 
 
 def worst_first(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A run in flight past its lease first, then failed or lost, never pruned, the rest;
-    by name within each."""
+    """A run in flight past its lease first, then failed or lost, a goal missed, never
+    pruned, the rest; by name within each."""
     return sorted(targets, key=lambda shown: (_RANK[host_state(shown)], shown["name"]))
 
 
@@ -207,6 +211,18 @@ def _size(value: int | None) -> str:
     return "—" if value is None else human_size(value)
 
 
+def freed_text(freed: int | None) -> str:
+    """What a run freed (df). Less free space after it than before is the disk growing
+    during the run (other writes outpaced the prune): said so, never a negative size."""
+    if freed is None or freed >= 0:
+        return _size(freed)
+    return f"none: the disk grew {human_size(-freed)} during the run"
+
+
+def _freed_label(freed: int) -> str:
+    return f"freed {human_size(freed)}" if freed >= 0 else f"grew {human_size(-freed)}"
+
+
 def _first(*values: int | None) -> int | None:
     return next((value for value in values if value is not None), None)
 
@@ -248,11 +264,11 @@ def disk_chart(
                 "free_height": free_height,
                 "cache_y": round(height - cache_height, 1),
                 "cache_height": cache_height,
-                "label": "freed " + _size(freed) if freed is not None else "—",
+                "label": "—" if freed is None else _freed_label(freed),
                 "goal": {True: "met", False: "missed", None: ""}[goal],
                 "title": (
                     f"run {run.get('id')}: {_size(free)} free of {_size(size)},"
-                    f" cache {_size(cache)}, freed {_size(freed)}"
+                    f" cache {_size(cache)}, freed {freed_text(freed)}"
                 ),
             }
         )

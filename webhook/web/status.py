@@ -17,6 +17,7 @@ from webhook.web.report import (
     HostState,
     disk_chart,
     fleet_counts,
+    freed_text,
     host_state,
     human_delta,
     human_time,
@@ -86,7 +87,10 @@ def _wants_html() -> bool:
 
 def _page(template: str, **context: Any) -> Response:
     nonce = secrets.token_urlsafe(16)
-    page = render_template(template, csp_nonce=nonce, when=human_time, delta=human_delta, **context)
+    page = render_template(
+        template, csp_nonce=nonce, when=human_time, delta=human_delta, size=human_size,
+        freed=freed_text, **context,
+    )  # fmt: skip
     return Response(page, content_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": page_policy(nonce),
     })  # fmt: skip
@@ -104,7 +108,6 @@ def _target_page(shown: dict[str, Any], fleet_size: int, target: Target | None) 
         s=shown,
         bars=reclaimed_bars(shown["recent_runs"]),
         disk=disk,
-        size=human_size,
         fleet_size=fleet_size,
     )
 
@@ -117,7 +120,6 @@ def _fleet_page(shown: dict[str, Any]) -> Response:
     failing = counts[HostState.STALLED] + counts[HostState.FAILED] + counts[HostState.LOST]
     return _page(
         "fleet.html",
-        size=human_size,
         s=shown,
         rows=rows,
         counts=counts,
