@@ -166,20 +166,6 @@ def human_delta(seconds: float) -> str:
 MARK_PX = 6
 
 
-class BarState(StrEnum):
-    OK = "ok"
-    RUNNING = "running"
-    FAILED = "failed"
-
-
-def _bar_state(result: str | None) -> BarState:
-    if result == Result.OK:
-        return BarState.OK
-    if result == Result.RUNNING:
-        return BarState.RUNNING
-    return BarState.FAILED  # failed, or lost with its worker
-
-
 def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 140) -> list[dict]:
     """Bars for a chart of reclaimed space, oldest run first, scaled to the largest.
     A run that failed or is still running has nothing to show: a small mark says which."""
@@ -189,9 +175,10 @@ def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 1
     bars = []
     for index, run in enumerate(ordered):
         size = run.get("reclaimed_bytes") or 0
-        state = _bar_state(run.get("result"))
+        # failed, or lost with its worker: a bar of the failed
+        state = run["result"] if run["result"] in (Result.OK, Result.RUNNING) else Result.FAILED
         bar_height = round(size / largest * (height - 20), 1) if size else 0
-        if state != BarState.OK:
+        if state != Result.OK:
             bar_height = MARK_PX
         bars.append(
             {
@@ -199,7 +186,7 @@ def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 1
                 "y": round(height - bar_height, 1),
                 "width": round(slot * 0.7, 1),
                 "height": bar_height,
-                "label": run.get("reclaimed") or ("0B" if state == BarState.OK else str(state)),
+                "label": run.get("reclaimed") or ("0B" if state == Result.OK else str(state)),
                 "state": state,
                 "id": run.get("id"),
             }

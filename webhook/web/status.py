@@ -140,12 +140,17 @@ def status() -> Response:
     return _fleet_page(shown)
 
 
-@bp.get("/status/<name>")
-def target(name: str) -> Response:
-    hook = prunehook()
+def _named(hook: Prunehook, name: str) -> Target:
     found = hook.service.fleet.get(name)
     if found is None:
         raise APIError(f"no target is named {name!r}", status=404, code="unknown_target")
+    return found
+
+
+@bp.get("/status/<name>")
+def target(name: str) -> Response:
+    hook = prunehook()
+    found = _named(hook, name)
     shown = one_target(hook, found)
     shown["target"] = shown["name"]
     if not _wants_html():
@@ -158,8 +163,7 @@ def target(name: str) -> Response:
 def run(name: str, run_id: int) -> Response:
     """One run of a target with every step's output tail (JSON)."""
     hook = prunehook()
-    if hook.service.fleet.get(name) is None:
-        raise APIError(f"no target is named {name!r}", status=404, code="unknown_target")
+    _named(hook, name)
     found = hook.service.store.run(run_id) if run_id <= RUN_ID_MAX else None
     if found is None or found.target != name:
         raise APIError(f"{name} has no run {run_id}", status=404, code="unknown_run")
