@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from webhook.core.targets import NAME_PATTERN
 from webhook.web import schemas
 from webhook.web.context import prunehook
 
@@ -24,14 +23,6 @@ WHY = {
     503: "the state database is unavailable; retry",
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}
-_WAIT = {
-    "name": "wait",
-    "in": "query",
-    "required": False,
-    "description": "1 or true: wait for the prune's result instead of answering at once;"
-    " absent means 0",
-    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
-}
 
 
 def _json(schema: str | dict[str, Any]) -> dict[str, Any]:
@@ -52,29 +43,12 @@ def _word(word: str) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": ["status"]}
 
 
-def _targets(names: tuple[str, ...]) -> dict[str, Any]:
-    """`?target=`: the names are this instance's targets, so the document lists them."""
-    item: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN}
-    if names:
-        item["enum"] = list(names)
-    return {
-        "name": "target",
-        "in": "query",
-        "required": False,
-        "description": "only these targets (repeatable); default: every target. A name that"
-        " is no target is a 422",
-        "schema": {"type": "array", "items": item},
-        "style": "form",
-        "explode": True,
-    }
-
-
-def _hook(summary: str, body: str, required: bool, *parameters: dict[str, Any]) -> dict:
+def _hook(summary: str, body: str, required: bool, query: type = schemas.HookQuerySchema) -> dict:
     return {
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"standardWebhooks": []}],
-            "parameters": [_WAIT, *parameters],
+            "parameters": [{"in": "query", "schema": query}],
             "requestBody": {"required": required, "content": _json(body)},
             "responses": {
                 "200": _answer("decided (not started, or waited)", "TriggerAnswer"),
@@ -122,7 +96,10 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
     page = "JSON, or a page for a browser (Accept: text/html)"
     for path, operations in {
         "/hooks/cron": _hook(
-            "A cron ping: a sweep of the targets", "CronPing", False, _targets(target_names)
+            "A cron ping: a sweep of the targets",
+            "CronPing",
+            False,
+            schemas.cron_query(target_names),
         ),
         "/hooks/watchdog": _hook("Our disk watchdog's alert", "WatchdogAlert", True),
         "/hooks/alertmanager": _hook(

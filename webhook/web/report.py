@@ -8,11 +8,11 @@ from typing import Any
 
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Result, lease_is_live, next_eligible_ts
-from webhook.core.disk import FreeGoal
+from webhook.core.disk import Goals
 from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
 from webhook.store import RunRecord, TargetRecord
-from webhook.web.schemas import run_view
+from webhook.web.schemas import RUN
 
 
 def _in_flight(
@@ -80,7 +80,7 @@ def target_status(
         "last_free_short_bytes": record.last_free_short_bytes,
     }
     if runs is not None:
-        shown["recent_runs"] = [run_view(run) for run in runs]
+        shown["recent_runs"] = [RUN.dump(run) for run in runs]
     return shown
 
 
@@ -215,11 +215,7 @@ def _first(*values: int | None) -> int | None:
 
 
 def disk_chart(
-    runs: list[dict[str, Any]],
-    max_cache: int | None = None,
-    min_free: FreeGoal | None = None,
-    width: int = 600,
-    height: int = 140,
+    runs: list[dict[str, Any]], goals: Goals, width: int = 600, height: int = 140
 ) -> dict[str, Any]:
     """A column per run that measured the disk, oldest first: the disk's size (the whole
     height), its free space after the run and the build cache beside it, both as shares
@@ -262,8 +258,8 @@ def disk_chart(
     lines: dict[str, float | None] = {"min_free_y": None, "max_cache_y": None}
     if measured:
         size = measured[-1]["disk_size"]
-        wanted = min_free.bytes_of(size) if min_free else None
-        for key, value in (("min_free_y", wanted), ("max_cache_y", max_cache)):
+        wanted = goals.min_free.bytes_of(size) if goals.min_free else None
+        for key, value in (("min_free_y", wanted), ("max_cache_y", goals.max_cache)):
             if value is not None and value <= size:
                 lines[key] = round(height - value / size * room, 1)
     return {"columns": columns, **lines}

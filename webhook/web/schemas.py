@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
-from marshmallow.validate import Equal, Length, OneOf, Range
+from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 
 from webhook.core.decision import Answer, Result
 from webhook.core.outcome import ErrorKind
+from webhook.core.targets import NAME_PATTERN
 
 if TYPE_CHECKING:
     from webhook.service import TargetResult
-    from webhook.store import RunRecord
 
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
 AN_ANSWER = OneOf([answer.value for answer in Answer])
@@ -119,6 +119,27 @@ class AlertmanagerWebhookSchema(Schema):
 RUN_ID_MAX = 2**63 - 1
 
 
+class HookQuerySchema(Schema):
+    """What every hook's query may carry (as hooks.py reads it)."""
+
+    wait = fields.String(
+        validate=OneOf(["0", "1", "true", "false"]),
+        metadata={
+            "description": "1 or true: wait for the prune's result instead of answering at"
+            " once; absent means 0"
+        },
+    )
+
+
+def cron_query(names: tuple[str, ...]) -> type[Schema]:
+    """/hooks/cron's query: `?target=` names this instance's targets, so the document
+    lists them."""
+    name = fields.String(validate=[Regexp(NAME_PATTERN), *([OneOf(names)] if names else [])])
+    why = "only these targets (repeatable); default: every target. A name that is no target"
+    target = fields.List(name, metadata={"description": why + " is a 422"})
+    return HookQuerySchema.from_dict({"target": target}, name="CronQuerySchema")
+
+
 class TargetPathSchema(Schema):
     name = fields.String(required=True)
 
@@ -203,13 +224,8 @@ class RunWithTailsSchema(RunSchema):
     stderr_tail = fields.String(allow_none=True)
 
 
-RUN = RunSchema()
-RUN_WITH_TAILS = RunWithTailsSchema()
-
-
-def run_view(run: RunRecord) -> dict[str, Any]:
-    """A stored run as answers show it."""
-    return RUN.dump(run)
+RUN = RunSchema()  # a stored run as answers show it
+RUN_WITH_TAILS = RunWithTailsSchema()  # and with its output tails, each step's too
 
 
 def result_view(result: TargetResult) -> dict[str, Any]:
@@ -222,13 +238,8 @@ def result_view(result: TargetResult) -> dict[str, Any]:
         "next_eligible_ts": result.next_eligible_ts,
     }
     if result.run is not None:
-        item["run"] = run_view(result.run)
+        item["run"] = RUN.dump(result.run)
     return item
-
-
-def run_with_tails(run: RunRecord) -> dict[str, Any]:
-    """A stored run with its output tails, each step's too."""
-    return RUN_WITH_TAILS.dump(run)
 
 
 class TargetAnswerSchema(Schema):

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
+from webhook.core.disk import Goals
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.store import TargetRecord
@@ -26,7 +27,7 @@ from webhook.web.report import (
     target_status,
     worst_first,
 )
-from webhook.web.schemas import RUN_ID_MAX, run_with_tails
+from webhook.web.schemas import RUN_ID_MAX, RUN_WITH_TAILS
 
 bp = Blueprint("status", __name__, template_folder="templates")
 RECENT_RUNS = 10
@@ -97,19 +98,12 @@ def _page(template: str, **context: Any) -> Response:
 
 
 def _target_page(shown: dict[str, Any], fleet_size: int, target: Target | None) -> Response:
-    policy = target.policy if target else None
-    disk = disk_chart(
-        shown["recent_runs"],
-        max_cache=policy.max_cache if policy else None,
-        min_free=policy.min_free if policy else None,
-    )
+    runs = shown["recent_runs"]
+    goals = target.policy.goals if target else Goals()
     return _page(
-        "status.html",
-        s=shown,
-        bars=reclaimed_bars(shown["recent_runs"]),
-        disk=disk,
+        "status.html", s=shown, bars=reclaimed_bars(runs), disk=disk_chart(runs, goals),
         fleet_size=fleet_size,
-    )
+    )  # fmt: skip
 
 
 def _fleet_page(shown: dict[str, Any]) -> Response:
@@ -167,7 +161,7 @@ def run(name: str, run_id: int) -> Response:
     found = hook.service.store.run(run_id) if run_id <= RUN_ID_MAX else None
     if found is None or found.target != name:
         raise APIError(f"{name} has no run {run_id}", status=404, code="unknown_run")
-    return jsonify(run_with_tails(found))
+    return jsonify(RUN_WITH_TAILS.dump(found))
 
 
 @bp.get("/healthz")
