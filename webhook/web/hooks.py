@@ -98,8 +98,6 @@ def _load(request: Request, schema: Schema, allow_empty: bool = False) -> dict[s
 
 
 def _wants_wait(request: Request) -> bool:
-    if not request.query_string:
-        return False  # the common call: parsing no query costs more than the rest of a skip
     value = request.args.get("wait", "0")
     if value in _TRUE:
         return True
@@ -186,7 +184,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
 
 
 def _cron_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
-    names = request.args.getlist("target") if request.query_string else []
+    names = request.args.getlist("target")
     fleet = hook.service.fleet
     unknown = fleet.unknown(names)
     if unknown:

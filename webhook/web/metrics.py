@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Blueprint, Response
 
-from webhook.core.decision import Answer, next_eligible_ts
-from webhook.core.triggers import Source
+from webhook.core.decision import next_eligible_ts
 from webhook.store import TargetRecord
 from webhook.web.context import prunehook
 
@@ -127,7 +126,6 @@ class Metrics:
         self._lock = threading.Lock()
         self._registry: CollectorRegistry | None = None
         self._meters: dict[str, Any] = {}
-        self._decision_children: dict[tuple[Answer, Source, str], Any] = {}
 
     def _made(self) -> CollectorRegistry:
         """The registry with every counter, made on first use."""
@@ -156,14 +154,9 @@ class Metrics:
         for result in outcome.results:
             if result.unknown_hosts:
                 self.meter("prunehook_unknown_hosts").inc(result.unknown_hosts)
-            labels = (result.answer, source, result.target or "")
-            child = self._decision_children.get(labels)
-            if child is None:  # looked up once per triple: `labels()` costs more than `inc()`
-                child = self.meter("prunehook_trigger_decisions").labels(
-                    decision=str(result.answer), source=str(source), target=labels[2]
-                )
-                self._decision_children[labels] = child
-            child.inc()
+            self.meter("prunehook_trigger_decisions").labels(
+                decision=str(result.answer), source=str(source), target=result.target or ""
+            ).inc()
 
     def finished(self, target: Target, outcome: RunOutcome) -> None:
         kind = "ok" if outcome.ok else str(outcome.error_kind or "failed")
