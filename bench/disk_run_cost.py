@@ -67,7 +67,7 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
         ssh_key_file=str(server.client_key),
         ssh_known_hosts=str(server.known_hosts),
         docker_root=str(engine.data_root),
-    ).env_target
+    ).targets.env_target
     assert target is not None
     runner = SSHRunner()
     prune = build_prune_command(target.policy.until, target.policy.prune_all)

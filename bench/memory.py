@@ -56,7 +56,7 @@ from webhook.config import Settings
 from webhook.remote.ssh import SSHRunner
 settings = Settings.from_values(ssh_host="127.0.0.1", ssh_port=int(sys.argv[1]), ssh_user="root",
                     ssh_key_file=sys.argv[2], ssh_known_hosts=sys.argv[3])
-execution = SSHRunner().execute(settings.env_target, sys.argv[4])
+execution = SSHRunner().execute(settings.targets.env_target, sys.argv[4])
 assert execution.rc == 0, execution
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(execution.stdout_tail))
 """

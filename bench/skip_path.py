@@ -79,7 +79,7 @@ def prunehook_in_skip_state(
     settings = Settings.from_values(
         ssh_host="127.0.0.1", ssh_user="bench", ssh_key="unused", token=TOKEN
     )
-    target = settings.env_target
+    target = settings.targets.env_target
     assert target is not None
     env = {
         "PRUNEHOOK_SSH_HOST": "127.0.0.1",

@@ -34,7 +34,7 @@ def main() -> None:
                 ssh_user="root",
                 ssh_key_file=str(server.client_key),
                 ssh_known_hosts=str(server.known_hosts),
-            ).env_target
+            ).targets.env_target
             runner = SSHRunner()
             openssh = [
                 "ssh", "-p", str(server.port), "-i", str(server.client_key),

@@ -30,7 +30,7 @@ def test_after_a_step_back_the_next_prune_is_due_one_interval_from_now(client, c
 
 
 def test_a_lease_stored_in_the_future_ends_one_lease_from_now(app, client, clock, fake_host):
-    lease_s = app.extensions["prunehook"].settings.base_policy.lease_s
+    lease_s = app.extensions["prunehook"].settings.targets.base_policy.lease_s
     fake_host.hold()  # the run stays in flight, as if its worker hung
     assert client.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
     fake_host.wait_until_held(1)

@@ -46,7 +46,7 @@ def test_every_variable_carries_its_meaning_for_the_configuration_reference():
 
 
 def test_tests_name_each_variable_as_it_is_named_without_its_prefix():
-    target = Settings.from_values(ssh_host="build-1", ssh_port=2222, all=True).env_target
+    target = Settings.from_values(ssh_host="build-1", ssh_port=2222, all=True).targets.env_target
     assert target is not None and (target.ssh.port, target.policy.prune_all) == (2222, True)
     with pytest.raises(TypeError, match="port"):
         Settings.from_values(port=2222)

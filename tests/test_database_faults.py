@@ -27,7 +27,7 @@ def short_busy_timeout(monkeypatch):
 @pytest.fixture
 def write_lock(app):
     """Another process's long write transaction on the state database."""
-    locker = sqlite3.connect(prunehook(app).settings.db_path, isolation_level=None)
+    locker = sqlite3.connect(prunehook(app).settings.server.db_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     yield locker
     locker.execute("ROLLBACK")
@@ -51,7 +51,7 @@ def test_skip_path_answers_while_the_database_is_write_locked(
     app, client, fake_host, short_busy_timeout
 ):
     assert client.post("/hooks/cron?wait=1", headers=AUTH).status_code == 200
-    locker = sqlite3.connect(prunehook(app).settings.db_path, isolation_level=None)
+    locker = sqlite3.connect(prunehook(app).settings.server.db_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     try:
         response = client.post("/hooks/cron", headers=AUTH)
@@ -79,7 +79,7 @@ def immutable(tmp_path):
 
 def test_read_only_database_is_503_and_runs_nothing(make_app, fake_host, immutable):
     first = make_app()
-    db_path = prunehook(first).settings.db_path
+    db_path = prunehook(first).settings.server.db_path
     prunehook(first).service.store.close()
     immutable(db_path)
 

@@ -45,7 +45,7 @@ def test_hooks_are_never_open_a_token_is_generated_on_first_start(make_app, tmp_
     generated = token_file.read_text().strip()
     response = client.post("/hooks/cron", headers={"Authorization": f"Bearer {generated}"})
     assert response.status_code == 202
-    assert make_app(token="").extensions["prunehook"].settings.token == generated
+    assert make_app(token="").extensions["prunehook"].settings.auth.token == generated
 
 
 def test_cron_ping_with_empty_body_starts_exactly_the_contract_command(client, fake_host):

@@ -74,7 +74,7 @@ def test_a_sweep_the_database_fails_halfway_answers_what_happened_to_each_target
     targets = tuple(Target(f"build-{n}", SSHEndpoint(f"b{n}.example", key="k")) for n in (1, 2, 3))
     app = make_app(targets_file="targets.toml", file_targets=targets)
     store = prunehook(app).service.store
-    locker = sqlite3.connect(prunehook(app).settings.db_path, isolation_level=None)
+    locker = sqlite3.connect(prunehook(app).settings.server.db_path, isolation_level=None)
     claim = store.claim
 
     def claim_then_lock(*args, **kwargs):
@@ -113,7 +113,7 @@ def test_a_sweep_the_database_fails_for_entirely_is_503(make_app, fake_host, mon
     monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_MS", 200)
     targets = tuple(Target(f"build-{n}", SSHEndpoint(f"b{n}.example", key="k")) for n in (1, 2))
     app = make_app(targets_file="targets.toml", file_targets=targets)
-    locker = sqlite3.connect(prunehook(app).settings.db_path, isolation_level=None)
+    locker = sqlite3.connect(prunehook(app).settings.server.db_path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     try:
         answer = app.test_client().post("/hooks/cron", headers=AUTH)

@@ -330,7 +330,7 @@ def test_free_space_still_short_is_sent_from_an_outcome_that_says_so(receiver, m
     server = receiver()
     settings = make_settings(notify_urls=(server.json_url(),))
     notifier = Notifier.from_settings(settings.notify)
-    target = settings.env_target
+    target = settings.targets.env_target
     assert isinstance(target, Target)
     outcome = RunOutcome(True, 0, "0B", 0, None, None, 0.2, "", "", free_short_bytes=3 * 10**9)
     notifier(target, outcome)

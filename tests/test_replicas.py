@@ -66,7 +66,7 @@ def test_the_platforms_database_url_is_used_when_ours_is_unset(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1/db")
     monkeypatch.setenv("PRUNEHOOK_TOKEN", TOKEN)
     settings, _ = load_settings()
-    assert settings.database_url == "postgres://u@127.0.0.1/db"
+    assert settings.server.database_url == "postgres://u@127.0.0.1/db"
     assert "postgres://" not in repr(settings)
 
 

@@ -29,7 +29,7 @@ def test_a_token_under_16_bytes_refuses_to_start_naming_the_variable(monkeypatch
 def test_an_empty_token_variable_still_means_unset(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_TOKEN", "")
     settings, _ = load_settings()
-    assert settings.token == ""
+    assert settings.auth.token == ""
 
 
 def _token_file(instance: Path, mode: int = 0o600, text: str = GOOD_FILE_TOKEN) -> Path:
@@ -47,7 +47,7 @@ def _start(make_settings, instance: Path):
 def test_a_private_token_file_of_this_user_is_used(make_settings, tmp_path):
     _token_file(tmp_path / "instance")
     app = _start(make_settings, tmp_path / "instance")
-    assert app.extensions["prunehook"].settings.token == GOOD_FILE_TOKEN
+    assert app.extensions["prunehook"].settings.auth.token == GOOD_FILE_TOKEN
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o620, 0o602, 0o666], ids=oct)

@@ -50,14 +50,14 @@ def _prepare(store: Store, settings: Settings) -> None:
     """Migrate the schema and carry a state row keyed the old way over to its target name."""
     try:
         store.ensure_schema()
-        target = settings.env_target
-        if target is not None and not settings.targets_file:
-            adopted = store.adopt_legacy_state(target.name, settings.legacy_state_key)
+        target = settings.targets.env_target
+        if target is not None and not settings.targets.targets_file:
+            adopted = store.adopt_legacy_state(target.name, settings.targets.legacy_state_key)
             if adopted:
                 log.warning("state of %s is now kept as target %s", adopted, target.name)
     except StoreUnavailable as error:
         # keep serving: hooks answer 503 (senders retry) and each use tries the schema again
-        where = "PostgreSQL" if settings.database_url else settings.db_path
+        where = "PostgreSQL" if settings.server.database_url else settings.server.db_path
         log.error("state database %s unavailable at start: %s", where, error)
     finally:
         store.close()  # never hand a connection across a fork (gunicorn --preload)
@@ -66,13 +66,13 @@ def _prepare(store: Store, settings: Settings) -> None:
 def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Callable[[], float]]:
     """The store, and the clock decisions use: under PostgreSQL, the database's, which every
     replica shares."""
-    if not settings.database_url:
-        return SQLiteStore(settings.db_path), clock
+    if not settings.server.database_url:
+        return SQLiteStore(settings.server.db_path), clock
     from webhook.store.postgres import DatabaseClock, PostgresStore
 
     # a connection for each request thread, and two for the prunes' records
     threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-    store = PostgresStore(settings.database_url, max_connections=threads + 2)
+    store = PostgresStore(settings.server.database_url, max_connections=threads + 2)
     return store, DatabaseClock(store, local=clock)
 
 
@@ -88,7 +88,7 @@ def create_app(
     instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     settings, warnings = _resolve_settings(app, settings)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     store, clock = _state(settings, clock)
     _prepare(store, settings)
     listeners = Listeners()

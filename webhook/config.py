@@ -216,18 +216,9 @@ class Settings:
     notify: NotifySettings
     targets: TargetSettings
 
-    # flat names that app, cli, preflight and web/status read
-    token = property(attrgetter("auth.token"))
-    enabled = property(attrgetter("server.enabled"))
+    # flat names the state copy reads
     db_path = property(attrgetter("server.db_path"))
     database_url = property(attrgetter("server.database_url"))
-    max_body_bytes = property(attrgetter("server.max_body_bytes"))
-    env_target = property(attrgetter("targets.env_target"))
-    base_policy = property(attrgetter("targets.base_policy"))
-    targets_file = property(attrgetter("targets.targets_file"))
-    legacy_state_key = property(attrgetter("targets.legacy_state_key"))
-    notify_min_gb = property(attrgetter("notify.min_gb"))
-    notify_failures = property(attrgetter("notify.failures"))
 
     @classmethod
     def from_values(

@@ -191,7 +191,7 @@ def _gc(session: SSHSession, versions: Versions) -> Check:
 
 
 def _kill_switch(settings: Settings) -> Check:
-    if settings.enabled:
+    if settings.server.enabled:
         return Check("enabled", True, "prunes run when a trigger is due")
     # the rest is still checked: an operator turning prunes back on wants to know it will work
     detail = "PRUNEHOOK_ENABLED is false: prunes are disabled, every trigger answers `disabled`"
@@ -217,14 +217,14 @@ def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
 def _database(settings: Settings, store: Store | None) -> Check | None:
     if store is None:
         return None
-    where = "PostgreSQL" if settings.database_url else f"SQLite {settings.db_path}"
+    where = "PostgreSQL" if settings.server.database_url else f"SQLite {settings.server.db_path}"
     try:
         store.ensure_schema()
         store.ping()
     except StoreUnavailable as error:
         fix = (
             "check PRUNEHOOK_DATABASE_URL and that the server is up"
-            if settings.database_url
+            if settings.server.database_url
             else ("check the folder of PRUNEHOOK_DB_PATH is writable and its disk not full")
         )
         return Check("database", False, f"{where}: {error}", fix)
@@ -260,6 +260,6 @@ def run_checks(
 
 def token_source(settings: Settings, instance_path: str) -> str:
     generated = Path(instance_path) / "hook-token"
-    if generated.is_file() and generated.read_text().strip() == settings.token:
+    if generated.is_file() and generated.read_text().strip() == settings.auth.token:
         return f"generated, kept in {generated} (set PRUNEHOOK_TOKEN to choose one)"
     return "PRUNEHOOK_TOKEN is set"

@@ -61,7 +61,7 @@ def target_at(host: SSHKeys | SSHServer, **overrides: Any) -> Target:
         "ssh_connect_timeout_s": 5,
         "timeout_s": 30,
     } | overrides
-    target = Settings.from_values(**values).env_target
+    target = Settings.from_values(**values).targets.env_target
     assert target is not None
     return target
 

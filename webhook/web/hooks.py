@@ -57,7 +57,7 @@ class HookSpec:
     source: Source
     schema: Schema
     read: Reader
-    # None: the app's limit (Settings.max_body_bytes, 1 MiB)
+    # None: the app's limit (ServerSettings.max_body_bytes, 1 MiB)
     max_body_bytes: int | None = None
     allow_empty: bool = False
 

@@ -44,7 +44,7 @@ def _with_runs(
 ) -> dict[str, Any]:
     service = hook.service
     if target is None:
-        policy = hook.settings.base_policy
+        policy = hook.settings.targets.base_policy
         return target_status(None, policy, None, now, enabled=service.enabled, runs=[])
     runs = service.store.recent_runs(target.name, RECENT_RUNS)
     return target_status(target, target.policy, record, now, enabled=service.enabled, runs=runs)
@@ -73,8 +73,8 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
         targets=worst_first(targets),
         notify={
             "schemes": hook.notify_schemes,
-            "min_gb": settings.notify_min_gb,
-            "failures": settings.notify_failures,
+            "min_gb": settings.notify.min_gb,
+            "failures": settings.notify.failures,
         },
         warnings=list(hook.warnings),
     )
