@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState
@@ -258,14 +259,28 @@ def test_a_forgotten_delivery_id_is_free_at_once_but_a_settled_one_stays(
     assert not store.remember_delivery("answered", T0 + 1, keep_s=86400, pending_s=90)
 
 
-def test_a_runs_output_is_kept_whatever_bytes_it_holds(make_store: MakeStore):
-    """PostgreSQL's text holds no NUL: it is kept as U+FFFD there, the rest as it was."""
+def test_a_runs_output_is_kept_whatever_bytes_it_holds_but_nul(make_store: MakeStore):
+    """PostgreSQL's text holds no NUL: every backend drops it, and keeps the rest as it was."""
     store = make_store()
     run_id = claim_now(store, T0)
     assert run_id is not None
     store.finish(TARGET, run_id, succeeded_outcome(stdout_tail="a\x00b é"), T0 + 5)
     run = store.run(run_id)
-    assert run is not None and run.stdout_tail in ("a\x00b é", "a\ufffdb é")
+    assert run is not None and run.stdout_tail == "ab é"
+
+
+def test_nul_in_any_text_column_is_dropped_alike_by_every_backend(make_store: MakeStore):
+    """A cron `source`, a watchdog `host` or a receiver reaches `trigger`; a host's version
+    and errors reach `docker_version`, `error` and `last_error`."""
+    store = make_store()
+    run_id = store.claim(TARGET, TargetState(), NewRun("cron:a\x00b", "cmd"), T0, LEASE)
+    assert run_id is not None
+    failed = replace(failed_outcome(error="rc=1: bad\x00 byte"), docker_version="28.2\x00.2")
+    assert store.finish(TARGET, run_id, failed, T0 + 5)
+    run, record = store.run(run_id), store.target_record(TARGET)
+    assert run is not None and record is not None
+    assert (run.trigger, run.error, run.docker_version) == ("cron:ab", "rc=1: bad byte", "28.2.2")
+    assert record.last_error == "rc=1: bad byte"
 
 
 MEASURED = succeeded_outcome(

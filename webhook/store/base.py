@@ -115,6 +115,13 @@ _DECODERS = {
 }
 
 
+def clean(parameters: Sequence[Any]) -> list[Any]:
+    """A statement's parameters as every backend writes them: text without NUL, which
+    PostgreSQL's text cannot hold and a host's output or a request's field may carry (SQLite
+    then keeps the same text), and an enum as its plain text."""
+    return [value.replace("\x00", "") if isinstance(value, str) else value for value in parameters]
+
+
 def encode(table: str, values: Mapping[str, Any]) -> list[Any]:
     kinds = KINDS[table]
     return [
@@ -173,7 +180,8 @@ class SQLStore:
         raise NotImplementedError
 
     def _execute(self, connection: Any, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        return connection.execute(sql, parameters)
+        """Every statement of the store: its parameters `clean`ed."""
+        return connection.execute(sql, clean(parameters))
 
     def _migration(self, connection: Any) -> AbstractContextManager[Any]:
         """The transaction (and lock) in which one worker or replica migrates at a time."""

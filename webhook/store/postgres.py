@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from webhook.core.decision import TargetState
 from webhook.store import StoreUnavailable
-from webhook.store.base import SQLStore, state_from
+from webhook.store.base import SQLStore, clean, state_from
 
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
@@ -38,11 +38,6 @@ SCHEMA_VERSION = 3
 
 def _placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-def _text(value: object) -> object:
-    # PostgreSQL's text cannot hold NUL, a host's output may; an enum is sent as its text
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 class PostgresStore(SQLStore):
@@ -127,7 +122,7 @@ class PostgresStore(SQLStore):
     def _execute(
         self, connection: psycopg.Connection[Any], sql: str, parameters: Sequence[Any] = ()
     ) -> Any:
-        return connection.execute(_placeholders(sql), [_text(value) for value in parameters])
+        return connection.execute(_placeholders(sql), clean(parameters))
 
     def clock(self) -> float:
         """The database's time: what replicas share, whatever their own clocks say."""
