@@ -7,7 +7,28 @@ import json
 import pytest
 
 from tests.conftest import AUTH
+from tests.disk_host import DF, GB, ROOT, DiskHost
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT, alertmanager_group
+from webhook.core.disk import (
+    MAX_SIZE_BYTES,
+    SizeError,
+    parse_build_cache,
+    parse_configured_size,
+    parse_df,
+)
+from webhook.core.outcome import (
+    HOST_INTERVAL_RC,
+    ErrorKind,
+    Execution,
+    RunOutcome,
+    summarize,
+)
+from webhook.core.sizes import find_reclaimed
+from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
+from webhook.core.verdicts import Source, Verdict
+from webhook.service import PruneService
+from webhook.store import RunRecord
+from webhook.store.sqlite import SQLiteStore
 
 MiB = 1024 * 1024
 JSON = AUTH | {"Content-Type": "application/json"}
@@ -132,3 +153,83 @@ def test_the_small_hooks_still_refuse_over_1_mib_with_413(client, fake_host, pat
     assert response.status_code == 413
     assert response.get_json()["error"] == "request_entity_too_large"
     assert fake_host.commands == []
+
+
+# -- a hostile or broken build host ---------------------------------------------------------
+
+HUGE = "9" * 400  # no float holds it: an infinity once parsed
+
+
+@pytest.mark.parametrize(
+    ("parse", "output"),
+    [
+        (parse_df, "1B-blocks Avail\n99999999999999999999 99999999999999999999\n"),
+        (parse_build_cache, f"Build Cache  9  0  {HUGE}EB  0B\n"),
+        (find_reclaimed, "Total reclaimed space: 99999999999EB\n"),
+        (find_reclaimed, f"Total:\t{HUGE}GB\n"),
+    ],
+    ids=["df", "system-df-400-digits", "reclaimed-EB", "buildx-total-400-digits"],
+)
+def test_a_size_a_host_prints_beyond_2_63_is_clamped_not_an_overflow(parse, output):
+    found = parse(output)
+    assert found is not None
+    sizes = found if parse is parse_df else found[1:]
+    assert all(size == MAX_SIZE_BYTES for size in sizes)
+
+
+def test_a_configured_size_beyond_2_63_is_still_refused_not_clamped():
+    with pytest.raises(SizeError, match="out of range"):
+        parse_configured_size("99999999999999999999TB")
+
+
+def test_a_hosts_next_allowed_in_a_billion_seconds_is_taken_as_a_week_at_most():
+    refusal = "prunehook-guard: last prune 1 s ago; next allowed in 999999999 s\n"
+    stage = summarize(Execution(HOST_INTERVAL_RC, "", refusal, 0.01))
+    assert stage.error_kind == ErrorKind.HOST_INTERVAL
+    assert stage.retry_after_s == 7 * 86400
+
+
+def run_once(host: DiskHost, store: SQLiteStore) -> RunRecord:
+    """One cron run of a target on `host`, waited for; the run as the store keeps it."""
+    target = Target("build-1", SSHEndpoint("build-1"), PrunePolicy(docker_root=ROOT))
+    service = PruneService(Fleet((target,)), store, host)
+    (result,) = service.handle(Verdict(Source.CRON, True, "cron"), wait=True).results
+    assert result.run is not None
+    return result.run
+
+
+def hostile_host(**answers: Execution) -> DiskHost:
+    host = DiskHost(young=20 * GB, old=10 * GB)
+    host.answers.update(answers)
+    return host
+
+
+def test_a_host_printing_sizes_over_2_63_and_nul_in_its_version_still_has_its_run_recorded(
+    tmp_path,
+):
+    df = Execution(0, "1B-blocks Avail\n99999999999999999999 99999999999999999999\n", "", 0.01)
+    version = Execution(0, "Server: Docker Engine\n Engine:\n  Version: 28.2\x002\n", "", 0.01)
+    cache = Execution(0, "Build Cache  9  0  99999999999EB  0B\n", "", 0.01)
+    host = hostile_host(**{DF: df, "docker version": version, "docker system df": cache})
+    run = run_once(host, SQLiteStore(tmp_path / "s.db"))
+    assert run.result == "ok"  # recorded, not left running until its lease is lost
+    assert (run.disk_size, run.disk_free_before, run.cache_before) == (MAX_SIZE_BYTES,) * 3
+    assert run.docker_version == "28.22"
+
+
+class RefusingStore(SQLiteStore):
+    """A store that cannot take a host's outcome (a bug, or a value no column holds)."""
+
+    def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
+        if outcome.error_kind != ErrorKind.INTERNAL:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return super().finish(target, run_id, outcome, now)
+
+
+def test_an_outcome_the_store_refuses_is_recorded_as_an_internal_failure_not_lost(tmp_path):
+    store = RefusingStore(tmp_path / "s.db")
+    run = run_once(DiskHost(young=20 * GB), store)
+    assert (run.result, run.error_kind) == ("failed", ErrorKind.INTERNAL)
+    assert "OverflowError" in (run.error or "")
+    record = store.target_record("build-1")
+    assert record is not None and record.inflight_run_id is None

@@ -371,6 +371,9 @@ class Runs:
         return replace(outcome, duration_s=round(time.monotonic() - started, 3))
 
     def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:
+        """Finish the run in the store, retrying while it is unavailable. Never raises: an
+        outcome the store cannot take (a value no column holds, a bug) is recorded as a
+        failure in prunehook itself instead, so the run is not left to be given up as lost."""
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
                 if not self.store.finish(target.name, run_id, outcome, self.clock()):
@@ -385,6 +388,20 @@ class Runs:
                     "run %s: cannot record the outcome (attempt %s): %s", run_id, attempt, error
                 )
                 time.sleep(FINISH_BACKOFF_S * attempt)
+            except Exception as error:
+                log.exception("run %s: the store refused the outcome", run_id)
+                why = f"prunehook could not record this run's outcome ({type(error).__name__})"
+                if outcome.error == why:  # the fallback was refused too
+                    break
+                failure = internal_failure(why)
+                fallback = report(
+                    [],
+                    failure=failure,
+                    goals=target.policy.goals,
+                    before=Measure(),
+                    after=Measure(),
+                )
+                outcome = replace(fallback, duration_s=outcome.duration_s)
         log.error("run %s: outcome not recorded; its lease will expire and mark it lost", run_id)
 
 

@@ -19,14 +19,14 @@ import math
 import re
 from dataclasses import dataclass
 
-from webhook.core.sizes import human_size, parse_size
+# MAX_SIZE_BYTES: the bound of every size, configured or measured (command.py's too)
+from webhook.core.sizes import MAX_SIZE_BYTES as MAX_SIZE_BYTES
+from webhook.core.sizes import clamp_size, human_size, parse_size, size_of
 
 # what a configured size may be written as: bytes, or a number and a unit (go-units'
 # spelling: decimal kB MB GB TB, binary KiB MiB GiB TiB, any case)
 _CONFIGURED_SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,9})?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*$")
 _PERCENT = re.compile(r"^\s*(\d{1,3}(?:\.\d{1,6})?)\s*%\s*$")
-# sizes Docker and the kernel can hold: a bound, so a typo of twenty digits is refused
-MAX_SIZE_BYTES = 2**63 - 1
 _DF_ROW = re.compile(r"^\s*(\d{1,20})\s+(\d{1,20})\s*$")
 _BUILD_CACHE_ROW = re.compile(r"^Build Cache\s+\d+\s+\d+\s+(\S+)\s+\S+", re.MULTILINE)
 _VERSION = re.compile(r"^\s*Version:\s*(\S+)\s*$")
@@ -43,6 +43,7 @@ def parse_configured_size(value: object) -> int:
     (decimal, as Docker prints sizes) or ``"10GiB"`` (binary)."""
     if isinstance(value, bool):
         raise SizeError("a size, not a boolean")
+    size: float
     if isinstance(value, int):
         size = value
     elif isinstance(value, str):
@@ -50,15 +51,17 @@ def parse_configured_size(value: object) -> int:
         if not match:
             raise SizeError(f"{value[:40]!r} is not a size such as 10GB, 512MiB or 5000000000")
         number, unit = match.groups()
-        parsed = parse_size(f"{number}{unit or 'B'}")
-        if parsed is None:  # the pattern only lets through what parse_size reads
+        parsed = size_of(f"{number}{unit or 'B'}")
+        if parsed is None:  # the pattern only lets through what size_of reads
             raise SizeError(f"{value[:40]!r} is not a size")
         size = parsed
     else:
         raise SizeError("a size such as 10GB, or a number of bytes")
+    # a bound, so a typo of twenty digits is refused (a host's figure is clamped instead)
     if not 0 <= size <= MAX_SIZE_BYTES:
-        raise SizeError(f"{size} bytes is out of range (0 to {MAX_SIZE_BYTES})")
-    return size
+        shown = f"{value} bytes" if isinstance(value, int) else repr(value[:40])
+        raise SizeError(f"{shown} is out of range (0 to {MAX_SIZE_BYTES})")
+    return int(size)
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ def parse_df(output: str) -> tuple[int, int] | None:
     found = [row for row in rows if row]
     if len(found) != 1:
         return None
-    size, avail = (int(value) for value in found[0].groups())
+    size, avail = (clamp_size(int(value)) for value in found[0].groups())
     return (size, avail) if avail <= size else None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from webhook.core.disk import Assessment, Goals, Measure, assess
-from webhook.core.sizes import find_reclaimed, human_size
+from webhook.core.sizes import clamp_size, find_reclaimed, human_size
 
 DOCKER_DOWN = "Cannot connect to the Docker daemon"
 DOCKER_REFUSED = "Error response from daemon"
@@ -18,6 +18,9 @@ HOST_TIME_LIMIT_RC = 124
 # the guard's --min-interval refusal (sysexits' EX_TEMPFAIL) and what it says on stderr
 HOST_INTERVAL_RC = 75
 _HOST_WAIT = re.compile(r"prunehook-guard: (last prune \d+ s ago; next allowed in (\d{1,9}) s)")
+# the longest wait a host's refusal is taken at its word for: past it, the service asks again
+# (the host refuses again if it must), rather than a target held for up to 31 years
+HOST_WAIT_MAX_S = 7 * 86400.0
 
 
 class ErrorKind(StrEnum):
@@ -149,7 +152,8 @@ def _reclaimed_total(stages: Sequence[StageResult]) -> tuple[str | None, int | N
         return None, None
     if len(stages) == 1:
         return stages[0].reclaimed, stages[0].reclaimed_bytes
-    return human_size(sum(sizes)), sum(sizes)
+    total = clamp_size(sum(sizes))
+    return human_size(total), total
 
 
 def report(
@@ -246,5 +250,9 @@ def summarize(execution: Execution) -> StageResult:
         duration_s=round(execution.duration_s, 3),
         stdout_tail=execution.stdout_tail,
         stderr_tail=execution.stderr_tail,
-        retry_after_s=float(wait.group(2)) if kind == ErrorKind.HOST_INTERVAL and wait else None,
+        retry_after_s=(
+            min(float(wait.group(2)), HOST_WAIT_MAX_S)
+            if kind == ErrorKind.HOST_INTERVAL and wait
+            else None
+        ),
     )

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 
+# the largest size a column holds (PostgreSQL's BIGINT, SQLite's INTEGER): what a size a
+# host printed is clamped to, whatever it printed (a broken or hostile host may print 10^30)
+MAX_SIZE_BYTES = 2**63 - 1
+
 _DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5, "e": 1000**6}
 _BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5, "e": 1024**6}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?)b\s*$", re.IGNORECASE)
@@ -19,15 +23,27 @@ _TOTAL_LINE = re.compile(
 )
 
 
-def parse_size(text: str) -> int | None:
-    """Bytes in a go-units size such as ``11.05GB``, ``1.5GiB`` or ``0B``; None if not one."""
+def size_of(text: str) -> float | None:
+    """Bytes in a go-units size such as ``11.05GB``, ``1.5GiB`` or ``0B``, unbounded (an
+    infinity for a number too long for a float); None if not one."""
     match = _SIZE.match(text)
     if not match:
         return None
     number, prefix, binary = match.groups()
     prefix = prefix.lower()
     factor = _BINARY[prefix] if binary and prefix else _DECIMAL[prefix]
-    return int(float(number) * factor)
+    return float(number) * factor
+
+
+def clamp_size(size: float) -> int:
+    """A size a host printed, as bytes a column holds: at most MAX_SIZE_BYTES."""
+    return MAX_SIZE_BYTES if not size < MAX_SIZE_BYTES else max(0, int(size))
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes in a size a host printed (`size_of`), clamped; None if not a size."""
+    size = size_of(text)
+    return None if size is None else clamp_size(size)
 
 
 def find_reclaimed(output: str) -> tuple[str, int] | None:
