@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import quote
 
 from gunicorn.glogging import Logger as GunicornLogger
 
-from webhook.logs import configure_logging
+from webhook.logs import JsonFormatter, configure_logging
+from webhook.store.postgres import PostgresStore
 
 
 def test_gunicorn_lines_keep_their_process_id_once_our_logging_is_set_up(monkeypatch):
@@ -22,3 +24,24 @@ def test_gunicorn_lines_keep_their_process_id_once_our_logging_is_set_up(monkeyp
     )
     line = logging.Formatter(GunicornLogger.error_fmt, GunicornLogger.datefmt).format(record)
     assert line.endswith(f"[{os.getpid()}] [INFO] Worker exiting (pid: {os.getpid()})")
+
+
+PASSWORD = "s3cr@t-pw"  # in a URL: s3cr%40t-pw
+
+
+def test_the_drivers_log_lines_never_carry_the_database_password(caplog):
+    PostgresStore(f"postgresql://prunehook:{quote(PASSWORD)}@127.0.0.1:1/db").close()
+    pool = logging.getLogger("psycopg.pool")
+    with caplog.at_level(logging.INFO, logger="psycopg"):
+        pool.warning("error connecting in %r: %s", "prunehook", f'bad token: "{quote(PASSWORD)}"')
+        pool.warning("error connecting: %s", f"connection to {PASSWORD} failed")
+        logging.getLogger("psycopg").info("conninfo: host=h password='other one' dbname=d")
+        pool.info("url: postgresql://someone:another-pw@db.example/prunehook")
+        try:
+            raise ValueError(f"invalid dsn: password={PASSWORD}")
+        except ValueError:
+            pool.exception("failed")
+    shown = caplog.text + "".join(JsonFormatter().format(record) for record in caplog.records)
+    for secret in (PASSWORD, quote(PASSWORD), "other one", "another-pw"):
+        assert secret not in shown
+    assert "bad token" in shown and "ValueError: invalid dsn" in shown

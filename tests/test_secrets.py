@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOKEN
+from tests.conftest import AUTH, TOKEN
 from tests.harness import REPO
 from webhook import create_app
 from webhook.config import ConfigError, load_settings
@@ -99,22 +99,68 @@ def test_an_empty_or_short_token_file_refuses_to_start(make_settings, tmp_path, 
     assert "delete it" in raised.value.errors[str(path)][0]
 
 
-def test_the_service_exits_non_zero_naming_a_readable_token_file(tmp_path):
-    path = _token_file(tmp_path / "instance", 0o644)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEHOOK_")}
-    env = clean | {
-        "PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
-    }
-    finished = subprocess.run(
+def start_service(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The WSGI app loaded in a process of its own, with only `env` of our variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PRUNEHOOK_", "PG"))}
+    return subprocess.run(
         [sys.executable, "-c", "import wsgi"],
         cwd=REPO,
-        env=env,
+        env=clean | {"PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance")} | env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_service_exits_non_zero_naming_a_readable_token_file(tmp_path):
+    path = _token_file(tmp_path / "instance", 0o644)
+    finished = start_service(tmp_path, PRUNEHOOK_DB_PATH=str(tmp_path / "state.sqlite3"))
     assert finished.returncode != 0
     assert str(path) in finished.stderr
     assert GOOD_FILE_TOKEN not in finished.stderr + finished.stdout
     assert TOKEN not in finished.stderr
+
+
+# -- the database's password -------------------------------------------------------------
+
+DB_PASSWORD = "s3cr%zzet-pw"  # `%zz` is no percent-encoding: libpq's error quotes it
+
+
+def test_a_database_url_libpq_cannot_read_refuses_to_start_without_repeating_it(tmp_path):
+    finished = start_service(
+        tmp_path,
+        PRUNEHOOK_DATABASE_URL=f"postgresql://prunehook:{DB_PASSWORD}@127.0.0.1:1/db",
+        PRUNEHOOK_TOKEN=TOKEN,
+    )
+    assert finished.returncode != 0
+    assert "PRUNEHOOK_DATABASE_URL" in finished.stderr
+    assert "s3cr" not in finished.stderr + finished.stdout
+
+
+def test_state_copy_takes_its_destination_from_the_environment(
+    postgres_database, make_app, fake_host
+):
+    local = make_app()
+    local.test_client().post("/hooks/cron?wait=1", headers=AUTH)
+    copied = local.test_cli_runner().invoke(
+        args=["state", "copy"], env={"PRUNEHOOK_COPY_TO_URL": postgres_database}
+    )
+    assert copied.exit_code == 0, copied.output
+    assert "copied 1 target(s), 1 run(s)" in copied.output
+
+
+def test_state_copy_refuses_a_password_on_its_command_line_saying_why(make_app):
+    url = "postgresql://prunehook:s3cret-pw@127.0.0.1:1/db"
+    refused = make_app().test_cli_runner().invoke(args=["state", "copy", "--to", url])
+    assert refused.exit_code != 0
+    assert "PRUNEHOOK_COPY_TO_URL" in refused.output and "ps" in refused.output
+    assert "s3cret-pw" not in refused.output
+
+
+def test_state_copy_refuses_a_url_libpq_cannot_read_without_repeating_it(make_app):
+    url = f"postgresql://prunehook:{DB_PASSWORD}@127.0.0.1:1/db"
+    runner = make_app().test_cli_runner()
+    refused = runner.invoke(args=["state", "copy"], env={"PRUNEHOOK_COPY_TO_URL": url})
+    assert refused.exit_code != 0
+    assert "PRUNEHOOK_COPY_TO_URL" in refused.output and "nothing was copied" in refused.output
+    assert "s3cr" not in refused.output

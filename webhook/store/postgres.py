@@ -14,14 +14,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from webhook.config import ConfigError
 from webhook.core.decision import TargetState
+from webhook.logs import PASSWORDS, mask_database_passwords
 from webhook.store import StoreUnavailable
 from webhook.store.base import SQLStore, clean, state_from
 
@@ -31,6 +35,13 @@ MIGRATION_LOCK = 0x7072756E65  # "prune"
 # the server is away, and a hook had better answer 503 soon (the sender retries)
 POOL_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 3
+# psycopg_pool 3.3 gives a reconnection up after this long, and then grows the pool again on
+# the next request that finds it empty: so it keeps trying through an outage of any length.
+# 0 gives up after a second attempt at once, so the first request after the database is
+# back connects; a longer window backs off (1, 2, 4, ... s) and that request waits for the
+# next attempt instead (tests/test_postgres_store.py).
+RECONNECT_TIMEOUT_S = 0.0
+URL_VARIABLE = "PRUNEHOOK_DATABASE_URL"
 
 # the version of the databases this release writes: the `schema_version` table
 SCHEMA_VERSION = 3
@@ -38,6 +49,40 @@ SCHEMA_VERSION = 3
 
 def _placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def url_passwords(url: str) -> set[str]:
+    """Each form the password in a URL (or conninfo string) may be quoted in: as written and
+    decoded; empty when it carries none."""
+    found: set[object] = set()
+    # a URL libpq cannot read (check_url refuses it) still has its password as written
+    with suppress(psycopg.Error):
+        found.add(conninfo_to_dict(url).get("password"))
+    try:
+        written = urlsplit(url).password if "://" in url else None
+    except ValueError:
+        written = None
+    found |= {written, unquote(written or "")}
+    return {str(password) for password in found if password}
+
+
+def check_url(url: str, variable: str = URL_VARIABLE) -> None:
+    """Refuse a URL libpq cannot read, with a message that never repeats it: libpq's own
+    quotes the part it could not read, which may be the password."""
+    try:
+        conninfo_to_dict(url)
+        return
+    except psycopg.Error:
+        pass  # raised below, away from libpq's message
+    raise ConfigError(
+        {
+            variable: [
+                "PostgreSQL cannot read this URL (a password with @ : / % or spaces must be"
+                " percent-encoded: %40 %3A %2F %25 %20); it is not shown here, as it may"
+                " hold the password"
+            ]
+        }
+    )
 
 
 class PostgresStore(SQLStore):
@@ -56,7 +101,10 @@ class PostgresStore(SQLStore):
     extra_indexes = ("deliveries_by_seq ON deliveries (seq)",)
     database = "the database"
 
-    def __init__(self, url: str, max_connections: int = 4):
+    def __init__(self, url: str, max_connections: int = 4, variable: str = URL_VARIABLE):
+        # whatever libpq or the pool logs from now on, the password is masked in it
+        mask_database_passwords(*url_passwords(url))
+        check_url(url, variable)
         self.url = url
         self._pool: ConnectionPool | None = None
         self._max = max(2, max_connections)
@@ -86,7 +134,7 @@ class PostgresStore(SQLStore):
                     },
                     check=ConnectionPool.check_connection,
                     timeout=POOL_TIMEOUT_S,
-                    reconnect_timeout=0,  # never give up on a database that comes back
+                    reconnect_timeout=RECONNECT_TIMEOUT_S,
                     open=False,
                     name="prunehook",
                 )
@@ -112,7 +160,7 @@ class PostgresStore(SQLStore):
         except PoolTimeout as error:
             raise StoreUnavailable(f"no connection to PostgreSQL: {error}") from error
         except psycopg.OperationalError as error:
-            raise StoreUnavailable(f"PostgreSQL: {error}") from error
+            raise StoreUnavailable(f"PostgreSQL: {PASSWORDS.mask(str(error))}") from None
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
