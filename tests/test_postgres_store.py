@@ -4,11 +4,12 @@ several replicas starting at once, no session state (PgBouncer's transaction mod
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 
-from webhook.store import NewRun
-from webhook.store.postgres import SCHEMA_VERSION, PostgresStore
+from webhook.store import NewRun, StoreUnavailable
+from webhook.store.postgres import POOL_TIMEOUT_S, SCHEMA_VERSION, DatabaseClock, PostgresStore
 
 # the schema the first release with PostgreSQL made (version 1)
 FIRST_SCHEMA = (
@@ -122,5 +123,96 @@ def test_a_database_from_before_disk_aware_pruning_keeps_its_runs(postgres_datab
         )
         record = store.target_record("build-1")
         assert record is not None and record.last_disk_free is None
+    finally:
+        store.close()
+
+
+# -- an outage ------------------------------------------------------------------------------
+
+
+def pinged(store: PostgresStore) -> bool:
+    try:
+        store.ping()
+    except StoreUnavailable:
+        return False
+    return True
+
+
+def test_the_pool_recovers_after_postgresql_was_down_longer_than_its_reconnect_window(
+    postgres_database, postgres, caplog
+):
+    store = PostgresStore(postgres_database)
+    try:
+        assert pinged(store)
+        postgres.stop()
+        try:
+            # each request meanwhile waits for the pool, which tries and gives up
+            deadline = time.monotonic() + 30
+            while "failed after" not in caplog.text and time.monotonic() < deadline:
+                assert not pinged(store)
+            assert "reconnection attempt in pool 'prunehook' failed after" in caplog.text
+            assert not pinged(store)
+        finally:
+            postgres.start()
+        deadline = time.monotonic() + 15  # no restart: the next requests connect again
+        while not pinged(store):
+            assert time.monotonic() < deadline, "the pool did not come back"
+    finally:
+        store.close()
+
+
+class DownStore:
+    """A database away, then back (`ahead_s` ahead of the replica's clock `now`): how often
+    the clock asked it."""
+
+    def __init__(self, now: list[float]) -> None:
+        self.now = now
+        self.asked = 0
+        self.ahead_s: float | None = None
+
+    def clock(self) -> float:
+        self.asked += 1
+        if self.ahead_s is None:
+            raise StoreUnavailable("no connection to PostgreSQL")
+        return self.now[0] + self.ahead_s
+
+
+def test_the_database_clock_backs_off_while_the_database_is_away():
+    now = [1000.0]
+    store = DownStore(now)
+    clock = DatabaseClock(store, local=lambda: now[0], monotonic=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(5):
+        assert clock() == 1000.0  # the local time, with the last offset (none yet)
+    assert store.asked == 1  # not once per call: each try waits for the pool's timeout
+    asked = []
+    for step in (0.5, 1.0, 1.0, 1.0, 4.0, 100.0, 100.0):
+        now[0] += step
+        clock()
+        asked.append(store.asked)
+    # tries after 1, 2, 4, ... s, at most 10 s apart
+    assert asked == [1, 2, 2, 3, 4, 5, 6]
+    store.ahead_s = 3600.0  # back, an hour ahead of this replica
+    now[0] += 10.0
+    assert clock() == now[0] + 3600.0
+    asked_then = store.asked
+    now[0] += 1.0
+    assert clock() == now[0] + 3600.0 and store.asked == asked_then  # measured, kept
+
+
+def test_a_stopped_server_holds_up_one_clock_reading_not_each(postgres_database, postgres):
+    store, ahead = PostgresStore(postgres_database), [0.0]
+    clock = DatabaseClock(store, local=lambda: time.time() + ahead[0], refresh_s=60)
+    try:
+        clock()
+        ahead[0] = 61.0  # a measurement is due again
+        postgres.stop()
+        try:
+            started = time.monotonic()
+            for _ in range(5):
+                clock()
+            # the first reading waits for the pool (POOL_TIMEOUT_S); the others do not
+            assert time.monotonic() - started < POOL_TIMEOUT_S + 1.5
+        finally:
+            postgres.start()
     finally:
         store.close()

@@ -219,19 +219,34 @@ class PostgresStore(SQLStore):
 class DatabaseClock:
     """The database's time, read without a round trip per call: the offset between the
     local clock and the database's is measured now and then (and after the local clock
-    stepped back), so every replica decides on the same clock, whatever its own says."""
+    stepped back), so every replica decides on the same clock, whatever its own says.
+
+    While the database is away a measurement waits for the pool's timeout: after one fails
+    the last offset is kept, and the next is tried only after a pause (on `monotonic`, which
+    no step of the local clock moves) doubling from `retry_s` up to `retry_max_s`, by one
+    thread at a time, so requests are not each held up by it."""
 
     def __init__(
         self,
         store: PostgresStore,
         local: Callable[[], float] = time.time,
         refresh_s: float = 60.0,
+        retry_s: float = 1.0,
+        retry_max_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.store = store
         self.local = local
         self.refresh_s = refresh_s
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.monotonic = monotonic
         self.offset_s = 0.0
         self._measured_at: float | None = None
+        # the failures in a row, and when (on `monotonic`) the next try may be made
+        self._failures = 0
+        self._retry_at: float | None = None
+        self._measuring = threading.Lock()
 
     def _measure(self) -> None:
         before = self.local()
@@ -240,13 +255,25 @@ class DatabaseClock:
         self.offset_s = database - (before + after) / 2
         self._measured_at = after
 
+    def _due(self, now: float) -> bool:
+        if self._retry_at is not None:
+            return self.monotonic() >= self._retry_at
+        measured = self._measured_at
+        return measured is None or not (measured <= now < measured + self.refresh_s)
+
     def __call__(self) -> float:
         now = self.local()
-        measured = self._measured_at
-        if measured is None or not (measured <= now < measured + self.refresh_s):
+        if self._due(now) and self._measuring.acquire(blocking=False):
             try:
                 self._measure()
+                self._failures, self._retry_at = 0, None
                 now = self.local()
             except StoreUnavailable:
-                pass  # keep the last offset: the claim that follows answers 503 anyway
+                # keep the last offset: the claim that follows answers 503 anyway
+                self._failures += 1
+                pause = self.retry_s * 2 ** min(self._failures - 1, 32)
+                # from the try's end: the try itself took the pool's timeout
+                self._retry_at = self.monotonic() + min(self.retry_max_s, pause)
+            finally:
+                self._measuring.release()
         return now + self.offset_s
