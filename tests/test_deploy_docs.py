@@ -203,9 +203,10 @@ def test_moving_an_existing_installation_as_written_keeps_the_last_run_and_the_t
     assert (code, ran["run"]["result"]) == (200, "ok")
     old.stop()  # step 1
 
-    # step 2, the README's command with this database's URL
+    # step 2, the README's command, this database's URL read as it says
+    (read,) = re.findall(r"read -rs (\w+)", section("Moving an existing installation"))
     copy = readme_command("Moving an existing installation", ".venv/bin/flask")
-    copy = re.sub(r"postgresql://\S+", postgres_database, copy)
+    single |= {read: postgres_database}
     copied = shell(copy, slug, single)
     state = slug / "instance" / "prunehook.sqlite3"
     assert copied.returncode == 0, copied.stderr
