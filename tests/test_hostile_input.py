@@ -25,7 +25,7 @@ from webhook.core.outcome import (
 )
 from webhook.core.sizes import find_reclaimed
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
-from webhook.core.verdicts import Source, Verdict
+from webhook.core.triggers import Source, Trigger
 from webhook.service import PruneService
 from webhook.store import RunRecord
 from webhook.store.sqlite import SQLiteStore
@@ -193,7 +193,7 @@ def run_once(host: DiskHost, store: SQLiteStore) -> RunRecord:
     """One cron run of a target on `host`, waited for; the run as the store keeps it."""
     target = Target("build-1", SSHEndpoint("build-1"), PrunePolicy(docker_root=ROOT))
     service = PruneService(Fleet((target,)), store, host)
-    (result,) = service.handle(Verdict(Source.CRON, True, "cron"), wait=True).results
+    (result,) = service.handle(Trigger(Source.CRON, True, "cron"), wait=True).results
     assert result.run is not None
     return result.run
 

@@ -214,14 +214,14 @@ def state_copy_command(url: str | None) -> None:
     if not url.startswith(("postgresql://", "postgres://")):
         why = "must be a postgresql:// (or postgres://) URL"
         raise click.BadParameter(why, param_hint=given_in)
-    if hook.settings.database_url:
+    if hook.settings.server.database_url:
         raise click.UsageError("the state is in PostgreSQL already (PRUNEHOOK_DATABASE_URL)")
     try:
         destination = PostgresStore(url, variable=given_in)
     except ConfigError as error:
         click.echo(f"{error}\nnothing was copied", err=True)
         sys.exit(1)
-    dump = SQLiteStore(hook.settings.db_path).dump()
+    dump = SQLiteStore(hook.settings.server.db_path).dump()
     try:
         destination.load(dump)
     except StateConflict as conflict:
@@ -234,7 +234,7 @@ def state_copy_command(url: str | None) -> None:
         destination.close()
     click.echo(
         f"copied {len(dump.targets)} target(s), {len(dump.runs)} run(s) and"
-        f" {len(dump.deliveries)} delivery id(s) from {hook.settings.db_path}"
+        f" {len(dump.deliveries)} delivery id(s) from {hook.settings.server.db_path}"
     )
 
 

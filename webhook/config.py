@@ -16,7 +16,6 @@ import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -215,10 +214,6 @@ class Settings:
     auth: AuthSettings
     notify: NotifySettings
     targets: TargetSettings
-
-    # flat names the state copy reads
-    db_path = property(attrgetter("server.db_path"))
-    database_url = property(attrgetter("server.database_url"))
 
     @classmethod
     def from_values(
