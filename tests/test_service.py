@@ -47,3 +47,24 @@ def test_a_sweep_with_one_slot_runs_every_target_in_turn(make_app, fake_host, cl
     assert sorted(fake_host.targets) == list(NAMES)
     shown = client.get("/status").get_json()["targets"]
     assert [target["last_result"] for target in shown] == ["ok"] * 3
+
+
+def test_each_target_is_pruned_with_its_own_until_and_all(make_app, fake_host):
+    policies = {
+        "build-1": PrunePolicy(until="72h"),
+        "build-2": PrunePolicy(until="30m", prune_all=True),
+        "build-3": PrunePolicy(),
+    }
+    targets = tuple(Target(n, SSHEndpoint(f"{n}.example"), p) for n, p in policies.items())
+    client = make_app(targets_file="targets.toml", file_targets=targets).test_client()
+    swept = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()
+    assert {item["target"]: item["run"]["command"] for item in swept["results"]} == {
+        "build-1": "docker builder prune -f --filter until=72h",
+        "build-2": "docker builder prune -f -a --filter until=30m",
+        "build-3": "docker builder prune -f --filter until=24h",
+    }
+    assert dict(zip(fake_host.targets, fake_host.commands, strict=True)) == {
+        "build-1": "docker builder prune -f --filter until=72h",
+        "build-2": "docker builder prune -f -a --filter until=30m",
+        "build-3": "docker builder prune -f --filter until=24h",
+    }
