@@ -16,6 +16,7 @@ from tests.harness import (
     PostgresServer,
     SSHKeys,
     SSHServer,
+    find_binary,
     free_port,
     operator_environment,
     start_gunicorn,
@@ -42,6 +43,7 @@ NEEDS = {
     "postgres": ("postgres",),
     "postgres_database": ("postgres",),
     "small_disk": ("sshd", "dockerd"),
+    "chromium": ("chromium",),
 }
 
 
@@ -76,8 +78,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
         needed = {marker for name in names for marker in NEEDS.get(name, ())}
+        # a store contract run against PostgreSQL starts its server by the param
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        needed |= {"postgres"} if "postgres" in params.values() else set()
         for marker in sorted(needed):
             item.add_marker(marker)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's headless Chromium, which checks the page as a browser sees it."""
+    return find_binary("chromium")  # missing() without it
 
 
 @pytest.fixture(autouse=True)

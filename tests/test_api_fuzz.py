@@ -89,9 +89,14 @@ def test_what_the_document_refuses_the_server_refuses(client, fake_host, path, b
     assert fake_host.commands == []
 
 
-@pytest.mark.parametrize("wait", ["0", "false", "1", "true"])
-def test_every_wait_value_the_document_lists_is_accepted(client, wait):
-    assert client.post(f"/hooks/cron?wait={wait}", headers=AUTH).status_code in (200, 202)
+@pytest.mark.parametrize(
+    ("wait", "status", "waited"),
+    [("0", 202, False), ("false", 202, False), ("1", 200, True), ("true", 200, True)],
+)
+def test_every_wait_value_the_document_lists_is_accepted(client, wait, status, waited):
+    answer = client.post(f"/hooks/cron?wait={wait}", headers=AUTH)
+    assert (answer.status_code, answer.get_json()["decision"]) == (status, "started")
+    assert ("run" in answer.get_json()) is waited  # the finished run, only when waited for
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

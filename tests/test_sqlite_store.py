@@ -4,6 +4,8 @@ releases, the schema made on first use, the upgrade to target names."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -55,10 +57,28 @@ def test_a_file_of_a_newer_schema_is_refused_not_rewritten(tmp_path):
 
 
 def test_workers_starting_at_once_migrate_the_file_once(tmp_path):
-    stores = [SQLiteStore(tmp_path / "state.sqlite3") for _ in range(4)]
-    for store in stores:
-        store.ensure_schema()
+    path = tmp_path / "state.sqlite3"
+    run_id = file_of_version(path, 1)
+    stores = [SQLiteStore(path) for _ in range(4)]  # a connection each, as workers have
+    barrier = threading.Barrier(len(stores))
+    failures: list[BaseException] = []
+
+    def start(store: SQLiteStore) -> None:
+        barrier.wait(10)
+        try:
+            store.ensure_schema()
+        except BaseException as error:  # a second migration: "duplicate column name"
+            failures.append(error)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
     assert {store.schema_version() for store in stores} == {SCHEMA_VERSION}
+    assert stores[0].read_state("t").inflight_run_id == run_id
 
 
 def test_a_store_creates_its_schema_on_first_use(tmp_path):
@@ -132,21 +152,27 @@ ADDED_BY_VERSION = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("version", sorted(ADDED_BY_VERSION))
-def test_a_file_of_every_earlier_version_keeps_its_state_and_is_migrated(tmp_path, version):
-    path = tmp_path / "old.sqlite3"
+def file_of_version(path: Path, version: int) -> int:
+    """A state file as `version` left it, with a run in flight on "t" (its id)."""
     store = SQLiteStore(path)
     run_id = claim_now(store, "t", T0)
     assert run_id is not None
     store.remember_delivery("msg_old", T0, keep_s=86400, pending_s=90)
     store.close()
-    with sqlite3.connect(path) as connection:  # as that version left it
+    with sqlite3.connect(path) as connection:
         for later in range(version, SCHEMA_VERSION):
             for table, columns in ADDED_BY_VERSION[later].items():
                 for column in columns:
                     connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         connection.execute(f"PRAGMA user_version = {version}")
     connection.close()
+    return run_id
+
+
+@pytest.mark.parametrize("version", sorted(ADDED_BY_VERSION))
+def test_a_file_of_every_earlier_version_keeps_its_state_and_is_migrated(tmp_path, version):
+    path = tmp_path / "old.sqlite3"
+    run_id = file_of_version(path, version)
     store = SQLiteStore(path)
     store.ensure_schema()
     assert store.schema_version() == SCHEMA_VERSION

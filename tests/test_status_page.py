@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 
 import pytest
+from flask import Flask, Response
 from werkzeug.serving import make_server
 
-from tests.conftest import AUTH, missing
+from tests.conftest import AUTH
 from tests.payloads import WATCHDOG_ALERT
 from webhook.core.outcome import Execution
 from webhook.core.targets import SSHEndpoint, Target
@@ -68,14 +68,11 @@ def test_the_page_escapes_what_callers_sent(client, fake_host):
 
 
 @pytest.mark.parametrize("page", [[], ["--fleet"]], ids=["one host", "fleet"])
-def test_the_page_renders_in_headless_chromium(tmp_path, page):
-    import subprocess
+def test_the_page_renders_in_headless_chromium(tmp_path, page, chromium):
     import sys
 
-    from tests.harness import REPO, find_binary
+    from tests.harness import REPO
 
-    # the shared rule: skips without Debian's chromium, fails under CI=true
-    chromium = find_binary("chromium")
     out = tmp_path / "status.png"
     tool = [sys.executable, "tools/screenshot_status.py", *page]
     subprocess.run(
@@ -157,10 +154,9 @@ def test_the_page_lets_in_only_its_own_style_block(client):
     assert again != policy  # a fresh nonce each time
 
 
-def test_the_page_renders_in_chromium_with_nothing_blocked(make_app, fake_host, clock, tmp_path):
-    chromium = shutil.which("chromium")
-    if not chromium:
-        missing("Debian's chromium")
+def test_the_page_renders_in_chromium_with_nothing_blocked(
+    make_app, fake_host, clock, tmp_path, chromium
+):
     app = make_app()
     client = app.test_client()
     client.post("/hooks/cron?wait=1", headers=AUTH)
@@ -178,6 +174,19 @@ def test_the_page_renders_in_chromium_with_nothing_blocked(make_app, fake_host, 
     assert "Content Security Policy" not in browser.stderr
     for state in ("ok", "failed", "running"):
         assert f'class="bar-{state}"' in browser.stdout
+
+
+def test_chromium_reports_a_page_the_policy_blocks(chromium, tmp_path):
+    """The control of the check above: Chromium says so on stderr when the policy blocks."""
+    blocked = Flask("blocked")
+
+    @blocked.get("/")
+    def page() -> Response:
+        html = "<html><head><style>b { color: red }</style></head><body><b>x</b></body></html>"
+        return Response(html, content_type="text/html", headers={"Content-Security-Policy": LOCKED})
+
+    browser = in_chromium(chromium, blocked, "/", tmp_path)
+    assert "Content Security Policy" in browser.stderr
 
 
 def in_chromium(chromium, app, path, tmp_path):
@@ -341,11 +350,8 @@ def test_the_fleet_page_shows_200_hosts_one_line_each(make_app, fake_host, clock
 
 
 def test_the_fleet_page_renders_in_chromium_with_nothing_blocked(
-    make_app, fake_host, clock, tmp_path
+    make_app, fake_host, clock, tmp_path, chromium
 ):
-    chromium = shutil.which("chromium")
-    if not chromium:
-        missing("Debian's chromium")
     app = a_fleet_in_every_state(make_app, fake_host, clock)
     try:
         browser = in_chromium(chromium, app, "/status", tmp_path)
