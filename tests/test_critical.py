@@ -82,7 +82,7 @@ def test_critical_alerts_arriving_at_once_start_one_prune(app, fake_host, clock)
 
     def alert() -> None:
         client = app.test_client()  # a client per thread, as separate senders are
-        barrier.wait()
+        barrier.wait(30)
         decisions.append(watchdog(client, 99)["decision"])
 
     threads = [threading.Thread(target=alert) for _ in range(12)]

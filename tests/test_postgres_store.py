@@ -62,7 +62,7 @@ def test_replicas_starting_at_once_migrate_the_database_once(postgres_database):
     failures: list[BaseException] = []
 
     def start(store: PostgresStore) -> None:
-        barrier.wait()
+        barrier.wait(30)
         try:
             store.ensure_schema()
         except BaseException as error:
@@ -72,7 +72,8 @@ def test_replicas_starting_at_once_migrate_the_database_once(postgres_database):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
     try:
         assert failures == []
         assert {store.schema_version() for store in stores} == {SCHEMA_VERSION}

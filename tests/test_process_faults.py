@@ -43,7 +43,8 @@ def test_worker_killed_mid_prune_holds_the_lease_then_the_target_is_claimed_agai
     serve, service_env, quick_host, docker_engine
 ):
     served = serve(
-        service_env(quick_host, PRUNEHOOK_TIMEOUT_S="3", PRUNEHOOK_LEASE_GRACE_S="2"),
+        # a lease of 12 s: long enough that a loaded machine still asks while it holds
+        service_env(quick_host, PRUNEHOOK_TIMEOUT_S="3", PRUNEHOOK_LEASE_GRACE_S="9"),
         workers=2,
     )
     with docker_engine.paused():
@@ -54,8 +55,7 @@ def test_worker_killed_mid_prune_holds_the_lease_then_the_target_is_claimed_agai
 
         code, body = served.call("/hooks/cron")
         assert (code, body["decision"]) == (200, "busy")
-        lease_ends = in_flight["lease_expires_ts"]
-        time.sleep(max(0.0, lease_ends - time.time()) + 0.2)
+        wait_for(lambda: served.status()["in_flight"]["lease_expired"], 60, "the lease's end")
 
     code, body = served.call("/hooks/cron?wait=1")
     assert (code, body["decision"], body["run"]["result"]) == (200, "started", "ok")

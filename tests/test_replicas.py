@@ -190,14 +190,15 @@ def test_a_replica_killed_mid_prune_holds_the_target_until_its_lease_ends(
     replica_env, postgres_database, serve, make_sshd, docker_engine
 ):
     host = make_sshd(docker_host=docker_engine.host)
-    env = replica_env(host, PRUNEHOOK_TIMEOUT_S="2", PRUNEHOOK_LEASE_GRACE_S="2")
+    # a lease of 12 s: long enough that a loaded machine still asks while it holds
+    env = replica_env(host, PRUNEHOOK_TIMEOUT_S="2", PRUNEHOOK_LEASE_GRACE_S="10")
     doomed, survivor = serve(env, workers=1), serve(env, workers=1)
     with docker_engine.paused(seconds=8):
         assert doomed.call("/hooks/cron")[1]["decision"] == "started"
         os.killpg(doomed.process.pid, signal.SIGKILL)
         busy = survivor.call("/hooks/cron")[1]
         assert busy["decision"] == "busy"
-        time.sleep(max(0.0, busy["next_eligible_ts"] - time.time()) + 0.5)
+        wait_for(lambda: survivor.status()["in_flight"]["lease_expired"], 60, "the lease's end")
         taken = survivor.call("/hooks/cron")[1]
     assert taken["decision"] == "started"
     assert "given up as lost" in taken["reason"]

@@ -68,14 +68,15 @@ def contend(stores: list[Store], now: float) -> list[int]:
 
     def claim(store: Store) -> None:
         expected = store.read_state(TARGET)
-        barrier.wait()
+        barrier.wait(30)
         won.append(store.claim(TARGET, expected, RUN, now, LEASE))
 
     threads = [threading.Thread(target=claim, args=(store,)) for store in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
     return [run for run in won if run is not None]
 
 
