@@ -27,6 +27,8 @@ from webhook.config import ConfigError, load_settings
 
 NAMES = ("build-1", "build-2", "build-3")
 PRUNE = "allowed docker builder prune -f --filter until=24h"
+# a loopback address that is no host of the harness's fleets (they count up from 127.0.0.2)
+BAIT = "127.0.0.254"
 
 
 def ran(fleet: BuildFleet) -> dict[str, list[str]]:
@@ -176,14 +178,19 @@ def test_a_group_naming_a_host_twice_and_a_stranger_prunes_that_host_once(fleet_
     assert "prunehook_unknown_hosts_total 1.0" in client.get("/metrics").get_data(as_text=True)
 
 
-def test_an_alert_naming_a_host_several_targets_share_prunes_each_of_them(fleet_app, three_hosts):
-    # the harness's three targets are three sshd ports on one host, 127.0.0.1
+def test_an_alert_naming_a_hosts_address_prunes_that_host_only(fleet_app, three_hosts):
+    # each of the harness's hosts has a loopback address of its own (no two targets may share
+    # one); an exporter's instance label carries its own port, which is no SSH port
     client = fleet_app().test_client()
+    address = three_hosts.address_of("build-2")
+    assert three_hosts.hosts["build-2"].address == address
 
-    answer = client.post("/hooks/watchdog?wait=1", headers=AUTH, json=watchdog("127.0.0.1:22"))
+    answer = client.post(
+        "/hooks/alertmanager?wait=1", headers=AUTH, json=group(firing(instance=f"{address}:9100"))
+    )
 
-    assert sorted(item["target"] for item in answer.get_json()["results"]) == list(NAMES)
-    assert ran(three_hosts) == {name: [PRUNE] for name in NAMES}
+    assert [item["target"] for item in answer.get_json()["results"]] == ["build-2"]
+    assert ran(three_hosts) == only("build-2", PRUNE)
 
 
 def test_an_alert_for_a_host_that_is_no_target_prunes_nothing_and_is_counted(
@@ -282,12 +289,14 @@ def test_a_host_named_by_an_alert_is_never_connected_to(fleet_app, three_hosts):
     """Only configured endpoints are dialled: not a host an alert names, nor its port."""
     client = fleet_app().test_client()
     logs_before = sshd_logs(three_hosts)
-    # a listener on another loopback address, which an alert names with its port
-    with socket.create_server(("127.0.0.2", 0)) as bait:
+    # a listener on a loopback address no host of the fleet has, which an alert names with
+    # its port
+    assert BAIT not in {host.address for host in three_hosts.hosts.values()}
+    with socket.create_server((BAIT, 0)) as bait:
         port = bait.getsockname()[1]
         answers = [
             client.post("/hooks/watchdog?wait=1", headers=AUTH, json=watchdog(host)).get_json()
-            for host in ("evil.example", f"127.0.0.2:{port}", f"evil.example:{port}")
+            for host in ("evil.example", f"{BAIT}:{port}", f"evil.example:{port}")
         ]
         bait.setblocking(False)
         with pytest.raises(BlockingIOError):
@@ -312,7 +321,9 @@ def test_an_alias_in_an_alert_connects_to_the_targets_own_endpoint(fleet_app, th
     assert ran(three_hosts) == only("build-1", PRUNE)
     port = three_hosts.hosts["build-1"].port
     log = three_hosts.hosts["build-1"].log_path.read_text()
-    assert re.search(rf"Connection from 127\.0\.0\.1 port \d+ on 127\.0\.0\.1 port {port}", log)
+    own = re.escape(three_hosts.address_of("build-1"))
+    # (from whichever loopback address the kernel picks) to build-1's own address and port
+    assert re.search(rf"Connection from \S+ port \d+ on {own} port {port} ", log)
     assert "Accepted publickey for root" in log
 
 
@@ -325,7 +336,8 @@ def test_each_target_has_its_own_status_and_metrics_under_gunicorn(serve, three_
 
     assert code == 200
     assert (one["name"], one["target"]) == ("build-1", "build-1")
-    assert one["host"] == f"root@127.0.0.1:{three_hosts.hosts['build-1'].port}"
+    build_1 = three_hosts.hosts["build-1"]
+    assert one["host"] == f"root@{build_1.address}:{build_1.port}"
     assert one["last_result"] == "ok"
     (run,) = one["recent_runs"]
     assert (run["id"], run["result"]) == (body["run_id"], "ok")
@@ -357,7 +369,8 @@ def test_the_targets_command_lists_the_fleet(fleet_app, three_hosts):
     lines = result.output.splitlines()
     assert [line.split()[0] for line in lines] == list(NAMES)
     for line, name in zip(lines, NAMES, strict=True):
-        assert f"root@127.0.0.1:{three_hosts.hosts[name].port}" in line
+        host = three_hosts.hosts[name]
+        assert f"root@{host.address}:{host.port}" in line
         assert f"aliases: {name}.fleet.test" in line
     assert ran(three_hosts) == nothing_ran()
 
@@ -403,8 +416,8 @@ def test_cli_check_checks_every_target(fleet_app, three_hosts):
 
     assert result.exit_code == 0, result.output
     for name in NAMES:
-        port = three_hosts.hosts[name].port
-        assert f"PASS  target       {name} (root@127.0.0.1:{port})" in result.output
+        host = three_hosts.hosts[name]
+        assert f"PASS  target       {name} (root@{host.address}:{host.port})" in result.output
     assert result.output.count("PASS  ssh login") == 3
     assert result.output.count("PASS  host key") == 3
     assert probed(three_hosts) == {name: checked(three_hosts) for name in NAMES}
@@ -421,8 +434,8 @@ def test_cli_check_of_a_target_that_fails_goes_on_to_the_next(fleet_app, three_h
     result = cli(fleet_app()).invoke(args=["check"])
 
     assert result.exit_code == 1
-    assert f"FAIL  host key     [127.0.0.1]:{build_2.port} is not in" in result.output
-    assert f"fix: ssh-keyscan -p {build_2.port} 127.0.0.1" in result.output
+    assert f"FAIL  host key     [{build_2.address}]:{build_2.port} is not in" in result.output
+    assert f"fix: ssh-keyscan -p {build_2.port} {build_2.address}" in result.output
     assert result.output.count("PASS  ssh login") == 2
     probes = checked(three_hosts)
     assert probed(three_hosts) == nothing_ran() | {"build-1": probes, "build-3": probes}
@@ -471,20 +484,21 @@ def test_the_single_host_setup_of_the_readme_works_as_before(serve, three_hosts,
 
     assert (code, body["decision"], body["run"]["result"]) == (200, "started", "ok")
     (item,) = body["results"]
-    assert (item["target"], item["run_id"]) == ("127.0.0.1", body["run_id"])
+    # the one target is named after its host: build-2's own address
+    assert (item["target"], item["run_id"]) == (host.address, body["run_id"])
     assert ran(three_hosts) == only("build-2", PRUNE)
     shown = served.status()
     for key in SEED_KEYS:
         assert key in shown, key
-    assert shown["target"] == "127.0.0.1"
-    assert shown["host"] == f"root@127.0.0.1:{host.port}"
+    assert shown["target"] == host.address
+    assert shown["host"] == f"root@{host.address}:{host.port}"
     assert (shown["last_result"], shown["last_error"]) == ("ok", None)
     assert shown["last_reclaimed"] == body["run"]["reclaimed"]
     assert [run["id"] for run in shown["recent_runs"]] == [body["run_id"]]
     (target,) = shown["targets"]
-    assert (target["name"], target["host"]) == ("127.0.0.1", shown["host"])
+    assert (target["name"], target["host"]) == (host.address, shown["host"])
     assert target["last_run_ts"] == shown["last_run_ts"]
-    code, one = served.call("/status/127.0.0.1", None, "GET")
+    code, one = served.call(f"/status/{host.address}", None, "GET")
     assert (code, one["last_result"]) == (200, "ok")
 
 

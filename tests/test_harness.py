@@ -12,15 +12,17 @@ import pytest
 from tests.harness import BuildFleet, PostgresServer
 
 
-def ssh_run(port: int, key_file: str, known_hosts: str, command: str) -> tuple[str, int]:
-    """Run `command` on 127.0.0.1:`port` as the targets file says to reach it; returns the
+def ssh_run(
+    address: str, port: int, key_file: str, known_hosts: str, command: str
+) -> tuple[str, int]:
+    """Run `command` on `address`:`port` as the targets file says to reach it; returns the
     host key it presented (checked against known_hosts) and the exit status."""
     client = paramiko.SSHClient()
     client.load_host_keys(known_hosts)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(
-            "127.0.0.1",
+            address,
             port,
             username="root",
             key_filename=key_file,
@@ -43,13 +45,20 @@ def test_three_hosts_are_distinct_and_each_logs_only_what_reached_it(
     targets_file = tomllib.loads(three_hosts.targets_file.read_text())
     defaults, targets = targets_file["defaults"], targets_file["targets"]
     assert sorted(targets) == ["build-1", "build-2", "build-3"]
+    # each host on a loopback address of its own: a targets file refuses a shared one
+    assert [t["host"] for t in targets.values()] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
     host_keys, statuses = set(), []
     for name, target in targets.items():
-        assert (target["host"], target["port"]) == ("127.0.0.1", three_hosts.hosts[name].port)
+        address = three_hosts.address_of(name)
+        assert (target["host"], target["port"]) == (address, three_hosts.hosts[name].port)
         assert target["aliases"] == [f"{name}.fleet.test"]
         host_key, status = ssh_run(
-            target["port"], defaults["key_file"], defaults["known_hosts"], f"echo ran-on-{name}"
+            target["host"],
+            target["port"],
+            defaults["key_file"],
+            defaults["known_hosts"],
+            f"echo ran-on-{name}",
         )
         host_keys.add(host_key)
         statuses.append(status)

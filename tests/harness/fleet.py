@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +13,8 @@ USER = "root"
 
 
 class BuildFleet:
-    """N real build hosts: N OpenSSH sshd on loopback ports in front of ONE dockerd.
+    """N real build hosts: N OpenSSH sshd, each on a loopback address of its own (127.0.0.2,
+    127.0.0.3, ...; Linux routes all of 127.0.0.0/8 to lo), in front of ONE dockerd.
 
     How one dockerd serves several hosts, while each host still shows what ran on it:
     - every sshd's config carries `SetEnv DOCKER_HOST=<docker_host>`, so a session on any
@@ -29,10 +31,12 @@ class BuildFleet:
     a test of which host was pruned reads the guard logs, not the cache size.
 
     `targets_file` is a TOML file in the format of DESIGN.md "A fleet of build hosts":
-    `[defaults]` with user, key_file and known_hosts (one file trusting every host key),
-    and one `[targets.NAME]` per host with host = "127.0.0.1", its port and its aliases.
-    Every target's `host` is 127.0.0.1, so an alert should name a host by its name or an
-    alias: "127.0.0.1" matches all of them. `aliases` defaults to ["NAME.fleet.test"].
+    `[defaults]` with user, key_file and known_hosts (one file trusting every host key,
+    `[127.0.0.N]:port` each), and one `[targets.NAME]` per host with its own address as
+    `host`, its port and its aliases. A targets file refuses two targets on one address
+    (an alert naming it would prune both), so the hosts cannot share 127.0.0.1: an alert
+    may name a host by its name, its address or an alias, and concerns that host only.
+    `aliases` defaults to ["NAME.fleet.test"].
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class BuildFleet:
                     self.root / name,
                     self.docker_host,
                     client_key=self.client_key,
+                    address=self.address_of(name),
                     **self.server_options,
                 )
                 self.hosts[name] = server
@@ -78,6 +83,10 @@ class BuildFleet:
         )
         self.targets_file.write_text(self.targets_toml())
         return self
+
+    def address_of(self, name: str) -> str:
+        """The loopback address of host `name`: 127.0.0.2 for the first, and so on."""
+        return str(ipaddress.ip_address("127.0.0.2") + self.names.index(name))
 
     def targets_toml(self) -> str:
         # JSON strings are valid TOML basic strings for the paths and names used here
@@ -92,7 +101,7 @@ class BuildFleet:
             lines += [
                 "",
                 f"[targets.{name}]",
-                'host = "127.0.0.1"',
+                f"host = {json.dumps(server.address)}",
                 f"port = {server.port}",
                 f"aliases = {json.dumps(list(self.aliases[name]))}",
             ]

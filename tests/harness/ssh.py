@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import selectors
 import signal
@@ -23,6 +24,9 @@ from tests.harness.parts import (
 from webhook.config import Settings
 from webhook.core.targets import Target
 
+# a host's default address; a fleet gives each of its hosts one of its own (127.0.0.2, ...)
+LOOPBACK = "127.0.0.1"
+
 
 def keygen(path: Path) -> Path:
     ssh_keygen = find_binary("ssh-keygen")
@@ -33,15 +37,15 @@ def keygen(path: Path) -> Path:
     return path
 
 
-def known_hosts_line(port: int, public_key: str) -> str:
-    """A known_hosts line for a host on 127.0.0.1:`port`; `public_key` is `type base64 ...`."""
+def known_hosts_line(port: int, public_key: str, address: str = LOOPBACK) -> str:
+    """A known_hosts line for a host on `address`:`port`; `public_key` is `type base64 ...`."""
     key_type, key_body = public_key.split()[:2]
-    return f"[127.0.0.1]:{port} {key_type} {key_body}\n"
+    return f"[{address}]:{port} {key_type} {key_body}\n"
 
 
-def _env(port: int, client_key: Path, known_hosts: Path) -> dict[str, str]:
+def _env(port: int, client_key: Path, known_hosts: Path, address: str) -> dict[str, str]:
     return {
-        "PRUNEHOOK_SSH_HOST": "127.0.0.1",
+        "PRUNEHOOK_SSH_HOST": address,
         "PRUNEHOOK_SSH_PORT": str(port),
         "PRUNEHOOK_SSH_USER": "root",
         "PRUNEHOOK_SSH_KEY_FILE": str(client_key),
@@ -53,7 +57,7 @@ def target_at(host: SSHKeys | SSHServer, **overrides: Any) -> Target:
     """The target of a prunehook configured for `host` as root (variables in
     `overrides`), with short timeouts for tests."""
     values = {
-        "ssh_host": "127.0.0.1",
+        "ssh_host": host.address,
         "ssh_port": host.port,
         "ssh_user": "root",
         "ssh_key_file": str(host.client_key),
@@ -76,6 +80,8 @@ class SSHKeys:
     tests whose "host" is something else (a refused port, a silent listener, a paramiko
     server), so they need neither root nor OpenSSH's server."""
 
+    address = LOOPBACK
+
     def __init__(self, root: Path, port: int | None = None):
         root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -88,11 +94,12 @@ class SSHKeys:
         self.known_hosts.write_text(known_hosts_line(self.port, public_key))
 
     def env(self) -> dict[str, str]:
-        return _env(self.port, self.client_key, self.known_hosts)
+        return _env(self.port, self.client_key, self.known_hosts, self.address)
 
 
 class SSHServer:
-    """OpenSSH's sshd on a loopback port, with a generated host key and authorized_keys.
+    """OpenSSH's sshd on a loopback port of `address` (127.0.0.1, or another loopback address
+    for a fleet whose hosts each need their own), with a generated host key and authorized_keys.
 
     The client key is pinned to the prunehook guard, which logs every command it is
     asked to run, so tests can assert what really ran on the host. Sessions reach the
@@ -113,8 +120,12 @@ class SSHServer:
         client_key: Path | None = None,
         docker: str | None = None,
         docker_root: Path | None = None,
+        address: str = LOOPBACK,
     ):
+        if not ipaddress.ip_address(address).is_loopback:
+            raise ValueError(f"a test's sshd listens on loopback only, not {address}")
         self.root = root
+        self.address = address
         self.docker_host = docker_host
         self.guard_timeout = guard_timeout
         self.guard_options = guard_options
@@ -150,7 +161,7 @@ class SSHServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.address}",
                     f"HostKey {self.host_key}",
                     f"AuthorizedKeysFile {self.authorized_keys}",
                     "StrictModes no",
@@ -175,13 +186,13 @@ class SSHServer:
 
     def _listening(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+            with socket.create_connection((self.address, self.port), timeout=1) as connection:
                 return connection.recv(4).startswith(b"SSH-")
         except OSError:
             return False
 
     def known_hosts_line(self, host_key: Path) -> str:
-        return known_hosts_line(self.port, host_key.with_suffix(".pub").read_text())
+        return known_hosts_line(self.port, host_key.with_suffix(".pub").read_text(), self.address)
 
     def authorize(self, guarded: bool) -> None:
         """Pin the client key to the guard (the recommended setup), or leave it unrestricted."""
@@ -208,7 +219,7 @@ class SSHServer:
     def env(self) -> dict[str, str]:
         """The PRUNEHOOK_* variables that point prunehook at this host."""
         own = {"PRUNEHOOK_DOCKER_ROOT": str(self.docker_root)}
-        return _env(self.port, self.client_key, self.known_hosts) | own
+        return _env(self.port, self.client_key, self.known_hosts, self.address) | own
 
     def drop_sessions(self) -> list[int]:
         """SIGKILL the server side of every open connection (the sshd processes the listener
