@@ -1,8 +1,9 @@
 """A storm across a fleet: thousands of alerts for 50 targets at once, across gunicorn workers.
 
-The 50 targets of the targets file are names for ONE real sshd on loopback in front of the
-test dockerd; each target has its own `until` (1440m, 1441m, ...), so the guard log, which
-shows every command that reached the host, also tells which target's prune it was.
+The 50 targets of the targets file are 50 loopback addresses (127.0.0.2, ...: a targets file
+refuses two targets on one address) of four real sshd (one listens on at most 16) in front of
+the test dockerd; each target has its own `until` (1440m, 1441m, ...), so the guard logs,
+which show every command that reached a host, also tell which target's prune it was.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from contextlib import closing
 from pathlib import Path
 
 from tests.conftest import TOKEN
-from tests.harness import wait_for
+from tests.harness import SSHServer, keygen, wait_for
+from tests.harness.ssh import MOST_ADDRESSES, loopback
 
 TARGETS = 50
 ALERTS = 3000
@@ -34,7 +36,17 @@ def until_of(index: int) -> str:
     return f"{1440 + index}m"
 
 
-def targets_toml(port: int, client_key: Path, known_hosts: Path) -> str:
+def storm_hosts(make_sshd, docker_host: str, client_key: Path) -> list[SSHServer]:
+    """Sshd enough for a loopback address per target, sharing one client key."""
+    addresses = [loopback(index) for index in range(TARGETS)]
+    groups = [addresses[n : n + MOST_ADDRESSES] for n in range(0, TARGETS, MOST_ADDRESSES)]
+    return [
+        make_sshd(docker_host, client_key=client_key, address=group[0], also_on=group[1:])
+        for group in groups
+    ]
+
+
+def targets_toml(hosts: list[SSHServer], client_key: Path, known_hosts: Path) -> str:
     lines = [
         "[defaults]",
         'user = "root"',
@@ -43,11 +55,12 @@ def targets_toml(port: int, client_key: Path, known_hosts: Path) -> str:
         # a failed prune (it should not fail) is then one run, not a retry inside the test
         "retry_after_s = 86400",
     ]
-    for index in range(TARGETS):
+    endpoints = [(address, host.port) for host in hosts for address in host.addresses]
+    for index, (address, port) in enumerate(endpoints):
         lines += [
             "",
             f"[targets.storm-{index:02d}]",
-            'host = "127.0.0.1"',
+            f'host = "{address}"',
             f"port = {port}",
             f'until = "{until_of(index)}"',
             f'aliases = ["storm-{index:02d}.fleet.test"]',
@@ -109,9 +122,12 @@ def runs_by_target(database: Path) -> dict[str, list[sqlite3.Row]]:
 def test_a_storm_across_50_targets_prunes_each_exactly_once(
     serve, make_sshd, docker_engine, tmp_path
 ):
-    host = make_sshd(docker_engine.host)
+    client_key = keygen(tmp_path / "client_key")
+    servers = storm_hosts(make_sshd, docker_engine.host, client_key)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(server.known_hosts.read_text() for server in servers))
     targets_file = tmp_path / "targets.toml"
-    targets_file.write_text(targets_toml(host.port, host.client_key, host.known_hosts))
+    targets_file.write_text(targets_toml(servers, client_key, known_hosts))
     database = tmp_path / "state.sqlite3"
     served = serve(
         {
@@ -163,5 +179,5 @@ def test_a_storm_across_50_targets_prunes_each_exactly_once(
         f"allowed docker builder prune -f --filter until={until_of(i)}": n
         for i, n in enumerate(names)
     }
-    ran = Counter(index.get(line, line) for line in host.prunes_run())
+    ran = Counter(index.get(line, line) for server in servers for line in server.prunes_run())
     assert ran == Counter(dict.fromkeys(names, 1))

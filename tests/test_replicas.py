@@ -17,14 +17,22 @@ import pytest
 
 from tests.conftest import AUTH, TOKEN
 from tests.harness import wait_for
+from tests.harness.ssh import loopback
 from webhook.config import ConfigError, load_settings
 from webhook.web.context import prunehook
 
 NAMES = [f"build-{n:02d}" for n in range(10)]
 
 
+def fleet_host(make_sshd, names=NAMES):
+    """One loopback sshd on an address per target (no two targets may share one)."""
+    addresses = [loopback(index) for index in range(len(names))]
+    return make_sshd(address=addresses[0], also_on=addresses[1:])
+
+
 def fleet_file(tmp_path, host, names=NAMES) -> str:
-    """A targets file naming `names`, all on one loopback sshd (its guard log shows each)."""
+    """A targets file naming `names`, each on an address of one loopback sshd (its guard log
+    shows each)."""
     lines = [
         "[defaults]",
         'user = "root"',
@@ -32,8 +40,8 @@ def fleet_file(tmp_path, host, names=NAMES) -> str:
         f'known_hosts = "{host.known_hosts}"',
         "retry_after_s = 3600",
     ]
-    for name in names:
-        lines += ["", f"[targets.{name}]", 'host = "127.0.0.1"', f"port = {host.port}"]
+    for name, address in zip(names, host.addresses, strict=True):
+        lines += ["", f"[targets.{name}]", f'host = "{address}"', f"port = {host.port}"]
     path = tmp_path / "targets.toml"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -159,7 +167,7 @@ def replica_env(service_env, postgres_database, make_sshd, tmp_path):
 def test_an_alert_storm_split_between_two_replicas_prunes_each_target_once(
     replica_env, postgres_database, serve, make_sshd, tmp_path
 ):
-    host = make_sshd()  # its docker is unreachable: each prune fails, retried only in an hour
+    host = fleet_host(make_sshd)  # its docker is unreachable: each prune fails, retried in an hour
     env = replica_env(host, PRUNEHOOK_TARGETS_FILE=fleet_file(tmp_path, host))
     replicas = [serve(env, workers=2), serve(env, workers=2)]
     calls = [

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.harness.ssh import SSHServer, keygen
+from tests.harness.ssh import SSHServer, keygen, loopback
 
 USER = "root"
 
@@ -86,7 +85,7 @@ class BuildFleet:
 
     def address_of(self, name: str) -> str:
         """The loopback address of host `name`: 127.0.0.2 for the first, and so on."""
-        return str(ipaddress.ip_address("127.0.0.2") + self.names.index(name))
+        return loopback(self.names.index(name))
 
     def targets_toml(self) -> str:
         # JSON strings are valid TOML basic strings for the paths and names used here

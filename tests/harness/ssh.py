@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from webhook.core.targets import Target
 
 # a host's default address; a fleet gives each of its hosts one of its own (127.0.0.2, ...)
 LOOPBACK = "127.0.0.1"
+# the most addresses one sshd listens on (OpenSSH's MAX_LISTEN_SOCKS)
+MOST_ADDRESSES = 16
+
+
+def loopback(index: int) -> str:
+    """The `index`-th loopback address after 127.0.0.1 (0: 127.0.0.2), for a host of its own:
+    Linux routes all of 127.0.0.0/8 to lo, and only loopback addresses are ever targets here."""
+    return str(ipaddress.ip_address("127.0.0.2") + index)
 
 
 def keygen(path: Path) -> Path:
@@ -100,6 +109,9 @@ class SSHKeys:
 class SSHServer:
     """OpenSSH's sshd on a loopback port of `address` (127.0.0.1, or another loopback address
     for a fleet whose hosts each need their own), with a generated host key and authorized_keys.
+    `also_on` are more loopback addresses it answers on, with the same port and host key: one
+    sshd stands for several targets, each with a host of its own (a targets file refuses two
+    targets on one address); known_hosts trusts it on each.
 
     The client key is pinned to the prunehook guard, which logs every command it is
     asked to run, so tests can assert what really ran on the host. Sessions reach the
@@ -121,9 +133,13 @@ class SSHServer:
         docker: str | None = None,
         docker_root: Path | None = None,
         address: str = LOOPBACK,
+        also_on: Sequence[str] = (),
     ):
-        if not ipaddress.ip_address(address).is_loopback:
-            raise ValueError(f"a test's sshd listens on loopback only, not {address}")
+        self.addresses = (address, *also_on)
+        if not all(ipaddress.ip_address(each).is_loopback for each in self.addresses):
+            raise ValueError(f"a test's sshd listens on loopback only, not {self.addresses}")
+        if len(set(self.addresses)) != len(self.addresses) or len(self.addresses) > MOST_ADDRESSES:
+            raise ValueError(f"at most {MOST_ADDRESSES} distinct addresses for one sshd")
         self.root = root
         self.address = address
         self.docker_host = docker_host
@@ -161,7 +177,7 @@ class SSHServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    f"ListenAddress {self.address}",
+                    *(f"ListenAddress {each}" for each in self.addresses),
                     f"HostKey {self.host_key}",
                     f"AuthorizedKeysFile {self.authorized_keys}",
                     "StrictModes no",
@@ -192,7 +208,8 @@ class SSHServer:
             return False
 
     def known_hosts_line(self, host_key: Path) -> str:
-        return known_hosts_line(self.port, host_key.with_suffix(".pub").read_text(), self.address)
+        public_key = host_key.with_suffix(".pub").read_text()
+        return "".join(known_hosts_line(self.port, public_key, each) for each in self.addresses)
 
     def authorize(self, guarded: bool) -> None:
         """Pin the client key to the guard (the recommended setup), or leave it unrestricted."""
