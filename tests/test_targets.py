@@ -116,12 +116,60 @@ def test_the_environment_target_is_named_after_its_host():
         ("[defaults]\nuser = 'ci'", "targets: no [targets.NAME] table"),
         (
             '[targets.a]\nhost = "x"\naliases = ["b"]\n[targets.b]\nhost = "y"',
-            "targets.b: 'b' is also a name or alias of targets.a",
+            "targets.b: 'b' is also a name, host or alias of targets.a",
         ),
     ],
 )
 def test_a_bad_targets_file_names_the_target_and_the_key(text, named):
     assert named in problems(text)
+
+
+@pytest.mark.parametrize(
+    ("second", "named"),
+    [
+        # a host that is another target's name
+        ('host = "a"', "targets.b.host: 'a' is also a name, host or alias of targets.a"),
+        # one address, another port: an alert naming the address would concern both
+        ('host = "10.0.0.2"\nport = 2222', "targets.b.host: '10.0.0.2' is also a name, host"),
+        ('host = "10.0.0.2"', "targets.b.host: '10.0.0.2' is also a name, host or alias of"),
+        # an alias with a port is compared as alerts are routed: without it
+        (
+            'host = "y"\naliases = ["10.0.0.2:22"]',
+            "targets.b.aliases: '10.0.0.2' is also a name, host or alias of targets.a",
+        ),
+        ('host = "A-Alias.Example"', "targets.b.host: 'a-alias.example' is also a name"),
+        ('host = "y"\naliases = ["y", "A"]', "targets.b.aliases: 'a' is also a name, host"),
+    ],
+)
+def test_no_host_value_may_route_to_two_targets(second, named):
+    first = '[targets.a]\nhost = "10.0.0.2"\naliases = ["a-alias.example"]\n'
+    message = problems(f"{first}[targets.b]\n{second}")
+    assert named in message
+    assert message.endswith("targets.a")  # one problem, naming both targets
+
+
+def test_a_target_may_repeat_its_own_name_or_host_as_an_alias():
+    text = '[targets.a]\nhost = "10.0.0.2"\naliases = ["A", "10.0.0.2:22", "a.example"]'
+    assert [t.name for t in fleet(text).route("10.0.0.2")] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        # the Kelvin sign lowercases to k: it would route "k8s-1" here
+        ('host = "\u212a8s-1"', "targets.a.host: must be ASCII"),
+        ('host = "x"\naliases = ["ok", "\u212a8s-1.example"]', "targets.a.aliases.1: must be"),
+        ('host = "bu\u0456ld-1.example"', "targets.a.host: must be ASCII"),  # a Cyrillic i
+    ],
+)
+def test_a_host_or_alias_that_is_not_ascii_is_refused(line, named):
+    message = problems(f'[targets.a]\n{line}\n[targets.k8s-1]\nhost = "k8s-1.example"')
+    assert named in message
+
+
+def test_a_target_name_that_is_not_ascii_is_refused():
+    message = problems('[targets."\u212a8s-1"]\nhost = "x"')
+    assert "targets.\u212a8s-1: a target name must match" in message
 
 
 def test_every_problem_of_a_file_is_reported_at_once():

@@ -352,9 +352,22 @@ class PolicySchema(Schema):
     )
 
 
+def _ascii(value: str) -> None:
+    """A host or alias in ASCII: another script's look-alike (the Kelvin sign K lowercases
+    to k) could otherwise route an alert to another host."""
+    if not value.isascii():
+        other = next(c for c in value if not c.isascii())
+        raise ValidationError(
+            f"must be ASCII (an international name in its xn-- form): {other!r} "
+            f"(U+{ord(other):04X}) is not"
+        )
+
+
 class _TargetSchema(PolicySchema):
-    host = fields.String(required=True, validate=Length(min=1, max=253))
-    aliases = fields.List(fields.String(validate=Length(min=1, max=253)), load_default=list)
+    host = fields.String(required=True, validate=[Length(min=1, max=253), _ascii])
+    aliases = fields.List(
+        fields.String(validate=[Length(min=1, max=253), _ascii]), load_default=list
+    )
 
 
 _POLICY_KEYS = tuple(PolicySchema().fields)
@@ -437,18 +450,18 @@ def parse_targets(
 
 
 def _shared_names(targets: list[Target]) -> list[str]:
-    """An alias that is another target's name or alias would let one alert prune both."""
+    """A name, host or alias that is another target's, compared as alerts are routed
+    (lowercased, without a :port), would let one alert prune both."""
     problems: list[str] = []
     owner: dict[str, str] = {}
     for target in targets:
-        name = normalize_host(target.name)
-        own = {name, *(normalize_host(a) for a in target.aliases)}
-        for known in sorted(own):
-            if known in owner and owner[known] != target.name:
-                key = "" if known == name else ".aliases"
+        own = [("", target.name), (".host", target.ssh.address)]
+        for key, value in own + [(".aliases", alias) for alias in target.aliases]:
+            known = normalize_host(value)
+            first = owner.setdefault(known, target.name)
+            if first != target.name:
                 problems.append(
-                    f"targets.{target.name}{key}: {known!r} is also a name or alias of "
-                    f"targets.{owner[known]}"
+                    f"targets.{target.name}{key}: {known!r} is also a name, host or alias of "
+                    f"targets.{first}"
                 )
-            owner.setdefault(known, target.name)
     return problems
