@@ -95,6 +95,15 @@ def test_what_follows_a_host_is_removed_only_when_it_is_a_port(raw):
     assert normalize_host(raw) == raw.lower()
 
 
+@pytest.mark.parametrize(
+    "look_alike", ["\u212a8s-1", "\u212a8S-1.example:22", "k8s-1.examp\u212a", "\u00a0k8s-1"]
+)
+def test_a_host_value_not_in_ascii_concerns_no_target(look_alike):
+    # lowercased, the Kelvin sign would be k; stripped, the no-break space would go
+    text = '[targets.k8s-1]\nhost = "k8s-1.example"\n[targets.k8s-10]\nhost = "k8s-1.exampk"'
+    assert fleet(text).route(look_alike) == ()
+
+
 def test_the_environment_target_is_named_after_its_host():
     assert name_for_host("Build-1.Example") == "build-1.example"
     assert name_for_host("::1") == "1"

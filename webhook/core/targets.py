@@ -106,7 +106,11 @@ class Target:
 
 
 def normalize_host(value: str) -> str:
-    """`Build-1.Example:9100` -> `build-1.example`; `[::1]:22` -> `::1`; `::1` stays."""
+    """`Build-1.Example:9100` -> `build-1.example`; `[::1]:22` -> `::1`; `::1` stays. A value
+    not in ASCII stays as it is, matching no target (every target's is ASCII): lowercased or
+    stripped, it could become another host's (the Kelvin sign K lowercases to k)."""
+    if not value.isascii():
+        return value
     text = value.strip().lower()
     if text.startswith("["):
         inside, bracket, rest = text[1:].partition("]")
