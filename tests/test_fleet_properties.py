@@ -4,13 +4,15 @@ nor started over a live lease), and a named target that is due starts (safety an
 A critical alert (our watchdog at or above the target's critical percent) may start inside
 the interval, but never within `critical_interval_s` of the last start.
 
-The fleet is random: targets that share a host address, aliases (one may be another target's
-address), policies with different intervals, retry delays and leases. Alerts name hosts as
-senders spell them (case, `:port`, `[v6]:port`, blanks) or name hosts that are no target
-(near misses of a known name among them); Alertmanager groups mix firing and resolved alerts
-and host labels in any order. Runs are claimed by the real service and store and never run:
-a `launch` that records stands in for the thread, and the test finishes runs (ok or failed)
-through the store, or lets their worker die. Runs on every store backend.
+The fleet is random, as a targets file allows it (names, hosts and aliases unique across
+targets, so an alert names one target at most): targets on addresses of their own, aliases
+(an address among them, another target's never), policies with different intervals, retry
+delays and leases. Alerts name hosts as senders spell them (case, `:port`, `[v6]:port`,
+blanks) or name hosts that are no target (near misses of a known name among them);
+Alertmanager groups mix firing and resolved alerts and host labels in any order. Runs are
+claimed by the real service and store and never run: a `launch` that records stands in for
+the thread, and the test finishes runs (ok or failed) through the store, or lets their
+worker die. Runs on every store backend.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from hypothesis import strategies as st
 
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Answer, Result
-from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
+from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target, parse_targets
 from webhook.core.triggers import Trigger, read_alertmanager, read_cron, read_watchdog
 from webhook.service import PruneService
 from webhook.store import Store, TargetRecord
@@ -38,7 +40,8 @@ POLICIES = (
 # one database for all examples (a backend's server is slow to make): fresh names each
 ONE_DATABASE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 ADDRESSES = ("127.0.0.1", "127.0.0.2", "localhost", "::1")
-# aliases are the fleet's own (no two targets share one); 127.0.0.2 may be another's address
+# aliases are the fleet's own (no two targets share one); 127.0.0.2 is an alias only when no
+# other target's address is 127.0.0.2
 ALIASES = ("ci-a.fleet.test", "CI-B.Fleet.Test", "runner-c", "127.0.1.1", "127.0.0.2")
 HOST_LABELS = ("host", "nodename", "instance")
 
@@ -147,15 +150,24 @@ class TargetSpec:
 @st.composite
 def fleets(draw: st.DrawFn) -> tuple[TargetSpec, ...]:
     size = draw(st.integers(1, 4))
+    addresses = draw(st.permutations(ADDRESSES))[:size]
     owners = [draw(st.one_of(st.none(), st.integers(0, size - 1))) for _ in ALIASES]
-    return tuple(
+    # an alias that is a target's address may only be that target's own
+    owners = [
+        addresses.index(alias) if owner is not None and alias in addresses else owner
+        for alias, owner in zip(ALIASES, owners, strict=True)
+    ]
+    specs = tuple(
         TargetSpec(
-            draw(st.sampled_from(ADDRESSES)),
+            addresses[index],
             tuple(alias for alias, owner in zip(ALIASES, owners, strict=True) if owner == index),
             draw(st.integers(0, len(POLICIES) - 1)),
         )
         for index in range(size)
     )
+    tables = {f"t{i}": {"host": t.address, "aliases": list(t.aliases)} for i, t in enumerate(specs)}
+    parse_targets({"targets": tables}, "fleet", {})  # a fleet a targets file may name
+    return specs
 
 
 @dataclass
