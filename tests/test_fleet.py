@@ -591,6 +591,18 @@ BAD_FILES = {
         GOOD_BUILD_1 + '[targets.build-2]\nhost = "b"\naliases = ["Build-1.Internal:9100"]\n',
         ["targets.build-2.aliases", "'build-1.internal'", "targets.build-1"],
     ),
+    "two targets on one address, each on its own port": (
+        GOOD_BUILD_1 + '[targets.build-2]\nhost = "BUILD-1.example"\nport = 2222\n',
+        ["targets.build-2.host: 'build-1.example' is also a name, host or alias of", "build-1"],
+    ),
+    "a host that is another target's name": (
+        GOOD_BUILD_1 + '[targets.build-2]\nhost = "build-1"\n',
+        ["targets.build-2.host: 'build-1' is also", "targets.build-1"],
+    ),
+    "a host not in ASCII": (
+        '[targets.build-2]\nhost = "\u212aaniko.example"\n',
+        ["targets.build-2.host: must be ASCII", "U+212A"],
+    ),
     "a key file that cannot be read": (
         '[targets.build-2]\nhost = "b"\nkey_file = "/nonexistent/id_ed25519"\n',
         ["targets.build-2.key_file", "cannot read /nonexistent/id_ed25519"],
