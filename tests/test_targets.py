@@ -176,6 +176,12 @@ def test_a_host_or_alias_that_is_not_ascii_is_refused(line, named):
     assert named in message
 
 
+def test_a_target_name_with_a_trailing_newline_is_refused():
+    # a quoted TOML key may hold one; a pattern's `$` matches before it
+    message = problems('[targets."build-1\\n"]\nhost = "x"')
+    assert "targets.build-1\n: a target name must match" in message
+
+
 def test_a_target_name_that_is_not_ascii_is_refused():
     message = problems('[targets."\u212a8s-1"]\nhost = "x"')
     assert "targets.\u212a8s-1: a target name must match" in message

@@ -27,7 +27,8 @@ from webhook.core.disk import FreeGoal, Goals, parse_configured_size, parse_free
 from webhook.core.duration import normalize_until
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-_NAME = re.compile(NAME_PATTERN)
+# a whole name: `$` would also match before a trailing newline (a quoted TOML key may end in one)
+_NAME = re.compile(NAME_PATTERN.removesuffix("$") + r"\Z")
 NAME_MAX = 63
 YEAR_S = 365 * 86400
 # an absolute path of plain characters: it reaches df's command line (and the host's guard,
