@@ -111,12 +111,10 @@ class StageResult:
     retry_after_s: float | None = None
 
 
-@dataclass(frozen=True)
-class RunOutcome(StageResult):
-    """What a whole run did, made by `report` from its stages and measurements: a stage's
-    fields for the run (every stage ok, Docker's reclaimed space summed, the last stage's rc
-    and output), then what it measured and decided (DESIGN.md, "Disk-aware pruning"), None
-    where not known."""
+@dataclass(frozen=True, kw_only=True)
+class Measured:
+    """What a run measured and decided (DESIGN.md, "Disk-aware pruning"), None where not
+    known: declared once for the run's report (RunOutcome) and its stored row (RunRecord)."""
 
     # each command and probe, in order, and what the run decided or could not do
     steps: tuple[Step, ...] = ()
@@ -137,6 +135,13 @@ class RunOutcome(StageResult):
     keep_storage_bytes: int | None = None
     docker_version: str | None = None
     buildx_version: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome(Measured, StageResult):
+    """What a whole run did, made by `report` from its stages and measurements: a stage's
+    fields for the run (every stage ok, Docker's reclaimed space summed, the last stage's rc
+    and output), then what it measured and decided."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Protocol
 
 from webhook.core.decision import Result, TargetState
-from webhook.core.outcome import ErrorKind, RunOutcome, Step
+from webhook.core.outcome import ErrorKind, Measured, RunOutcome
 
 HISTORY_LIMIT = 100
 # signed delivery ids kept at most, the oldest dropped first
@@ -35,10 +35,10 @@ class NewRun:
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Measured):
     """One run in a target's history. Its fields are the `runs` table's columns (base.py):
     a new field is a new column, which a finish writes from the RunOutcome field of the
-    same name."""
+    same name; what the run measured (`Measured`) is declared once, with RunOutcome."""
 
     id: int
     target: str
@@ -57,21 +57,6 @@ class RunRecord:
     stderr_tail: str | None = None
     worker_pid: int | None = None
     request_id: str | None = None
-    # what the run measured and decided (RunOutcome's fields of the same names)
-    steps: tuple[Step, ...] = ()
-    notes: tuple[str, ...] = ()
-    freed_bytes: int | None = None
-    disk_size: int | None = None
-    disk_free_before: int | None = None
-    disk_free_after: int | None = None
-    cache_before: int | None = None
-    cache_after: int | None = None
-    goal_met: bool | None = None
-    free_short_bytes: int | None = None
-    cache_over_bytes: int | None = None
-    keep_storage_bytes: int | None = None
-    docker_version: str | None = None
-    buildx_version: str | None = None
 
 
 # the columns a finish writes from the run's outcome: RunOutcome and RunRecord name them alike

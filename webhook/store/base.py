@@ -32,12 +32,13 @@ from webhook.store import (
     TargetRecord,
 )
 
-# each table and the record its rows are: a record's first field is the table's key
+# each table and the record its rows are, and the table's key
 TABLES: dict[str, type[Any]] = {
     "targets": TargetRecord,
     "runs": RunRecord,
     "deliveries": DeliveryRecord,
 }
+KEYS = {"targets": "target", "runs": "id", "deliveries": "id"}
 # every name in the SQL built below is a table or a field of our own, never a value
 INDEXES = ("runs_by_target ON runs (target, id)", "deliveries_by_time ON deliveries (seen_ts)")
 SELECT = {
@@ -197,7 +198,7 @@ class SQLStore:
 
     def _column(self, table: str, field: Field[Any]) -> str:
         kind = _kind(field)
-        if field.name == fields(TABLES[table])[0].name:  # a record's first field is its key
+        if field.name == KEYS[table]:
             return f"{field.name} {self.run_id if kind == 'int' else 'TEXT PRIMARY KEY'}"
         column = f"{field.name} {self.types.get(kind, 'TEXT')}"
         if isinstance(field.default, bool):
