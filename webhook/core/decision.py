@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Answer(StrEnum):
@@ -30,9 +30,10 @@ class Result(StrEnum):
     LOST = "lost"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TargetState:
-    """What the store remembers of one target, as far as deciding needs it."""
+    """What the store remembers of one target, as far as deciding needs it (the start of
+    its stored row, `webhook.store.TargetRecord`)."""
 
     last_run_id: int | None = None
     last_started_ts: float | None = None
@@ -75,6 +76,8 @@ class Decision:
 # stored times further ahead of now than this mean the clock was stepped back (NTP, a
 # restored VM): within it, the ordinary skew between processes reading the same clock
 CLOCK_STEP_TOLERANCE_S = 60.0
+# the stored times that are in the past when written: one ahead of now tells a clock step
+PAST_TIMES = ("last_started_ts", "last_finished_ts", "inflight_started_ts", "last_success_ts")
 
 
 @dataclass(frozen=True)
@@ -89,16 +92,7 @@ def clock_step(state: TargetState, now: float, lease_s: float) -> ClockStep | No
     """None when the stored times are plausible at `now`; else they are capped so that the
     next prune is due at most an interval (or retry delay) from now and a lease ends at most
     `lease_s` from now, instead of waiting out the step as well."""
-    past = [
-        ts
-        for ts in (
-            state.last_started_ts,
-            state.last_finished_ts,
-            state.inflight_started_ts,
-            state.last_success_ts,
-        )
-        if ts is not None
-    ]
+    past = [getattr(state, name) for name in PAST_TIMES if getattr(state, name) is not None]
     # a lease ends in the future by design (and further after PRUNEHOOK_TIMEOUT_S was
     # lowered): only its start tells a step
     ahead = max(past, default=now) - now
@@ -108,12 +102,10 @@ def clock_step(state: TargetState, now: float, lease_s: float) -> ClockStep | No
     def cap(ts: float | None, limit: float = now) -> float | None:
         return None if ts is None else min(ts, limit)
 
+    past_capped: dict[str, Any] = {name: cap(getattr(state, name)) for name in PAST_TIMES}
     capped = replace(
         state,
-        last_started_ts=cap(state.last_started_ts),
-        last_finished_ts=cap(state.last_finished_ts),
-        inflight_started_ts=cap(state.inflight_started_ts),
-        last_success_ts=cap(state.last_success_ts),
+        **past_capped,
         lease_expires_ts=cap(state.lease_expires_ts, now + lease_s),
         # the host's refusal stands anyway: it refuses again, saying when, if it is too soon
         retry_at_ts=cap(state.retry_at_ts, now + lease_s),

@@ -69,23 +69,15 @@ _STATE_FIELDS = tuple(field.name for field in fields(TargetState))
 
 
 @dataclass(frozen=True)
-class TargetRecord:
-    """A target's row: its last run, and the run in flight with its lease."""
+class TargetRecord(TargetState):
+    """A target's row: its decision state (its last run, the run in flight with its lease),
+    then what /status shows of its last run."""
 
     target: str
-    last_run_id: int | None = None
-    last_started_ts: float | None = None
-    last_finished_ts: float | None = None
-    last_result: Result | None = None
     last_reclaimed: str | None = None
     last_reclaimed_bytes: int | None = None
     last_error: str | None = None
     last_error_kind: ErrorKind | None = None
-    last_success_ts: float | None = None
-    inflight_run_id: int | None = None
-    inflight_started_ts: float | None = None
-    lease_expires_ts: float | None = None
-    retry_at_ts: float | None = None
     # the last measurement of the host (kept when a run measured nothing) and how the last
     # run stood against the goals
     last_disk_size: int | None = None

@@ -264,8 +264,8 @@ class SQLStore:
         return self._execute(connection, sql, [*encode(table, values), *then_parameters])
 
     def _upsert(self, connection: Any, table: str, values: Mapping[str, Any]) -> None:
-        key, *rest = values
-        updates = ", ".join(f"{name} = excluded.{name}" for name in rest)
+        key = KEYS[table]
+        updates = ", ".join(f"{name} = excluded.{name}" for name in values if name != key)
         self._insert(connection, table, values, f" ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
     def _update(
