@@ -46,6 +46,7 @@ from webhook.core.outcome import (
     Step,
     Versions,
     internal_failure,
+    internal_outcome,
     last_line,
     report,
     summarize,
@@ -360,10 +361,7 @@ class Runs:
                 session.close()
         except Exception as error:
             log.exception("run %s: the command runner raised", run_id)
-            failure = internal_failure(type(error).__name__)
-            outcome = report(
-                [], failure=failure, goals=target.policy.goals, before=Measure(), after=Measure()
-            )
+            outcome = internal_outcome(type(error).__name__)
             versions = known
         if versions is not None:
             with self._lock:
@@ -393,15 +391,7 @@ class Runs:
                 why = f"prunehook could not record this run's outcome ({type(error).__name__})"
                 if outcome.error == why:  # the fallback was refused too
                     break
-                failure = internal_failure(why)
-                fallback = report(
-                    [],
-                    failure=failure,
-                    goals=target.policy.goals,
-                    before=Measure(),
-                    after=Measure(),
-                )
-                outcome = replace(fallback, duration_s=outcome.duration_s)
+                outcome = replace(internal_outcome(why), duration_s=outcome.duration_s)
         log.error("run %s: outcome not recorded; its lease will expire and mark it lost", run_id)
 
 

@@ -68,10 +68,8 @@ class TriggerOutcome:
     @property
     def first_index(self) -> int:
         """Where the first item that started is, else 0 (the first item)."""
-        for index, result in enumerate(self.results):
-            if result.answer == Answer.STARTED:
-                return index
-        return 0
+        started = (i for i, result in enumerate(self.results) if result.answer == Answer.STARTED)
+        return next(started, 0)
 
 
 DecidedListener = Callable[[TriggerOutcome], object]

@@ -219,6 +219,12 @@ def internal_failure(why: str) -> StageResult:
     return StageResult(False, None, None, None, ErrorKind.INTERNAL, why, 0.0, "", "")
 
 
+def internal_outcome(why: str) -> RunOutcome:
+    """A run that failed in prunehook itself before it could measure anything."""
+    failure = internal_failure(why)
+    return report([], failure=failure, goals=Goals(), before=Measure(), after=Measure())
+
+
 def last_line(text: str, limit: int = 500) -> str:
     """The last line that says something, as errors quote it."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]

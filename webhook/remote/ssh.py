@@ -34,10 +34,8 @@ class Tail:
     def __init__(self, limit: int = TAIL_BYTES):
         self.limit = limit
         self._buffer = bytearray()
-        self.total = 0
 
     def feed(self, chunk: bytes) -> None:
-        self.total += len(chunk)
         self._buffer += chunk
         if len(self._buffer) > 2 * self.limit:
             del self._buffer[: -self.limit]
@@ -96,58 +94,48 @@ def _connect(endpoint: SSHEndpoint) -> paramiko.SSHClient:
             allow_agent=False,
             look_for_keys=False,
         )
-    except paramiko.BadHostKeyException as error:
-        client.close()
-        raise SSHFailure(
-            "host_key_changed",
-            f"host key of {endpoint.address} does not match known_hosts: refused ({error})",
-        ) from error
-    except paramiko.AuthenticationException as error:
-        client.close()
-        raise SSHFailure("auth_failed", f"the host refused the key: {error}") from error
-    except paramiko.SSHException as error:
+    except Exception as error:
         # paramiko reports a silent peer as either "Error reading SSH protocol banner" or
         # "No existing session", depending on a race: whether a banner came is what counts
         saw_banner = bool(getattr(client.get_transport(), "remote_version", ""))
         client.close()
+        raise _connect_failure(error, endpoint, saw_banner) from error
+    return client
+
+
+def _connect_failure(error: Exception, endpoint: SSHEndpoint, saw_banner: bool) -> SSHFailure:
+    """Why connecting failed, as an error kind and a message."""
+    import paramiko
+
+    where = f"{endpoint.address}:{endpoint.port}"
+    if isinstance(error, paramiko.BadHostKeyException):
+        message = f"host key of {endpoint.address} does not match known_hosts: refused ({error})"
+        return SSHFailure("host_key_changed", message)
+    if isinstance(error, paramiko.AuthenticationException):
+        return SSHFailure("auth_failed", f"the host refused the key: {error}")
+    if isinstance(error, paramiko.SSHException):
         message = str(error)
         if "not found in known_hosts" in message:
-            raise SSHFailure(
-                "host_key_unknown",
-                f"{message}: add it to {endpoint.known_hosts_path} (never auto-accepted)",
-            ) from error
+            where_to = f"add it to {endpoint.known_hosts_path} (never auto-accepted)"
+            return SSHFailure("host_key_unknown", f"{message}: {where_to}")
         if not saw_banner:
-            raise SSHFailure(
-                "banner_timeout",
-                f"{endpoint.address}:{endpoint.port} sent no SSH banner within {timeout}s",
-            ) from error
-        raise SSHFailure("ssh_error", message) from error
-    except (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError) as error:
-        client.close()
+            timeout = endpoint.connect_timeout_s
+            return SSHFailure("banner_timeout", f"{where} sent no SSH banner within {timeout}s")
+        return SSHFailure("ssh_error", message)
+    if isinstance(error, ConnectionRefusedError | paramiko.ssh_exception.NoValidConnectionsError):
         errors = getattr(error, "errors", {}).values() or [error]
-        if not all(isinstance(each, ConnectionRefusedError) for each in errors):
-            raise SSHFailure("connect_error", f"cannot connect: {error}") from error
-        raise SSHFailure(
-            "connect_refused", f"{endpoint.address}:{endpoint.port} refused the connection"
-        ) from error
-    except TimeoutError as error:
-        client.close()
-        raise SSHFailure(
-            "connect_timeout", f"no answer from {endpoint.address}:{endpoint.port}"
-        ) from error
-    except OSError as error:
-        client.close()
-        raise SSHFailure("connect_error", f"cannot connect: {error.strerror or error}") from error
-    except EOFError as error:  # paramiko re-raises what its transport thread saw
-        client.close()
-        raise SSHFailure(
-            "connect_error",
-            f"{endpoint.address}:{endpoint.port} closed the connection during the SSH handshake",
-        ) from error
-    except Exception as error:  # e.g. UnicodeError: a host name IDNA cannot encode
-        client.close()
-        raise SSHFailure("connect_error", f"cannot connect: {_reason(error)}") from error
-    return client
+        if all(isinstance(each, ConnectionRefusedError) for each in errors):
+            return SSHFailure("connect_refused", f"{where} refused the connection")
+        return SSHFailure("connect_error", f"cannot connect: {error}")
+    if isinstance(error, TimeoutError):
+        return SSHFailure("connect_timeout", f"no answer from {where}")
+    if isinstance(error, OSError):
+        return SSHFailure("connect_error", f"cannot connect: {error.strerror or error}")
+    if isinstance(error, EOFError):  # paramiko re-raises what its transport thread saw
+        message = f"{where} closed the connection during the SSH handshake"
+        return SSHFailure("connect_error", message)
+    # e.g. UnicodeError: a host name IDNA cannot encode
+    return SSHFailure("connect_error", f"cannot connect: {_reason(error)}")
 
 
 def _reason(error: BaseException) -> str:
