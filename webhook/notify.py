@@ -380,25 +380,17 @@ class Notifier:
                 detail=delivery.detail or None,
                 duration_s=round(time.monotonic() - started, 3),
             )
-            if delivery.ok:
-                log.info(
-                    "notification %s for %s sent to %s #%s",
-                    notice.reason,
-                    notice.target,
-                    destination.scheme,
-                    place,
-                    extra={"fields": fields},
-                )
-            else:
-                log.warning(
-                    "notification %s for %s to %s #%s failed: %s",
-                    notice.reason,
-                    notice.target,
-                    destination.scheme,
-                    place,
-                    delivery.detail or "failed",
-                    extra={"fields": fields},
-                )
+            told = "sent" if delivery.ok else f"failed: {delivery.detail or 'failed'}"
+            log.log(
+                logging.INFO if delivery.ok else logging.WARNING,
+                "notification %s for %s to %s #%s %s",
+                notice.reason,
+                notice.target,
+                destination.scheme,
+                place,
+                told,
+                extra={"fields": fields},
+            )
             self._count(result, notice.reason, destination.scheme)
 
     def _count(self, result: str, reason: Reason, scheme: str) -> None:
