@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
@@ -10,6 +13,7 @@ from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 from webhook.core.decision import Answer, Result
 from webhook.core.outcome import ErrorKind
 from webhook.core.targets import NAME_PATTERN
+from webhook.store import RunRecord
 
 if TYPE_CHECKING:
     from webhook.service import TargetResult
@@ -164,56 +168,52 @@ class StepWithTailsSchema(StepSchema):
     stderr_tail = fields.String(required=True)
 
 
+# how a stored run's field (RunRecord's) is shown, by its type; `| None`: it may be null
+SHOWN_AS: dict[str, Callable[..., fields.Field]] = {
+    "int": fields.Integer,
+    "float": fields.Float,
+    "str": fields.String,
+    "bool": fields.Boolean,
+    "Result": partial(fields.String, validate=A_RESULT),
+    "ErrorKind": partial(fields.String, validate=AN_ERROR_KIND),
+    "tuple[str, ...]": partial(fields.List, fields.String()),
+}
+# what a run's fields mean, where the name does not say it all
+RUN_ABOUT = {
+    "reclaimed": {"example": "1.5GB"},
+    "notes": {"description": "probes that failed, stages not run and why"},
+    "freed_bytes": {"description": "free bytes after less before, from df"},
+    "cache_before": {"description": "the build cache as docker system df says"},
+    "goal_met": {"description": "max_cache and min_free after the last stage; null: no goal"},
+    "free_short_bytes": {"description": "how far free space is under min_free"},
+    "cache_over_bytes": {"description": "how far the cache is over max_cache"},
+    "keep_storage_bytes": {"description": "stage 2's --keep-storage, when it ran"},
+}
+
+
+def _run_fields() -> dict[str, fields.Field]:
+    """RunRecord's fields but its target, its steps (declared below) and its output tails."""
+    shown = {}
+    for each in dataclasses.fields(RunRecord):
+        kind = str(each.type).removesuffix(" | None")
+        if each.name not in ("target", "steps", "stdout_tail", "stderr_tail"):
+            nullable = {"allow_none": True} if kind != each.type else {"required": True}
+            about = RUN_ABOUT.get(each.name, {})
+            shown[each.name] = SHOWN_AS[kind](**nullable, metadata=about)
+    return shown
+
+
 class RunSchema(Schema):
     """One run as every answer shows it: /status's recent runs and a ?wait=1 answer alike.
     The output tails stay in the database: 32 KiB a run is too much for an answer."""
 
-    id = fields.Integer(required=True)
-    trigger = fields.String(required=True)
-    command = fields.String(required=True)
-    started_ts = fields.Float(required=True)
-    finished_ts = fields.Float(allow_none=True)
-    result = fields.String(required=True, validate=A_RESULT)
-    rc = fields.Integer(allow_none=True)
-    reclaimed = fields.String(allow_none=True, metadata={"example": "1.5GB"})
-    reclaimed_bytes = fields.Integer(allow_none=True)
-    error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
-    error = fields.String(allow_none=True)
-    duration_s = fields.Float(allow_none=True)
-    worker_pid = fields.Integer(allow_none=True)
-    request_id = fields.String(allow_none=True)
+    class Meta:
+        include = _run_fields()
+
     steps = fields.List(
         fields.Nested(StepSchema),
         metadata={"description": "each probe and stage, in order (GET .../runs/{id}: tails)"},
     )
-    notes = fields.List(
-        fields.String(), metadata={"description": "probes that failed, stages not run and why"}
-    )
-    freed_bytes = fields.Integer(
-        allow_none=True, metadata={"description": "free bytes after less before, from df"}
-    )
-    disk_size = fields.Integer(allow_none=True)
-    disk_free_before = fields.Integer(allow_none=True)
-    disk_free_after = fields.Integer(allow_none=True)
-    cache_before = fields.Integer(
-        allow_none=True, metadata={"description": "the build cache as docker system df says"}
-    )
-    cache_after = fields.Integer(allow_none=True)
-    goal_met = fields.Boolean(
-        allow_none=True,
-        metadata={"description": "max_cache and min_free after the last stage; null: no goal"},
-    )
-    free_short_bytes = fields.Integer(
-        allow_none=True, metadata={"description": "how far free space is under min_free"}
-    )
-    cache_over_bytes = fields.Integer(
-        allow_none=True, metadata={"description": "how far the cache is over max_cache"}
-    )
-    keep_storage_bytes = fields.Integer(
-        allow_none=True, metadata={"description": "stage 2's --keep-storage, when it ran"}
-    )
-    docker_version = fields.String(allow_none=True)
-    buildx_version = fields.String(allow_none=True)
 
 
 class RunWithTailsSchema(RunSchema):
