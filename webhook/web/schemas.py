@@ -11,7 +11,7 @@ from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
 from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 
 from webhook.core.decision import Answer, Result
-from webhook.core.outcome import ErrorKind
+from webhook.core.outcome import ErrorKind, Step
 from webhook.core.targets import NAME_PATTERN
 from webhook.store import RunRecord
 
@@ -152,23 +152,7 @@ class RunPathSchema(TargetPathSchema):
     run_id = fields.Integer(required=True, validate=Range(min=0, max=RUN_ID_MAX))
 
 
-class StepSchema(Schema):
-    """One command of a run: a probe (disk, cache, versions) or a stage."""
-
-    name = fields.String(required=True, metadata={"example": "stage 2"})
-    command = fields.String(required=True)
-    rc = fields.Integer(allow_none=True)
-    duration_s = fields.Float(required=True)
-    error_kind = fields.String(allow_none=True, validate=AN_ERROR_KIND)
-    error = fields.String(allow_none=True)
-
-
-class StepWithTailsSchema(StepSchema):
-    stdout_tail = fields.String(required=True)
-    stderr_tail = fields.String(required=True)
-
-
-# how a stored run's field (RunRecord's) is shown, by its type; `| None`: it may be null
+# how a stored record's field is shown, by its type; `| None`: it may be null
 SHOWN_AS: dict[str, Callable[..., fields.Field]] = {
     "int": fields.Integer,
     "float": fields.Float,
@@ -178,8 +162,9 @@ SHOWN_AS: dict[str, Callable[..., fields.Field]] = {
     "ErrorKind": partial(fields.String, validate=AN_ERROR_KIND),
     "tuple[str, ...]": partial(fields.List, fields.String()),
 }
-# what a run's fields mean, where the name does not say it all
-RUN_ABOUT = {
+# what a step's or a run's fields mean, where the name does not say it all
+ABOUT = {
+    "name": {"example": "stage 2"},
     "reclaimed": {"example": "1.5GB"},
     "notes": {"description": "probes that failed, stages not run and why"},
     "freed_bytes": {"description": "free bytes after less before, from df"},
@@ -191,16 +176,27 @@ RUN_ABOUT = {
 }
 
 
-def _run_fields() -> dict[str, fields.Field]:
-    """RunRecord's fields but its target, its steps (declared below) and its output tails."""
+def _shown(record: type, leave_out: tuple[str, ...]) -> dict[str, fields.Field]:
+    """A record's fields (a Step's, a RunRecord's) as answers show them, but `leave_out`."""
     shown = {}
-    for each in dataclasses.fields(RunRecord):
+    for each in dataclasses.fields(record):
         kind = str(each.type).removesuffix(" | None")
-        if each.name not in ("target", "steps", "stdout_tail", "stderr_tail"):
+        if each.name not in leave_out:
             nullable = {"allow_none": True} if kind != each.type else {"required": True}
-            about = RUN_ABOUT.get(each.name, {})
-            shown[each.name] = SHOWN_AS[kind](**nullable, metadata=about)
+            shown[each.name] = SHOWN_AS[kind](**nullable, metadata=ABOUT.get(each.name, {}))
     return shown
+
+
+class StepSchema(Schema):
+    """One command of a run: a probe (disk, cache, versions) or a stage."""
+
+    class Meta:
+        include = _shown(Step, ("stdout_tail", "stderr_tail"))
+
+
+class StepWithTailsSchema(StepSchema):
+    stdout_tail = fields.String(required=True)
+    stderr_tail = fields.String(required=True)
 
 
 class RunSchema(Schema):
@@ -208,7 +204,8 @@ class RunSchema(Schema):
     The output tails stay in the database: 32 KiB a run is too much for an answer."""
 
     class Meta:
-        include = _run_fields()
+        # the output tails and steps' are GET .../runs/{id}'s (RunWithTailsSchema)
+        include = _shown(RunRecord, ("target", "steps", "stdout_tail", "stderr_tail"))
 
     steps = fields.List(
         fields.Nested(StepSchema),
