@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import dropwhile, takewhile
 
 from webhook.core.decision import Result
 from webhook.core.outcome import RunOutcome
@@ -59,15 +60,8 @@ def failure_streak(results: Sequence[Result]) -> int:
 
     A run still in flight at the top is passed over (it has not failed yet); a lost run (its
     worker died) counts as failed; the first success ends the streak."""
-    newest = 0
-    while newest < len(results) and results[newest] == Result.RUNNING:
-        newest += 1
-    streak = 0
-    for result in results[newest:]:
-        if result not in (Result.FAILED, Result.LOST):
-            break
-        streak += 1
-    return streak
+    finished = dropwhile(lambda result: result == Result.RUNNING, results)
+    return len(list(takewhile(lambda result: result in (Result.FAILED, Result.LOST), finished)))
 
 
 def reclaim_notice(target: str, outcome: RunOutcome, min_reclaim_bytes: int) -> Notice | None:

@@ -352,8 +352,6 @@ class SQLStore:
         )
 
     def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
-        """Record how run `run_id` ended. Returns False when a newer run owns the target:
-        then only the run's own history row is written, never the target's state."""
         result = Result.OK if outcome.ok else Result.FAILED
         with self._write() as connection:
             ran = {name: getattr(outcome, name) for name in OUTCOME_COLUMNS}
@@ -435,7 +433,6 @@ class SQLStore:
             return record(TargetRecord, row) if row else None
 
     def target_records(self) -> dict[str, TargetRecord]:
-        """Every target's row at once: a fleet's /status and /metrics read them together."""
         with self._read() as connection:
             rows = self._execute(connection, SELECT["targets"]).fetchall()
             return {row["target"]: record(TargetRecord, row) for row in rows}
