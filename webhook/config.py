@@ -71,10 +71,6 @@ def _token(value: str) -> None:
         )
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
 def _labels(text: str) -> tuple[str, ...]:
     labels = tuple(label.strip() for label in text.split(",") if label.strip())
     if not labels:
@@ -122,7 +118,7 @@ class Variables(Schema):
         metadata=about("prunes running at once in one process"),
     )
     notify_urls = Parsed(
-        _words, load_default=(), metadata=about("apprise URLs, separated by spaces")
+        str.split, load_default=(), metadata=about("apprise URLs, separated by spaces")
     )
     notify_min_gb = Number(
         load_default=0,
