@@ -86,6 +86,9 @@ def test_check_fails_when_the_key_is_not_authorized(make_sshd, env_for, tmp_path
     result = cli(tmp_path).invoke(args=["check"])
     assert result.exit_code == 1
     assert "FAIL  ssh login    auth_failed" in result.output
+    # who was refused, and where to look
+    assert f"@127.0.0.1:{host.port} refused the key" in result.output
+    assert "/.ssh/authorized_keys on 127.0.0.1" in result.output
 
 
 def test_check_without_a_target_says_what_to_set(env_for, monkeypatch, tmp_path):
@@ -155,3 +158,42 @@ def test_dry_run_says_when_a_second_stage_would_follow(ssh_keys, env_for, tmp_pa
     ) in result.output
     listed = cli(tmp_path).invoke(args=["targets"])
     assert "until=24h every 21600s  max_cache=10GB min_free=15%" in listed.output
+
+
+def test_check_prints_a_hosts_control_bytes_escaped_never_sent():
+    from webhook.preflight import Check
+
+    line = Check("docker", False, "\x1b[2J\x1b[31mpwned\x07", fix="rm\x1b[0m").line()
+    assert "\x1b" not in line and "\x07" not in line
+    assert line == "FAIL  docker       \\x1b[2J\\x1b[31mpwned\\x07\n      fix: rm\\x1b[0m"
+
+
+def test_check_quotes_the_keyscan_it_suggests(tmp_path):
+    from webhook.core.targets import SSHEndpoint, Target
+    from webhook.preflight import _known_host
+
+    known = tmp_path / "my hosts; rm -rf ~"
+    check = _known_host(Target("b", SSHEndpoint("build-1.example", 2222, known_hosts=str(known))))
+    assert check.fix.startswith(f"ssh-keyscan -p 2222 build-1.example >> '{known}'")
+
+
+def test_check_warns_about_a_key_file_others_may_read(tmp_path):
+    from tests.harness.ssh import keygen
+    from webhook.core.targets import SSHEndpoint, Target
+    from webhook.preflight import _target_checks
+    from webhook.remote.ssh import SSHRunner
+
+    key = keygen(tmp_path / "prunehook")
+    key.chmod(0o644)
+    ssh = SSHEndpoint("build-1.example", key_file=str(key), known_hosts=str(tmp_path / "none"))
+    checks = list(_target_checks(Target("b", ssh), SSHRunner()))
+    (warned,) = [check.line() for check in checks if check.name == "key"]
+    assert warned == (
+        f"WARN  key          {key} loads, but its mode 644 lets others read it\n"
+        f"      fix: chmod 600 {key}"
+    )
+    key.chmod(0o600)
+    checks = list(_target_checks(Target("b", ssh), SSHRunner()))
+    assert [check.line() for check in checks if check.name == "key"] == [
+        f"PASS  key          {key} loads"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,8 +31,27 @@ class Check:
 
     def line(self) -> str:
         status = "FAIL" if not self.ok else "WARN" if self.warning else "PASS"
-        text = f"{status}  {self.name:<12} {self.detail}"
-        return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
+        text = f"{status}  {self.name:<12} {_shown(self.detail)}"
+        if not self.fix or (self.ok and not self.warning):
+            return text
+        return f"{text}\n      fix: {_shown(self.fix)}"
+
+
+def _shown(text: str) -> str:
+    """A host's own words made safe for a terminal: a control byte (an ANSI escape among
+    them) is written as its escape, never sent."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _key_mode(key_file: str) -> Check | None:
+    """A key file others may read, as OpenSSH's client refuses it: a warning."""
+    if not key_file:
+        return None
+    mode = Path(key_file).expanduser().stat().st_mode & 0o777
+    if not mode & 0o077:
+        return None
+    detail = f"{key_file} loads, but its mode {mode:o} lets others read it"
+    return Check("key", True, detail, f"chmod 600 {shlex.quote(key_file)}", warning=True)
 
 
 def _known_host(target: Target) -> Check:
@@ -39,7 +59,8 @@ def _known_host(target: Target) -> Check:
 
     endpoint = target.ssh
     path = endpoint.known_hosts_path
-    scan = f"ssh-keyscan -p {endpoint.port} {endpoint.address} >> {path}"
+    address, known = shlex.quote(endpoint.address), shlex.quote(str(path))
+    scan = f"ssh-keyscan -p {endpoint.port} {address} >> {known}"
     fix = f"{scan}  (then compare the fingerprint with the host's own)"
     if not path.is_file():
         return Check("host key", False, f"{path} does not exist", fix)
@@ -203,7 +224,7 @@ def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
     try:
         load_private_key(target.ssh)
         where = target.ssh.key_file or "PRUNEHOOK_SSH_KEY"
-        yield Check("key", True, f"{where} loads")
+        yield _key_mode(target.ssh.key_file) or Check("key", True, f"{where} loads")
     except SSHFailure as failure:
         fix = "ssh-keygen -t ed25519 -N '' -f ~/.ssh/prunehook; set PRUNEHOOK_SSH_KEY_FILE"
         yield Check("key", False, str(failure), fix)

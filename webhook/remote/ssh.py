@@ -112,7 +112,9 @@ def _connect_failure(error: Exception, endpoint: SSHEndpoint, saw_banner: bool) 
         message = f"host key of {endpoint.address} does not match known_hosts: refused ({error})"
         return SSHFailure("host_key_changed", message)
     if isinstance(error, paramiko.AuthenticationException):
-        return SSHFailure("auth_failed", f"the host refused the key: {error}")
+        where_to = f"~{endpoint.user}/.ssh/authorized_keys on {endpoint.address}"
+        message = f"{endpoint.user}@{where} refused the key ({error}): check {where_to}"
+        return SSHFailure("auth_failed", message)
     if isinstance(error, paramiko.SSHException):
         message = str(error)
         if "not found in known_hosts" in message:
