@@ -34,6 +34,9 @@ def pins() -> dict[str, str]:
         ("werkzeug", "3.1.5"),
         ("gunicorn", "22.0.0"),
         ("jinja2", "3.1.5"),
+        ("requests", "2.32.3"),
+        ("urllib3", "2.4.0"),
+        ("cryptography", "44.0.0"),
     ],
 )
 def test_no_release_with_a_known_advisory_satisfies_the_requirements(name, advisory_release):
