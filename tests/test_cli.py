@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -197,3 +198,18 @@ def test_check_warns_about_a_key_file_others_may_read(tmp_path):
     assert [check.line() for check in checks if check.name == "key"] == [
         f"PASS  key          {key} loads"
     ]
+
+
+def test_a_skipped_prune_says_until_when(make_app, fake_host, clock):
+    runner = make_app().test_cli_runner()
+    assert runner.invoke(args=["prune"]).exit_code == 0
+    clock.advance(3600)
+
+    skipped = runner.invoke(args=["prune"])
+
+    assert skipped.exit_code == 0
+    assert json.loads(skipped.stdout)["decision"] == "skipped"
+    assert skipped.stderr == (
+        "127.0.0.1: interval not due yet; next allowed at 2027-01-15 14:00:00 UTC (in 5h 00m)\n"
+    )
+    assert len(fake_host.commands) == 1

@@ -19,6 +19,7 @@ from webhook.core.triggers import Source, Trigger
 from webhook.service import TargetResult
 from webhook.store import StateConflict, StoreUnavailable
 from webhook.web.context import Prunehook, prunehook
+from webhook.web.report import human_delta, human_time
 from webhook.web.schemas import result_view
 from webhook.web.status import fleet_status, one_target
 
@@ -118,6 +119,12 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool) -> None:
     shown = [result_view(result) for result in outcome.results]
     first = shown[0]
     _print({**first, "results": shown} if len(shown) == 1 else {"results": shown})
+    now = hook.service.clock()
+    for result in outcome.results:
+        at = result.next_eligible_ts
+        if at is not None:  # said to the operator; stdout stays JSON
+            when = f"{human_time(at)} (in {human_delta(at - now)})"
+            click.echo(f"{result.target}: {result.reason}; next allowed at {when}", err=True)
     sys.exit(_exit_code(outcome.results))
 
 
