@@ -112,7 +112,8 @@ def test_free_space_still_short_after_the_last_stage_is_told_with_the_shortfall(
     notices = notices_for("build-1", outcome, 0, NoticePolicy(min_reclaim_bytes=0))
     (notice,) = notices
     assert (notice.reason, notice.severity) == (Reason.DISK_LOW, Severity.WARNING)
-    assert "2.1GB (2100000000 bytes) under min_free" in notice.body
+    # the shortfall, never read as what is free
+    assert "free space is still 2.1GB (2100000000 bytes) short of min_free" in notice.body
 
 
 def test_a_failed_run_that_left_the_disk_short_tells_both():

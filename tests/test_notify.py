@@ -337,7 +337,7 @@ def test_free_space_still_short_is_sent_from_an_outcome_that_says_so(receiver, m
     assert notifier.flush(30)
     (message,) = server.messages()
     assert message["type"] == "warning"
-    assert "still 3GB (3000000000 bytes) under min_free" in message["message"]
+    assert "still 3GB (3000000000 bytes) short of min_free" in message["message"]
 
 
 # -- Telegram's variables --------------------------------------------------------------
@@ -567,5 +567,5 @@ def test_a_run_that_leaves_free_space_under_min_free_is_told(make_app, fake_host
     flush(app)
     (message,) = server.messages()
     assert message["type"] == "warning"
-    assert "still 10GB (10000000000 bytes) under min_free" in message["message"]
+    assert "still 10GB (10000000000 bytes) short of min_free" in message["message"]
     assert notifications(client)[("sent", "disk_low", "json")] == 1

@@ -240,3 +240,14 @@ def test_the_lease_is_renewed_before_every_command(tmp_path, policy):
     outcome, _ = run_stages(steps, None)
     assert outcome.ok
     assert len(renewals) == len(host.commands)
+
+
+def test_a_step_that_exits_non_zero_says_why_not_null(tmp_path):
+    host = DiskHost(young=20 * GB)
+    denied = "prunehook-guard: denied: not an allowed command\n"
+    host.answers["docker builder prune -f --filter until=24h"] = Execution(126, "", denied, 0.1)
+    run = run_once(host, tmp_path)
+    (stage,) = [step for step in run.steps if step.name == "stage 1"]
+    assert (stage.rc, stage.error_kind) == (126, ErrorKind.EXIT_STATUS)
+    assert stage.error == "rc=126: prunehook-guard: denied: not an allowed command"
+    assert (run.result, run.error) == ("failed", stage.error)

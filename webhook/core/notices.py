@@ -119,7 +119,7 @@ def disk_low_notice(target: str, free_space_short_bytes: int | None) -> Notice |
         Severity.WARNING,
         f"prunehook: {target} is still short of free space after pruning",
         f"After the last prune stage on {target}, free space is still {short} "
-        f"({free_space_short_bytes} bytes) under min_free. Only build cache is pruned: "
+        f"({free_space_short_bytes} bytes) short of min_free. Only build cache is pruned: "
         "what fills the rest of the disk needs a person.",
     )
 

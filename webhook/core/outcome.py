@@ -82,6 +82,9 @@ class Step:
 
     @classmethod
     def of(cls, name: str, command: str, execution: Execution) -> Step:
+        """The step, with why it failed when the command exited non-zero (as its stage
+        would be read), not only when it could not run."""
+        failed = summarize(execution) if execution.rc not in (0, None) else None
         return cls(
             name=name,
             command=command,
@@ -89,8 +92,8 @@ class Step:
             duration_s=round(execution.duration_s, 3),
             stdout_tail=execution.stdout_tail[-STEP_TAIL_CHARS:],
             stderr_tail=execution.stderr_tail[-STEP_TAIL_CHARS:],
-            error_kind=execution.error_kind,
-            error=execution.error,
+            error_kind=failed.error_kind if failed else execution.error_kind,
+            error=failed.error if failed else execution.error,
         )
 
 
