@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from tests.harness import (
@@ -33,6 +34,12 @@ TOKEN = "test-token-7f3a9c1e5b2d4680"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 START = 1_800_000_000.0
 
+
+# property tests: the same examples on every CI run (a red run can be run again as it was),
+# fresh ones on a developer's machine, where exploring is the point
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.register_profile("dev")
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 # a test needs a real server exactly when it uses a fixture that starts one
 NEEDS = {
