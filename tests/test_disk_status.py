@@ -73,7 +73,7 @@ def test_a_run_with_every_steps_output_tail(disk_app):
     client = app.test_client()
     run_id = prune(client)["id"]
 
-    response = client.get(f"/status/127.0.0.1/runs/{run_id}")
+    response = client.get(f"/status/127.0.0.1/runs/{run_id}", headers=AUTH)
 
     assert response.status_code == 200
     shown = response.get_json()
@@ -85,7 +85,7 @@ def test_a_run_with_every_steps_output_tail(disk_app):
         (f"/status/127.0.0.1/runs/{run_id + 1}", "unknown_run"),
         (f"/status/nope/runs/{run_id}", "unknown_target"),
     ):
-        answer = client.get(missing)
+        answer = client.get(missing, headers=AUTH)
         assert (answer.status_code, answer.get_json()["error"]) == (404, error)
 
 
@@ -94,7 +94,7 @@ def test_a_run_id_past_the_stores_integers_is_404_with_nothing_logged(disk_app, 
     """SQLite (and PostgreSQL's bigint) hold 64-bit signed ids: a larger one is no run."""
     app, _ = disk_app()
     with caplog.at_level(logging.WARNING):
-        answer = app.test_client().get(f"/status/127.0.0.1/runs/{run_id}")
+        answer = app.test_client().get(f"/status/127.0.0.1/runs/{run_id}", headers=AUTH)
     assert (answer.status_code, answer.get_json()["error"]) == (404, "unknown_run")
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 

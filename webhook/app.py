@@ -20,7 +20,7 @@ from webhook.remote.ssh import SSHRunner
 from webhook.service import Listeners, PruneService
 from webhook.store import Store, StoreUnavailable
 from webhook.store.sqlite import SQLiteStore
-from webhook.web import answers, errors, hooks, metrics, openapi, status
+from webhook.web import answers, errors, health, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
 from webhook.web.hook_token import ensure_token
 from webhook.web.metrics import Metrics
@@ -116,6 +116,7 @@ def create_app(
     errors.init_app(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(status.bp)
+    app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
     cli.init_app(app)

@@ -92,6 +92,11 @@ class Variables(Schema):
     token = fields.String(
         load_default="", validate=_token, metadata=about("bearer token the hooks require")
     )
+    status_token = fields.String(
+        load_default="",
+        validate=_token,
+        metadata=about("token /status, its pages and /metrics require; empty: they are open"),
+    )
     hmac_secret = fields.String(
         load_default="",
         validate=_secrets,
@@ -165,10 +170,12 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """Who may trigger: the bearer token and the Standard Webhooks keys."""
+    """Who may trigger (the bearer token, the Standard Webhooks keys) and who may read (the
+    status token, or the hook token)."""
 
     token: str = field(repr=False)
     hmac_keys: tuple[bytes, ...] = field(repr=False)
+    status_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -251,7 +258,7 @@ class Settings:
             base_policy=policy_of(base),
             legacy_state_key=f"{v['ssh_user']}@{host}:{v['ssh_port']}" if host else None,
         )
-        auth = AuthSettings(v["token"], tuple(parse_secrets(v["hmac_secret"])))
+        auth = AuthSettings(v["token"], tuple(parse_secrets(v["hmac_secret"])), v["status_token"])
         return cls(server, auth, notify, targets)
 
 

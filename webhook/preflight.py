@@ -235,6 +235,21 @@ def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
         yield from _docker(target, runner)
 
 
+def _reading(settings: Settings) -> Check:
+    """Whether /status and /metrics are open. Where the service listens is the command line's
+    (the Procfile binds 0.0.0.0, `make run` 127.0.0.1), which this command cannot see."""
+    if settings.auth.status_token:
+        return Check("status", True, "PRUNEHOOK_STATUS_TOKEN is set: /status and /metrics need it")
+    why = (
+        "a database URL is set, so replicas serve beyond this machine"
+        if settings.server.database_url
+        else "the Procfile and Kubernetes serve on every interface (0.0.0.0)"
+    )
+    detail = f"/status, its pages and /metrics are open to anyone who can reach them: {why}"
+    fix = "set PRUNEHOOK_STATUS_TOKEN (openssl rand -hex 32) unless only 127.0.0.1 can reach it"
+    return Check("status", True, detail, fix, warning=True)
+
+
 def _database(settings: Settings, store: Store | None) -> Check | None:
     if store is None:
         return None
@@ -263,6 +278,7 @@ def run_checks(
     checks = [
         Check("config", True, "valid" + (f", {len(warnings)} warning(s)" if warnings else "")),
         Check("token", True, token_source),
+        _reading(settings),
     ]
     checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
     checks.append(_kill_switch(settings))

@@ -26,6 +26,11 @@ def request_id() -> str:
     return g.request_id
 
 
+def prefers_html() -> bool:
+    """A browser's request: JSON for tools (and anything that does not ask otherwise)."""
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
 def _add_headers(response: Response) -> Response:
     response.headers["X-Request-ID"] = request_id()
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -32,6 +32,11 @@ class Unauthorized(APIError):
     status = 401
     code = "unauthorized"
 
+    def __init__(self, message: str, challenge: str = "Bearer"):
+        super().__init__(message)
+        # the scheme a client is asked for: Basic makes a browser ask its user
+        self.challenge = challenge
+
 
 class ValidationFailed(APIError):
     status = 422
@@ -50,7 +55,7 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
 def _api_error(error: APIError) -> Response:
     response = error_response(error.status, error.code, error.message, error.fields)
     if isinstance(error, Unauthorized):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="prunehook"'
+        response.headers["WWW-Authenticate"] = f'{error.challenge} realm="prunehook"'
     return response
 
 

@@ -20,6 +20,7 @@ from flask import Blueprint, Response
 
 from webhook.core.decision import next_eligible_ts
 from webhook.store import TargetRecord
+from webhook.web.auth import guard_reading
 from webhook.web.context import prunehook
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from webhook.service import PruneService, TriggerOutcome
 
 bp = Blueprint("metrics", __name__)
+guard_reading(bp)
 DURATION = "prunehook_prune_duration_seconds"
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

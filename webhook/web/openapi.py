@@ -59,13 +59,28 @@ def _hook(summary: str, body: str, required: bool, query: type = schemas.HookQue
     }
 
 
+# a reader's token (PRUNEHOOK_STATUS_TOKEN or the hook token): as a bearer token, or as the
+# password of HTTP Basic; `{}`: none is needed while PRUNEHOOK_STATUS_TOKEN is unset
+READER: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
+
+
 def _get(
-    summary: str, ok: dict, not_found: str = "", path: type | None = None, database: bool = True
+    summary: str,
+    ok: dict,
+    not_found: str = "",
+    path: type | None = None,
+    database: bool = True,
+    security: list[dict] | None = None,
 ) -> dict:
     """A GET answering `ok`; `not_found`: why a 404; `path`: a schema of the path's
-    parameters; `database`: it reads the state database, which may be unavailable (503)."""
+    parameters; `database`: it reads the state database, which may be unavailable (503);
+    `security`: who may read it (else anyone)."""
     responses = {"200": ok, **({"404": _answer(not_found, "Error")} if not_found else {})}
+    if security is not None:
+        responses |= {"401": _answer("missing or wrong token", "Error")}
     operation = {"summary": summary, "responses": responses | (_errors(503) if database else {})}
+    if security is not None:
+        operation["security"] = security
     if path is not None:
         operation["parameters"] = [{"in": "path", "schema": path}]
     return {"get": operation}
@@ -78,6 +93,7 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
 
     spec = APISpec(TITLE, VERSION, "3.0.3", plugins=[MarshmallowPlugin()])
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("basic", {"type": "http", "scheme": "basic"})
     spec.components.security_scheme(
         "standardWebhooks",
         {"type": "apiKey", "in": "header", "name": "webhook-signature"},
@@ -108,18 +124,21 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
         "/status": _get(
             "every target: settings, the last run, the run in flight",
             _answer(f"status: {page}", "Status", html=True),
+            security=[*READER, {}],
         ),
         "/status/{name}": _get(
             "one target: its state, the run in flight, recent runs",
             _answer(page, "OneTargetStatus", html=True),
             "no target has this name",
             schemas.TargetPathSchema,
+            security=[*READER, {}],
         ),
         "/status/{name}/runs/{run_id}": _get(
             "one run of a target: every probe and stage with its output tail",
             _answer("the run", "RunWithTails"),
             "no such target, or no such run of it",
             schemas.RunPathSchema,
+            security=READER,
         ),
         "/readyz": _get("readiness: the state database answers", _answer("ready", _word("ready"))),
         "/healthz": _get("liveness", _answer("alive", _word("ok")), database=False),

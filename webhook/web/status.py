@@ -1,17 +1,18 @@
-"""GET /status (the fleet), GET /status/<name> (one target), GET /healthz."""
+"""GET /status (the fleet), GET /status/<name> (one target), GET /status/<name>/runs/<id>."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template
 
 from webhook.core.disk import Goals
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.store import TargetRecord
-from webhook.web.answers import page_policy
+from webhook.web.answers import page_policy, prefers_html
+from webhook.web.auth import guard_reading
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError
 from webhook.web.report import (
@@ -30,6 +31,8 @@ from webhook.web.report import (
 from webhook.web.schemas import RUN_ID_MAX, RUN_WITH_TAILS
 
 bp = Blueprint("status", __name__, template_folder="templates")
+# a run's output tails (Docker's versions, its socket path, errors) are for a token holder
+guard_reading(bp, tails=("status.run",))
 RECENT_RUNS = 10
 
 
@@ -81,11 +84,6 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
     return shown
 
 
-def _wants_html() -> bool:
-    # JSON for tools (and anything that does not ask otherwise); a page for browsers
-    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
-
-
 def _page(template: str, **context: Any) -> Response:
     nonce = secrets.token_urlsafe(16)
     page = render_template(
@@ -127,7 +125,7 @@ def _fleet_page(shown: dict[str, Any]) -> Response:
 def status() -> Response:
     hook = prunehook()
     shown = fleet_status(hook)
-    if not _wants_html():
+    if not prefers_html():
         return jsonify(shown)
     if len(hook.service.fleet) <= 1:
         return _target_page(shown, len(hook.service.fleet), next(iter(hook.service.fleet), None))
@@ -147,7 +145,7 @@ def target(name: str) -> Response:
     found = _named(hook, name)
     shown = one_target(hook, found)
     shown["target"] = shown["name"]
-    if not _wants_html():
+    if not prefers_html():
         return jsonify(shown)
     # the page says how far away times are; the JSON keeps one target's keys
     return _target_page({**shown, "now": hook.service.clock()}, len(hook.service.fleet), found)
@@ -162,16 +160,3 @@ def run(name: str, run_id: int) -> Response:
     if found is None or found.target != name:
         raise APIError(f"{name} has no run {run_id}", status=404, code="unknown_run")
     return jsonify(RUN_WITH_TAILS.dump(found))
-
-
-@bp.get("/healthz")
-def healthz() -> Response:
-    """Liveness: the process answers. The database's state is /readyz's."""
-    return jsonify({"status": "ok"})
-
-
-@bp.get("/readyz")
-def readyz() -> Response:
-    """Readiness: 200 when the state database answers; else 503 (errors.py) with Retry-After."""
-    prunehook().service.store.ping()
-    return jsonify({"status": "ready"})
