@@ -294,6 +294,7 @@ def test_the_kubernetes_containers_command_with_its_variables_answers_its_probes
     settings = dict(manifest("ConfigMap", "prunehook-settings")["data"])
     secret = {
         "token": TOKEN,
+        "status-token": "status-token-of-the-container",
         "ssh-key": host.client_key.read_text(),
         "database-url": postgres_database,
     }
@@ -330,6 +331,7 @@ def test_the_kubernetes_containers_command_with_its_variables_answers_its_probes
         for probe in ("readinessProbe", "livenessProbe"):
             path = container()[probe]["httpGet"]["path"]
             assert served.call(path, None, "GET")[0] == 200, path
+        assert served.call("/metrics", None, "GET")[0] == 401  # the status token is set
         code, ran = served.call("/hooks/cron?wait=1")
         assert (code, ran["run"]["result"]) == (200, "ok")
     finally:
