@@ -32,3 +32,19 @@ def test_the_sqlite_app_never_imports_the_postgresql_driver(tmp_path):
         [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert found.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_server_loads_the_operators_commands_only_when_one_is_run(tmp_path):
+    """webhook.cli is for the `flask` command: a worker starting to serve never imports it."""
+    check = (
+        "from webhook import create_app; from webhook.config import Settings; import sys; "
+        f"settings = Settings.from_values(token='t' * 32, db_path={str(tmp_path / 's.db')!r}); "
+        f"app = create_app(settings, instance_path={str(tmp_path)!r}); "
+        "served = 'webhook.cli' in sys.modules; "
+        "answer = app.test_cli_runner().invoke(args=['targets', '--help']); "
+        "print(served, 'webhook.cli' in sys.modules, answer.exit_code)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip().splitlines()[-1] == "False True 0"

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 from flask import Flask
+from flask.cli import AppGroup
 
-from webhook import cli
 from webhook.config import Settings, load_settings
 from webhook.logs import configure_logging
 from webhook.notify import Notifier
@@ -26,6 +27,21 @@ from webhook.web.hook_token import ensure_token
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
+
+
+class Commands(AppGroup):
+    """The operator's commands (webhook.cli), imported when the `flask` command looks one up:
+    a server never loads them, which keeps its start short."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from webhook.cli import COMMANDS
+
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from webhook.cli import COMMANDS
+
+        return COMMANDS.get(name) or super().get_command(ctx, name)
 
 
 def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, list[str]]:
@@ -119,5 +135,5 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
-    cli.init_app(app)
+    app.cli = Commands(app.name)
     return app

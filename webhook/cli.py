@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import with_appcontext
 
 from webhook.config import ConfigError
@@ -245,7 +245,11 @@ def state_copy_command(url: str | None) -> None:
     )
 
 
-def init_app(app: Flask) -> None:
-    for command in (targets_command, prune_command, status_command, check_command):
-        app.cli.add_command(command)
-    app.cli.add_command(state_group)
+# what `flask --app wsgi NAME` runs, by name (webhook.app registers them lazily)
+COMMANDS = {
+    "targets": targets_command,
+    "prune": prune_command,
+    "status": status_command,
+    "check": check_command,
+    "state": state_group,
+}
