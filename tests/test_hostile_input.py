@@ -10,7 +10,6 @@ from tests.conftest import AUTH
 from tests.disk_host import DF, GB, ROOT, DiskHost
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT, alertmanager_group
 from webhook.core.disk import (
-    MAX_SIZE_BYTES,
     SizeError,
     parse_build_cache,
     parse_configured_size,
@@ -23,7 +22,7 @@ from webhook.core.outcome import (
     RunOutcome,
     summarize,
 )
-from webhook.core.sizes import find_reclaimed
+from webhook.core.sizes import MAX_SIZE_BYTES, find_reclaimed
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.service import PruneService

@@ -8,8 +8,8 @@ contrib/prunehook-guard allows exactly these on the host.
 
 from __future__ import annotations
 
-from webhook.core.disk import MAX_SIZE_BYTES
 from webhook.core.duration import GO_DURATION
+from webhook.core.sizes import MAX_SIZE_BYTES
 from webhook.core.targets import is_docker_root
 
 # the read-only probes (the guard allows each exactly as written here)

@@ -19,9 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
-# MAX_SIZE_BYTES: the bound of every size, configured or measured (command.py's too)
-from webhook.core.sizes import MAX_SIZE_BYTES as MAX_SIZE_BYTES
-from webhook.core.sizes import clamp_size, human_size, parse_size, size_of
+from webhook.core.sizes import MAX_SIZE_BYTES, clamp_size, human_size, parse_size, size_of
 
 # what a configured size may be written as: bytes, or a number and a unit (go-units'
 # spelling: decimal kB MB GB TB, binary KiB MiB GiB TiB, any case)
