@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.harness import REPO
+from tests.harness import REPO, in_a_fresh_app
 
 CORE = ["decision", "duration", "sizes", "command", "outcome", "targets", "triggers", "notices"]
 IO_MODULES = ["flask", "sqlite3", "paramiko", "prometheus_client", "werkzeug"]
@@ -22,29 +22,15 @@ def test_importing_the_core_pulls_in_no_web_database_or_ssh_module():
 
 def test_the_sqlite_app_never_imports_the_postgresql_driver(tmp_path):
     """psycopg is loaded only with a database URL: a single host starts without it."""
-    check = (
-        "from webhook import create_app; from webhook.config import Settings; import sys; "
-        f"create_app(Settings.from_values(token='t' * 32, db_path={str(tmp_path / 's.db')!r}),"
-        f" instance_path={str(tmp_path)!r}); "
-        "print(sorted(m for m in ('psycopg', 'psycopg_pool') if m in sys.modules))"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert found.stdout.strip().splitlines()[-1] == "[]"
+    then = "print(sorted(m for m in ('psycopg', 'psycopg_pool') if m in sys.modules))"
+    assert in_a_fresh_app(tmp_path, then) == "[]"
 
 
 def test_a_server_loads_the_operators_commands_only_when_one_is_run(tmp_path):
     """webhook.cli is for the `flask` command: a worker starting to serve never imports it."""
-    check = (
-        "from webhook import create_app; from webhook.config import Settings; import sys; "
-        f"settings = Settings.from_values(token='t' * 32, db_path={str(tmp_path / 's.db')!r}); "
-        f"app = create_app(settings, instance_path={str(tmp_path)!r}); "
+    then = (
         "served = 'webhook.cli' in sys.modules; "
         "answer = app.test_cli_runner().invoke(args=['targets', '--help']); "
         "print(served, 'webhook.cli' in sys.modules, answer.exit_code)"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert found.stdout.strip().splitlines()[-1] == "False True 0"
+    assert in_a_fresh_app(tmp_path, then) == "False True 0"

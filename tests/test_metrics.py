@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AUTH, START
-from tests.harness import REPO
+from tests.harness import in_a_fresh_app
 
 # the labels of the one target the test apps configure (named after 127.0.0.1)
 ONE = (("target", "127.0.0.1"),)
@@ -95,15 +93,9 @@ def test_a_scrape_reads_the_state_row_never_the_run_history(app, client, tmp_pat
 
 def test_prometheus_client_is_imported_at_the_first_scrape_not_at_start(tmp_path):
     """Cold start counts: the app starts without it; /metrics (or a first count) loads it."""
-    check = (
-        "from webhook import create_app; from webhook.config import Settings; import sys; "
-        f"settings = Settings.from_values(token='t' * 32, db_path={str(tmp_path / 's.db')!r}); "
-        f"app = create_app(settings, instance_path={str(tmp_path)!r}); "
+    then = (
         "loaded = 'prometheus_client' in sys.modules; "
         "answer = app.test_client().get('/metrics'); "
         "print(loaded, 'prometheus_client' in sys.modules, answer.status_code)"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert found.stdout.strip().splitlines()[-1] == "False True 200"
+    assert in_a_fresh_app(tmp_path, then) == "False True 200"

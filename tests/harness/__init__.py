@@ -18,6 +18,7 @@ from tests.harness.parts import (
     find_binary,
     free_port,
     http_call,
+    in_a_fresh_app,
     wait_for,
 )
 from tests.harness.postgres import PostgresServer
@@ -49,6 +50,7 @@ __all__ = [
     "find_binary",
     "free_port",
     "http_call",
+    "in_a_fresh_app",
     "keygen",
     "known_hosts_line",
     "operator_environment",

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,20 @@ def find_binary(*candidates: str) -> str:
         if found:
             return found
     raise PartMissing(f"none of {', '.join(candidates)} is installed")
+
+
+def in_a_fresh_app(tmp_path: Path, then: str) -> str:
+    """The last line `then` prints, run in a fresh interpreter right after create_app made
+    `app` (SQLite state, `sys` imported): what a start loads, and what a use loads after."""
+    check = (
+        "from webhook import create_app; from webhook.config import Settings; import sys; "
+        f"settings = Settings.from_values(token='t' * 32, db_path={str(tmp_path / 's.db')!r}); "
+        f"app = create_app(settings, instance_path={str(tmp_path)!r}); {then}"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return found.stdout.strip().splitlines()[-1]
 
 
 def free_port() -> int:
