@@ -27,7 +27,7 @@ from webhook.config import ConfigError
 from webhook.core.decision import TargetState
 from webhook.logs import PASSWORDS, mask_database_passwords
 from webhook.store import StoreUnavailable
-from webhook.store.base import SQLStore, clean, state_from
+from webhook.store.base import SQLStore, state_from
 
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
@@ -170,7 +170,7 @@ class PostgresStore(SQLStore):
     def _execute(
         self, connection: psycopg.Connection[Any], sql: str, parameters: Sequence[Any] = ()
     ) -> Any:
-        return connection.execute(_placeholders(sql), clean(parameters))
+        return super()._execute(connection, _placeholders(sql), parameters)
 
     def clock(self) -> float:
         """The database's time: what replicas share, whatever their own clocks say."""
