@@ -238,16 +238,25 @@ else:
 """
 
 
-@pytest.fixture
-def buildx_host(tmp_path, make_sshd):
-    """A build host whose guard runs the buildx stand-in, with 12 GB of cache."""
+TWELVE_GB_CACHE = '{"cache": 12000000000}'
+
+
+def buildx_stand_in(tmp_path: Path) -> Path:
+    """The buildx stand-in `docker`, in a folder of its own with its state: 12 GB of cache."""
     folder = tmp_path / "buildx-docker"
     folder.mkdir()
     docker = folder / "docker"
     docker.write_text(BUILDX_DOCKER)
     docker.chmod(0o755)
-    (folder / "state.json").write_text('{"cache": 12000000000}')
-    return make_sshd(docker=str(docker)), folder
+    (folder / "state.json").write_text(TWELVE_GB_CACHE)
+    return docker
+
+
+@pytest.fixture
+def buildx_host(tmp_path, make_sshd):
+    """A build host whose guard runs the buildx stand-in, with 12 GB of cache."""
+    docker = buildx_stand_in(tmp_path)
+    return make_sshd(docker=str(docker)), docker.parent
 
 
 def test_buildx_output_and_its_deprecation_warning_through_the_real_sshd(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import AUTH
-from tests.test_disk_real import BUILDX_DOCKER
+from tests.test_disk_real import TWELVE_GB_CACHE, buildx_stand_in
 from webhook import create_app
 from webhook.core.decision import Answer, Result, TargetState, decide, next_eligible_ts
 from webhook.core.outcome import ErrorKind, Execution, summarize
@@ -76,12 +76,7 @@ def test_a_run_with_a_goal_passes_the_hosts_interval_with_both_stages_and_no_mor
     """Through the real sshd, whose SSH_CONNECTION names the run's one connection: the age
     prune opens the host's interval, the run's stage 2 passes it, and the next run's first
     prune is refused."""
-    folder = tmp_path / "buildx-docker"
-    folder.mkdir()
-    docker = folder / "docker"
-    docker.write_text(BUILDX_DOCKER)
-    docker.chmod(0o755)
-    (folder / "state.json").write_text('{"cache": 12000000000}')
+    docker = buildx_stand_in(tmp_path)
     state = tmp_path / "host-interval.state"
     options = ("--min-until", "1s", "--allow-keep-storage")
     options += ("--min-interval", "3600", "--state", str(state))
@@ -96,7 +91,7 @@ def test_a_run_with_a_goal_passes_the_hosts_interval_with_both_stages_and_no_mor
         "allowed docker builder prune -f --keep-storage 5000000000",
     ]
 
-    (folder / "state.json").write_text('{"cache": 12000000000}')
+    (docker.parent / "state.json").write_text(TWELVE_GB_CACHE)
     env_for(host, PRUNEHOOK_DB_PATH=str(tmp_path / "wiped.sqlite3"), **goal)
     again = create_app(instance_path=str(tmp_path / "instance")).test_client()
     refused = again.post("/hooks/cron?wait=1", headers=AUTH).get_json()
