@@ -111,6 +111,47 @@ def test_an_over_long_watchdog_or_cron_field_is_422_naming_it(
     assert fake_host.commands == []
 
 
+@pytest.mark.parametrize(
+    ("path", "payload", "field"),
+    [
+        ("/hooks/cron", {"source": "nightly\x00"}, "source"),
+        ("/hooks/cron", {"source": "\x1b[2Jcleared"}, "source"),
+        ("/hooks/watchdog", WATCHDOG_ALERT | {"host": "build-1\x00"}, "host"),
+        ("/hooks/watchdog", WATCHDOG_ALERT | {"mount": "/var\nlib"}, "mount"),
+        ("/hooks/watchdog", WATCHDOG_ALERT | {"message": "full\x00"}, "message"),
+        ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x00hook"}, "receiver"),
+        ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x7f"}, "receiver"),
+        ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x9b"}, "receiver"),
+        ("/hooks/alertmanager", ALERTMANAGER | {"groupKey": "{}:\x00"}, "groupKey"),
+        (
+            "/hooks/alertmanager",
+            ALERTMANAGER | {"alerts": [ALERTMANAGER["alerts"][0] | {"labels": {"host": "b\x00"}}]},
+            "alerts",
+        ),
+    ],
+)
+def test_a_control_character_in_a_hook_field_is_422_naming_it_and_changes_nothing(
+    client, fake_host, path, payload, field
+):
+    before = client.get("/status").get_data()
+    response = client.post(path, json=payload, headers=AUTH)
+    assert response.status_code == 422
+    assert field in response.get_json()["fields"]
+    assert fake_host.commands == []
+    assert client.get("/status").get_data() == before
+
+
+def test_prose_may_span_lines_where_a_sender_writes_it(client, fake_host):
+    described = ALERTMANAGER | {
+        "commonAnnotations": {"description": "Disk on build-1\nis 97% full.\tAct."}
+    }
+    answer = client.post("/hooks/alertmanager?wait=1", json=described, headers=AUTH)
+    assert answer.status_code == 200
+    alert = WATCHDOG_ALERT | {"message": "line one\r\nline two"}
+    assert client.post("/hooks/watchdog", json=alert, headers=AUTH).status_code in (200, 202)
+    assert len(fake_host.commands) == 1
+
+
 def test_status_stays_small_however_long_the_accepted_fields(client, fake_host, clock):
     longest = ALERTMANAGER | {"receiver": "r" * 256, "groupKey": "k" * 8192}
     for _ in range(12):

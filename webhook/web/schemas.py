@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields
 from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 
 from webhook.core.decision import Answer, Result
@@ -33,6 +33,28 @@ class JSONNumber(fields.Float):
         return super()._validated(value)
 
 
+class Printable(Regexp):
+    """No control characters (NUL, escapes, DEL, C1); prose may keep tabs and line breaks.
+
+    A hook's text is logged, stored and shown: a NUL fails PostgreSQL's write, an escape
+    rewrites an operator's terminal, and no real sender puts either in a name. A pattern,
+    so the OpenAPI document states it too."""
+
+    def __init__(self, prose: bool = False) -> None:
+        control = r"\x00-\x08\x0b\x0c\x0e-\x1f" if prose else r"\x00-\x1f"
+        super().__init__(rf"^[^{control}\x7f-\x9f]*$", error="must not contain control characters")
+
+    def __call__(self, value: str | bytes) -> str | bytes:  # type: ignore[override]
+        # fullmatch: `$` alone would let one trailing line break through
+        if self.regex.fullmatch(value) is None:  # type: ignore[arg-type]
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+NAME = Printable()
+PROSE = Printable(prose=True)
+
+
 # Every text a hook accepts is bounded, as some are logged and stored (the receiver is the
 # run's trigger): well above what a real sender sends, so an over-long value is a broken or
 # hostile sender and is refused (422) rather than cut into something it never sent.
@@ -45,15 +67,18 @@ FINGERPRINT_CHARS = 64
 TIME_CHARS = 64
 
 
-def _text(max_chars: int, **kwargs) -> fields.String:
-    return fields.String(validate=Length(max=max_chars), **kwargs)
+def _text(max_chars: int, min_chars: int = 0, prose: bool = False, **kwargs) -> fields.String:
+    validate = [Length(min=min_chars or None, max=max_chars), PROSE if prose else NAME]
+    return fields.String(validate=validate, **kwargs)
 
 
 def _string_map(max_value_chars: int, **kwargs) -> fields.Dict:
-    """Alertmanager's label and annotation sets: names to strings, both bounded."""
+    """Alertmanager's label and annotation sets: names to strings, both bounded; a value
+    (a description, even a label's) may span lines. A name is only looked up, never kept,
+    and OpenAPI 3.0 cannot state a pattern for it."""
     return fields.Dict(
         keys=fields.String(validate=Length(max=NAME_CHARS)),
-        values=_text(max_value_chars),
+        values=_text(max_value_chars, prose=True),
         load_default=dict,
         **kwargs,
     )
@@ -65,7 +90,7 @@ class CronPingSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    source = fields.String(validate=Length(max=200))
+    source = _text(200)
 
 
 class WatchdogAlertSchema(Schema):
@@ -74,13 +99,13 @@ class WatchdogAlertSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    host = fields.String(required=True, validate=Length(min=1, max=253))
-    mount = fields.String(load_default="/", validate=Length(min=1, max=4096))
+    host = _text(253, min_chars=1, required=True)
+    mount = _text(4096, min_chars=1, load_default="/")
     used_percent = JSONNumber(required=True, validate=Range(min=0, max=100))
     status = fields.String(load_default="firing", validate=FIRING_OR_RESOLVED)
     threshold_percent = JSONNumber(validate=Range(min=0, max=100))
     free_bytes = fields.Integer(strict=True, validate=Range(min=0))
-    message = fields.String(validate=Length(max=2000))
+    message = _text(2000, prose=True)
     timestamp = fields.AwareDateTime()
 
 
@@ -110,7 +135,7 @@ class AlertmanagerWebhookSchema(Schema):
         data_key="truncatedAlerts", load_default=0, strict=True, validate=Range(min=0)
     )
     status = fields.String(required=True, validate=FIRING_OR_RESOLVED)
-    receiver = fields.String(required=True, validate=Length(min=1, max=NAME_CHARS))
+    receiver = _text(NAME_CHARS, min_chars=1, required=True)
     group_labels = _string_map(LABEL_VALUE_CHARS, data_key="groupLabels")
     common_labels = _string_map(LABEL_VALUE_CHARS, data_key="commonLabels")
     common_annotations = _string_map(ANNOTATION_CHARS, data_key="commonAnnotations")
