@@ -3,13 +3,16 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import socket
 import tomllib
+from pathlib import Path
 
 import paramiko
 import psycopg
 import pytest
 
 from tests.harness import BuildFleet, PostgresServer
+from tests.harness.parts import PORT_BLOCK, free_port, port_block
 
 
 def ssh_run(
@@ -87,3 +90,29 @@ def test_postgres_part_starts_stops_and_starts_again(postgres: PostgresServer):
         assert connection.execute("select 1").fetchone() == (1,)
         assert connection.execute("select value from kept").fetchall() == [(7,)]
         connection.execute("drop table kept")
+
+
+def test_each_worker_picks_ports_of_its_own_below_the_kernels_ephemeral_range():
+    blocks = [set(port_block(f"gw{index}")) for index in range(12)] + [set(port_block(""))]
+    low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert all(max(block) < low for block in blocks)
+    assert all(not (a & b) for i, a in enumerate(blocks[:12]) for b in blocks[i + 1 : 12])
+    assert blocks[-1] == blocks[0]
+
+
+def test_a_port_something_holds_is_never_handed_out():
+    held = []
+    try:
+        for _ in range(50):
+            port = free_port()
+            assert port not in [taken.getsockname()[1] for taken in held]
+            server = socket.socket()
+            server.bind(("127.0.0.1", port))
+            server.listen()
+            held.append(server)
+        # the block wraps round to ports still held: they are passed over
+        for _ in range(PORT_BLOCK):
+            assert free_port() not in [taken.getsockname()[1] for taken in held]
+    finally:
+        for server in held:
+            server.close()

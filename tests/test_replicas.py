@@ -220,11 +220,17 @@ def test_replicas_recover_when_the_database_comes_back_and_record_what_finished_
     host = make_sshd(docker_host=docker_engine.host)
     env = replica_env(host, PRUNEHOOK_TIMEOUT_S="30")
     replicas = [serve(env, workers=1), serve(env, workers=1)]
-    with docker_engine.paused(seconds=3):
+    with docker_engine.paused():  # the prune hangs until the database is away
         assert replicas[0].call("/hooks/cron")[1]["decision"] == "started"
-        postgres.stop()  # the prune finishes while the database is away
+        postgres.stop()
     try:
-        time.sleep(4)
+        log = replicas[0].log_path
+        assert log is not None
+        wait_for(
+            lambda: "cannot record the outcome (attempt 1)" in log.read_text(),
+            60,
+            "the prune to finish while the database is away",
+        )
         for replica in replicas:
             assert replica.call("/readyz", None, "GET")[0] == 503
             assert replica.call("/healthz", None, "GET")[0] == 200

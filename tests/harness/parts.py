@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -48,10 +50,34 @@ def in_a_fresh_app(tmp_path: Path, then: str) -> str:
     return found.stdout.strip().splitlines()[-1]
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for bind(0) or an
+# outgoing connection (ssh, psycopg, urllib) can be taken again between our probe and the
+# server's bind. Each xdist worker draws from its own block, so two never pick the same one.
+PORT_BLOCK = 1000
+FIRST_PORT = 20000
+_ports_given = itertools.count()
+
+
+def port_block(worker: str) -> range:
+    """The ports a pytest-xdist worker (`gw0`, `gw1`, ...; "" outside xdist) picks from."""
+    index = int(worker.removeprefix("gw") or 0) % 12
+    start = FIRST_PORT + index * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port no server of this run holds: each call moves on through this worker's
+    block (wrapping), skipping ports something else already holds."""
+    block = port_block(os.environ.get("PYTEST_XDIST_WORKER", ""))
+    for _ in range(len(block)):
+        port = block[next(_ports_given) % len(block)]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise PartMissing(f"every loopback port in {block.start}-{block.stop - 1} is taken")
 
 
 def wait_for(
