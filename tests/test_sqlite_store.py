@@ -149,6 +149,7 @@ ADDED_BY_VERSION = {
             "last_freed_bytes", "last_goal_met", "last_free_short_bytes",
         ),
     },
+    5: {"runs": ("forecast",), "targets": ("measuring_until_ts", "forecast")},
 }  # fmt: skip
 
 

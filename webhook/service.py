@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Answer, Decision, clock_step, decide
+from webhook.core.forecast import Act, Forecast, Verdict
 from webhook.core.targets import Fleet, Target
-from webhook.core.triggers import Trigger
+from webhook.core.triggers import Source, Trigger
 from webhook.remote.session import CommandSession, Execute, OpenSession
 from webhook.runs import FinishedListener, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
+from webhook.watch import MeasuredListener, Watch
 
 if TYPE_CHECKING:
     from webhook.core.decision import TargetState
@@ -79,6 +81,7 @@ DecidedListener = Callable[[TriggerOutcome], object]
 class Listeners:
     decided: list[DecidedListener] = field(default_factory=list)
     finished: list[FinishedListener] = field(default_factory=list)
+    measured: list[MeasuredListener] = field(default_factory=list)
 
 
 class PruneService:
@@ -103,13 +106,13 @@ class PruneService:
         self.listeners = listeners or Listeners()
         # a run's probes and stages share one session: the SSH runner's, or one over
         # `execute` (a call per command) where no sessions are given
-        self.runs = Runs(
-            store,
-            open_session or (lambda target: CommandSession(execute, target)),
-            clock,
-            max_parallel,
-            self.listeners.finished,
+        open_session = open_session or (lambda target: CommandSession(execute, target))
+        self.watch = Watch(
+            store, open_session, clock, max_parallel, self.start_watched, self.listeners.measured
         )
+        # a run's measures are samples before anyone is told of the run
+        self.listeners.finished.insert(0, self.watch.run_finished)
+        self.runs = Runs(store, open_session, clock, max_parallel, self.listeners.finished)
 
     # -- what a trigger concerns -------------------------------------------------
     def route(self, trigger: Trigger) -> tuple[list[Target], list[TargetResult]]:
@@ -161,6 +164,8 @@ class PruneService:
             if started and all(result.answer == Answer.UNAVAILABLE for result in started):
                 raise StoreUnavailable("the state database failed for every target")
             results += started
+            if trigger.source == Source.CRON:
+                self._sweep(targets, started)
         results += unknown
         if not results:
             reason = trigger.reason
@@ -170,6 +175,53 @@ class PruneService:
         outcome = TriggerOutcome(trigger, tuple(results), request_id)
         self._decided(outcome)
         return outcome
+
+    def _sweep(self, targets: Sequence[Target], results: Sequence[TargetResult]) -> None:
+        """Queue a measure of each watched target the ping did not start a run on."""
+        started = {result.target for result in results if result.run_id is not None}
+        try:
+            self.watch.sweep(t for t in targets if t.name not in started)
+        except StoreUnavailable as error:
+            log.error("cron ping: no measure queued, the state database failed: %s", error)
+
+    def start_watched(
+        self, target: Target, verdict: Verdict, forecast: Forecast | None
+    ) -> int | None:
+        """A run on the watch's word (a goal missed now, or forecast to be), bounded as a
+        critical start: never within critical_interval_s of the last. It prunes towards the
+        verdict's goals; the run's record keeps the forecast it acted on."""
+        ahead = verdict.act == Act.FORECAST
+        source = Source.FORECAST if ahead else Source.WATCH
+        try:
+            result = self.claim(target, source, critical=True, forecast=forecast if ahead else None)
+        except StoreUnavailable as error:
+            log.error("watch of %s: the state database failed: %s", target.name, error)
+            return None
+        log.info(
+            "watch of %s: %s (%s): %s",
+            target.name,
+            verdict.reason,
+            source,
+            result.answer,
+            extra={
+                "fields": {
+                    "event": "watch",
+                    "target": target.name,
+                    "decision": result.answer,
+                    "reason": result.reason,
+                    "trigger": str(source),
+                    "run_id": result.run_id,
+                }
+            },
+        )
+        if result.run_id is None:
+            return None
+        goals = verdict.goals
+        if goals is not None:
+            policy = replace(target.policy, max_cache=goals.max_cache, min_free=goals.min_free)
+            target = replace(target, policy=policy)
+        self.runs.submit(target, result.run_id)
+        return result.run_id
 
     def duplicate(self, trigger: Trigger, request_id: str | None = None) -> TriggerOutcome:
         """A signed delivery seen before: answered, counted and logged, never decided."""
@@ -236,6 +288,7 @@ class PruneService:
         force: bool = False,
         request_id: str | None = None,
         critical: bool = False,
+        forecast: Forecast | None = None,
     ) -> TargetResult:
         """Decide for `target` now and, when due, claim a run (its id in the result) that
         the caller must `launch`. The store's compare-and-set makes the claim exclusive:
@@ -250,7 +303,7 @@ class PruneService:
             if decision.answer != Answer.STARTED:
                 return _result(target, decision)
             # built only for a start: a skip, the common answer, needs no command
-            run = run or NewRun(trigger, self.command(target), os.getpid(), request_id)
+            run = run or NewRun(trigger, self.command(target), os.getpid(), request_id, forecast)
             run_id = self.store.claim(target.name, state, run, now, target.policy.lease_s)
             if run_id is not None:
                 return _result(target, decision, run_id)
@@ -295,7 +348,8 @@ class PruneService:
             return result
 
     def join_all(self, timeout: float | None = None) -> None:
-        """Wait for the runs this process started (tests, CLI and shutdown)."""
+        """Wait for the measures and runs this process started (tests, CLI and shutdown)."""
+        self.watch.join_all(timeout)
         self.runs.join_all(timeout)
 
 

@@ -79,6 +79,10 @@ class PrunePolicy:
     critical_percent: float = 95
     critical_interval_s: float = 900
     docker_root: str = "/var/lib/docker"
+    # DESIGN.md, "Watching and forecasting": 0 watches nothing
+    watch_interval_s: float = 0
+    forecast_window_s: float = 21600
+    forecast_horizon_s: float = 14400
 
     @property
     def lease_s(self) -> float:
@@ -261,11 +265,12 @@ def about(description: str, variable: str = "", *, fallback: bool = False) -> di
     return {"description": description, "variable": variable, "fallback": fallback}
 
 
-def seconds(default: float, most: float | None, description: str) -> Number:
-    """A time in seconds, more than zero; with a default that is safe (`fallback`)."""
+def seconds(default: float, most: float | None, description: str, zero: bool = False) -> Number:
+    """A time in seconds, more than zero (or zero too, where 0 means off); with a default
+    that is safe (`fallback`)."""
     return Number(
         load_default=default,
-        validate=Range(0, most, min_inclusive=False),
+        validate=Range(0, most, min_inclusive=zero),
         metadata=about(description, fallback=True),
     )
 
@@ -354,6 +359,20 @@ class PolicySchema(Schema):
         PrunePolicy.critical_interval_s,
         10 * YEAR_S,
         "a critical prune waits this long after the last",
+    )
+    watch_interval_s = seconds(
+        PrunePolicy.watch_interval_s,
+        YEAR_S,
+        "a cron ping measures the host when its last measure is this old; 0: never",
+        zero=True,
+    )
+    forecast_window_s = seconds(
+        PrunePolicy.forecast_window_s, 30 * 86400, "the fill rate is read over this window"
+    )
+    forecast_horizon_s = seconds(
+        PrunePolicy.forecast_horizon_s,
+        30 * 86400,
+        "a goal forecast to be missed this soon is pruned for now",
     )
 
 

@@ -28,6 +28,9 @@ class Source(StrEnum):
     WATCHDOG = "watchdog"
     ALERTMANAGER = "alertmanager"
     CLI = "cli"
+    # the watch's own measure: a goal missed now, or forecast to be
+    WATCH = "watch"
+    FORECAST = "forecast"
 
 
 @dataclass(frozen=True)

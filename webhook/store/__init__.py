@@ -8,13 +8,19 @@ most one prune per target.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
 from webhook.core.decision import Result, TargetState
+from webhook.core.forecast import Forecast, Sample
 from webhook.core.outcome import ErrorKind, Measured, RunOutcome
 
 HISTORY_LIMIT = 100
+# samples kept per target: a week, and at most this many (six hours at one a quarter
+# minute, a day at one a minute): the forecast reads its window, the page its chart
+SAMPLES_KEPT_S = 7 * 86400
+SAMPLES_KEPT = 1440
 # signed delivery ids kept at most, the oldest dropped first
 DELIVERIES_LIMIT = 100_000
 LOST_ERROR = "the worker running this prune died or hung; its lease expired"
@@ -32,6 +38,8 @@ class NewRun:
     command: str
     worker_pid: int | None = None
     request_id: str | None = None
+    # a run started ahead of a forecast: the forecast it acted on
+    forecast: Forecast | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,15 @@ class RunRecord(Measured):
     stderr_tail: str | None = None
     worker_pid: int | None = None
     request_id: str | None = None
+    forecast: Forecast | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleRecord(Sample):
+    """A sample as kept: the `samples` table's row."""
+
+    id: int | None = None
+    target: str
 
 
 # the columns a finish writes from the run's outcome: RunOutcome and RunRecord name them alike
@@ -87,6 +104,10 @@ class TargetRecord(TargetState):
     last_freed_bytes: int | None = None
     last_goal_met: bool | None = None
     last_free_short_bytes: int | None = None
+    # a measure of the watch is under way (in some process) until then
+    measuring_until_ts: float | None = None
+    # the line through the recent samples (webhook.core.forecast), made at the last sample
+    forecast: Forecast | None = None
 
     @property
     def state(self) -> TargetState:
@@ -155,6 +176,26 @@ class Store(Protocol):
         """Every stored target's row, by name (a fleet's /status and /metrics)."""
 
     def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]: ...
+
+    def claim_measures(self, due: Mapping[str, float], now: float, hold_s: float) -> list[str]:
+        """Of the targets in `due` (name -> watch_interval_s), those whose last measure is at
+        least that old and that no one is measuring: each now held for `hold_s`, in one
+        transaction. The ones returned are this caller's to measure."""
+
+    def add_samples(
+        self,
+        target: str,
+        samples: Sequence[Sample],
+        since: float,
+        draw: Callable[[list[SampleRecord]], Forecast],
+    ) -> tuple[list[SampleRecord], Forecast]:
+        """Keep `samples` (one or more: the watch's, or a run's), let the target's measure
+        go, drop the samples past SAMPLES_KEPT_S and SAMPLES_KEPT, and keep the forecast
+        `draw` makes of those taken at or after `since` (oldest first): both returned. One
+        transaction."""
+
+    def samples(self, target: str, since: float) -> list[SampleRecord]:
+        """The samples of `target` taken at or after `since`, oldest first."""
 
     def run(self, run_id: int) -> RunRecord | None: ...
 

@@ -17,15 +17,19 @@ from dataclasses import Field, asdict, fields
 from typing import Any, ClassVar, TypeVar
 
 from webhook.core.decision import Result, TargetState
+from webhook.core.forecast import Forecast, Sample, SampleKind
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
 from webhook.store import (
     DELIVERIES_LIMIT,
     HISTORY_LIMIT,
     LOST_ERROR,
     OUTCOME_COLUMNS,
+    SAMPLES_KEPT,
+    SAMPLES_KEPT_S,
     DeliveryRecord,
     NewRun,
     RunRecord,
+    SampleRecord,
     StateConflict,
     StateDump,
     StoreUnavailable,
@@ -37,10 +41,15 @@ TABLES: dict[str, type[Any]] = {
     "targets": TargetRecord,
     "runs": RunRecord,
     "deliveries": DeliveryRecord,
+    "samples": SampleRecord,
 }
-KEYS = {"targets": "target", "runs": "id", "deliveries": "id"}
+KEYS = {"targets": "target", "runs": "id", "deliveries": "id", "samples": "id"}
 # every name in the SQL built below is a table or a field of our own, never a value
-INDEXES = ("runs_by_target ON runs (target, id)", "deliveries_by_time ON deliveries (seen_ts)")
+INDEXES = (
+    "runs_by_target ON runs (target, id)",
+    "deliveries_by_time ON deliveries (seen_ts)",
+    "samples_by_target ON samples (target, ts)",
+)
 SELECT = {
     table: f"SELECT {', '.join(field.name for field in fields(record))} FROM {table}"  # noqa: S608
     for table, record in TABLES.items()
@@ -91,6 +100,14 @@ def _steps(text: str | None) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def _forecast(text: str | None) -> Forecast | None:
+    """A stored forecast; None when unreadable (written by another version)."""
+    try:
+        return Forecast(**json.loads(text)) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _notes(text: str | None) -> tuple[str, ...]:
     found = json.loads(text) if text else []
     return tuple(str(note) for note in found) if isinstance(found, list) else ()
@@ -100,6 +117,7 @@ def _notes(text: str | None) -> tuple[str, ...]:
 ENCODE: dict[str, Callable[[Any], Any]] = {
     "tuple[Step, ...]": lambda steps: json.dumps([asdict(step) for step in steps]),
     "tuple[str, ...]": lambda notes: json.dumps(list(notes)),
+    "Forecast": lambda found: None if found is None else json.dumps(asdict(found)),
 }
 DECODE: dict[str, Callable[[Any], Any]] = {
     "Result": lambda value: Result(value) if value else None,
@@ -108,6 +126,8 @@ DECODE: dict[str, Callable[[Any], Any]] = {
     "bool": lambda value: None if value is None else bool(value),
     "tuple[Step, ...]": _steps,
     "tuple[str, ...]": _notes,
+    "Forecast": _forecast,
+    "SampleKind": SampleKind,
 }
 KINDS = {table: {f.name: _kind(f) for f in fields(record)} for table, record in TABLES.items()}
 _DECODERS = {
@@ -396,6 +416,63 @@ class SQLStore:
             "last_success_ts": now if outcome.ok else last.last_success_ts,
             "retry_at_ts": None if outcome.retry_after_s is None else now + outcome.retry_after_s,
         }
+
+    # the watch's measures and every sample
+
+    def claim_measures(self, due: Mapping[str, float], now: float, hold_s: float) -> list[str]:
+        claimed = []
+        with self._write() as connection:
+            for target, interval_s in due.items():
+                held = self._insert(
+                    connection,
+                    "targets",
+                    {"target": target, "measuring_until_ts": now + hold_s},
+                    " ON CONFLICT (target) DO UPDATE SET"
+                    " measuring_until_ts = excluded.measuring_until_ts"
+                    " WHERE coalesce(targets.last_measured_ts, 0) <= ?"
+                    " AND coalesce(targets.measuring_until_ts, 0) <= ?",
+                    (now - interval_s, now),
+                )
+                if held.rowcount == 1:
+                    claimed.append(target)
+        return claimed
+
+    def add_samples(
+        self,
+        target: str,
+        samples: Sequence[Sample],
+        since: float,
+        draw: Callable[[list[SampleRecord]], Forecast],
+    ) -> tuple[list[SampleRecord], Forecast]:
+        with self._write() as connection:
+            for sample in samples:
+                self._insert(connection, "samples", {"target": target, **values_of(sample)})
+            latest = max((s.ts for s in samples if s.disk_free is not None), default=None)
+            measured: dict[str, Any] = {"measuring_until_ts": None}
+            if latest is not None:
+                last = samples[-1]
+                measured |= {"last_measured_ts": latest, "last_disk_size": last.disk_size}
+                measured |= {"last_disk_free": last.disk_free, "last_cache": last.cache}
+            self._update(connection, "targets", measured, {"target": target})
+            self._execute(
+                connection,
+                "DELETE FROM samples WHERE target = ? AND (ts < ? OR id <= ("
+                " SELECT id FROM samples WHERE target = ? ORDER BY id DESC LIMIT 1 OFFSET ?))",
+                (target, max(s.ts for s in samples) - SAMPLES_KEPT_S, target, SAMPLES_KEPT),
+            )
+            recent = self._samples(connection, target, since)
+            found = draw(recent)
+            self._update(connection, "targets", {"forecast": found}, {"target": target})
+            return recent, found
+
+    def _samples(self, connection: Any, target: str, since: float) -> list[SampleRecord]:
+        sql = SELECT["samples"] + " WHERE target = ? AND ts >= ? ORDER BY ts, id"
+        rows = self._execute(connection, sql, (target, since)).fetchall()
+        return [record(SampleRecord, row) for row in rows]
+
+    def samples(self, target: str, since: float) -> list[SampleRecord]:
+        with self._read() as connection:
+            return self._samples(connection, target, since)
 
     # signed deliveries
 

@@ -11,6 +11,7 @@ from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields
 from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 
 from webhook.core.decision import Answer, Result
+from webhook.core.forecast import Forecast
 from webhook.core.outcome import ErrorKind, Step
 from webhook.core.targets import NAME_PATTERN
 from webhook.store import RunRecord
@@ -198,6 +199,12 @@ ABOUT = {
     "free_short_bytes": {"description": "how far free space is under min_free"},
     "cache_over_bytes": {"description": "how far the cache is over max_cache"},
     "keep_storage_bytes": {"description": "stage 2's --keep-storage, when it ran"},
+    "forecast": {"description": "a run started ahead of a forecast: the forecast"},
+    "fill_rate_bytes_per_s": {"description": "free space falls this fast (negative: rises)"},
+    "min_free_at": {"description": "when free space crosses min_free (0 without one)"},
+    "full_at": {"description": "when free space reaches 0"},
+    "max_cache_at": {"description": "when the build cache reaches max_cache"},
+    "samples": {"description": "samples on the line (the window, since the last prune)"},
 }
 
 
@@ -210,6 +217,17 @@ def _shown(record: type, leave_out: tuple[str, ...]) -> dict[str, fields.Field]:
             nullable = {"allow_none": True} if kind != each.type else {"required": True}
             shown[each.name] = SHOWN_AS[kind](**nullable, metadata=ABOUT.get(each.name, {}))
     return shown
+
+
+class ForecastSchema(Schema):
+    """When a target's disk fills, from the line through its recent samples (DESIGN.md,
+    "Watching and forecasting"); `why_none` says why there is no line."""
+
+    class Meta:
+        include = _shown(Forecast, ())
+
+
+SHOWN_AS["Forecast"] = partial(fields.Nested, ForecastSchema)
 
 
 class StepSchema(Schema):

@@ -1,0 +1,217 @@
+"""The watch: a cron ping measures each watched target whose last measure is old enough,
+keeps the sample, redraws the target's forecast and, when the sample or the forecast asks
+for it, starts a run (DESIGN.md, "Watching and forecasting").
+
+A measure is the run's read-only probes (`df` and the build cache) on one session, in a
+pool of `max_parallel` threads of its own, so the ping answers at once. Measuring is never
+a prune: it sets no interval, and the host's guard lets its probes through. What to do
+with a sample is the core's pure answer (`forecast`, `verdict`); a run's own measures are
+samples too (`run_finished`), so the line also learns from every prune.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from webhook.core.disk import Measure
+from webhook.core.forecast import Act, Forecast, Sample, SampleKind, Verdict, forecast, verdict
+from webhook.core.outcome import RunOutcome
+from webhook.core.targets import Target
+from webhook.remote.session import OpenSession, Stopped
+from webhook.runs import PROBE_TIMEOUT_S, RunSteps
+from webhook.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Measurement(StrEnum):
+    """How a measure went: the `result` label of prunehook_measurements_total."""
+
+    OK = "ok"  # the disk was read (the cache may not have been)
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What one measure found and did: metrics and notices read it."""
+
+    target: Target
+    result: Measurement
+    sample: Sample
+    forecast: Forecast | None = None
+    verdict: Verdict | None = None
+    # the run the verdict started, if it did
+    run_id: int | None = None
+    # the previous sample asked the same (a notice is told once, not at every measure)
+    repeated: bool = False
+
+
+MeasuredListener = Callable[[Watched], object]
+# claims a run for a target (with the goals it prunes towards) on the watch's word, bounded
+# as a critical start is; the run's id when it started
+StartRun = Callable[[Target, Verdict, Forecast | None], int | None]
+
+
+def measure_limit_s(target: Target) -> float:
+    """The longest one measure takes: connecting and two probes at their limits."""
+    probe = min(target.policy.timeout_s, PROBE_TIMEOUT_S)
+    return 3 * target.ssh.connect_timeout_s + 2 * probe
+
+
+def run_samples(outcome: RunOutcome, now: float) -> list[Sample]:
+    """A finished run's measures as samples: before its prunes, and after them (a new line
+    starts there) when a stage ran."""
+    pruned = any(step.name.startswith("stage") for step in outcome.steps)
+    before = Sample(
+        ts=now - (outcome.duration_s or 0.0),
+        kind=SampleKind.BEFORE,
+        disk_size=outcome.disk_size,
+        disk_free=outcome.disk_free_before,
+        cache=outcome.cache_before,
+    )
+    after = replace(
+        before,
+        ts=now,
+        kind=SampleKind.AFTER if pruned else SampleKind.WATCH,
+        disk_free=outcome.disk_free_after,
+        cache=outcome.cache_after,
+    )
+    return [sample for sample in (before, after) if sample.disk_free is not None]
+
+
+class Watch:
+    def __init__(
+        self,
+        store: Store,
+        open_session: OpenSession,
+        clock: Callable[[], float],
+        max_parallel: int,
+        start: StartRun,
+        listeners: Sequence[MeasuredListener] = (),
+    ):
+        self.store = store
+        self.open_session = open_session
+        self.clock = clock
+        self.start = start
+        self.listeners = listeners
+        self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="measure")
+        self._futures: list[Future[Watched | None]] = []
+        # measures queued or under way in this process: a ping never queues one twice
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+
+    def sweep(self, targets: Iterable[Target]) -> list[str]:
+        """Queue a measure of each watched target whose last one is old enough and that no
+        one is measuring; the names queued. Raises StoreUnavailable."""
+        with self._lock:
+            watched = {
+                t.name: t
+                for t in targets
+                if t.policy.watch_interval_s > 0 and t.name not in self._pending
+            }
+        if not watched:
+            return []
+        due = {name: t.policy.watch_interval_s for name, t in watched.items()}
+        hold_s = max(measure_limit_s(t) for t in watched.values())
+        claimed = self.store.claim_measures(due, self.clock(), hold_s)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()]
+            for name in claimed:
+                self._pending.add(name)
+                self._futures.append(self._pool.submit(self.measure, watched[name]))
+        return claimed
+
+    def measure(self, target: Target) -> Watched | None:
+        """Measure `target` now and act on it; None when it could not be kept. Never raises."""
+        try:
+            try:
+                found = self._probe(target)
+            except Exception:
+                log.exception("measure of %s: the command runner raised", target.name)
+                found = Measure()
+            sample = Sample(
+                ts=self.clock(),
+                kind=SampleKind.WATCH,
+                disk_size=found.disk_size,
+                disk_free=found.disk_free,
+                cache=found.cache,
+            )
+            return self.observe(target, [sample], act=True)
+        finally:
+            with self._lock:
+                self._pending.discard(target.name)
+
+    def _probe(self, target: Target) -> Measure:
+        session = self.open_session(target)
+        try:
+            steps = RunSteps(session, target)
+            try:
+                return steps.measure("watch")
+            except Stopped:  # the connection was lost: nothing was read
+                why = steps.failure.error if steps.failure else "the connection was lost"
+                log.warning("measure of %s failed: %s", target.name, why)
+                return Measure()
+            finally:
+                for note in steps.notes:
+                    log.warning("measure of %s: %s", target.name, note)
+        finally:
+            session.close()
+
+    def run_finished(self, target: Target, outcome: RunOutcome) -> None:
+        """A run's measures are samples too (the run listener)."""
+        samples = run_samples(outcome, self.clock())
+        if samples:
+            self.observe(target, samples, act=False)
+
+    def observe(self, target: Target, samples: list[Sample], act: bool) -> Watched | None:
+        """Keep `samples`, redraw the forecast, and (`act`) start what the last asks for."""
+        policy = target.policy
+        sample = samples[-1]
+        result = Measurement.OK if sample.disk_free is not None else Measurement.FAILED
+        watched = Watched(target, result, sample)
+        try:
+            window = policy.forecast_window_s
+            recent, found = self.store.add_samples(
+                target.name,
+                samples,
+                sample.ts - window,
+                lambda kept: forecast(kept, sample.ts, window, policy.goals),
+            )
+            watched = replace(watched, forecast=found)
+            if act and result == Measurement.OK:
+                watched = self._act(watched, recent)
+        except StoreUnavailable as error:
+            log.error("measure of %s: the state database failed: %s", target.name, error)
+        for listener in self.listeners:
+            try:
+                listener(watched)
+            except Exception:
+                log.exception("%r failed", listener)
+        return watched
+
+    def _act(self, watched: Watched, recent: Sequence[Sample]) -> Watched:
+        policy = watched.target.policy
+        horizon = policy.forecast_horizon_s
+        told = verdict(
+            policy.goals, policy.critical_percent, watched.sample, watched.forecast, horizon
+        )
+        previous = [s for s in recent if s.ts < watched.sample.ts and s.disk_free is not None]
+        repeated = bool(previous) and (
+            verdict(policy.goals, policy.critical_percent, previous[-1], None, horizon).act
+            == told.act
+        )
+        run_id = None
+        if told.act in (Act.PRUNE, Act.FORECAST):
+            run_id = self.start(watched.target, told, watched.forecast)
+        return replace(watched, verdict=told, run_id=run_id, repeated=repeated)
+
+    def join_all(self, timeout: float | None = None) -> None:
+        """Wait for the measures this process queued (tests, the CLI, shutdown)."""
+        with self._lock:
+            futures = list(self._futures)
+        wait(futures, timeout)
