@@ -12,8 +12,17 @@ from dataclasses import replace
 
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState
+from webhook.core.forecast import Forecast, Sample, SampleKind
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
-from webhook.store import HISTORY_LIMIT, OUTCOME_COLUMNS, NewRun, Store
+from webhook.store import (
+    HISTORY_LIMIT,
+    OUTCOME_COLUMNS,
+    SAMPLES_KEPT,
+    SAMPLES_KEPT_S,
+    NewRun,
+    SampleRecord,
+    Store,
+)
 
 TARGET = "build-1"
 T0 = 1_000_000.0
@@ -379,3 +388,91 @@ def test_a_hosts_refusal_keeps_when_to_try_again_until_the_next_finish(make_stor
     assert later is not None
     store.finish(TARGET, later, outcome(), T0 + 3490)
     assert store.read_state(TARGET).retry_at_ts is None
+
+
+# -- the watch's measures and the samples --------------------------------------------------
+
+GB = 10**9
+WATCHED = {TARGET: 60.0}
+
+
+def sample(ts: float, free: int = 50 * GB, kind: SampleKind = SampleKind.WATCH) -> Sample:
+    return Sample(ts=ts, kind=kind, disk_size=100 * GB, disk_free=free, cache=10 * GB)
+
+
+def keep(store: Store, *samples: Sample, since: float = 0.0) -> list[SampleRecord]:
+    return store.add_samples(
+        TARGET, samples, since, lambda kept: Forecast(samples=len(kept), window_s=1.0)
+    )[0]
+
+
+def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStore):
+    store, other = make_store(), make_store()
+    assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
+    assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # someone is measuring
+    keep(store, sample(T0 + 2))
+    assert other.claim_measures(WATCHED, T0 + 30, hold_s=90) == []  # measured 28 s ago
+    assert other.claim_measures(WATCHED, T0 + 62, hold_s=90) == [TARGET]
+
+
+def test_a_measure_never_kept_is_claimed_again_once_its_hold_ends(make_store: MakeStore):
+    store = make_store()
+    assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
+    assert store.claim_measures(WATCHED, T0 + 89, hold_s=90) == []
+    assert store.claim_measures(WATCHED, T0 + 91, hold_s=90) == [TARGET]
+
+
+def test_a_sweep_claims_every_due_target_in_one_call(make_store: MakeStore):
+    store = make_store()
+    due = {f"t{i}": 60.0 for i in range(50)}
+    assert sorted(store.claim_measures(due, T0, hold_s=90)) == sorted(due)
+    assert store.claim_measures(due, T0 + 1, hold_s=90) == []
+
+
+def test_a_measure_is_no_prune_for_the_interval(make_store: MakeStore):
+    store = make_store()
+    store.claim_measures(WATCHED, T0, hold_s=90)
+    keep(store, sample(T0 + 1))
+    assert store.read_state(TARGET) == TargetState()
+    assert store.recent_runs(TARGET) == []
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_measured_ts, record.last_disk_free) == (T0 + 1, 50 * GB)
+
+
+def test_samples_are_kept_with_the_forecast_drawn_from_them(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    store.finish(TARGET, run_id, outcome(), T0 + 5)
+    kept = keep(
+        store, sample(T0 + 6, kind=SampleKind.BEFORE), sample(T0 + 7, 60 * GB, SampleKind.AFTER)
+    )
+    assert [(s.ts, s.kind, s.disk_free) for s in kept] == [
+        (T0 + 6, SampleKind.BEFORE, 50 * GB), (T0 + 7, SampleKind.AFTER, 60 * GB),
+    ]  # fmt: skip
+    assert keep(store, sample(T0 + 8), since=T0 + 7)[0].ts == T0 + 7
+    assert [s.ts for s in store.samples(TARGET, T0 + 7.5)] == [T0 + 8]
+    record = store.target_record(TARGET)
+    assert record is not None and record.forecast == Forecast(samples=2, window_s=1.0)
+    assert record.last_run_id == run_id  # the run's row is kept
+
+
+def test_samples_are_bounded_by_count_and_by_age(make_store: MakeStore):
+    store = make_store()
+    for start in range(0, SAMPLES_KEPT + 10, 100):
+        batch = [sample(T0 + ts) for ts in range(start, min(start + 100, SAMPLES_KEPT + 10))]
+        keep(store, *batch)
+    kept = store.samples(TARGET, 0.0)
+    assert len(kept) == SAMPLES_KEPT
+    assert kept[0].ts == T0 + 10  # the oldest went first
+    week_on = T0 + SAMPLES_KEPT + 10 + SAMPLES_KEPT_S  # a week after the newest
+    keep(store, sample(week_on))
+    assert [s.ts for s in store.samples(TARGET, 0.0)] == [week_on]
+
+
+def test_samples_of_one_target_leave_anothers_alone(make_store: MakeStore):
+    store = make_store()
+    store.add_samples("other", [sample(T0)], 0.0, lambda kept: Forecast(samples=1, window_s=1.0))
+    keep(store, sample(T0 + SAMPLES_KEPT_S + 1))
+    assert [s.ts for s in store.samples("other", 0.0)] == [T0]
