@@ -187,6 +187,8 @@ class Watch:
                 watched = self._act(watched, recent)
         except StoreUnavailable as error:
             log.error("measure of %s: the state database failed: %s", target.name, error)
+        if not act:  # a run's measures: the run is told of itself
+            return watched
         for listener in self.listeners:
             try:
                 listener(watched)

@@ -1,0 +1,177 @@
+"""The watch through the service (DESIGN.md, "Watching and forecasting"): a cron ping
+measures each watched target whose last measure is old enough, due or not; a sample that
+misses a goal, or a forecast crossing within the horizon, starts a run bounded as a
+critical start; measuring is never a prune. The host is numbers (tests/disk_host.py);
+time is the injected clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tests.conftest import Clock
+from tests.disk_host import DF, GB, DiskHost
+from webhook.core.disk import FreeGoal
+from webhook.core.forecast import Act, SampleKind
+from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
+from webhook.core.triggers import Source, Trigger
+from webhook.service import PruneService
+from webhook.store.sqlite import SQLiteStore
+from webhook.watch import Measurement, Watched
+
+PROBES = [DF, "docker system df"]
+PING = Trigger(Source.CRON, True, "cron ping")
+MINUTE = 60.0
+
+
+def watched(**policy) -> Target:
+    values = {"watch_interval_s": MINUTE, "critical_interval_s": 900.0} | policy
+    return Target("build-1", SSHEndpoint("127.0.0.1"), PrunePolicy(**values))
+
+
+class Watching:
+    """A service over one DiskHost, its store, its clock and what its measures told."""
+
+    def __init__(self, tmp_path, host: DiskHost, target: Target):
+        self.host, self.clock = host, Clock()
+        self.told: list[Watched] = []
+        self.store = SQLiteStore(tmp_path / "state.sqlite3")
+        self.service = PruneService(Fleet((target,)), self.store, host, clock=self.clock)
+        self.service.listeners.measured.append(self.told.append)
+
+    def ping(self, after_s: float = 0.0) -> list[str]:
+        """A cron ping `after_s` from the last; the commands it sent to the host."""
+        self.clock.advance(after_s)
+        sent = len(self.host.commands)
+        self.service.handle(PING)
+        self.service.join_all(30)
+        return self.host.commands[sent:]
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(run.trigger, run.result) for run in reversed(self.store.recent_runs("build-1"))]
+
+
+@pytest.fixture
+def make_watching(tmp_path):
+    def make(host: DiskHost | None = None, **policy) -> Watching:
+        return Watching(tmp_path, host or DiskHost(), watched(**policy))
+
+    return make
+
+
+def test_a_ping_measures_a_watched_target_inside_its_interval_and_prunes_nothing(make_watching):
+    watching = make_watching()
+    assert "docker builder prune -f --filter until=24h" in watching.ping()  # the first run
+    state = watching.store.read_state("build-1")
+    assert watching.ping(MINUTE) == PROBES
+    assert watching.store.read_state("build-1") == state  # no prune for the interval
+    assert watching.runs() == [("cron", "ok")]
+    assert [told.result for told in watching.told] == [Measurement.OK]
+    record = watching.store.target_record("build-1")
+    assert record is not None and record.last_measured_ts == watching.clock.now
+
+
+def test_a_measure_younger_than_watch_interval_s_is_not_repeated(make_watching):
+    watching = make_watching()
+    watching.ping()
+    assert watching.ping(MINUTE) == PROBES
+    assert watching.ping(MINUTE / 2) == []
+    assert watching.ping(MINUTE / 2) == PROBES
+
+
+def test_a_target_without_watch_interval_s_is_never_measured_by_a_ping(make_watching):
+    watching = make_watching(watch_interval_s=0)
+    watching.ping()
+    assert [watching.ping(MINUTE) for _ in range(5)] == [[]] * 5
+
+
+def test_runs_and_measures_are_kept_as_samples_a_prune_starting_a_new_line(make_watching):
+    watching = make_watching()
+    watching.ping()
+    watching.ping(MINUTE)
+    kinds = [s.kind for s in watching.store.samples("build-1", 0.0)]
+    assert kinds == [SampleKind.BEFORE, SampleKind.AFTER, SampleKind.WATCH]
+
+
+def test_a_sample_missing_min_free_starts_a_watch_run_past_the_critical_interval(
+    make_watching,
+):
+    host = DiskHost(size=100 * GB, others=60 * GB, young=30 * GB)  # 10 GB free
+    watching = make_watching(host, min_free=FreeGoal(size=5 * GB))
+    watching.ping()
+    host.others += 8 * GB  # a build fills the disk: 2 GB free, 3 GB short
+    assert watching.ping(MINUTE) == PROBES  # within critical_interval_s of the last start
+    assert watching.told[-1].verdict.act == Act.PRUNE and watching.told[-1].run_id is None
+    sent = watching.ping(900)
+    assert sent[: len(PROBES)] == PROBES
+    assert "docker builder prune -f --filter until=24h" in sent
+    assert sent.count(f"docker builder prune -f --keep-storage {27 * GB}") == 1
+    assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
+    assert host.free == 5 * GB
+
+
+def test_a_full_disk_with_almost_no_cache_is_told_once_and_never_pruned_in_a_loop(
+    make_watching,
+):
+    host = DiskHost(size=100 * GB, others=97 * GB, young=10**6)  # 97% used, 1 MB of cache
+    watching = make_watching(host, min_free=FreeGoal(size=5 * GB))
+    watching.ping()
+    for _ in range(12):  # three hours of pings, each measuring
+        assert watching.ping(900) == PROBES
+    assert watching.runs() == [("cron", "ok")]
+    # the first run's last measure already found it so (and that run told it): told never
+    verdicts = [(told.verdict.act, told.repeated) for told in watching.told if told.verdict]
+    assert verdicts == [(Act.CACHE_TOO_SMALL, True)] * 12
+    assert "but the cache is only 0B" in watching.told[0].verdict.reason
+
+
+def test_a_steady_fill_is_pruned_ahead_of_its_forecast_with_room_for_the_horizon(
+    make_watching,
+):
+    # 0.7 GB of new cache every 7 minutes (6 GB an hour): 60 GB free, min_free 20 GB
+    host = DiskHost(size=100 * GB, others=40 * GB, young=0)
+    watching = make_watching(
+        host, min_free=FreeGoal(size=20 * GB), forecast_window_s=3600, forecast_horizon_s=3600
+    )
+    watching.ping()
+    for _ in range(80):
+        host.young += 7 * GB // 10
+        watching.ping(420)
+        if watching.runs()[-1][0] == "forecast":
+            break
+    assert watching.runs() == [("cron", "ok"), ("forecast", "ok")]
+    run = watching.store.recent_runs("build-1")[0]
+    assert run.forecast is not None
+    assert run.forecast.fill_rate_bytes_per_s == pytest.approx(GB / 600)
+    assert run.forecast.min_free_at is not None
+    assert run.forecast.min_free_at - run.started_ts <= 3600  # within the horizon
+    # started with min_free still free, and pruned the young cache (stage 1 leaves it) to
+    # make room for the hour's fill ahead, not only for min_free
+    assert run.disk_free_before is not None and run.disk_free_before > 20 * GB
+    assert run.keep_storage_bytes is not None
+    assert host.free == pytest.approx(20 * GB + 6 * GB, rel=0.01)
+
+
+def test_a_flat_disk_is_measured_and_never_pruned_ahead(make_watching):
+    watching = make_watching(min_free=FreeGoal(size=20 * GB), forecast_window_s=3600)
+    watching.ping()
+    for _ in range(20):
+        watching.ping(600)
+    assert watching.runs() == [("cron", "ok")]
+    record = watching.store.target_record("build-1")
+    assert record is not None and record.forecast is not None
+    assert record.forecast.min_free_at is None and record.forecast.full_at is None
+
+
+def test_a_failed_measure_is_counted_and_asks_for_nothing(make_watching):
+    host = DiskHost()
+    watching = make_watching(host)
+    watching.ping()
+    host.answers[DF] = host.answers["docker system df"] = replace(
+        host(watching.service.fleet.get("build-1"), "docker version"), rc=1, stdout_tail=""
+    )
+    watching.ping(MINUTE)
+    last: Watched = watching.told[-1]
+    assert (last.result, last.verdict, last.run_id) == (Measurement.FAILED, None, None)
+    assert watching.runs() == [("cron", "ok")]
