@@ -10,7 +10,12 @@ prune frees nothing and only stage 2 can.
 from __future__ import annotations
 
 import io
+import itertools
+import subprocess
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,3 +321,65 @@ def test_check_shows_the_disk_the_cache_the_stage_two_bound_and_buildkits_gc(
     ) in out
     assert host.prunes_run() == []  # a check prunes nothing
     assert "builder" not in (folder / "argv.log").read_text()
+
+
+# -- watching and forecasting (DESIGN.md): builds fill the disk while cron pings come --------
+
+FILL_BLOB = 2 * MB  # each build leaves about twice this on the disk
+FILL_PAUSE_S = 0.5  # between two builds: about 5 MB/s in all
+
+
+def build_steadily(engine: DockerEngine, folder: Path, stop: threading.Event) -> list[str]:
+    """Builds one after another until `stop`: the disk fills at a steady rate. What failed."""
+    failed: list[str] = []
+    index = 0
+    while not stop.wait(FILL_PAUSE_S):
+        index += 1
+        try:
+            engine.fill_build_cache(folder / str(index), [FILL_BLOB])
+        except subprocess.CalledProcessError as error:  # a full disk: the next may fit
+            failed.append(error.stderr.decode(errors="replace")[-300:])
+    return failed
+
+
+def test_a_steady_fill_is_pruned_ahead_of_its_forecast_before_min_free_is_crossed(
+    small_disk, fresh, real_app, tmp_path
+):
+    fresh(0)
+    start_free = small_disk.disk.free_bytes()
+    min_free = start_free - 150 * MB
+    app = real_app(
+        PRUNEHOOK_MIN_FREE=str(min_free),
+        PRUNEHOOK_WATCH_INTERVAL_S="1",
+        PRUNEHOOK_FORECAST_WINDOW_S="30",
+        PRUNEHOOK_FORECAST_HORIZON_S="20",
+        PRUNEHOOK_CRITICAL_INTERVAL_S="10",
+    )
+    client, service = app.test_client(), app.extensions["prunehook"].service
+    (target,) = service.fleet
+    assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]["result"] == "ok"
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as builder:
+        building = builder.submit(build_steadily, small_disk.engine, tmp_path / "fill", stop)
+        try:
+            deadline = time.monotonic() + 90
+            forecast_runs: list = []
+            while len(forecast_runs) < 2 and time.monotonic() < deadline:
+                assert client.post("/hooks/cron", headers=AUTH).status_code == 200
+                stop.wait(1)  # a cron ping every second
+                runs = service.store.recent_runs(target.name, 20)
+                forecast_runs = [r for r in runs if r.trigger == "forecast" and r.result == "ok"]
+        finally:
+            stop.set()
+            building.result(120)
+            service.join_all(60)
+    assert len(forecast_runs) == 2, [(r.trigger, r.result, r.disk_free_before) for r in runs]
+    first = forecast_runs[-1]
+    assert first.forecast is not None and first.forecast.fill_rate_bytes_per_s > 0
+    assert first.disk_free_before is not None and first.disk_free_before >= min_free
+    assert first.keep_storage_bytes is not None  # young cache: stage 1 alone leaves it
+    record = service.store.target_record(target.name)
+    assert record is not None and record.forecast is not None
+    # free space never stays under min_free for more than one sample
+    under = [s.disk_free < min_free for s in service.store.samples(target.name, 0.0)]
+    assert not any(a and b for a, b in itertools.pairwise(under))

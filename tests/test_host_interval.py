@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import AUTH
+from tests.harness import wait_for
 from tests.test_disk_real import TWELVE_GB_CACHE, buildx_stand_in
 from webhook import create_app
 from webhook.core.decision import Answer, Result, TargetState, decide, next_eligible_ts
+from webhook.core.forecast import SampleKind
 from webhook.core.outcome import ErrorKind, Execution, summarize
 from webhook.core.targets import PrunePolicy
 
@@ -97,3 +99,27 @@ def test_a_run_with_a_goal_passes_the_hosts_interval_with_both_stages_and_no_mor
     refused = again.post("/hooks/cron?wait=1", headers=AUTH).get_json()
     assert (refused["run"]["result"], refused["run"]["error_kind"]) == ("failed", "host_interval")
     assert [line.split()[0] for line in host.prunes_run()] == ["allowed", "allowed", "refused"]
+
+
+def test_watching_through_the_guard_never_opens_or_trips_the_hosts_interval(
+    guarded_host, env_for, tmp_path
+):
+    state = tmp_path / "host-interval.state"
+    env_for(guarded_host, PRUNEHOOK_WATCH_INTERVAL_S="1")
+    app = create_app(instance_path=str(tmp_path / "instance"))
+    client, service = app.test_client(), app.extensions["prunehook"].service
+    assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]["result"] == "ok"
+    pruned_at = state.read_text()
+
+    def measured() -> int:
+        client.post("/hooks/cron", headers=AUTH)  # inside the interval: measures only
+        service.join_all(30)
+        samples = service.store.samples("127.0.0.1", 0.0)
+        return sum(
+            sample.kind == SampleKind.WATCH and sample.disk_free is not None for sample in samples
+        )
+
+    wait_for(lambda: measured() >= 3, 60, "three measures through the guard", interval=0.2)
+    assert state.read_text() == pruned_at  # no measure counts as a prune for the host
+    assert [line.split()[0] for line in guarded_host.prunes_run()] == ["allowed"]
+    assert all(line.startswith("allowed ") for line in guarded_host.probes_run())
