@@ -135,7 +135,8 @@ def forecast(samples: Sequence[Sample], now: float, window_s: float, goals: Goal
     if cache_line is not None:
         cache_rate, cache_now = cache_line
         if goals.max_cache is not None:
-            max_cache_at = _crossing(-cache_rate, -cache_now, cached[-1][0], -goals.max_cache)
+            # the cache rising to max_cache is its negative falling to -max_cache
+            max_cache_at = _crossing(cache_rate, -cache_now, cached[-1][0], -goals.max_cache)
     return replace(
         counted,
         fill_rate_bytes_per_s=rate,
