@@ -12,6 +12,7 @@ missed), a run ahead of the forecast, or a word that the cache is too small to h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -192,7 +193,11 @@ def _shortfall(goals: Goals, critical_percent: float, measure: Measure) -> int |
     short = [standing.free_short or 0, standing.cache_over or 0]
     if measure.disk_size and measure.disk_free is not None:
         used = measure.disk_size - measure.disk_free
-        short.append(max(0, int(used - measure.disk_size * critical_percent / 100) + 1))
+        # critical as the planner tells it (`unconfirmed`); int() would round a used space
+        # a fraction of a byte under the threshold up to it
+        if 100 * used / measure.disk_size >= critical_percent:
+            over = used - measure.disk_size * critical_percent / 100
+            short.append(max(1, math.floor(over) + 1))
     elif standing.met is None:
         return None
     return max(short)
