@@ -171,6 +171,15 @@ def test_a_percentage_min_free_of_an_unknown_disk_size_has_no_crossing_but_full_
     assert found.full_at is not None and abs(found.full_at - (NOW + 94 * 600)) < 1
 
 
+@PROPERTY
+@given(fill=steady_fills(), randoms=st.randoms(use_true_random=False))
+def test_the_samples_order_does_not_change_the_forecast(fill: Fill, randoms):
+    shuffled = list(fill.samples)
+    randoms.shuffle(shuffled)
+    found = forecast(shuffled, fill.now, fill.window_s, fill.goals)
+    assert found == forecast(fill.samples, fill.now, fill.window_s, fill.goals)
+
+
 # --- a flat or rising disk -------------------------------------------------------------
 
 
@@ -577,6 +586,13 @@ def test_a_cache_holding_the_whole_shortfall_helps_however_small():
 def test_a_cache_over_max_cache_asks_for_a_prune_even_when_small():
     goals = Goals(max_cache=GIB // 2)
     told = verdict(goals, CRITICAL, sample(500 * GIB, GIB), None, HORIZON)
+    assert told.act == Act.PRUNE and told.goals == goals
+
+
+def test_a_cache_over_max_cache_is_pruned_though_the_disk_is_short_more_than_it_holds():
+    # 10 GiB short of min_free, 200 MiB of cache: too small for that, but over max_cache
+    goals = Goals(max_cache=100 * 1024**2, min_free=FreeGoal(size=50 * GIB))
+    told = verdict(goals, CRITICAL, sample(40 * GIB, 200 * 1024**2), None, HORIZON)
     assert told.act == Act.PRUNE and told.goals == goals
 
 
