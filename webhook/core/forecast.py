@@ -238,3 +238,45 @@ def verdict(
         )
     hours = max(0.0, crossing - sample.ts) / 3600
     return Verdict(Act.FORECAST, f"a goal is forecast to be missed in ~{hours:.1f} h", ahead)
+
+
+def about(seconds: float) -> str:
+    """How far away, roughly, for people: `~40 min`, `~3 h`, `~2 days`."""
+    seconds = max(0.0, seconds)
+    if seconds < 5400:
+        return f"~{max(1, round(seconds / 60))} min"
+    if seconds < 2 * 86400:
+        return f"~{round(seconds / 3600)} h"
+    return f"~{round(seconds / 86400)} days"
+
+
+def _when(ts: float, now: float) -> str:
+    return "now" if ts <= now else f"in {about(ts - now)}"
+
+
+def headline(found: Forecast | None, now: float) -> str:
+    """A forecast in a few words, for a card or a table's cell: `full in ~3 h`."""
+    if found is None:
+        return "not measured"
+    if found.why_none or found.fill_rate_bytes_per_s is None:
+        return "no forecast yet"
+    if found.full_at is None:
+        return "not filling"
+    return f"full {_when(found.full_at, now)}"
+
+
+def in_words(found: Forecast | None, now: float) -> str:
+    """A forecast as the page and `flask check` say it: `full in ~3 h (1.2GB/h)`."""
+    if found is None:
+        return "not measured yet"
+    rate = found.fill_rate_bytes_per_s
+    if found.why_none or rate is None:
+        return f"no forecast: {found.why_none or 'no line'}"
+    if found.full_at is None:
+        return "not filling: free space is steady or rising"
+    said = [f"full {_when(found.full_at, now)}"]
+    if found.min_free_at is not None and found.min_free_at < found.full_at:
+        said.insert(0, f"under min_free {_when(found.min_free_at, now)}")
+    if found.max_cache_at is not None:
+        said.append(f"cache over max_cache {_when(found.max_cache_at, now)}")
+    return f"{', '.join(said)} (filling {human_size(round(rate * 3600))}/h)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Result, lease_is_live, next_eligible_ts
 from webhook.core.disk import Goals
+from webhook.core.forecast import Forecast, Sample, headline, in_words
 from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
 from webhook.store import RunRecord, TargetRecord
-from webhook.web.schemas import RUN
+from webhook.web.schemas import FORECAST, RUN
 
 
 def _in_flight(
@@ -78,6 +80,7 @@ def target_status(
         "last_freed_bytes": record.last_freed_bytes,
         "last_goal_met": record.last_goal_met,
         "last_free_short_bytes": record.last_free_short_bytes,
+        "forecast": FORECAST.dump(record.forecast) if record.forecast else None,
     }
     if runs is not None:
         shown["recent_runs"] = [RUN.dump(run) for run in runs]
@@ -263,3 +266,51 @@ def disk_chart(
             if value is not None and value <= size:
                 lines[key] = round(height - value / size * room, 1)
     return {"columns": columns, **lines}
+
+
+def free_chart(
+    samples: Sequence[Sample], goals: Goals, now: float, window_s: float,
+    width: int = 600, height: int = 100,
+) -> dict[str, Any]:  # fmt: skip
+    """Free space over the forecast window as a line (a share of the disk's last size,
+    oldest sample on the left, now at the right edge) and min_free as a level; `label`
+    says it in words for those who cannot see it. Samples without a measure are left out."""
+    measured = [s for s in samples if s.disk_free is not None and s.disk_size]
+    if not measured:
+        return {"points": "", "min_free_y": None, "label": "", "window_s": window_s}
+    size = measured[-1].disk_size or 1
+    start = now - window_s
+
+    def y(free: float) -> float:
+        return round(height - min(max(free, 0), size) / size * height, 1)
+
+    points = " ".join(
+        f"{round((s.ts - start) / window_s * width, 1)},{y(s.disk_free or 0)}" for s in measured
+    )
+    wanted = goals.min_free.bytes_of(size) if goals.min_free else None
+    first, last = measured[0], measured[-1]
+    label = (
+        f"free space over the last {human_delta(window_s)}: {len(measured)} samples, from"
+        f" {human_size(first.disk_free or 0)} to {human_size(last.disk_free or 0)}"
+        f" of {human_size(size)}"
+    )
+    return {
+        "points": points,
+        "min_free_y": None if wanted is None or wanted > size else y(wanted),
+        "label": label,
+        "window_s": window_s,
+    }
+
+
+def forecast_of(shown: dict[str, Any]) -> Forecast | None:
+    """The forecast of one of `target_status`'s answers, as the record had it."""
+    dumped = shown.get("forecast")
+    return Forecast(**dumped) if dumped else None
+
+
+def fill_headline(shown: dict[str, Any], now: float) -> str:
+    return headline(forecast_of(shown), now)
+
+
+def fill_words(shown: dict[str, Any], now: float) -> str:
+    return in_words(forecast_of(shown), now)

@@ -228,6 +228,7 @@ class ForecastSchema(Schema):
 
 
 SHOWN_AS["Forecast"] = partial(fields.Nested, ForecastSchema)
+FORECAST = ForecastSchema()
 
 
 class StepSchema(Schema):
@@ -356,6 +357,13 @@ class TargetStatusSchema(Schema):
     last_freed_bytes = fields.Integer(allow_none=True)
     last_goal_met = fields.Boolean(allow_none=True)
     last_free_short_bytes = fields.Integer(allow_none=True)
+    forecast = fields.Nested(
+        ForecastSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "the line through the samples since the last prune; null:"
+                  " never measured (watch_interval_s 0 and no run yet)"},
+    )  # fmt: skip
 
 
 class OneTargetStatusSchema(TargetStatusSchema):

@@ -18,7 +18,10 @@ from webhook.web.errors import APIError
 from webhook.web.report import (
     HostState,
     disk_chart,
+    fill_headline,
+    fill_words,
     fleet_counts,
+    free_chart,
     freed_text,
     host_state,
     human_delta,
@@ -88,19 +91,30 @@ def _page(template: str, **context: Any) -> Response:
     nonce = secrets.token_urlsafe(16)
     page = render_template(
         template, csp_nonce=nonce, when=human_time, delta=human_delta, size=human_size,
-        freed=freed_text, **context,
+        freed=freed_text, fill=fill_headline, fill_words=fill_words, **context,
     )  # fmt: skip
     return Response(page, content_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": page_policy(nonce),
     })  # fmt: skip
 
 
-def _target_page(shown: dict[str, Any], fleet_size: int, target: Target | None) -> Response:
+def _free_chart(hook: Prunehook, target: Target | None, now: float) -> dict[str, Any] | None:
+    """The chart of free space over the forecast window: drawn on a target's own page
+    only, so a fleet page never reads any target's samples."""
+    if target is None:
+        return None
+    window = target.policy.forecast_window_s
+    samples = hook.service.store.samples(target.name, now - window)
+    return free_chart(samples, target.policy.goals, now, window)
+
+
+def _target_page(hook: Prunehook, shown: dict[str, Any], target: Target | None) -> Response:
     runs = shown["recent_runs"]
     goals = target.policy.goals if target else Goals()
     return _page(
         "status.html", s=shown, bars=reclaimed_bars(runs), disk=disk_chart(runs, goals),
-        fleet_size=fleet_size,
+        fleet_size=len(hook.service.fleet), free=_free_chart(hook, target, shown["now"]),
+        watched=bool(target and target.policy.watch_interval_s > 0),
     )  # fmt: skip
 
 
@@ -128,7 +142,7 @@ def status() -> Response:
     if not prefers_html():
         return jsonify(shown)
     if len(hook.service.fleet) <= 1:
-        return _target_page(shown, len(hook.service.fleet), next(iter(hook.service.fleet), None))
+        return _target_page(hook, shown, next(iter(hook.service.fleet), None))
     return _fleet_page(shown)
 
 
@@ -148,7 +162,7 @@ def target(name: str) -> Response:
     if not prefers_html():
         return jsonify(shown)
     # the page says how far away times are; the JSON keeps one target's keys
-    return _target_page({**shown, "now": hook.service.clock()}, len(hook.service.fleet), found)
+    return _target_page(hook, {**shown, "now": hook.service.clock()}, found)
 
 
 @bp.get("/status/<name>/runs/<int:run_id>")
