@@ -7,9 +7,11 @@ import re
 
 import pytest
 
+from tests.conftest import AUTH, FAKE_DF
+from tests.test_metrics import metrics_of
 from tests.test_status_page import BROWSER, fleet_app, in_chromium
-from webhook.core.disk import FreeGoal
-from webhook.core.forecast import Sample, SampleKind
+from webhook.core.disk import FreeGoal, Goals
+from webhook.core.forecast import Sample, SampleKind, forecast
 from webhook.web.schemas import OneTargetStatusSchema
 
 HOUR = 3600
@@ -18,6 +20,8 @@ SIZE = 100 * GB
 # a sample every 10 minutes for two hours, free space falling 4 GB an hour to 32 GB now:
 # under a 20 GB min_free in 3 h, full in 8 h
 RATE = 4 * GB / HOUR
+FULL_AT = "prunehook_disk_full_at_timestamp_seconds"
+FILL_RATE = "prunehook_disk_fill_rate_bytes_per_second"
 
 
 def filling(app, clock, name: str | None = None, hours: int = 2) -> None:
@@ -117,3 +121,64 @@ def test_the_fleet_page_shows_each_forecast_and_reads_no_samples(make_app, clock
 
     assert '<td title="full in ~8 h (filling 4GB/h)">full in ~8 h</td>' in page
     assert page.count('<td class="muted">—</td>') == 1  # build-2: never measured
+
+
+def gauges(client, name: str) -> dict[str, float]:
+    """One per-target gauge of /metrics, by target."""
+    return {
+        dict(labels)["target"]: value
+        for (metric, labels), value in metrics_of(client).items()
+        if metric == name
+    }
+
+
+def test_metrics_give_when_the_disk_fills_and_how_fast(watched, clock):
+    filling(watched, clock)
+
+    client = watched.test_client()
+
+    assert gauges(client, FULL_AT) == {"127.0.0.1": pytest.approx(clock() + 8 * HOUR)}
+    assert gauges(client, FILL_RATE) == {"127.0.0.1": pytest.approx(RATE)}
+
+
+def test_a_disk_not_filling_has_a_rate_and_no_full_at_and_an_unmeasured_one_neither(
+    make_app, clock
+):
+    app = fleet_app(make_app, ["emptying", "unmeasured"])
+    store, now = app.extensions["prunehook"].service.store, clock()
+    rising = [
+        Sample(ts=now - step * 900, kind=SampleKind.WATCH, disk_size=SIZE,
+               disk_free=int(32 * GB - step * GB // 2))
+        for step in range(4)
+    ]  # fmt: skip
+    store.claim_measures({"emptying": 600}, now, 60)
+    store.add_samples(
+        "emptying", rising[::-1], now - 21600, lambda kept: forecast(kept, now, 21600, Goals())
+    )
+    client = app.test_client()
+
+    assert gauges(client, FULL_AT) == {}
+    assert gauges(client, FILL_RATE) == {"emptying": pytest.approx(-GB / 2 / 900)}
+
+
+def test_each_measure_of_the_watch_is_counted_by_result_and_a_runs_are_not(
+    watched, fake_host, clock
+):
+    client = watched.test_client()
+    hook = watched.extensions["prunehook"]
+    assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["decision"] == "started"
+    for df in (FAKE_DF, FAKE_DF, "df: /var/lib/docker: No such file or directory\n"):
+        clock.advance(600)
+        fake_host.df = df
+        assert client.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "skipped"
+        hook.join_all(10)
+
+    counted = {
+        tuple(sorted(dict(labels).items())): value
+        for (metric, labels), value in metrics_of(client).items()
+        if metric == "prunehook_measurements_total"
+    }
+    assert counted == {
+        (("result", "ok"), ("target", "127.0.0.1")): 2,
+        (("result", "failed"), ("target", "127.0.0.1")): 1,
+    }

@@ -125,6 +125,7 @@ def create_app(
     )
     meters = Metrics(service)
     listeners.decided.append(meters.decided)
+    listeners.measured.append(meters.measured)
     notifier = Notifier.from_settings(settings.notify, store, counted=meters.notified)
     listeners.finished += [notifier, meters.finished]
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)

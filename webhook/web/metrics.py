@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from flask import Blueprint, Response
 
 from webhook.core.decision import next_eligible_ts
+from webhook.core.forecast import Forecast
 from webhook.store import TargetRecord
 from webhook.web.auth import guard_reading
 from webhook.web.context import prunehook
@@ -30,12 +31,14 @@ if TYPE_CHECKING:
     from webhook.core.outcome import RunOutcome
     from webhook.core.targets import Target
     from webhook.service import PruneService, TriggerOutcome
+    from webhook.watch import Watched
 
 bp = Blueprint("metrics", __name__)
 guard_reading(bp)
 DURATION = "prunehook_prune_duration_seconds"
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+NO_FORECAST = Forecast(samples=0, window_s=0)
 
 # name, help, label names
 COUNTERS = (
@@ -51,6 +54,9 @@ COUNTERS = (
      "Notification messages, one per destination: sent, failed (error or timeout) or "
      "dropped (the queue was full), by reason (reclaimed, failures, disk_low) and scheme",
      ("result", "reason", "scheme")),
+    ("prunehook_measurements",
+     "The watch's measures of a target (watch_interval_s) by result: ok (the disk was read) or"
+     " failed", ("target", "result")),
 )  # fmt: skip
 
 
@@ -67,6 +73,10 @@ def _not_after(ts: float | None, now: float) -> float | None:
     # after the clock stepped back, a future time would keep `time() - x` negative, and a
     # staleness alert silent, until the clock caught up
     return None if ts is None else min(ts, now)
+
+
+def _forecast(row: Row) -> Forecast:
+    return row.record.forecast or NO_FORECAST
 
 
 # name, help, the value of one target's row (None: no sample)
@@ -93,6 +103,13 @@ STATE_GAUGES: tuple[tuple[str, str, Callable[[Row], float | None]], ...] = (
     # when the target sets no goal or the last run could not measure one
     ("prunehook_goal_met", "1 when the last run met the disk goals, 0 when not",
      lambda row: row.record.last_goal_met),
+    # the line through the samples since the last prune (DESIGN.md, "Watching and
+    # forecasting"); absent without one, and the time absent when the disk is not filling
+    ("prunehook_disk_full_at_timestamp_seconds", "when free space is forecast to reach 0",
+     lambda row: _forecast(row).full_at),
+    ("prunehook_disk_fill_rate_bytes_per_second",
+     "how fast free space falls, from the forecast's line (negative: it rises)",
+     lambda row: _forecast(row).fill_rate_bytes_per_s),
 )  # fmt: skip
 
 
@@ -171,6 +188,12 @@ class Metrics:
         if outcome.freed_bytes and outcome.freed_bytes > 0:
             self.meter("prunehook_freed_bytes").labels(target=target.name).inc(outcome.freed_bytes)
         self.meter(DURATION).labels(target=target.name).observe(outcome.duration_s)
+
+    def measured(self, watched: Watched) -> None:
+        if watched.by_watch:
+            self.meter("prunehook_measurements").labels(
+                target=watched.target.name, result=str(watched.result)
+            ).inc()
 
     def notified(self, result: str, reason: str, scheme: str) -> None:
         self.meter("prunehook_notifications").labels(result, reason, scheme).inc()
