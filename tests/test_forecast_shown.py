@@ -182,3 +182,22 @@ def test_each_measure_of_the_watch_is_counted_by_result_and_a_runs_are_not(
         (("result", "ok"), ("target", "127.0.0.1")): 2,
         (("result", "failed"), ("target", "127.0.0.1")): 1,
     }
+
+
+def test_check_shows_each_watched_targets_forecast(watched, clock):
+    filling(watched, clock)
+
+    result = watched.test_cli_runner().invoke(args=["check"])
+
+    assert (
+        "PASS  forecast     127.0.0.1: under min_free in ~3 h, full in ~8 h (filling 4GB/h);"
+        " measured every 600 s\n"
+    ) in result.output
+
+
+def test_check_says_a_watched_target_is_not_measured_yet_and_leaves_others_out(make_app):
+    watched = make_app(watch_interval_s=600).test_cli_runner().invoke(args=["check"])
+    unwatched = make_app().test_cli_runner().invoke(args=["check"])
+
+    assert "PASS  forecast     127.0.0.1: not measured yet; measured every 600 s" in watched.output
+    assert "forecast" not in unwatched.output

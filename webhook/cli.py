@@ -147,7 +147,8 @@ def status_command(names: tuple[str, ...]) -> None:
 def check_command(names: tuple[str, ...]) -> None:
     """Preflight after configuring: config, token, and for each target its key, host key,
     SSH login, Docker (and buildx), the disk holding Docker's data, the build cache, the
-    stage-2 bound a run would use now, and what is known of BuildKit's own GC.
+    stage-2 bound a run would use now, what is known of BuildKit's own GC, and a watched
+    target's forecast as its last measure drew it.
 
     One line per check; a failed check says how to fix it, a WARN is worth knowing. Runs
     only the read-only probes a run makes (docker version, docker buildx version, df,
@@ -159,7 +160,10 @@ def check_command(names: tuple[str, ...]) -> None:
     from webhook.preflight import run_checks, token_source  # SSH is only this command's
 
     source = token_source(hook.settings, current_app.instance_path)
-    checks = run_checks(hook.settings, targets, source, list(hook.warnings), hook.service.store)
+    service = hook.service
+    checks = run_checks(
+        hook.settings, targets, source, list(hook.warnings), service.store, service.clock
+    )
     for check in checks:
         click.echo(check.line())
     sys.exit(0 if all(check.ok for check in checks) else 1)

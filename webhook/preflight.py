@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from webhook.config import Settings
 from webhook.core.command import BUILDX_INSPECT, build_keep_storage_command
 from webhook.core.disk import Measure, parse_gc_policy, version_before
+from webhook.core.forecast import in_words
 from webhook.core.outcome import ErrorKind, Step, Versions, last_line
 from webhook.core.planner import Next, plan
 from webhook.core.sizes import human_size
@@ -235,6 +237,19 @@ def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
         yield from _docker(target, runner)
 
 
+def _forecast(target: Target, store: Store | None, now: float) -> Check | None:
+    """A watched target's forecast as the last measure drew it (the store's: no probe)."""
+    every = target.policy.watch_interval_s
+    if every <= 0 or store is None:
+        return None
+    try:
+        record = store.target_record(target.name)
+    except StoreUnavailable as error:
+        return Check("forecast", True, f"{target.name}: cannot be read: {error}", warning=True)
+    said = in_words(record.forecast if record else None, now)
+    return Check("forecast", True, f"{target.name}: {said}; measured every {every:g} s")
+
+
 def _reading(settings: Settings) -> Check:
     """Whether /status and /metrics are open. Where the service listens is the command line's
     (the Procfile binds 0.0.0.0, `make run` 127.0.0.1), which this command cannot see."""
@@ -273,6 +288,7 @@ def run_checks(
     token_source: str,
     warnings: list[str],
     store: Store | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[Check]:
     """The service's checks, then each target's (a failed target does not stop the next)."""
     checks = [
@@ -292,6 +308,9 @@ def run_checks(
     runner = SSHRunner()
     for target in targets:
         checks += _target_checks(target, runner)
+        forecast = _forecast(target, store, clock())
+        if forecast is not None:
+            checks.append(forecast)
     return checks
 
 
