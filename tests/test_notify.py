@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import AUTH, TOKEN
 from tests.harness import REPO
+from tests.test_forecast_shown import GB, SIZE, filling
 from tests.test_metrics import metrics_of, scrape
 from webhook.config import ConfigError, load_settings
 from webhook.core.disk import FreeGoal
@@ -32,6 +33,10 @@ PASSWORD = "hunter2-secret-password"
 PATH_TOKEN = "path-secret-token-0042"
 AUTH_FAILED = Execution(None, "", "", 0.1, ErrorKind.AUTH_FAILED, "Authentication failed.")
 RETRY_S = 601  # past PRUNEHOOK_RETRY_AFTER_S: the next trigger runs again
+SMALL_CACHE_DF = (
+    "TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE\n"
+    "Build Cache     3         0         300MB     300MB\n"
+)
 
 
 class Receiver(ThreadingHTTPServer):
@@ -569,3 +574,76 @@ def test_a_run_that_leaves_free_space_under_min_free_is_told(make_app, fake_host
     assert message["type"] == "warning"
     assert "still 10GB (10000000000 bytes) short of min_free" in message["message"]
     assert notifications(client)[("sent", "disk_low", "json")] == 1
+
+
+# -- the watch's measures ----------------------------------------------------------------
+def measure(app) -> None:
+    """One measure of the watch, as a cron ping queues it, of the only target."""
+    service = app.extensions["prunehook"].service
+    service.watch.measure(next(iter(service.fleet)))
+
+
+def df_free(free: int) -> str:
+    return f"   1B-blocks       Avail\n{SIZE} {free}\n"
+
+
+def test_a_run_started_ahead_of_the_forecast_says_when_the_disk_would_have_filled(
+    make_app, receiver, fake_host, clock
+):
+    server = receiver()
+    app = make_app(
+        notify_urls=[server.json_url()], watch_interval_s=600, min_free=FreeGoal(size=20 * GB)
+    )
+    filling(app, clock)  # 32 GB free, falling 4 GB an hour
+    clock.advance(900)
+    fake_host.df = df_free(31 * GB)
+
+    measure(app)
+    app.extensions["prunehook"].join_all(10)
+    flush(app)
+
+    # (the run's own notice, if its raised goal was missed, may follow: Reason.DISK_LOW)
+    message = server.messages()[0]
+    run = app.extensions["prunehook"].service.store.recent_runs("127.0.0.1", 1)[0]
+    assert run.trigger == "forecast"
+    assert message["title"] == "prunehook: pruning 127.0.0.1 ahead of its forecast"
+    assert message["type"] == "warning"
+    assert message["message"] == (
+        "127.0.0.1's disk is filling at 4GB/h (a line through 14 samples): it would have"
+        " fallen under min_free at 2027-01-15 11:00 UTC (in ~3 h) and filled at"
+        " 2027-01-15 16:00 UTC (in ~8 h). Run 1 was started to make room before then."
+    )
+
+
+def test_a_disk_short_with_too_little_cache_is_told_once_and_never_pruned(
+    make_app, receiver, fake_host, clock
+):
+    server = receiver()
+    app = make_app(
+        notify_urls=[server.json_url()], watch_interval_s=600, min_free=FreeGoal(size=20 * GB)
+    )
+    fake_host.df = df_free(10 * GB)
+    fake_host.probe_answers["docker system df"] = Execution(0, SMALL_CACHE_DF, "", 0.05)
+
+    for _ in range(3):
+        measure(app)
+        clock.advance(600)
+    flush(app)
+
+    (message,) = server.messages()
+    assert message["title"] == "prunehook: 127.0.0.1 is short of disk space and pruning cannot help"
+    assert message["message"] == (
+        "On 127.0.0.1, the disk is 10GB short of its goals, but the cache is only 300MB: no"
+        " prune was started. Only build cache is pruned: what fills the rest of the disk"
+        " needs a person."
+    )
+    assert fake_host.commands == []
+    assert notifications(app.test_client()) == {("sent", "disk_low", "json"): 1}
+
+    fake_host.df = df_free(40 * GB)  # someone made room; later the disk is short again
+    measure(app)
+    clock.advance(600)
+    fake_host.df = df_free(10 * GB)
+    measure(app)
+    flush(app)
+    assert len(server.messages()) == 2

@@ -128,6 +128,7 @@ def create_app(
     listeners.measured.append(meters.measured)
     notifier = Notifier.from_settings(settings.notify, store, counted=meters.notified)
     listeners.finished += [notifier, meters.finished]
+    listeners.measured.append(notifier.measured)
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
     answers.init_app(app)
     errors.init_app(app)

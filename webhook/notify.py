@@ -3,11 +3,12 @@ Telegram variables), never in the way of a run.
 
 What to tell is decided by `webhook.core.notices` (pure). This module is the I/O: the
 finished-run listener reads the failure streak from the store, queues each notice and
-returns; one thread per process sends them, each destination within a timeout. Past
-QUEUE_SIZE waiting, a notice is dropped with a log line. Every message is counted
-(`sent`, `failed`, `dropped`) by the `counted` callback (/metrics). Destination URLs carry
-tokens: they are never logged nor shown; a destination is named by its scheme and its place
-in the list (`tgram #1`), and apprise's own log lines have every part of them masked.
+returns (the watch's listener, `measured`, likewise); one thread per process sends them,
+each destination within a timeout. Past QUEUE_SIZE waiting, a notice is dropped with a
+log line. Every message is counted (`sent`, `failed`, `dropped`) by the `counted` callback
+(/metrics). Destination URLs carry tokens: they are never logged nor shown; a destination
+is named by its scheme and its place in the list (`tgram #1`), and apprise's own log lines
+have every part of them masked.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from webhook.core.notices import Notice, NoticePolicy, Reason, failure_streak, notices_for
+from webhook.core.notices import (
+    Notice,
+    NoticePolicy,
+    Reason,
+    failure_streak,
+    measured_notices,
+    notices_for,
+)
 
 if TYPE_CHECKING:
     import apprise
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from webhook.core.outcome import RunOutcome
     from webhook.core.targets import Target
     from webhook.store import Store
+    from webhook.watch import Watched
 
 log = logging.getLogger(__name__)
 TELEGRAM_API = "https://api.telegram.org"
@@ -310,6 +319,22 @@ class Notifier:
             return
         streak = 0 if outcome.ok else self._streak(target)
         for notice in notices_for(target.name, outcome, streak, self.policy):
+            self.submit(notice)
+
+    def measured(self, watched: Watched) -> None:
+        """The watch's listener: a run started ahead of the forecast, a disk pruning cannot
+        help (told once)."""
+        if not self.destinations:
+            return
+        found = measured_notices(
+            watched.target.name,
+            watched.verdict,
+            watched.forecast,
+            watched.run_id,
+            repeated=watched.repeated,
+            now=watched.sample.ts,
+        )
+        for notice in found:
             self.submit(notice)
 
     def _streak(self, target: Target) -> int:

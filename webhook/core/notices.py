@@ -3,17 +3,22 @@
 Three reasons, each decided from the run's outcome and what the caller read
 for it: a reclaim of at least the threshold; the Nth failed run in a row of a
 target (told once, when the streak reaches N, not on each failure after); free
-space still short of `min_free` after the last stage.
+space still short of `min_free` after the last stage. And two from the watch's
+measures (DESIGN.md, "Watching and forecasting"): a run started ahead of the
+forecast; a disk short of its goals with too little cache for a prune to help
+(told once, not at every measure that finds it so).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import dropwhile, takewhile
 
 from webhook.core.decision import Result
+from webhook.core.forecast import Act, Forecast, Verdict, about
 from webhook.core.outcome import RunOutcome
 from webhook.core.sizes import human_size
 
@@ -27,6 +32,7 @@ class Reason(StrEnum):
     RECLAIMED = "reclaimed"
     FAILURES = "failures"
     DISK_LOW = "disk_low"
+    FORECAST = "forecast"
 
 
 class Severity(StrEnum):
@@ -145,3 +151,61 @@ def notices_for(
         disk_low_notice(target, free_space_short_bytes(outcome)),
     )
     return tuple(notice for notice in found if notice is not None)
+
+
+def _at(ts: float, now: float) -> str:
+    when = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{when} (in {about(ts - now)})" if ts > now else f"{when} (now)"
+
+
+def forecast_notice(target: str, found: Forecast, run_id: int, now: float) -> Notice:
+    """A run started ahead of the forecast: when the disk would have crossed its goals."""
+    would = []
+    if found.min_free_at is not None and found.min_free_at != found.full_at:
+        would.append(f"fallen under min_free at {_at(found.min_free_at, now)}")
+    if found.full_at is not None:
+        would.append(f"filled at {_at(found.full_at, now)}")
+    if found.max_cache_at is not None:
+        would.append(f"held a cache over max_cache at {_at(found.max_cache_at, now)}")
+    rate = found.fill_rate_bytes_per_s or 0.0
+    return Notice(
+        target,
+        Reason.FORECAST,
+        Severity.WARNING,
+        f"prunehook: pruning {target} ahead of its forecast",
+        f"{target}'s disk is filling at {human_size(round(rate * 3600))}/h (a line through "
+        f"{found.samples} samples): it would have {' and '.join(would)}. Run {run_id} was "
+        "started to make room before then.",
+    )
+
+
+def cache_too_small_notice(target: str, why: str) -> Notice:
+    """A disk short of its goals where pruning the cache would not help (the verdict's
+    `why` says by how much, and how small the cache is)."""
+    return Notice(
+        target,
+        Reason.DISK_LOW,
+        Severity.WARNING,
+        f"prunehook: {target} is short of disk space and pruning cannot help",
+        f"On {target}, {why}: no prune was started. Only build cache is pruned: what fills "
+        "the rest of the disk needs a person.",
+    )
+
+
+def measured_notices(
+    target: str,
+    told: Verdict | None,
+    found: Forecast | None,
+    run_id: int | None,
+    *,
+    repeated: bool,
+    now: float,
+) -> tuple[Notice, ...]:
+    """What to tell about one measure of the watch: `told` is its verdict, `run_id` the run
+    it started (if any), `repeated` whether the measure before it asked the same."""
+    act = told.act if told else Act.NOTHING
+    if act == Act.FORECAST and found is not None and run_id is not None:
+        return (forecast_notice(target, found, run_id, now),)
+    if act == Act.CACHE_TOO_SMALL and told is not None and not repeated:
+        return (cache_too_small_notice(target, told.reason),)
+    return ()

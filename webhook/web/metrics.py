@@ -52,7 +52,7 @@ COUNTERS = (
     ("prunehook_freed_bytes", "Disk bytes freed by prunes, as df measured them", ("target",)),
     ("prunehook_notifications",
      "Notification messages, one per destination: sent, failed (error or timeout) or "
-     "dropped (the queue was full), by reason (reclaimed, failures, disk_low) and scheme",
+     "dropped (the queue was full), by reason (reclaimed, failures, disk_low, forecast) and scheme",
      ("result", "reason", "scheme")),
     ("prunehook_measurements",
      "The watch's measures of a target (watch_interval_s) by result: ok (the disk was read) or"
