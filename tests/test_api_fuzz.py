@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 
 from tests.conftest import AUTH, TOKEN
 from tests.payloads import WATCHDOG_ALERT
+from tests.test_forecast_shown import filling
 
 EXAMPLES_PER_ROUTE = 30
 SCHEMATHESIS = Path(sys.executable).with_name("st")
@@ -33,8 +34,10 @@ ALERTMANAGER_GROUP = {
 
 
 @pytest.fixture
-def fuzzed_app(make_app):
-    return make_app(hmac_secret="whsec_c2VjcmV0LWZvci1mdXp6aW5n")
+def fuzzed_app(make_app, clock):
+    app = make_app(hmac_secret="whsec_c2VjcmV0LWZvci1mdXp6aW5n")
+    filling(app, clock)  # /status answers with a forecast, as the document says it
+    return app
 
 
 def test_openapi_document_describes_every_route(fuzzed_app):
