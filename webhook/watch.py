@@ -49,9 +49,6 @@ class Watched:
     run_id: int | None = None
     # the previous sample asked the same (a notice is told once, not at every measure)
     repeated: bool = False
-    # the watch's own measure; False for a finished run's (counted with the runs, and a
-    # run's failed measure keeps no sample, so counting runs' would show only the good)
-    by_watch: bool = False
 
 
 MeasuredListener = Callable[[Watched], object]
@@ -176,7 +173,7 @@ class Watch:
         policy = target.policy
         sample = samples[-1]
         result = Measurement.OK if sample.disk_free is not None else Measurement.FAILED
-        watched = Watched(target, result, sample, by_watch=act)
+        watched = Watched(target, result, sample)
         try:
             window = policy.forecast_window_s
             recent, found = self.store.add_samples(

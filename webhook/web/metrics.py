@@ -190,10 +190,9 @@ class Metrics:
         self.meter(DURATION).labels(target=target.name).observe(outcome.duration_s)
 
     def measured(self, watched: Watched) -> None:
-        if watched.by_watch:
-            self.meter("prunehook_measurements").labels(
-                target=watched.target.name, result=str(watched.result)
-            ).inc()
+        self.meter("prunehook_measurements").labels(
+            target=watched.target.name, result=str(watched.result)
+        ).inc()
 
     def notified(self, result: str, reason: str, scheme: str) -> None:
         self.meter("prunehook_notifications").labels(result, reason, scheme).inc()
