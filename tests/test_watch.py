@@ -12,10 +12,12 @@ import pytest
 
 from tests.conftest import Clock
 from tests.disk_host import DF, GB, DiskHost
-from webhook.core.disk import FreeGoal
+from webhook.core.disk import FreeGoal, Goals
 from webhook.core.forecast import Act, SampleKind
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.triggers import Source, Trigger
+from webhook.remote.session import CommandSession
+from webhook.runs import RunSteps, run_stages
 from webhook.service import PruneService
 from webhook.store.sqlite import SQLiteStore
 from webhook.watch import Measurement, Watched
@@ -175,3 +177,13 @@ def test_a_failed_measure_is_counted_and_asks_for_nothing(make_watching):
     last: Watched = watching.told[-1]
     assert (last.result, last.verdict, last.run_id) == (Measurement.FAILED, None, None)
     assert watching.runs() == [("cron", "ok")]
+
+
+def test_a_run_aimed_past_the_goals_prunes_towards_the_aim_and_is_judged_by_the_goals():
+    host = DiskHost(size=100 * GB, others=60 * GB, young=10 * GB)  # 30 GB free
+    target = watched(min_free=FreeGoal(size=20 * GB))
+    steps = RunSteps(CommandSession(host, target), target)
+    aim = Goals(min_free=FreeGoal(size=45 * GB))  # more than all the cache can give
+    outcome, _ = run_stages(steps, None, aim=aim)
+    assert host.prunes()[-1] == "docker builder prune -f --keep-storage 0"
+    assert (outcome.goal_met, outcome.free_short_bytes) == (True, 0)  # 40 GB free >= 20 GB

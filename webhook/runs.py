@@ -31,6 +31,7 @@ from webhook.core.command import (
     build_prune_command,
 )
 from webhook.core.disk import (
+    Goals,
     Measure,
     parse_build_cache,
     parse_buildx_version,
@@ -168,11 +169,13 @@ class RunSteps:
 
 
 def run_stages(
-    steps: RunSteps, known: Versions | None, confirm: bool = False
+    steps: RunSteps, known: Versions | None, confirm: bool = False, aim: Goals | None = None
 ) -> tuple[RunOutcome, Versions | None]:
     """Measure, prune in stages while a goal is missed, measure again; the run's report
     (its duration is the caller's) and the versions it knows. With `confirm` (a critical
-    start inside the interval), a host the first measure finds not critical is not pruned."""
+    start inside the interval), a host the first measure finds not critical is not pruned.
+    `aim` (a start ahead of a forecast) are the goals stage 2 prunes towards instead of the
+    target's; the run is still reported against the target's own."""
     policy = steps.target.policy
     versions = known
     stages: list[StageResult] = []
@@ -190,7 +193,7 @@ def run_stages(
         stages.append(steps.stage("stage 1", build_prune_command(policy.until, policy.prune_all)))
         # measured after a failed stage 1 too: the run still says where the disk stands
         after = steps.measure("after stage 1")
-        next_step = plan(policy.goals, after)
+        next_step = plan(aim or policy.goals, after)
         if stages[0].ok and next_step.note:
             steps.notes.append(next_step.note)
         if stages[0].ok and next_step.next == Next.STAGE_2:
@@ -299,12 +302,18 @@ class Runs:
         self._lock = threading.Lock()
 
     def submit(
-        self, target: Target, run_id: int, request_id: str | None = None, confirm: bool = False
+        self,
+        target: Target,
+        run_id: int,
+        request_id: str | None = None,
+        confirm: bool = False,
+        aim: Goals | None = None,
     ) -> None:
         """Queue a claimed run; with `confirm` it prunes only if its first measure finds the
-        disk critical (it started inside the interval on the trigger's word)."""
+        disk critical (it started inside the interval on the trigger's word); with `aim`, its
+        stage 2 prunes towards those goals (`run_stages`)."""
         self.leases.hold(target, run_id)
-        future = self._pool.submit(self.execute, target, run_id, request_id, confirm)
+        future = self._pool.submit(self.execute, target, run_id, request_id, confirm, aim)
         with self._lock:
             self._futures = {k: f for k, f in self._futures.items() if not f.done()}
             self._futures[run_id] = future
@@ -322,7 +331,12 @@ class Runs:
         wait(futures, timeout)
 
     def execute(
-        self, target: Target, run_id: int, request_id: str | None = None, confirm: bool = False
+        self,
+        target: Target,
+        run_id: int,
+        request_id: str | None = None,
+        confirm: bool = False,
+        aim: Goals | None = None,
     ) -> RunOutcome | None:
         """Run a claimed prune, record it, tell the listeners; None when it was given up
         before it started. Never raises."""
@@ -330,7 +344,7 @@ class Runs:
             if not self.leases.holds(run_id):
                 log.warning("run %s: given up while it waited for a slot", run_id)
                 return None
-            outcome = self._run(target, run_id, confirm)
+            outcome = self._run(target, run_id, confirm, aim)
             self._record(target, run_id, outcome)
         finally:
             self.leases.release(run_id)
@@ -348,7 +362,7 @@ class Runs:
                 log.exception("run %s: %r failed", run_id, listener)
         return outcome
 
-    def _run(self, target: Target, run_id: int, confirm: bool) -> RunOutcome:
+    def _run(self, target: Target, run_id: int, confirm: bool, aim: Goals | None) -> RunOutcome:
         started = time.monotonic()
         with self._lock:
             known = self._versions.get(target.name)
@@ -356,7 +370,7 @@ class Runs:
             session = self.open_session(target)
             try:
                 steps = RunSteps(session, target, lambda: self.leases.holds(run_id))
-                outcome, versions = run_stages(steps, known, confirm)
+                outcome, versions = run_stages(steps, known, confirm, aim)
             finally:
                 session.close()
         except Exception as error:

@@ -216,11 +216,7 @@ class PruneService:
         )
         if result.run_id is None:
             return None
-        goals = verdict.goals
-        if goals is not None:
-            policy = replace(target.policy, max_cache=goals.max_cache, min_free=goals.min_free)
-            target = replace(target, policy=policy)
-        self.runs.submit(target, result.run_id)
+        self.runs.submit(target, result.run_id, aim=verdict.goals)
         return result.run_id
 
     def duplicate(self, trigger: Trigger, request_id: str | None = None) -> TriggerOutcome:
