@@ -1,8 +1,10 @@
 """A cron sweep of a fleet: 200 targets, PRUNEHOOK_MAX_PARALLEL=8, one real build host.
 
-Every target is a name for one OpenSSH sshd on loopback, whose sessions reach a dockerd of
-our own through prunehook-guard (tests/harness), so each prune is the real thing: an SSH
-handshake, the guard, `docker builder prune` against the engine, the result recorded.
+Every target is a host of its own on loopback (127.1.0.1, 127.1.0.2, ...: a targets file
+refuses two targets on one address), served by OpenSSH's sshd (one per 16 addresses,
+fleet_setup.LoopbackHosts), whose sessions reach ONE dockerd of our own through
+prunehook-guard (tests/harness), so each prune is the real thing: an SSH handshake, the
+guard, `docker builder prune` against the engine, the result recorded.
 prunehook is served by gunicorn with the project's config (2 workers).
 
 Each round, on a fresh state database: first the baseline, one prune at a time
@@ -34,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import TOKEN, gunicorn, median
-from fleet_setup import names, service_env, write_targets_file
+from fleet_setup import LoopbackHosts, names, service_env, write_targets_file
 
-from tests.harness import DockerEngine, Gunicorn, SSHServer, http_call
+from tests.harness import DockerEngine, Gunicorn, http_call
 
 SOLO = "solo"
 
@@ -106,14 +108,14 @@ class Sampler(threading.Thread):
 
 
 def one_round(
-    folder: Path, host: SSHServer, engine: DockerEngine, targets: int, parallel: int, solos: int
+    folder: Path, host: LoopbackHosts, engine: DockerEngine, targets: int, parallel: int, solos: int
 ) -> Round:
     fleet = names(targets)
     solo = names(solos, SOLO)
     targets_file = write_targets_file(
         folder / "targets.toml",
         solo + fleet,
-        port=host.port,
+        hosts=host.hosts,
         key_file=host.client_key,
         known_hosts=host.known_hosts,
         # a failed prune is then counted once, as missed, instead of retried
@@ -132,7 +134,7 @@ def one_round(
         pids = worker_pids(served.process.pid)
         result.rss_before_kib = max(proc_status(pid)["VmRSS"] for pid in pids)
         cpu_before = {pid: cpu_seconds(pid) for pid in pids}
-        host_pids = [host.process.pid, engine.process.pid]
+        host_pids = [*host.pids(), engine.process.pid]
         host_before = sum(cpu_seconds(pid, children=True) for pid in host_pids)
         sampler = Sampler(pids)
         sampler.start()
@@ -161,15 +163,11 @@ def one_round(
     return result
 
 
-def delay_on_host(host: SSHServer, engine: DockerEngine, script: Path, seconds: float) -> None:
-    """The guard's docker client becomes a script that sleeps, then runs the real one."""
+def delay_on_host(engine: DockerEngine, script: Path, seconds: float) -> str:
+    """The guard's docker client: a script that sleeps, then runs the real one."""
     script.write_text(f'#!/bin/sh\nsleep {seconds}\nexec {engine.client} "$@"\n')
     script.chmod(0o755)
-    keys = host.authorized_keys.read_text()
-    assert f'--docker {engine.client}"' in keys, keys
-    host.authorized_keys.write_text(
-        keys.replace(f'--docker {engine.client}"', f'--docker {script}"')
-    )
+    return str(script)
 
 
 def report(rounds: list[Round], targets: int, parallel: int, delay: float, ran: int) -> None:
@@ -225,9 +223,11 @@ def main() -> None:
         root = Path(folder)
         engine = DockerEngine(root / "dockerd").start()
         try:
-            host = SSHServer(root / "sshd", engine.host).start()
+            docker = engine.client
             if args.host_delay:
-                delay_on_host(host, engine, root / "slow-docker", args.host_delay)
+                docker = delay_on_host(engine, root / "slow-docker", args.host_delay)
+            count = args.targets + args.baseline
+            host = LoopbackHosts(root / "hosts", count, engine.host, docker=docker).start()
             try:
                 rounds = []
                 for number in range(args.rounds):

@@ -10,7 +10,7 @@ answered `skipped` or `busy`:
                               the alerts split between them (even to one, odd to the other).
 Reported: the storm's time and requests/s, each answer's status and decision, the prunes
 started per target (exactly one each is the contract) and the runs each database recorded.
-Nothing listens where the targets are (127.0.0.1:9), so each prune fails at its connect and
+Nothing listens where the targets are (127.1.0.N:9), so each prune fails at its connect and
 is recorded `failed` (retried only after an hour): nothing leaves the machine, no sshd runs.
 PostgreSQL is a server of its own on loopback (tests/harness/postgres.py), fsync on.
 Run by hand:  .venv/bin/python bench/replica_storm.py [--rounds 3] [--alerts 3000]
@@ -33,6 +33,7 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 
 from common import TOKEN, gunicorn, median, postgres_server
+from fleet_setup import address
 
 from tests.harness import Gunicorn, PostgresServer, keygen, wait_for
 
@@ -42,7 +43,8 @@ SETUPS = ("one instance, SQLite", "one instance, PostgreSQL", "two replicas, Pos
 
 
 def targets_file(folder: Path) -> Path:
-    """10 targets on 127.0.0.1:9, where nothing listens: a prune fails at its connect."""
+    """10 targets on 127.1.0.1:9, 127.1.0.2:9, ... (a targets file refuses two targets on one
+    address), where nothing listens: a prune fails at its connect."""
     key = folder / "client-key"
     if not key.exists():
         keygen(key)
@@ -54,8 +56,8 @@ def targets_file(folder: Path) -> Path:
         f'known_hosts = "{folder / "known_hosts"}"',
         "retry_after_s = 3600",
     ]
-    for name in TARGETS:
-        lines += ["", f"[targets.{name}]", 'host = "127.0.0.1"', "port = 9"]
+    for index, name in enumerate(TARGETS):
+        lines += ["", f"[targets.{name}]", f'host = "{address(index)}"', "port = 9"]
     path = folder / "targets.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
