@@ -20,6 +20,7 @@ from webhook.core.disk import (
     assess,
     keep_storage_bytes,
     parse_build_cache,
+    parse_buildx_du,
     parse_buildx_version,
     parse_configured_size,
     parse_df,
@@ -39,6 +40,21 @@ SYSTEM_DF = (
     "Local Volumes   1         0         0B        0B\n"
     "Build Cache     12        0         120MB     120MB\n"
 )
+# `docker buildx du` as buildx prints it: the records' table, then its summary, whose
+# tabwriter pads cells with tabs (the docs render them as spaces)
+BUILDX_DU_RECORDS = (
+    "ID                                RECLAIMABLE    SIZE          LAST ACCESSED\n"
+    "12wgll9os87pazzft8lt0yztp*        true           1.704GB       13 days ago\n"
+    "iupsv3it5ubh92aweb7c1wojc*        true           1.297GB       36 minutes ago\n"
+    "z8w1y95jn93gvj92jtaj6uhwk         true           318MB         2 weeks ago\n"
+)
+BUILDX_DU_SHARED = (
+    BUILDX_DU_RECORDS
+    + "rz2zgfcwlfxsxd7d41w2sz2tt         true           8.224kB*      43 hours ago\n"
+    + "Shared:\t\t115.5MB\nPrivate:\t\t10.25GB\nReclaimable:\t10.36GB\nTotal:\t\t10.36GB\n"
+)
+BUILDX_DU_UNSHARED = BUILDX_DU_RECORDS + "Reclaimable:\t3.319GB\nTotal:\t\t3.319GB\n"
+BUILDX_DU_EMPTY = "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED\nReclaimable:\t0B\nTotal:\t\t0B\n"
 VERSION_20 = """Client:
  Version:           20.10.24+dfsg1
  API version:       1.41
@@ -98,6 +114,39 @@ def test_system_df_gives_the_build_cache_as_docker_printed_it_and_in_bytes():
 )
 def test_system_df_without_its_table_is_not_read(output):
     assert parse_build_cache(output) is None
+
+
+def test_buildx_du_gives_the_cache_docker_system_df_would_the_records_not_shared():
+    assert parse_buildx_du(BUILDX_DU_SHARED) == ("10.25GB", 10_250_000_000)
+    assert parse_buildx_du(BUILDX_DU_SHARED.replace("\t\t", "      ")) == (
+        "10.25GB",
+        10_250_000_000,
+    )
+
+
+def test_buildx_du_with_nothing_shared_gives_its_total():
+    assert parse_buildx_du(BUILDX_DU_UNSHARED) == ("3.319GB", 3_319_000_000)
+    assert parse_buildx_du(BUILDX_DU_EMPTY) == ("0B", 0)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "",
+        "docker: 'buildx' is not a docker command.\nSee 'docker --help'\n",
+        "docker: unknown command: docker buildx\n\nRun 'docker --help' for more information\n",
+        "ERROR: Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\n",
+        BUILDX_DU_RECORDS,  # cut short before its summary
+        BUILDX_DU_UNSHARED.replace("Total:\t\t3.319GB", "Total:\t\tlots"),
+        # a summary line inside the records is no summary: the last block is read
+        "Total:\t\t1GB\n" + BUILDX_DU_RECORDS,
+        # half a shared summary: which line is the cache's is not known
+        BUILDX_DU_SHARED.replace("Private:\t\t10.25GB\n", ""),
+        BUILDX_DU_UNSHARED + "Total:\t\t1GB\n",  # two totals
+    ],
+)
+def test_buildx_du_without_its_summary_is_not_read(output):
+    assert parse_buildx_du(output) is None
 
 
 def test_the_engines_version_is_the_servers_not_the_clients():

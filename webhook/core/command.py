@@ -14,6 +14,9 @@ from webhook.core.targets import is_docker_root
 
 # the read-only probes (the guard allows each exactly as written here)
 SYSTEM_DF = "docker system df"
+# the build cache alone, where buildx is installed: it asks BuildKit for its records and
+# walks no image, container or volume (`docker system df` walks them all)
+BUILDX_DU = "docker buildx du"
 DOCKER_VERSION = "docker version"
 BUILDX_VERSION = "docker buildx version"
 BUILDX_INSPECT = "docker buildx inspect"
