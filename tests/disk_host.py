@@ -1,10 +1,11 @@
 """A build host simulated as numbers, for service-level tests (a fake at our own boundary).
 
 `DiskHost` stands in for the SSH runner: a disk with its size and free bytes, and a build
-cache of records young and old. Its probes print what df, `docker system df`, `docker
-version` and `docker buildx version` print; its prunes change the numbers as BuildKit
-would (the age prune removes the old records, `--keep-storage N` keeps at most N, least
-recently used first), printing the classic builder's total or buildx's table.
+cache of records young and old (and, for buildx, some shared). Its probes print what df,
+`docker system df`, `docker version`, `docker buildx version` and `docker buildx du`
+print; its prunes change the numbers as BuildKit would (the age prune removes the old
+records, `--keep-storage N` keeps at most N, least recently used first), printing the
+classic builder's total or buildx's table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class DiskHost:
     young: int = 30 * GB
     old: int = 0
     buildx: bool = False
+    # cache records shared with other records: `docker buildx du` counts them in its Total
+    # (and prints Shared and Private), `docker system df` leaves them out
+    shared: int = 2 * GB
     # other data the disk loses while the age prune runs (a log rotated meanwhile): free
     # space then grows by more than the cache shrinks
     others_freed_by_stage_1: int = 0
@@ -63,6 +67,8 @@ class DiskHost:
             return Execution(0, "TYPE  TOTAL  ACTIVE  SIZE  RECLAIMABLE\n" + row, "", 0.05)
         if command == "docker version":
             return Execution(0, VERSION, "", 0.02)
+        if command == "docker buildx du":
+            return self.buildx_du()
         if command == "docker buildx version":
             if self.buildx:
                 return Execution(0, "github.com/docker/buildx v0.24.0 d0e5e86\n", "", 0.02)
@@ -76,6 +82,22 @@ class DiskHost:
             old_gone = min(self.old, gone)
             return self.pruned(gone, young=self.young - (gone - old_gone), old=self.old - old_gone)
         return Execution(126, "", f"prunehook-guard: denied: {command}\n", 0.01)
+
+    def buildx_du(self) -> Execution:
+        if not self.buildx:
+            return Execution(1, "", NO_BUILDX, 0.01)
+        records = "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED\n"
+        for name, size in (("young", self.young), ("old", self.old)):
+            records += f"{name}\ttrue\t{human_size(size)}\t1 hour ago\n"
+        summary = f"Reclaimable:\t{human_size(self.cache)}\n"
+        if self.shared:
+            records += f"shared\ttrue\t{human_size(self.shared)}*\t1 hour ago\n"
+            summary = (
+                f"Shared:\t\t{human_size(self.shared)}\nPrivate:\t\t{human_size(self.cache)}\n"
+                + f"Reclaimable:\t{human_size(self.cache + self.shared)}\n"
+            )
+        total = f"Total:\t\t{human_size(self.cache + self.shared)}\n"
+        return Execution(0, records + summary + total, "", 0.01)
 
     def pruned(self, gone: int, young: int, old: int = 0) -> Execution:
         self.young, self.old = young, old

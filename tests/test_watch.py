@@ -14,6 +14,7 @@ from tests.conftest import Clock
 from tests.disk_host import DF, GB, DiskHost
 from webhook.core.disk import FreeGoal, Goals
 from webhook.core.forecast import Act, SampleKind
+from webhook.core.outcome import Execution
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.remote.session import CommandSession
@@ -80,6 +81,66 @@ def test_a_measure_younger_than_watch_interval_s_is_not_repeated(make_watching):
     assert watching.ping(MINUTE) == PROBES
     assert watching.ping(MINUTE / 2) == []
     assert watching.ping(MINUTE / 2) == PROBES
+
+
+AGE_PRUNE = "docker builder prune -f --filter until=24h"
+SIX_HOURS = 21600.0  # interval_s: the next cron run
+
+
+def test_with_buildx_known_the_cache_is_measured_with_buildx_du_by_runs_and_watch(make_watching):
+    watching = make_watching(DiskHost(buildx=True))  # 30 GB of cache, 2 GB more shared
+    assert watching.ping() == [  # the first run learns the versions after its first measure
+        *PROBES,
+        "docker version",
+        "docker buildx version",
+        AGE_PRUNE,
+        DF,
+        "docker buildx du",
+    ]
+    assert watching.ping(MINUTE) == [DF, "docker buildx du"]
+    assert watching.ping(SIX_HOURS) == [DF, "docker buildx du", AGE_PRUNE, DF, "docker buildx du"]
+    run = watching.store.recent_runs("build-1")[0]
+    assert (run.cache_before, run.cache_after, run.notes) == (30 * GB, 30 * GB, ())
+    assert watching.told[0].sample.cache == 30 * GB  # Private, as docker system df counts
+
+
+def test_without_buildx_the_cache_is_measured_with_docker_system_df(make_watching):
+    watching = make_watching(DiskHost(buildx=False))
+    watching.ping()
+    assert watching.ping(MINUTE) == PROBES
+    assert watching.ping(SIX_HOURS) == [*PROBES, AGE_PRUNE, *PROBES]
+    assert "docker buildx du" not in watching.host.commands
+
+
+@pytest.mark.parametrize(
+    "failed",
+    [
+        Execution(1, "", 'ERROR: no builder "remote" found\n', 0.01),
+        Execution(0, "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED\n", "", 0.01),  # no summary
+    ],
+)
+def test_a_buildx_du_that_fails_falls_back_to_docker_system_df_in_the_same_measure(
+    make_watching, failed
+):
+    host = DiskHost(buildx=True)
+    watching = make_watching(host)
+    watching.ping()
+    host.answers["docker buildx du"] = failed
+    assert watching.ping(MINUTE) == [DF, "docker buildx du", "docker system df"]
+    assert watching.told[-1].sample.cache == 30 * GB
+    # a run tries it once, then measures with docker system df at once
+    assert watching.ping(SIX_HOURS) == [
+        DF,
+        "docker buildx du",
+        "docker system df",
+        AGE_PRUNE,
+        *PROBES,
+    ]
+    run = watching.store.recent_runs("build-1")[0]
+    assert (run.cache_before, run.cache_after) == (30 * GB, 30 * GB)
+    (note,) = run.notes
+    assert note.startswith("cache before: docker buildx du: ")
+    assert note.endswith("; measured with docker system df")
 
 
 def test_a_target_without_watch_interval_s_is_never_measured_by_a_ping(make_watching):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from webhook.config import Settings
-from webhook.core.command import BUILDX_INSPECT, build_keep_storage_command
+from webhook.core.command import BUILDX_INSPECT, SYSTEM_DF, build_keep_storage_command
 from webhook.core.disk import Measure, parse_gc_policy, version_before
 from webhook.core.forecast import in_words
 from webhook.core.outcome import ErrorKind, Step, Versions, last_line
@@ -136,9 +136,10 @@ def _disk(target: Target, steps: RunSteps) -> Iterator[Check]:
         yield Check("disk", True, f"{root}: {shown}")
     if now.cache is None:
         why = problems.get("cache now", "")
-        yield Check("cache", False, f"docker system df: {why}", "is dockerd answering?")
+        yield Check("cache", False, f"{SYSTEM_DF}: {why}", "is dockerd answering?")
     else:
-        yield Check("cache", True, f"build cache {human_size(now.cache)} (docker system df)")
+        probe = steps.cache_probe or SYSTEM_DF
+        yield Check("cache", True, f"build cache {human_size(now.cache)} ({probe})")
     yield _stage_2(target.policy, now)
 
 

@@ -2,8 +2,9 @@
 process holds, each run's probes and stages over one session, and recording what it did.
 
 DESIGN.md, "Disk-aware pruning". Over one session (one SSH connection) a run:
-1. measures the disk (`df`) and the build cache (`docker system df`); Docker's and buildx's
-   versions the first time this process runs a target;
+1. measures the disk (`df`) and the build cache (`docker buildx du` where the target is known
+   to have buildx, else `docker system df`); Docker's and buildx's versions the first time
+   this process runs a target (kept in `KnownVersions`, which the watch reads too);
 2. runs stage 1, the age prune, as always;
 3. measures again; while a goal is missed, stage 2 prunes the cache down to the planner's
    bound, and the run measures once more.
@@ -23,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 from webhook.core.command import (
+    BUILDX_DU,
     BUILDX_VERSION,
     DOCKER_VERSION,
     SYSTEM_DF,
@@ -34,6 +36,7 @@ from webhook.core.disk import (
     Goals,
     Measure,
     parse_build_cache,
+    parse_buildx_du,
     parse_buildx_version,
     parse_df,
     parse_server_version,
@@ -61,8 +64,9 @@ log = logging.getLogger(__name__)
 
 # a probe reads what Docker and the kernel already know; a long wait means Docker is stuck
 PROBE_TIMEOUT_S = 30.0
-# probes a run may make: disk and cache before, after stage 1 and after stage 2; versions
-MAX_PROBES = 8
+# probes a run may make: disk and cache before, after stage 1 and after stage 2; versions;
+# one `docker buildx du` that failed, the cache then measured with `docker system df`
+MAX_PROBES = 9
 FINISH_ATTEMPTS = 10
 FINISH_BACKOFF_S = 1.0
 # how often the leases this process holds are renewed, at most
@@ -93,6 +97,24 @@ def problem(execution: Execution) -> str:
     return f"rc={execution.rc}: {line}" if line else f"rc={execution.rc}"
 
 
+class KnownVersions:
+    """Each target's Docker and buildx versions, as this process last learned them (a run's
+    first probes): the runs skip those probes once known, and a run's and the watch's
+    measures ask `docker buildx du` for the cache where buildx is known to be there."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, Versions] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: str) -> Versions | None:
+        with self._lock:
+            return self._known.get(target)
+
+    def set(self, target: str, versions: Versions) -> None:
+        with self._lock:
+            self._known[target] = versions
+
+
 @dataclass
 class RunSteps:
     """The commands of one run on one session, as they go by: each kept as a step, every
@@ -108,6 +130,12 @@ class RunSteps:
     failure: StageResult | None = None
     # Docker did not answer a probe or stage in time: later probes of Docker are skipped
     docker_stuck: bool = False
+    # what the target runs, when known: with buildx, `measure` asks `docker buildx du`
+    known: Versions | None = None
+    # the probe that last gave the cache's size
+    cache_probe: str | None = None
+    # `docker buildx du` failed in this run: later measures go to `docker system df` at once
+    buildx_du_failed: bool = False
 
     @property
     def probe_limit(self) -> float:
@@ -140,17 +168,34 @@ class RunSteps:
         if disk is None:
             why = problem(df) if df.rc != 0 else "df's output not understood"
             self.notes.append(f"{name}: {why}")
-        cache = None
-        name = f"cache {when}"
-        listed = self.docker_probe(name, SYSTEM_DF)
-        if listed is not None:
-            found = parse_build_cache(listed.stdout_tail) if listed.rc == 0 else None
-            if found is None:
-                why = problem(listed) if listed.rc != 0 else "no Build Cache row in its table"
-                self.notes.append(f"{name}: {why}")
-            cache = found[1] if found else None
         size, free = disk if disk else (None, None)
-        return Measure(size, free, cache)
+        return Measure(size, free, self.cache(f"cache {when}"))
+
+    def cache(self, name: str) -> int | None:
+        """The build cache's size: from `docker buildx du` where buildx is known to be
+        installed (it walks no image, container or volume), else, or when it fails, from
+        `docker system df` (DESIGN.md, "Probe cost")."""
+        if self.known and self.known.buildx and not self.buildx_du_failed:
+            listed = self.docker_probe(name, BUILDX_DU)
+            if listed is None:
+                return None
+            found = parse_buildx_du(listed.stdout_tail) if listed.rc == 0 else None
+            if found is not None:
+                self.cache_probe = BUILDX_DU
+                return found[1]
+            self.buildx_du_failed = True
+            why = problem(listed) if listed.rc != 0 else "no summary in its output"
+            self.notes.append(f"{name}: {BUILDX_DU}: {why}; measured with {SYSTEM_DF}")
+        listed = self.docker_probe(name, SYSTEM_DF)
+        if listed is None:
+            return None
+        found = parse_build_cache(listed.stdout_tail) if listed.rc == 0 else None
+        if found is None:
+            why = problem(listed) if listed.rc != 0 else "no Build Cache row in its table"
+            self.notes.append(f"{name}: {why}")
+            return None
+        self.cache_probe = SYSTEM_DF
+        return found[1]
 
     def versions(self) -> Versions:
         server = self.docker_probe("docker version", DOCKER_VERSION)
@@ -162,7 +207,10 @@ class RunSteps:
             found = self.docker_probe("buildx version", BUILDX_VERSION)
             # no buildx is a fact to record, not a failure: the classic builder prunes
             buildx = parse_buildx_version(found.stdout_tail) if found else None
-        return Versions(docker, buildx)
+        versions = Versions(docker, buildx)
+        if docker is not None:
+            self.known = versions
+        return versions
 
     def stage(self, name: str, command: str) -> StageResult:
         return summarize(self.command(name, command, self.target.policy.timeout_s))
@@ -177,7 +225,7 @@ def run_stages(
     `aim` (a start ahead of a forecast) are the goals stage 2 prunes towards instead of the
     target's; the run is still reported against the target's own."""
     policy = steps.target.policy
-    versions = known
+    versions = steps.known = known
     stages: list[StageResult] = []
     before = after = Measure()
     keep = None
@@ -290,6 +338,7 @@ class Runs:
         clock: Callable[[], float],
         max_parallel: int,
         finished: Sequence[FinishedListener] = (),
+        versions: KnownVersions | None = None,
     ):
         self.store = store
         self.open_session = open_session
@@ -298,7 +347,7 @@ class Runs:
         self.leases = Leases(store, clock)
         self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="prune")
         self._futures: dict[int, Future[RunOutcome | None]] = {}
-        self._versions: dict[str, Versions] = {}
+        self.versions = versions or KnownVersions()
         self._lock = threading.Lock()
 
     def submit(
@@ -364,8 +413,7 @@ class Runs:
 
     def _run(self, target: Target, run_id: int, confirm: bool, aim: Goals | None) -> RunOutcome:
         started = time.monotonic()
-        with self._lock:
-            known = self._versions.get(target.name)
+        known = self.versions.get(target.name)
         try:
             session = self.open_session(target)
             try:
@@ -378,8 +426,7 @@ class Runs:
             outcome = internal_outcome(type(error).__name__)
             versions = known
         if versions is not None:
-            with self._lock:
-                self._versions[target.name] = versions
+            self.versions.set(target.name, versions)
         return replace(outcome, duration_s=round(time.monotonic() - started, 3))
 
     def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:

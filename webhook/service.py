@@ -23,7 +23,7 @@ from webhook.core.forecast import Act, Forecast, Verdict
 from webhook.core.targets import Fleet, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.remote.session import CommandSession, Execute, OpenSession
-from webhook.runs import FinishedListener, Runs, run_limit_s
+from webhook.runs import FinishedListener, KnownVersions, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
 from webhook.watch import MeasuredListener, Watch
 
@@ -107,12 +107,22 @@ class PruneService:
         # a run's probes and stages share one session: the SSH runner's, or one over
         # `execute` (a call per command) where no sessions are given
         open_session = open_session or (lambda target: CommandSession(execute, target))
+        # each target's versions, learned by its runs: the watch measures as they do
+        versions = KnownVersions()
         self.watch = Watch(
-            store, open_session, clock, max_parallel, self.start_watched, self.listeners.measured
+            store,
+            open_session,
+            clock,
+            max_parallel,
+            self.start_watched,
+            self.listeners.measured,
+            versions,
         )
         # a run's measures are samples before anyone is told of the run
         self.listeners.finished.insert(0, self.watch.run_finished)
-        self.runs = Runs(store, open_session, clock, max_parallel, self.listeners.finished)
+        self.runs = Runs(
+            store, open_session, clock, max_parallel, self.listeners.finished, versions
+        )
 
     # -- what a trigger concerns -------------------------------------------------
     def route(self, trigger: Trigger) -> tuple[list[Target], list[TargetResult]]:

@@ -2,7 +2,8 @@
 keeps the sample, redraws the target's forecast and, when the sample or the forecast asks
 for it, starts a run (DESIGN.md, "Watching and forecasting").
 
-A measure is the run's read-only probes (`df` and the build cache) on one session, in a
+A measure is the run's read-only probes (`df` and the build cache: `docker buildx du` where
+a run has found buildx on the target, else `docker system df`) on one session, in a
 pool of `max_parallel` threads of its own, so the ping answers at once. Measuring is never
 a prune: it sets no interval, and the host's guard lets its probes through. What to do
 with a sample is the core's pure answer (`forecast`, `verdict`); a run's own measures are
@@ -23,7 +24,7 @@ from webhook.core.forecast import Act, Forecast, Sample, SampleKind, Verdict, fo
 from webhook.core.outcome import RunOutcome
 from webhook.core.targets import Target
 from webhook.remote.session import OpenSession, Stopped
-from webhook.runs import PROBE_TIMEOUT_S, RunSteps
+from webhook.runs import PROBE_TIMEOUT_S, KnownVersions, RunSteps
 from webhook.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,10 @@ StartRun = Callable[[Target, Verdict, Forecast | None], int | None]
 
 
 def measure_limit_s(target: Target) -> float:
-    """The longest one measure takes: connecting and two probes at their limits."""
+    """The longest one measure takes: connecting and three probes at their limits (df, and
+    `docker system df` after a `docker buildx du` that failed)."""
     probe = min(target.policy.timeout_s, PROBE_TIMEOUT_S)
-    return 3 * target.ssh.connect_timeout_s + 2 * probe
+    return 3 * target.ssh.connect_timeout_s + 3 * probe
 
 
 def run_samples(outcome: RunOutcome, now: float) -> list[Sample]:
@@ -93,12 +95,15 @@ class Watch:
         max_parallel: int,
         start: StartRun,
         listeners: Sequence[MeasuredListener] = (),
+        versions: KnownVersions | None = None,
     ):
         self.store = store
         self.open_session = open_session
         self.clock = clock
         self.start = start
         self.listeners = listeners
+        # what the runs learned of each target: which probe measures its cache
+        self.versions = versions or KnownVersions()
         self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="measure")
         self._futures: list[Future[Watched | None]] = []
         # measures queued or under way in this process: a ping never queues one twice
@@ -149,7 +154,7 @@ class Watch:
     def _probe(self, target: Target) -> Measure:
         session = self.open_session(target)
         try:
-            steps = RunSteps(session, target)
+            steps = RunSteps(session, target, known=self.versions.get(target.name))
             try:
                 return steps.measure("watch")
             except Stopped:  # the connection was lost: nothing was read
