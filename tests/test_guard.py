@@ -257,7 +257,13 @@ def test_guard_with_a_bad_option_refuses_every_command(guard, options):
 
 
 KEEP = "docker builder prune -f --keep-storage 5000000000"
-PROBES = ("docker system df", "docker version", "docker buildx version", "docker buildx inspect")
+PROBES = (
+    "docker system df",
+    "docker version",
+    "docker buildx version",
+    "docker buildx inspect",
+    "docker buildx du",
+)
 
 
 @pytest.mark.parametrize(
@@ -390,6 +396,10 @@ def test_guard_denies_a_keep_storage_docker_would_not_read_as_meant(guard, kept)
         "docker buildx version | sh",
         "docker buildx inspect --bootstrap",
         "docker buildx inspect; rm -rf /",
+        "docker buildx du --verbose",
+        "docker buildx du --builder remote",
+        "docker buildx du; rm -rf /",
+        "docker buildx du\nrm -rf /",
         "docker buildx rm default",
         "docker buildx prune -f",
         " docker system df",
