@@ -97,6 +97,7 @@ def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
             else "no buildx: the classic builder prunes"
         )
         yield Check("docker", True, f"Docker {versions.docker} ({builder}) answers on the host")
+        steps.known = versions  # the cache is measured as the runs will, knowing them
         try:
             yield from _disk(target, steps)
         except Stopped:

@@ -64,9 +64,10 @@ log = logging.getLogger(__name__)
 
 # a probe reads what Docker and the kernel already know; a long wait means Docker is stuck
 PROBE_TIMEOUT_S = 30.0
-# probes a run may make: disk and cache before, after stage 1 and after stage 2; versions;
-# one `docker buildx du` that failed, the cache then measured with `docker system df`
-MAX_PROBES = 9
+# probes a run may make: disk and cache before, after stage 1 and after stage 2; versions.
+# A run asks `docker buildx du` only when it starts with the versions known (and so skips
+# their two probes), and at most once more than that when it fails (`RunSteps.cache`)
+MAX_PROBES = 8
 FINISH_ATTEMPTS = 10
 FINISH_BACKOFF_S = 1.0
 # how often the leases this process holds are renewed, at most
@@ -130,7 +131,8 @@ class RunSteps:
     failure: StageResult | None = None
     # Docker did not answer a probe or stage in time: later probes of Docker are skipped
     docker_stuck: bool = False
-    # what the target runs, when known: with buildx, `measure` asks `docker buildx du`
+    # what the target runs, known before these steps began: with buildx, `measure` asks
+    # `docker buildx du` (versions learned by these steps change nothing: MAX_PROBES)
     known: Versions | None = None
     # the probe that last gave the cache's size
     cache_probe: str | None = None
@@ -174,7 +176,7 @@ class RunSteps:
     def cache(self, name: str) -> int | None:
         """The build cache's size: from `docker buildx du` where buildx is known to be
         installed (it walks no image, container or volume), else, or when it fails, from
-        `docker system df` (DESIGN.md, "Probe cost")."""
+        `docker system df` (docs/BENCHMARKS.md, "Probe cost")."""
         if self.known and self.known.buildx and not self.buildx_du_failed:
             listed = self.docker_probe(name, BUILDX_DU)
             if listed is None:
@@ -207,10 +209,7 @@ class RunSteps:
             found = self.docker_probe("buildx version", BUILDX_VERSION)
             # no buildx is a fact to record, not a failure: the classic builder prunes
             buildx = parse_buildx_version(found.stdout_tail) if found else None
-        versions = Versions(docker, buildx)
-        if docker is not None:
-            self.known = versions
-        return versions
+        return Versions(docker, buildx)
 
     def stage(self, name: str, command: str) -> StageResult:
         return summarize(self.command(name, command, self.target.policy.timeout_s))
