@@ -190,7 +190,8 @@ def test_without_goals_a_run_only_measures_around_the_age_prune(small_disk, fres
 # What Docker 28 with the buildx plugin prints, from a stand-in (Debian ships no buildx):
 # `docker builder prune` is `docker buildx prune`, whose table ends in `Total:\t<size>`,
 # and whose `--keep-storage` (an alias of `--reserved-space` since buildx 0.18) warns on
-# stderr. It keeps the cache's size in a file and logs the argv it was given.
+# stderr; `docker buildx du` lists the records, then sums them, shared ones apart. It keeps
+# the cache's size in a file and logs the argv it was given.
 BUILDX_DOCKER = r"""#!/usr/bin/env python3
 import json, sys
 from pathlib import Path
@@ -221,6 +222,12 @@ elif args == ["buildx", "inspect"]:
     print(" Filters:        type==source.local,type==exec.cachemount,type==source.git.checkout")
     print(" Keep Duration:  48h0m0s\n Max Used Space: 658.8MiB")
     print("GC Policy rule#1:\n All:            true\n Max Used Space: 20GiB")
+elif args == ["buildx", "du"]:
+    print("ID\t\t\t\t\t\tRECLAIMABLE\tSIZE\t\tLAST ACCESSED")
+    print(f"vbcvze8ff9slw4c0dqfmsn1zr\t\t\ttrue \t{human(cache)}\t\t3 hours ago")
+    print("rz2zgfcwlfxsxd7d41w2sz2tt\t\t\ttrue \t115.5MB*\t3 hours ago")
+    print(f"Shared:\t\t115.5MB\nPrivate:\t\t{human(cache)}")
+    print(f"Reclaimable:\t{human(cache + 115_500_000)}\nTotal:\t\t{human(cache + 115_500_000)}")
 elif args == ["system", "df"]:
     print("TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE")
     print("Images          3         1         1.2GB     800MB (66%)")
@@ -308,7 +315,7 @@ def test_check_shows_the_disk_the_cache_the_stage_two_bound_and_buildkits_gc(
     out = result.output
     assert "PASS  docker       Docker 28.2.2 (buildx 0.24.0) answers on the host" in out
     assert f"PASS  disk         {tmp_path}: " in out and " free of " in out
-    assert "PASS  cache        build cache 12GB (docker system df)" in out
+    assert "PASS  cache        build cache 12GB (docker buildx du)" in out
     assert (
         "PASS  stage 2      a goal is missed now (cache at most 5GB): after the age prune,"
         " `docker builder prune -f --keep-storage 5000000000`; the host's prunehook-guard"
