@@ -73,9 +73,7 @@ class LoopbackHosts:
             )
             for number in range(servers)
         ]
-        self.hosts = [
-            (address(i), self.servers[i % servers].port) for i in range(count)
-        ]
+        self.hosts = [(address(i), self.servers[i % servers].port) for i in range(count)]
 
     def start(self) -> LoopbackHosts:
         try:
@@ -89,6 +87,10 @@ class LoopbackHosts:
             "".join(server.known_hosts.read_text() for server in self.servers)
         )
         return self
+
+    def known_hosts_of(self, index: int) -> Path:
+        """The known_hosts of host `index`'s own sshd alone (16 lines, not the fleet's)."""
+        return self.servers[index % len(self.servers)].known_hosts
 
     def pids(self) -> list[int]:
         """The listening sshd processes (their sessions are their children)."""
@@ -111,10 +113,11 @@ def write_targets_file(
     port: int = 22,
     hosts: Sequence[tuple[str, int]] | None = None,
     defaults: dict[str, object] | None = None,
+    per_target: Sequence[dict[str, object]] | None = None,
 ) -> Path:
     """A targets file (DESIGN.md, "A fleet of build hosts"): target i on `hosts[i]`
     (address, port), or without `hosts` on `address(i)` and `port` (a fleet never connected
-    to); `defaults` adds keys to `[defaults]`."""
+    to); `defaults` adds keys to `[defaults]`, `per_target[i]` to target i's table."""
     if hosts is None:
         hosts = [(address(index), port) for index in range(len(targets))]
     if len(hosts) < len(targets):
@@ -126,8 +129,10 @@ def write_targets_file(
         f"known_hosts = {json.dumps(str(known_hosts))}",
         *(f"{key} = {json.dumps(value)}" for key, value in (defaults or {}).items()),
     ]
-    for name, (host, host_port) in zip(targets, hosts, strict=False):
+    for index, (name, (host, host_port)) in enumerate(zip(targets, hosts, strict=False)):
         lines += ["", f"[targets.{name}]", f"host = {json.dumps(host)}", f"port = {host_port}"]
+        own = per_target[index] if per_target else {}
+        lines += [f"{key} = {json.dumps(value)}" for key, value in own.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
