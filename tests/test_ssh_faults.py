@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 
@@ -22,6 +23,7 @@ from tests.conftest import AUTH
 from tests.harness import (
     ResettingRelay,
     SSHKeys,
+    find_binary,
     free_port,
     keygen,
     known_hosts_line,
@@ -31,7 +33,7 @@ from tests.harness import (
 from webhook import create_app
 from webhook.core.outcome import Execution, summarize
 from webhook.core.targets import Target
-from webhook.remote.ssh import TAIL_BYTES, SSHRunner
+from webhook.remote.ssh import TAIL_BYTES, KnownHosts, SSHRunner
 
 PRUNE = "docker builder prune -f --filter until=24h"
 
@@ -67,6 +69,57 @@ def test_changed_host_key_is_refused(make_sshd, tmp_path):
     execution = runner_for(server).execute(PRUNE)
     assert execution.error_kind == "host_key_changed"
     assert server.commands_run() == []
+
+
+def test_a_known_hosts_file_changed_between_connections_is_read_again(make_sshd, tmp_path):
+    server = make_sshd()
+    trusted = server.known_hosts.read_text()
+    runner = runner_for(server)
+    assert runner.execute(PRUNE).error_kind is None
+    server.known_hosts.write_text(server.known_hosts_line(keygen(tmp_path / "impostor")))
+    assert runner.execute(PRUNE).error_kind == "host_key_changed"
+    server.known_hosts.write_text("")
+    assert runner.execute(PRUNE).error_kind == "host_key_unknown"
+    server.known_hosts.write_text(trusted)
+    assert runner.execute(PRUNE).error_kind is None
+    assert len(server.commands_run()) == 2
+
+
+def test_a_hashed_known_hosts_entry_is_trusted_and_only_for_its_host(make_sshd):
+    server = make_sshd()
+    hash_it = find_binary("ssh-keygen")
+    subprocess.run([hash_it, "-H", "-f", str(server.known_hosts)], check=True, capture_output=True)
+    assert server.known_hosts.read_text().startswith("|1|")
+    assert runner_for(server).execute(PRUNE).error_kind is None
+    other = runner_for(server, ssh_port=free_port())  # the same key under another name
+    assert other.execute(PRUNE).error_kind in ("host_key_unknown", "connect_refused")
+
+
+def test_a_fleets_known_hosts_file_is_parsed_once_for_many_connections(
+    ssh_keys, tmp_path, monkeypatch
+):
+    path = tmp_path / "fleet_known_hosts"
+    key = paramiko.Ed25519Key.from_path(str(keygen(tmp_path / "host")))
+    path.write_text(
+        "".join(
+            f"[127.1.0.{n % 250}]:{2200 + n} ssh-ed25519 {key.get_base64()}\n" for n in range(300)
+        )
+    )
+    parsed = []
+    from_line = paramiko.hostkeys.HostKeyEntry.from_line
+
+    def counted(line, lineno=None):
+        parsed.append(lineno)
+        return from_line(line, lineno)
+
+    monkeypatch.setattr(paramiko.hostkeys.HostKeyEntry, "from_line", counted)
+    known = KnownHosts()
+    for n in range(20):
+        client = paramiko.SSHClient()
+        known.trust(client, str(path), f"[127.1.0.{n}]:{2200 + n}")
+        assert client.get_host_keys().lookup(f"[127.1.0.{n}]:{2200 + n}") is not None
+        assert client.get_host_keys().lookup(f"[127.1.0.{n}]:{2201 + n}") is None
+    assert len(parsed) == 300  # once, not once a connection
 
 
 def test_key_not_authorized_is_an_auth_failure(make_sshd):

@@ -11,6 +11,7 @@ an Execution with an error kind.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -68,14 +69,76 @@ def load_private_key(endpoint: SSHEndpoint) -> paramiko.PKey:
     raise SSHFailure("key_invalid", "PRUNEHOOK_SSH_KEY holds no key paramiko can read")
 
 
+class KnownHosts:
+    """Each known_hosts file parsed once, and again only when it changes. paramiko's
+    `load_host_keys` compares every line with each entry before it, and a client loads the
+    file at every connection: a fleet's file of 1,000 hosts cost about 100 ms of CPU a
+    connection (docs/BENCHMARKS.md, "Measure sweep"). A connection is given only the keys
+    of the name it looks up, so RejectPolicy still refuses every other host."""
+
+    def __init__(self) -> None:
+        # path -> (what its stat said, plain name -> keys, hashed entries)
+        self._files: dict[str, tuple[tuple[int, int, int], dict[str, list], list]] = {}
+        self._lock = threading.Lock()
+
+    def _parsed(self, path: str) -> tuple[dict[str, list], list]:
+        import paramiko
+
+        stat = os.stat(path)
+        version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        with self._lock:
+            known = self._files.get(path)
+        if known is not None and known[0] == version:
+            return known[1], known[2]
+        plain: dict[str, list] = {}
+        hashed = []
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                try:
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(text, number)
+                except paramiko.SSHException:
+                    continue  # as paramiko's own load: a line it cannot read is passed over
+                if entry is None:
+                    continue
+                for name in entry.hostnames:
+                    if name.startswith("|1|"):
+                        hashed.append((name, entry.key))
+                    else:
+                        plain.setdefault(name, []).append(entry.key)
+        with self._lock:
+            self._files[path] = (version, plain, hashed)
+        return plain, hashed
+
+    def trust(self, client: paramiko.SSHClient, path: str, name: str) -> None:
+        """Give `client` the keys known_hosts at `path` has for `name` (`address` or
+        `[address]:port`), the first of each key type, as paramiko's lookup takes it."""
+        import paramiko
+
+        plain, hashed = self._parsed(path)
+        keys = list(plain.get(name, ()))
+        keys += [key for entry, key in hashed if paramiko.HostKeys.hash_host(name, entry) == entry]
+        added: set[str] = set()
+        for key in keys:
+            if key.get_name() not in added:
+                added.add(key.get_name())
+                client.get_host_keys().add(name, key.get_name(), key)
+
+
+KNOWN_HOSTS = KnownHosts()
+
+
 def _connect(endpoint: SSHEndpoint) -> paramiko.SSHClient:
     import paramiko
 
     pkey = load_private_key(endpoint)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    name = endpoint.address if endpoint.port == 22 else f"[{endpoint.address}]:{endpoint.port}"
     try:
-        client.load_host_keys(str(endpoint.known_hosts_path))
+        KNOWN_HOSTS.trust(client, str(endpoint.known_hosts_path), name)
     except (OSError, paramiko.SSHException) as error:
         raise SSHFailure(
             "host_key_unknown", f"cannot read known_hosts {endpoint.known_hosts_path}: {error}"
