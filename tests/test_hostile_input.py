@@ -118,11 +118,9 @@ def test_an_over_long_watchdog_or_cron_field_is_422_naming_it(
         ("/hooks/cron", {"source": "\x1b[2Jcleared"}, "source"),
         ("/hooks/watchdog", WATCHDOG_ALERT | {"host": "build-1\x00"}, "host"),
         ("/hooks/watchdog", WATCHDOG_ALERT | {"mount": "/var\nlib"}, "mount"),
-        ("/hooks/watchdog", WATCHDOG_ALERT | {"message": "full\x00"}, "message"),
         ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x00hook"}, "receiver"),
         ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x7f"}, "receiver"),
         ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x9b"}, "receiver"),
-        ("/hooks/alertmanager", ALERTMANAGER | {"groupKey": "{}:\x00"}, "groupKey"),
         (
             "/hooks/alertmanager",
             ALERTMANAGER | {"alerts": [ALERTMANAGER["alerts"][0] | {"labels": {"host": "b\x00"}}]},

@@ -35,25 +35,24 @@ class JSONNumber(fields.Float):
 
 
 class Printable(Regexp):
-    """No control characters (NUL, escapes, DEL, C1); prose may keep tabs and line breaks.
+    """Up to `most` characters, none of them a control character (NUL, escapes, DEL, C1);
+    prose may keep tabs and line breaks.
 
-    A hook's text is logged, stored and shown: a NUL fails PostgreSQL's write, an escape
-    rewrites an operator's terminal, and no real sender puts either in a name. A pattern,
-    so the OpenAPI document states it too."""
+    A text prunehook keeps or logs (a trigger's source, host, receiver, label) is shown to
+    operators: a NUL fails PostgreSQL's write, an escape rewrites a terminal, and no real
+    sender puts either in a name. A pattern, so the OpenAPI document states it too; its
+    bound is in it so that fuzzers generate within it instead of filtering."""
 
-    def __init__(self, prose: bool = False) -> None:
+    def __init__(self, most: int, least: int = 0, prose: bool = False) -> None:
         control = r"\x00-\x08\x0b\x0c\x0e-\x1f" if prose else r"\x00-\x1f"
-        super().__init__(rf"^[^{control}\x7f-\x9f]*$", error="must not contain control characters")
+        pattern = rf"^[^{control}\x7f-\x9f]{{{least},{most}}}$"
+        super().__init__(pattern, error="must not contain control characters")
 
     def __call__(self, value: str | bytes) -> str | bytes:  # type: ignore[override]
         # fullmatch: `$` alone would let one trailing line break through
         if self.regex.fullmatch(value) is None:  # type: ignore[arg-type]
             raise ValidationError(self._format_error(value))
         return value
-
-
-NAME = Printable()
-PROSE = Printable(prose=True)
 
 
 # Every text a hook accepts is bounded, as some are logged and stored (the receiver is the
@@ -68,18 +67,24 @@ FINGERPRINT_CHARS = 64
 TIME_CHARS = 64
 
 
-def _text(max_chars: int, min_chars: int = 0, prose: bool = False, **kwargs) -> fields.String:
-    validate = [Length(min=min_chars or None, max=max_chars), PROSE if prose else NAME]
-    return fields.String(validate=validate, **kwargs)
+def _text(max_chars: int, **kwargs) -> fields.String:
+    """A text that is only bounded: prunehook neither keeps nor logs it."""
+    return fields.String(validate=Length(max=max_chars), **kwargs)
 
 
-def _string_map(max_value_chars: int, **kwargs) -> fields.Dict:
-    """Alertmanager's label and annotation sets: names to strings, both bounded; a value
-    (a description, even a label's) may span lines. A name is only looked up, never kept,
-    and OpenAPI 3.0 cannot state a pattern for it."""
+def _kept(max_chars: int, min_chars: int = 0, prose: bool = False, **kwargs) -> fields.String:
+    """A text prunehook keeps or logs: bounded, and printable."""
+    length = Length(min=min_chars or None, max=max_chars)
+    return fields.String(validate=[length, Printable(max_chars, min_chars, prose)], **kwargs)
+
+
+def _string_map(max_value_chars: int, kept: bool = False, **kwargs) -> fields.Dict:
+    """Alertmanager's label and annotation sets: names to strings, both bounded. An alert's
+    own labels are `kept` (its host and name reach the run's record); a value may span
+    lines. A name is only looked up, and OpenAPI 3.0 cannot state a pattern for it."""
     return fields.Dict(
         keys=fields.String(validate=Length(max=NAME_CHARS)),
-        values=_text(max_value_chars, prose=True),
+        values=_kept(max_value_chars, prose=True) if kept else _text(max_value_chars),
         load_default=dict,
         **kwargs,
     )
@@ -91,7 +96,7 @@ class CronPingSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    source = _text(200)
+    source = _kept(200)
 
 
 class WatchdogAlertSchema(Schema):
@@ -100,13 +105,13 @@ class WatchdogAlertSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    host = _text(253, min_chars=1, required=True)
-    mount = _text(4096, min_chars=1, load_default="/")
+    host = _kept(253, min_chars=1, required=True)
+    mount = _kept(4096, min_chars=1, load_default="/")
     used_percent = JSONNumber(required=True, validate=Range(min=0, max=100))
     status = fields.String(load_default="firing", validate=FIRING_OR_RESOLVED)
     threshold_percent = JSONNumber(validate=Range(min=0, max=100))
     free_bytes = fields.Integer(strict=True, validate=Range(min=0))
-    message = _text(2000, prose=True)
+    message = _text(2000)
     timestamp = fields.AwareDateTime()
 
 
@@ -115,7 +120,7 @@ class AlertmanagerAlertSchema(Schema):
         unknown = EXCLUDE
 
     status = fields.String(required=True, validate=FIRING_OR_RESOLVED)
-    labels = _string_map(LABEL_VALUE_CHARS)
+    labels = _string_map(LABEL_VALUE_CHARS, kept=True)
     annotations = _string_map(ANNOTATION_CHARS)
     starts_at = _text(TIME_CHARS, data_key="startsAt")
     # a firing alert carries endsAt "0001-01-01T00:00:00Z"; it is kept as text, never needed
@@ -136,7 +141,7 @@ class AlertmanagerWebhookSchema(Schema):
         data_key="truncatedAlerts", load_default=0, strict=True, validate=Range(min=0)
     )
     status = fields.String(required=True, validate=FIRING_OR_RESOLVED)
-    receiver = _text(NAME_CHARS, min_chars=1, required=True)
+    receiver = _kept(NAME_CHARS, min_chars=1, required=True)
     group_labels = _string_map(LABEL_VALUE_CHARS, data_key="groupLabels")
     common_labels = _string_map(LABEL_VALUE_CHARS, data_key="commonLabels")
     common_annotations = _string_map(ANNOTATION_CHARS, data_key="commonAnnotations")
