@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 from webhook.core.command import (
@@ -57,6 +56,7 @@ from webhook.core.outcome import (
 )
 from webhook.core.planner import Next, plan, unconfirmed
 from webhook.core.targets import Target
+from webhook.pool import Pool
 from webhook.remote.session import OpenSession, Session, Stopped
 from webhook.store import Store, StoreUnavailable
 
@@ -344,10 +344,8 @@ class Runs:
         self.clock = clock
         self.finished = finished
         self.leases = Leases(store, clock)
-        self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="prune")
-        self._futures: dict[int, Future[RunOutcome | None]] = {}
+        self._pool = Pool(max_parallel, "prune")
         self.versions = versions or KnownVersions()
-        self._lock = threading.Lock()
 
     def submit(
         self,
@@ -361,22 +359,14 @@ class Runs:
         disk critical (it started inside the interval on the trigger's word); with `aim`, its
         stage 2 prunes towards those goals (`run_stages`)."""
         self.leases.hold(target, run_id)
-        future = self._pool.submit(self.execute, target, run_id, request_id, confirm, aim)
-        with self._lock:
-            self._futures = {k: f for k, f in self._futures.items() if not f.done()}
-            self._futures[run_id] = future
+        self._pool.submit(run_id, self.execute, target, run_id, request_id, confirm, aim)
 
     def wait(self, run_id: int, timeout: float) -> None:
-        with self._lock:
-            future = self._futures.get(run_id)
-        if future is not None:
-            wait([future], timeout)
+        self._pool.wait(run_id, timeout)
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the runs this process started (tests, the CLI, notifications at exit)."""
-        with self._lock:
-            futures = list(self._futures.values())
-        wait(futures, timeout)
+        self._pool.join_all(timeout)
 
     def execute(
         self,

@@ -13,9 +13,7 @@ samples too (`run_finished`), so the line also learns from every prune.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -23,6 +21,7 @@ from webhook.core.disk import Measure
 from webhook.core.forecast import Act, Forecast, Sample, SampleKind, Verdict, forecast, verdict
 from webhook.core.outcome import RunOutcome
 from webhook.core.targets import Target
+from webhook.pool import Pool
 from webhook.remote.session import OpenSession, Stopped
 from webhook.runs import PROBE_TIMEOUT_S, KnownVersions, RunSteps
 from webhook.store import Store, StoreUnavailable
@@ -104,52 +103,41 @@ class Watch:
         self.listeners = listeners
         # what the runs learned of each target: which probe measures its cache
         self.versions = versions or KnownVersions()
-        self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="measure")
-        self._futures: list[Future[Watched | None]] = []
-        # measures queued or under way in this process: a ping never queues one twice
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
+        # measures by target: a ping never queues one that is queued or under way
+        self._pool = Pool(max_parallel, "measure")
 
     def sweep(self, targets: Iterable[Target]) -> list[str]:
         """Queue a measure of each watched target whose last one is old enough and that no
         one is measuring; the names queued. Raises StoreUnavailable."""
-        with self._lock:
-            watched = {
-                t.name: t
-                for t in targets
-                if t.policy.watch_interval_s > 0 and t.name not in self._pending
-            }
+        watched = {
+            t.name: t
+            for t in targets
+            if t.policy.watch_interval_s > 0 and not self._pool.busy(t.name)
+        }
         if not watched:
             return []
         due = {name: t.policy.watch_interval_s for name, t in watched.items()}
         hold_s = max(measure_limit_s(t) for t in watched.values())
         claimed = self.store.claim_measures(due, self.clock(), hold_s)
-        with self._lock:
-            self._futures = [f for f in self._futures if not f.done()]
-            for name in claimed:
-                self._pending.add(name)
-                self._futures.append(self._pool.submit(self.measure, watched[name]))
+        for name in claimed:
+            self._pool.submit(name, self.measure, watched[name])
         return claimed
 
     def measure(self, target: Target) -> Watched | None:
         """Measure `target` now and act on it; None when it could not be kept. Never raises."""
         try:
-            try:
-                found = self._probe(target)
-            except Exception:
-                log.exception("measure of %s: the command runner raised", target.name)
-                found = Measure()
-            sample = Sample(
-                ts=self.clock(),
-                kind=SampleKind.WATCH,
-                disk_size=found.disk_size,
-                disk_free=found.disk_free,
-                cache=found.cache,
-            )
-            return self.observe(target, [sample], act=True)
-        finally:
-            with self._lock:
-                self._pending.discard(target.name)
+            found = self._probe(target)
+        except Exception:
+            log.exception("measure of %s: the command runner raised", target.name)
+            found = Measure()
+        sample = Sample(
+            ts=self.clock(),
+            kind=SampleKind.WATCH,
+            disk_size=found.disk_size,
+            disk_free=found.disk_free,
+            cache=found.cache,
+        )
+        return self.observe(target, [sample], act=True)
 
     def _probe(self, target: Target) -> Measure:
         session = self.open_session(target)
@@ -219,6 +207,4 @@ class Watch:
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the measures this process queued (tests, the CLI, shutdown)."""
-        with self._lock:
-            futures = list(self._futures)
-        wait(futures, timeout)
+        self._pool.join_all(timeout)
