@@ -476,3 +476,14 @@ def test_samples_of_one_target_leave_anothers_alone(make_store: MakeStore):
     store.add_samples("other", [sample(T0)], 0.0, lambda kept: Forecast(samples=1, window_s=1.0))
     keep(store, sample(T0 + SAMPLES_KEPT_S + 1))
     assert [s.ts for s in store.samples("other", 0.0)] == [T0]
+
+
+def test_a_sample_that_read_nothing_keeps_the_hosts_last_measurement(make_store: MakeStore):
+    store = make_store()
+    store.claim_measures(WATCHED, T0, hold_s=90)
+    keep(store, sample(T0 + 1, free=42 * GB))
+    keep(store, Sample(ts=T0 + 61, kind=SampleKind.WATCH))  # the probes failed
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_measured_ts, record.last_disk_free) == (T0 + 1, 42 * GB)
+    assert record.measuring_until_ts is None

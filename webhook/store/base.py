@@ -447,13 +447,6 @@ class SQLStore:
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
-            latest = max((s.ts for s in samples if s.disk_free is not None), default=None)
-            measured: dict[str, Any] = {"measuring_until_ts": None}
-            if latest is not None:
-                last = samples[-1]
-                measured |= {"last_measured_ts": latest, "last_disk_size": last.disk_size}
-                measured |= {"last_disk_free": last.disk_free, "last_cache": last.cache}
-            self._update(connection, "targets", measured, {"target": target})
             self._execute(
                 connection,
                 "DELETE FROM samples WHERE target = ? AND (ts < ? OR id <= ("
@@ -462,7 +455,13 @@ class SQLStore:
             )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            self._update(connection, "targets", {"forecast": found}, {"target": target})
+            row: dict[str, Any] = {"measuring_until_ts": None, "forecast": found}
+            read = [sample for sample in samples if sample.disk_free is not None]
+            if read:  # the host's last measurement, kept when this one read nothing
+                last = max(read, key=lambda sample: sample.ts)
+                row |= {"last_measured_ts": last.ts, "last_disk_size": last.disk_size}
+                row |= {"last_disk_free": last.disk_free, "last_cache": last.cache}
+            self._update(connection, "targets", row, {"target": target})
             return recent, found
 
     def _samples(self, connection: Any, target: str, since: float) -> list[SampleRecord]:
