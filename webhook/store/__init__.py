@@ -189,10 +189,10 @@ class Store(Protocol):
         since: float,
         draw: Callable[[list[SampleRecord]], Forecast],
     ) -> tuple[list[SampleRecord], Forecast]:
-        """Keep `samples` (one or more: the watch's, or a run's), let the target's measure
-        go, drop the samples past SAMPLES_KEPT_S and SAMPLES_KEPT, and keep the forecast
-        `draw` makes of those taken at or after `since` (oldest first): both returned. One
-        transaction."""
+        """Keep `samples` (one or more, oldest first: the watch's, or a run's before and after
+        its prunes, which may share a time), let the target's measure go, drop the samples
+        past SAMPLES_KEPT_S and SAMPLES_KEPT, and keep the forecast `draw` makes of those
+        taken at or after `since` (oldest first): both returned. One transaction."""
 
     def samples(self, target: str, since: float) -> list[SampleRecord]:
         """The samples of `target` taken at or after `since`, oldest first."""

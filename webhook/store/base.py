@@ -458,7 +458,7 @@ class SQLStore:
             row: dict[str, Any] = {"measuring_until_ts": None, "forecast": found}
             read = [sample for sample in samples if sample.disk_free is not None]
             if read:  # the host's last measurement, kept when this one read nothing
-                last = max(read, key=lambda sample: sample.ts)
+                last = read[-1]
                 row |= {"last_measured_ts": last.ts, "last_disk_size": last.disk_size}
                 row |= {"last_disk_free": last.disk_free, "last_cache": last.cache}
             self._update(connection, "targets", row, {"target": target})
