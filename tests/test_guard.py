@@ -20,6 +20,7 @@ from tests.readme import README
 from webhook.core.command import (
     BUILDX_INSPECT,
     BUILDX_VERSION,
+    DOCKER_ROOT_DIR,
     DOCKER_VERSION,
     SYSTEM_DF,
     build_df_command,
@@ -432,6 +433,7 @@ def test_the_guard_allows_every_command_prunehook_builds(guard):
         DOCKER_VERSION,
         BUILDX_VERSION,
         BUILDX_INSPECT,
+        DOCKER_ROOT_DIR,
     ]
     for command in built:
         rc, _, stderr, _ = guard(command, "--allow-all", "--allow-keep-storage")
@@ -450,6 +452,35 @@ def test_every_authorized_keys_line_in_the_readme_is_one_the_guard_accepts(guard
         assert rc == 0, (line, stderr)
         rc, _, stderr, _ = guard(KEEP, *words)
         assert (rc == 0) == ("--allow-keep-storage" in words), (line, stderr)
+
+
+def test_the_docker_root_probe_runs_as_docker_info_with_its_template(guard):
+    rc, stdout, _, _ = guard(DOCKER_ROOT_DIR)
+    assert rc == 0
+    assert ran(stdout) == ["info", "--format", "{{.DockerRootDir}}"]
+    assert guard("docker info")[0] == DENIED
+    assert guard("docker info --format {{.ServerVersion}}")[0] == DENIED
+
+
+def test_a_docker_host_option_reaches_docker_as_docker_host(guard, tmp_path):
+    env_docker = tmp_path / "bin" / "env-docker"
+    env_docker.write_text('#!/bin/sh\nprintf "[%s]" "$DOCKER_HOST" "$@"\n')
+    env_docker.chmod(0o755)
+    socket = "unix:///run/user/1000/docker.sock"
+
+    rc, stdout, _, _ = guard(PRUNE, "--docker-host", socket, "--docker", str(env_docker))
+
+    assert rc == 0
+    assert ran(stdout) == [socket, "builder", "prune", "-f", "--filter", "until=24h"]
+
+
+@pytest.mark.parametrize(
+    "url", ["unix://relative", "unix:///x;rm -rf /", "http://host", "tcp://h $(id)"]
+)
+def test_a_docker_host_that_is_no_daemon_address_is_a_usage_error(guard, url):
+    rc, _, stderr, _ = guard(PRUNE, "--docker-host", url)
+    assert rc == USAGE_ERROR
+    assert "--docker-host" in stderr
 
 
 TOO_SOON = 75

@@ -9,13 +9,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from webhook.config import Settings
-from webhook.core.command import BUILDX_INSPECT, SYSTEM_DF, build_keep_storage_command
+from webhook.core.command import (
+    BUILDX_INSPECT,
+    DOCKER_ROOT_DIR,
+    SYSTEM_DF,
+    build_keep_storage_command,
+)
 from webhook.core.disk import Measure, parse_gc_policy, version_before
 from webhook.core.forecast import in_words
 from webhook.core.outcome import ErrorKind, Step, Versions, last_line
 from webhook.core.planner import Next, plan
 from webhook.core.sizes import human_size
-from webhook.core.targets import PrunePolicy, Target
+from webhook.core.targets import PrunePolicy, Target, is_docker_root
 from webhook.remote.session import Stopped
 from webhook.remote.ssh import SSHFailure, SSHRunner, SSHSession, load_private_key
 from webhook.runs import PROBE_TIMEOUT_S, RunSteps
@@ -99,7 +104,7 @@ def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
         yield Check("docker", True, f"Docker {versions.docker} ({builder}) answers on the host")
         steps.known = versions  # the cache is measured as the runs will, knowing them
         try:
-            yield from _disk(target, steps)
+            yield from _disk(target, steps, session)
         except Stopped:
             failure = steps.failure
             yield Check("disk", False, f"the connection was lost: {failure and failure.error}")
@@ -123,14 +128,13 @@ def _no_docker(target: Target, probed: Step) -> Check:
     return Check("docker", False, f"rc={probed.rc}: {last}", fix)
 
 
-def _disk(target: Target, steps: RunSteps) -> Iterator[Check]:
+def _disk(target: Target, steps: RunSteps, session: SSHSession) -> Iterator[Check]:
     """The disk and the cache as a run would measure them now, and stage 2's bound."""
     root = target.policy.docker_root
     now = steps.measure("now")
     problems = {note.partition(":")[0]: note.partition(": ")[2] for note in steps.notes}
     if now.disk_size is None or now.disk_free is None:
-        fix = "set docker_root (PRUNEHOOK_DOCKER_ROOT) to `docker info -f '{{.DockerRootDir}}'`"
-        yield Check("disk", False, f"df {root}: {problems.get('disk now', '')}", fix)
+        yield Check("disk", False, f"df {root}: {problems.get('disk now', '')}", _root_fix(session))
     else:
         share = 100 * now.disk_free / now.disk_size if now.disk_size else 0.0
         shown = f"{human_size(now.disk_free)} free of {human_size(now.disk_size)} ({share:.1f}%)"
@@ -182,6 +186,21 @@ def _stage_2_now(policy: PrunePolicy, now: Measure) -> Check:
         return Check("stage 2", True, detail, warning=True)
     detail = f"cannot tell ({aims}): the disk or cache could not be measured"
     return Check("stage 2", True, detail, warning=True)
+
+
+ROOT_VARIABLE = "PRUNEHOOK_DOCKER_ROOT"
+
+
+def _root_fix(session: SSHSession) -> str:
+    """Where Docker says its data is, as the docker_root to set; or how to ask it."""
+    asked = session.execute(DOCKER_ROOT_DIR, PROBE_TIMEOUT_S)
+    found = last_line(asked.stdout_tail) if asked.rc == 0 else ""
+    if found.startswith("/") and is_docker_root(found):
+        return f'Docker keeps its data in {found}: set docker_root = "{found}" (or {ROOT_VARIABLE})'
+    return (
+        "set docker_root (PRUNEHOOK_DOCKER_ROOT) to what `docker info --format"
+        " {{.DockerRootDir}}` prints on the host (a guard older than this prunehook denies it)"
+    )
 
 
 def _gc(session: SSHSession, versions: Versions) -> Check:

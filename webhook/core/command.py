@@ -20,6 +20,8 @@ BUILDX_DU = "docker buildx du"
 DOCKER_VERSION = "docker version"
 BUILDX_VERSION = "docker buildx version"
 BUILDX_INSPECT = "docker buildx inspect"
+# where Docker keeps its data, for a docker_root that df cannot measure (`prunehook check`)
+DOCKER_ROOT_DIR = "docker info --format {{.DockerRootDir}}"
 
 
 def build_prune_command(until: str, prune_all: bool) -> str:
