@@ -1,14 +1,5 @@
-"""The WSGI entry point: `gunicorn wsgi:app`, `flask --app wsgi ...`."""
+"""The WSGI entry point in a clone: `gunicorn wsgi:app`, `flask --app wsgi ...`."""
 
-import sys
+from webhook.wsgi import app
 
-from webhook import create_app
-from webhook.config import ConfigError
-
-try:
-    app = create_app()
-except ConfigError as error:
-    print(error, file=sys.stderr)
-    # gunicorn's WORKER_BOOT_ERROR: the master stops instead of rebooting the worker for ever
-    # (gunicorn.conf.py refuses before forking; this covers a change between the two)
-    sys.exit(3)
+__all__ = ["app"]

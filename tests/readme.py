@@ -128,7 +128,7 @@ def variables_read() -> set[str]:
     (gunicorn.conf.py, the app), and the guard's."""
     python = [
         *sorted((REPO / "webhook").rglob("*.py")),
-        REPO / "gunicorn.conf.py",
+        REPO / "webhook" / "gunicorn_settings.py",
         REPO / "wsgi.py",
     ]
     guard = (REPO / "contrib" / "prunehook-guard").read_text()

@@ -206,10 +206,40 @@ def test_a_skipped_prune_says_until_when(make_app, fake_host, clock):
     clock.advance(3600)
 
     skipped = runner.invoke(args=["prune"])
+    as_json = runner.invoke(args=["prune", "--json"])
 
     assert skipped.exit_code == 0
-    assert json.loads(skipped.stdout)["decision"] == "skipped"
-    assert skipped.stderr == (
-        "127.0.0.1: interval not due yet; next allowed at 2027-01-15 14:00:00 UTC (in 5h 00m)\n"
-    )
+    assert skipped.stdout == ("127.0.0.1: skipped: interval not due yet; next allowed in 5 h\n")
+    assert json.loads(as_json.stdout)["decision"] == "skipped"
+    assert json.loads(as_json.stdout)["next_eligible_ts"] == clock() + 5 * 3600
     assert len(fake_host.commands) == 1
+
+
+def test_check_of_a_wrong_docker_root_says_where_docker_keeps_its_data(
+    make_sshd, docker_engine, env_for, tmp_path
+):
+    host = make_sshd(docker_host=docker_engine.host, docker_root=docker_engine.data_root)
+    env_for(host, PRUNEHOOK_DOCKER_ROOT="/srv/not-docker")
+
+    result = cli(tmp_path).invoke(args=["check"])
+
+    assert result.exit_code == 1
+    assert "FAIL  disk         df /srv/not-docker: " in result.output
+    root = docker_engine.data_root
+    assert f'fix: Docker keeps its data in {root}: set docker_root = "{root}"' in result.output
+    assert host.commands_run()[-1] == "allowed docker info --format {{.DockerRootDir}}"
+
+
+def test_a_host_whose_docker_socket_is_not_the_default_is_reached_through_the_guard(
+    make_sshd, docker_engine, env_for, tmp_path
+):
+    """Rootless Docker, a second daemon: sshd gives the guard no DOCKER_HOST, its option does."""
+    host = make_sshd(
+        docker_root=docker_engine.data_root, guard_options=("--docker-host", docker_engine.host)
+    )
+    env_for(host)
+
+    result = cli(tmp_path).invoke(args=["check"])
+
+    assert result.exit_code == 0, result.output
+    assert "PASS  cache" in result.output

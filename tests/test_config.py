@@ -220,7 +220,9 @@ def test_the_env_example_names_where_its_process_only_variables_are_read():
         "WEB_CONCURRENCY",
         "GUNICORN_THREADS",
     }
-    readers = (REPO / "gunicorn.conf.py").read_text() + (REPO / "webhook/app.py").read_text()
+    readers = (REPO / "webhook/gunicorn_settings.py").read_text() + (
+        REPO / "webhook/app.py"
+    ).read_text()
     unread = [name for name in process_only if not re.search(f"[\"']{name}[\"']", readers)]
     assert unread == []
 

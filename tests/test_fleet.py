@@ -8,6 +8,7 @@ client key is pinned on every host to prunehook-guard with a log of its own, so
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -398,8 +399,8 @@ def test_cli_prune_with_a_target_prunes_that_target_only(fleet_app, three_hosts)
     result = cli(fleet_app()).invoke(args=["prune", "--target", "build-1"])
 
     assert result.exit_code == 0, result.output
-    assert '"target": "build-1"' in result.output
-    assert '"result": "ok"' in result.output
+    said = [line for line in result.output.splitlines() if not line.startswith("  ")]
+    assert len(said) == 1 and said[0].startswith("build-1: pruned: freed ")
     assert ran(three_hosts) == only("build-1", PRUNE)
 
 
@@ -455,11 +456,17 @@ def test_cli_status_with_a_target_shows_that_target(fleet_app, three_hosts):
     assert runner.invoke(args=["prune", "--target", "build-3"]).exit_code == 0
 
     result = runner.invoke(args=["status", "--target", "build-3"])
+    as_json = runner.invoke(args=["status", "--target", "build-3", "--json"])
 
     assert result.exit_code == 0, result.output
-    assert '"name": "build-3"' in result.output
-    assert '"last_result": "ok"' in result.output
-    assert '"build-1"' not in result.output
+    header, row = result.output.splitlines()
+    assert header.split()[:2] == ["TARGET", "STATE"]
+    assert row.split()[:2] == ["build-3", "ok"]
+    assert " s ago " in row or " now " in row  # just pruned
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["name"] == "build-3"
+    assert json.loads(as_json.output)["last_result"] == "ok"
+    assert "build-1" not in result.output + as_json.output
 
 
 SEED_KEYS = (

@@ -647,3 +647,23 @@ def test_a_disk_short_with_too_little_cache_is_told_once_and_never_pruned(
     measure(app)
     flush(app)
     assert len(server.messages()) == 2
+
+
+def test_notify_test_sends_to_each_destination_and_says_which_failed(make_app, receiver):
+    server = receiver()
+    app = make_app(notify_urls=(server.json_url(), refused_url()))
+
+    result = app.test_cli_runner().invoke(args=["notify", "--test"])
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == "json #1: sent"
+    assert result.output.splitlines()[1].startswith("json #2: FAILED")
+    [message] = server.messages()
+    assert message["title"] == "prunehook: test notification"
+
+
+def test_notify_test_without_a_destination_says_what_to_set(make_app):
+    result = make_app().test_cli_runner().invoke(args=["notify", "--test"])
+
+    assert result.exit_code == 2
+    assert "no destination: set PRUNEHOOK_NOTIFY_URLS" in result.output

@@ -79,14 +79,21 @@ def mask_database_passwords(*secrets: str) -> None:
             logger.addFilter(PASSWORDS)
 
 
-def configure_logging() -> None:
-    """JSON lines on stderr, unless the host process (a test runner) already set logging up."""
+# for a person at a terminal (the `prunehook` command)
+PLAIN = logging.Formatter("prunehook: %(levelname)s: %(message)s")
+
+
+def configure_logging(
+    formatter: logging.Formatter | None = None, level: int = logging.INFO
+) -> None:
+    """JSON lines on stderr (or `formatter`'s), unless the host process (a test runner, the
+    `prunehook` command) already set logging up."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter or JsonFormatter())
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
     # paramiko narrates every connection at INFO; our run line already says what happened
     logging.getLogger("paramiko").setLevel(logging.WARNING)

@@ -390,7 +390,14 @@ class Notifier:
     def flush_limit_s(self) -> float:
         return self.timeout_s * max(1, len(self.destinations)) + FLUSH_GRACE_S
 
-    def _send(self, notice: Notice) -> None:
+    def send_now(self, notice: Notice) -> list[Delivery]:
+        """Sends `notice` to every destination from this thread, each one's delivery in
+        order (`prunehook notify --test`)."""
+        deliveries: list[Delivery] = []
+        self._send(notice, deliveries)
+        return deliveries
+
+    def _send(self, notice: Notice, deliveries: list[Delivery] | None = None) -> None:
         for place, destination in enumerate(self.destinations, 1):
             started = time.monotonic()
             try:
@@ -417,6 +424,8 @@ class Notifier:
                 extra={"fields": fields},
             )
             self._count(result, notice.reason, destination.scheme)
+            if deliveries is not None:
+                deliveries.append(delivery)
 
     def _count(self, result: str, reason: Reason, scheme: str) -> None:
         if self.counted is None:

@@ -33,11 +33,13 @@ class Reason(StrEnum):
     FAILURES = "failures"
     DISK_LOW = "disk_low"
     FORECAST = "forecast"
+    TEST = "test"  # asked for by the operator: prunehook notify --test
 
 
 class Severity(StrEnum):
     """How a destination shows it (apprise's notify types)."""
 
+    INFO = "info"
     SUCCESS = "success"
     WARNING = "warning"
     FAILURE = "failure"

@@ -10,8 +10,11 @@ an Execution with an error kind.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +70,41 @@ def load_private_key(endpoint: SSHEndpoint) -> paramiko.PKey:
     except Exception as error:  # cryptography and paramiko raise many kinds for a bad key
         raise SSHFailure("key_invalid", f"cannot load the private key: {error}") from error
     raise SSHFailure("key_invalid", "PRUNEHOOK_SSH_KEY holds no key paramiko can read")
+
+
+def known_name(address: str, port: int) -> str:
+    """How known_hosts names a host: `address`, or `[address]:port` off port 22."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """`SHA256:...`, as `ssh-keygen -l` and OpenSSH's first-connection prompt print it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def fetch_host_key(address: str, port: int, timeout_s: float) -> paramiko.PKey:
+    """The key the SSH server at `address:port` offers, before any login: to be shown and
+    confirmed by a person (`prunehook hosts add`), never trusted on its own."""
+    import paramiko
+
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout_s)
+    except OSError as error:
+        raise SSHFailure(
+            ErrorKind.CONNECT_ERROR, f"cannot reach {address}:{port}: {_reason(error)}"
+        ) from error
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = transport.handshake_timeout = timeout_s
+        transport.start_client(timeout=timeout_s)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        raise SSHFailure(
+            ErrorKind.SSH_ERROR, f"{address}:{port}: no key exchange: {_reason(error)}"
+        ) from error
+    finally:
+        transport.close()
 
 
 class KnownHosts:
@@ -136,7 +174,7 @@ def _connect(endpoint: SSHEndpoint) -> paramiko.SSHClient:
     pkey = load_private_key(endpoint)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    name = endpoint.address if endpoint.port == 22 else f"[{endpoint.address}]:{endpoint.port}"
+    name = known_name(endpoint.address, endpoint.port)
     try:
         KNOWN_HOSTS.trust(client, str(endpoint.known_hosts_path), name)
     except (OSError, paramiko.SSHException) as error:

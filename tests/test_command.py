@@ -1,0 +1,206 @@
+"""The `prunehook` command: every command listed with its help, `hosts add` against a real
+sshd, and what `status` and `prune` say to people."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import TOKEN
+from tests.harness import find_binary
+from webhook.cli.main import main
+from webhook.cli.shown import relative, span, table
+
+COMMANDS = ("serve", "check", "notify", "prune", "status", "targets", "hosts", "state")
+
+
+def prunehook(*args: str, input: str | None = None):
+    return CliRunner().invoke(main, list(args), input=input, prog_name="prunehook")
+
+
+def test_help_lists_every_command():
+    listed = prunehook("--help")
+    assert listed.exit_code == 0
+    commands = listed.output.split("Commands:")[1]
+    assert [line.split()[0] for line in commands.strip().splitlines()] == list(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "command", [*([c] for c in COMMANDS), ["hosts", "add"], ["state", "copy"]], ids=str
+)
+def test_every_command_has_help(command):
+    shown = prunehook(*command, "--help")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith(f"Usage: prunehook {' '.join(command)} ")
+
+
+def test_version_is_the_package_version():
+    from importlib.metadata import version
+
+    assert prunehook("--version").output == f"prunehook, version {version('prunehook')}\n"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(0, "0 s"), (45, "45 s"), (720, "12 min"), (11_520, "3 h 12 min"), (10_805, "3 h"),
+     (187_200, "2 d 4 h"), (86_400 + 59, "1 d")],
+)  # fmt: skip
+def test_a_span_says_its_two_largest_units(seconds, said):
+    assert span(seconds) == said
+
+
+def test_times_are_said_from_now():
+    assert relative(1000 + 11_520, 1000) == "in 3 h 12 min"
+    assert relative(1000 - 300, 1000) == "5 min ago"
+    assert relative(1000.4, 1000) == "now"
+    assert relative(None, 1000) == "never"
+
+
+def test_a_table_aligns_its_columns():
+    assert table(("A", "BB", "C"), [("long", "x", "free text"), ("s", "yyy", "")]) == (
+        "A     BB   C\nlong  x    free text\ns     yyy"
+    )
+
+
+# -- hosts add ---------------------------------------------------------------------------
+EXISTING = """\
+# build hosts: edited by hand, and by `prunehook hosts add`
+[defaults]
+until = "24h"  # what builds made today stays
+
+[targets.build-1]
+host = "127.0.0.2"
+aliases = ["ci-1"]
+"""
+
+
+def fingerprint_of(host) -> str:
+    keygen = find_binary("ssh-keygen")
+    shown = subprocess.run(
+        [keygen, "-lf", f"{host.host_key}.pub"], capture_output=True, text=True, check=True
+    )
+    return shown.stdout.split()[1]
+
+
+@pytest.fixture
+def operator(tmp_path, monkeypatch, make_sshd, docker_engine):
+    """An operator with a targets file of one host, about to add a real build host whose
+    key already carries the guard; known_hosts does not know it yet."""
+    host = make_sshd(docker_host=docker_engine.host, docker_root=docker_engine.data_root)
+    host.authorize(guarded=True)
+    monkeypatch.chdir(tmp_path)
+    targets = tmp_path / "targets.toml"
+    targets.write_text(EXISTING)
+    known_hosts = tmp_path / "ssh" / "known_hosts"
+    for name, value in {
+        "PRUNEHOOK_TARGETS_FILE": str(targets),
+        "PRUNEHOOK_SSH_KEY_FILE": str(host.client_key),
+        "PRUNEHOOK_SSH_KNOWN_HOSTS": str(known_hosts),
+        "PRUNEHOOK_DOCKER_ROOT": str(docker_engine.data_root),
+        "PRUNEHOOK_TOKEN": TOKEN,
+        "PRUNEHOOK_DB_PATH": str(tmp_path / "state.sqlite3"),
+        "PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    host.targets, host.known_hosts_file = targets, known_hosts
+    return host
+
+
+def add(host, *more: str, input: str | None = None):
+    return prunehook(
+        "hosts", "add", "build-2", "--host", "127.0.0.1", "--port", str(host.port), *more,
+        input=input,
+    )  # fmt: skip
+
+
+def test_hosts_add_with_the_right_fingerprint_adds_the_host_and_its_checks_pass(operator):
+    added = add(operator, "--alias", "ci-2", "--fingerprint", fingerprint_of(operator))
+
+    assert added.exit_code == 0, added.output
+    # the file keeps what was there, comments included, and gains the block
+    assert operator.targets.read_text() == EXISTING + (
+        f'\n[targets.build-2]\nhost = "127.0.0.1"\nport = {operator.port}\naliases = ["ci-2"]\n'
+    )
+    public = Path(f"{operator.host_key}.pub").read_text().split()
+    assert operator.known_hosts_file.read_text() == (
+        f"[127.0.0.1]:{operator.port} {public[0]} {public[1]}\n"
+    )
+    client = Path(f"{operator.client_key}.pub").read_text().split()
+    line = (
+        'restrict,command="/usr/local/bin/prunehook-guard --min-until 24h"'
+        f" {client[0]} {client[1]} prunehook"
+    )
+    assert line in added.output.splitlines()
+    assert "PASS  ssh login" in added.output
+    assert "PASS  docker" in added.output
+    assert "FAIL" not in added.output
+
+
+def test_hosts_add_refuses_a_wrong_fingerprint_and_writes_nothing(operator):
+    wrong = "SHA256:" + "A" * 43
+
+    refused = add(operator, "--fingerprint", wrong)
+
+    assert refused.exit_code == 1
+    assert f"not {wrong} as given; nothing was written" in refused.output
+    assert operator.targets.read_text() == EXISTING
+    assert not operator.known_hosts_file.exists()
+    assert list(operator.targets.parent.glob(".targets.toml.*")) == []
+
+
+def test_hosts_add_asks_and_a_no_writes_nothing(operator):
+    refused = add(operator, input="n\n")
+
+    assert refused.exit_code == 1
+    assert fingerprint_of(operator) in refused.output
+    assert "the key was not confirmed; nothing was written" in refused.output
+    assert operator.targets.read_text() == EXISTING
+    assert not operator.known_hosts_file.exists()
+
+
+def test_hosts_add_asks_and_a_yes_adds_the_host(operator):
+    added = add(operator, input="y\n")
+
+    assert added.exit_code == 0, added.output
+    assert "[targets.build-2]" in operator.targets.read_text()
+    assert operator.known_hosts_file.read_text().startswith(f"[127.0.0.1]:{operator.port} ")
+
+
+def test_hosts_add_refuses_a_name_already_taken_naming_its_target(operator):
+    refused = prunehook("hosts", "add", "build-1", "--host", "127.0.0.9")
+
+    assert refused.exit_code == 1
+    assert "refused: build-1 is already a target (root@127.0.0.2:22)" in refused.output
+    assert operator.targets.read_text() == EXISTING
+
+
+def test_hosts_add_refuses_an_alias_taken_naming_the_other_target(operator):
+    refused = add(operator, "--alias", "CI-1")
+
+    assert refused.exit_code == 1
+    assert "'ci-1' is also a name, host or alias of targets.build-1" in refused.output
+    assert operator.targets.read_text() == EXISTING
+    assert not operator.known_hosts_file.exists()
+
+
+def test_hosts_add_prints_the_guard_options_the_policy_needs(operator, monkeypatch):
+    monkeypatch.setenv("PRUNEHOOK_UNTIL", "48h")
+    monkeypatch.setenv("PRUNEHOOK_MIN_FREE", "20%")
+    monkeypatch.setenv("PRUNEHOOK_ALL", "true")
+    operator.targets.write_text("")
+    monkeypatch.delenv("PRUNEHOOK_TARGETS_FILE")
+    fresh = operator.targets.parent / "new" / "targets.toml"
+    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(fresh))
+    docker_host = "unix:///run/user/1000/docker.sock"
+
+    added = add(operator, "--fingerprint", fingerprint_of(operator), "--docker-host", docker_host)
+
+    assert "[targets.build-2]" in fresh.read_text()  # made with its first host
+    guard = (
+        '"/usr/local/bin/prunehook-guard --min-until 48h --allow-all --allow-keep-storage'
+        f' --docker-host {docker_host}"'
+    )
+    assert f"restrict,command={guard} " in added.output

@@ -1,0 +1,260 @@
+"""`hosts add`: a build host in one step. Its key fetched and confirmed by a person, its
+known_hosts line, the `authorized_keys` line its guard needs, its `[targets.NAME]` block
+appended to the targets file (comments kept), then its checks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import click
+from environs import Env
+
+from webhook.config import PREFIX, ConfigError, Settings, load_settings
+from webhook.core.targets import Fleet, PrunePolicy, Target
+from webhook.remote.ssh import SSHFailure, fetch_host_key, fingerprint, known_name
+
+GUARD = "/usr/local/bin/prunehook-guard"
+FILE_VARIABLE = f"{PREFIX}TARGETS_FILE"
+NEW_FILE = '# prunehook\'s build hosts: a [targets.NAME] table each (DESIGN.md, "The fleet")\n'
+
+
+def guard_options(policy: PrunePolicy, docker_host: str | None = None) -> list[str]:
+    """What prunehook-guard must allow for this policy, and no more: `until` as the
+    shortest, `-a` only when the policy prunes all, stage 2 only with disk goals."""
+    options = ["--min-until", policy.until]
+    if policy.prune_all:
+        options.append("--allow-all")
+    if policy.goals.any:
+        options.append("--allow-keep-storage")
+    if docker_host:
+        options += ["--docker-host", docker_host]
+    return options
+
+
+def authorized_keys_line(public_key: str, options: Sequence[str], guard: str = GUARD) -> str:
+    command = " ".join([guard, *options])
+    return f'restrict,command="{command}" {public_key} prunehook'
+
+
+def target_block(name: str, host: str, port: int, user: str | None, aliases: Sequence[str]) -> str:
+    """The `[targets.NAME]` table, with TOML's own quoting (JSON strings are TOML strings)."""
+    lines = [f"[targets.{name}]", f"host = {json.dumps(host)}"]
+    if port != 22:
+        lines.append(f"port = {port}")
+    if user:
+        lines.append(f"user = {json.dumps(user)}")
+    if aliases:
+        lines.append(f"aliases = [{', '.join(json.dumps(alias) for alias in aliases)}]")
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _targets_file_is(path: str) -> Iterator[None]:
+    """The settings read inside see `path` as the targets file."""
+    before = os.environ.get(FILE_VARIABLE)
+    os.environ[FILE_VARIABLE] = path
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[FILE_VARIABLE]
+        else:
+            os.environ[FILE_VARIABLE] = before
+
+
+def _refuse(message: str) -> None:
+    click.echo(f"refused: {message}; nothing was written", err=True)
+    sys.exit(1)
+
+
+def _settings_with(candidate: str) -> Settings:
+    """The settings as they will be with `candidate` as the targets file, checked as a
+    start checks them (names, hosts and aliases shared, keys readable)."""
+    try:
+        with _targets_file_is(candidate):
+            settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+    except ConfigError as error:
+        shown = str(error).replace(candidate, "the targets file with this host")
+        _refuse(shown)
+    return settings
+
+
+def _confirmed(target: Target, expected: str | None) -> str:
+    """The host's key as a known_hosts line, once its fingerprint is the one expected, or a
+    person said yes to it."""
+    ssh = target.ssh
+    try:
+        key = fetch_host_key(ssh.address, ssh.port, ssh.connect_timeout_s)
+    except SSHFailure as failure:
+        _refuse(str(failure))
+    seen = fingerprint(key)
+    click.echo(f"{known_name(ssh.address, ssh.port)} offers a {key.get_name()} key: {seen}")
+    if expected is not None:
+        if expected != seen:
+            _refuse(f"the host's key is {seen}, not {expected} as given")
+    elif not click.confirm("Is this the host's key (compare on the host: ssh-keygen -lf ...)?"):
+        _refuse("the key was not confirmed")
+    return f"{known_name(ssh.address, ssh.port)} {key.get_name()} {key.get_base64()}"
+
+
+def _remember(known_hosts: Path, line: str) -> str:
+    """Adds `line` to known_hosts, unless it is there; refuses another key of that type."""
+    import paramiko
+
+    name, key_type, _ = line.split(" ", 2)
+    if known_hosts.is_file():
+        keys: Mapping[str, paramiko.PKey] = paramiko.HostKeys(str(known_hosts)).lookup(name) or {}
+        if key_type in keys:
+            if f"{key_type} {keys[key_type].get_base64()}" == line.split(" ", 1)[1]:
+                return f"{known_hosts}: already knows this key"
+            _refuse(
+                f"{known_hosts} holds another {key_type} key for {name}: if the host's key"
+                f" changed, remove it first (ssh-keygen -R '{name}' -f {known_hosts})"
+            )
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    existing = known_hosts.read_text() if known_hosts.is_file() else ""
+    separator = "" if not existing or existing.endswith("\n") else "\n"
+    descriptor = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a") as handle:
+        handle.write(f"{separator}{line}\n")
+    return f"{known_hosts}: added"
+
+
+@click.group("hosts")
+def hosts_group() -> None:
+    """Add build hosts to the targets file."""
+
+
+@hosts_group.command("add")
+@click.argument("name")
+@click.option("--host", required=True, help="The build host's address, as prunehook reaches it.")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--user", help="Who prunehook logs in as. Default: [defaults] or root.")
+@click.option(
+    "--alias",
+    "aliases",
+    multiple=True,
+    metavar="NAME",
+    help="Another host value alerts use for it, e.g. node_exporter's instance (repeatable).",
+)
+@click.option(
+    "--fingerprint",
+    "expected",
+    metavar="SHA256:...",
+    help="The host key's fingerprint (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the"
+    " host): checked instead of asking; a mismatch writes nothing.",
+)
+@click.option(
+    "--docker-host",
+    metavar="URL",
+    help="The Docker socket on the host when not the default (rootless Docker, a second"
+    " daemon), e.g. unix:///run/user/1000/docker.sock: the guard line carries it.",
+)
+@click.option(
+    "--guard",
+    default=GUARD,
+    show_default=True,
+    help="Where prunehook-guard is installed on the host.",
+)
+def add_command(
+    name: str,
+    host: str,
+    port: int,
+    user: str | None,
+    aliases: tuple[str, ...],
+    expected: str | None,
+    docker_host: str | None,
+    guard: str,
+) -> None:
+    """Add the build host NAME: confirm its host key, add it to known_hosts, print the
+    authorized_keys line for its guard, append its [targets.NAME] block to the targets file
+    (PRUNEHOOK_TARGETS_FILE; made when missing, comments kept) and run its checks.
+
+    Nothing is written when the name, host or an alias is another target's, when the key
+    is not confirmed or its fingerprint is not --fingerprint. Exits 1 when refused or when
+    a check fails (the host is added then: fix it and run prunehook check --target NAME).
+    """
+    file = _targets_file()
+    taken = _current_fleet(file).get(name)
+    if taken is not None:
+        _refuse(f"{name} is already a target ({taken.ssh})")
+    text = file.read_text() if file.is_file() else NEW_FILE
+    separator = "\n" if text.endswith("\n") else "\n\n"
+    candidate = _draft(file, f"{text}{separator}{target_block(name, host, port, user, aliases)}")
+    try:
+        target = _settings_with(str(candidate)).targets.fleet.get(name)
+        assert target is not None  # the block just written names it
+        known_line = _confirmed(target, expected)
+        click.echo(_remember(target.ssh.known_hosts_path, known_line))
+        os.replace(candidate, file)
+    finally:
+        candidate.unlink(missing_ok=True)
+    click.echo(f"{file}: added [targets.{name}]")
+    _print_authorized_keys(target, docker_host, guard)
+    sys.exit(_check(name))
+
+
+def _targets_file() -> Path:
+    """PRUNEHOOK_TARGETS_FILE, from the environment or .env."""
+    dotenv = Path.cwd() / ".env"
+    if dotenv.is_file():
+        Env().read_env(str(dotenv), recurse=False, override=False)
+    path = os.environ.get(FILE_VARIABLE, "").strip()
+    if not path:
+        _refuse(f"set {FILE_VARIABLE} to the targets file the host is added to")
+    return Path(path).expanduser()
+
+
+def _current_fleet(file: Path) -> Fleet:
+    """The targets configured now: none while the targets file is still to be made."""
+    if not file.is_file():
+        return Fleet()
+    try:
+        settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+    except ConfigError as error:
+        click.echo(f"{error}\nfix the configuration first; nothing was written", err=True)
+        sys.exit(2)
+    return settings.targets.fleet
+
+
+def _draft(file: Path, text: str) -> Path:
+    """`text` in a private file beside `file`, to be checked and then moved into place."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    return Path(name)
+
+
+def _print_authorized_keys(target: Target, docker_host: str | None, guard: str) -> None:
+    from webhook.remote.ssh import load_private_key
+
+    try:
+        key = load_private_key(target.ssh)
+    except SSHFailure as failure:
+        click.echo(f"cannot read the key to print its authorized_keys line: {failure}", err=True)
+        return
+    public = f"{key.get_name()} {key.get_base64()}"
+    line = authorized_keys_line(public, guard_options(target.policy, docker_host), guard)
+    click.echo(
+        f"\nOn {target.ssh.address}, install contrib/prunehook-guard as {guard} and add this"
+        f" line to ~{target.ssh.user}/.ssh/authorized_keys:\n\n{line}\n"
+    )
+
+
+def _check(name: str) -> int:
+    """The new target's checks, as `prunehook check --target NAME` runs them, with the
+    settings read afresh."""
+    from webhook import create_app
+    from webhook.cli.check import checked
+    from webhook.web.context import prunehook
+
+    click.echo(f"checking {name}:")
+    with create_app().app_context():
+        return checked(prunehook(), [name])

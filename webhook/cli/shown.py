@@ -1,0 +1,128 @@
+"""How the commands speak to people: times as `in 3 h 12 min`, sizes as Docker prints
+them, one line per target. Pure: what to say from what was answered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from webhook.core.decision import Answer, Result
+from webhook.core.sizes import human_size
+from webhook.service import TargetResult
+from webhook.store import RunRecord
+from webhook.web.report import fill_headline, host_state, pruning
+
+_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+
+
+def span(seconds: float) -> str:
+    """`3 h 12 min`, `12 min`, `45 s`, `2 d 4 h`: the two largest units, for people."""
+    left = abs(round(seconds))
+    counts = []
+    for unit, size in _UNITS:
+        count, left = divmod(left, size)
+        counts.append((count, unit))
+    first = next((i for i, (count, _) in enumerate(counts) if count), len(counts) - 1)
+    return (
+        " ".join(f"{count} {unit}" for count, unit in counts[first : first + 2] if count) or "0 s"
+    )
+
+
+def relative(ts: float | None, now: float) -> str:
+    """`in 3 h 12 min`, `5 min ago`, `now`; `never` for no time."""
+    if ts is None:
+        return "never"
+    if abs(ts - now) < 1:
+        return "now"
+    return f"in {span(ts - now)}" if ts > now else f"{span(now - ts)} ago"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned on the widest cell; the last column runs free."""
+    widths = [max(len(row[i]) for row in (headers, *rows)) for i in range(len(headers) - 1)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _size(value: int | None) -> str:
+    return "—" if value is None else human_size(value)
+
+
+def _free(shown: dict[str, Any]) -> str:
+    free, size = shown.get("disk_free_bytes"), shown.get("disk_size_bytes")
+    if free is None or not size:
+        return "—"
+    return f"{human_size(free)} ({100 * free / size:.0f}%)"
+
+
+def _next(shown: dict[str, Any], now: float) -> str:
+    if pruning(shown):
+        return "pruning now"
+    if not shown["enabled"]:
+        return "disabled"
+    return "now" if shown["eligible_now"] else relative(shown["next_eligible_ts"], now)
+
+
+STATUS_HEADERS = ("TARGET", "STATE", "LAST PRUNE", "FREED", "DISK FREE", "CACHE", "NEXT", "FILL")
+
+
+def status_row(shown: dict[str, Any], now: float) -> list[str]:
+    """One target of GET /status, as `prunehook status` lists it."""
+    freed = shown.get("last_freed_bytes")
+    return [
+        shown["name"],
+        str(host_state(shown)),
+        relative(shown["last_run_ts"], now),
+        _size(freed) if freed is not None else (shown["last_reclaimed"] or "—"),
+        _free(shown),
+        _size(shown.get("build_cache_bytes")),
+        _next(shown, now),
+        fill_headline(shown, now),
+    ]
+
+
+def status_table(targets: Sequence[dict[str, Any]], now: float) -> str:
+    if not targets:
+        return "no target: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE"
+    return table(STATUS_HEADERS, [status_row(shown, now) for shown in targets])
+
+
+# the hint where a first prune frees nothing: only cache older than `until` goes
+NOTHING_OLD_ENOUGH = (
+    "nothing was older than until={until}: fresh cache stays. To bound the cache now, give"
+    " the target a max_cache or min_free goal (disk-aware pruning)"
+)
+
+
+def _run_words(run: RunRecord, until: str, has_goals: bool) -> str:
+    if run.result == Result.FAILED:
+        return f"failed: {run.error or 'see prunehook status'}"
+    if run.result != Result.OK:
+        return f"{run.result}: {run.error or 'see prunehook status'}"
+    # df's difference, unless other writes on the disk outweighed the prune: Docker's count
+    measured = run.freed_bytes is not None and run.freed_bytes >= 0
+    freed = run.freed_bytes if measured else run.reclaimed_bytes
+    said = f"pruned: freed {_size(freed)}"
+    if run.duration_s is not None:
+        said += f" in {run.duration_s:.1f} s"
+    if run.disk_free_after is not None and run.disk_size:
+        said += f"; {human_size(run.disk_free_after)} free of {human_size(run.disk_size)}"
+    if run.goal_met is False:
+        said += f"; a goal is still missed by {_size(run.free_short_bytes or run.cache_over_bytes)}"
+    if not freed and not has_goals:
+        said += f"\n  {NOTHING_OLD_ENOUGH.format(until=until)}"
+    return said
+
+
+def result_line(result: TargetResult, now: float, until: str, has_goals: bool) -> str:
+    """One target's answer to `prunehook prune`."""
+    name = result.target or "—"
+    if result.answer == Answer.STARTED and result.run is not None:
+        return f"{name}: {_run_words(result.run, until, has_goals)}"
+    said = f"{name}: {result.answer}: {result.reason}"
+    if result.next_eligible_ts is not None:
+        said += f"; next allowed {relative(result.next_eligible_ts, now)}"
+    return said
