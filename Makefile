@@ -16,11 +16,11 @@ help:  ## list the targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# constraints.txt pins every package `.[test]` installs, so a fresh clone tests what was tested;
+# constraints.txt pins every package `.[test,gcp,aws]` installs, so a fresh clone tests what was tested;
 # refresh it after changing pyproject.toml's dependencies: make constraints
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,gcp,aws]'
 	touch $@
 
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
@@ -56,8 +56,8 @@ test: system-deps lint  ## install what the suite needs, then ruff and pytest (t
 	$(BIN)/pytest -n 3
 
 constraints: $(VENV)/.installed  ## re-pin constraints.txt from what the virtualenv has now
-	$(BIN)/pip install -q -e '.[test]'
-	{ echo '# every package `pip install -e .[test]` installs, pinned: make constraints re-pins'; \
+	$(BIN)/pip install -q -e '.[test,gcp,aws]'
+	{ echo '# every package `pip install -e .[test,gcp,aws]` installs, pinned: make constraints re-pins'; \
 	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 
 clean:  ## remove the virtualenv and caches

@@ -14,7 +14,9 @@ from tests.harness import REPO
 
 def requirements() -> dict[str, Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    listed = project["dependencies"] + project["optional-dependencies"]["test"]
+    # every extra: make test installs them all (.[test,gcp,aws])
+    extras = [each for extra in project["optional-dependencies"].values() for each in extra]
+    listed = project["dependencies"] + extras
     return {canonicalize_name(req.name): req for req in map(Requirement, listed)}
 
 
