@@ -5,10 +5,12 @@ PostgreSQL; and both refuse to start without a database URL."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import importlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -31,24 +33,35 @@ from tests.harness import (
     find_binary,
     free_port,
     http_call,
+    in_a_fresh_app,
     operator_environment,
     wait_for,
 )
 from tests.harness.gunicorn import VENV_BIN
 from tests.payloads import WATCHDOG_ALERT
+from tests.readme import variables_read
 from webhook.web.signatures import sign
 
 CLOUD_RUN_SOURCE = REPO / "webhook" / "platforms" / "cloud_run.py"
+LAMBDA_SOURCE = REPO / "webhook" / "platforms" / "aws_lambda.py"
 LAMBDA_MODULE = "webhook.platforms.aws_lambda"
 PRUNE = "allowed docker builder prune -f --filter until=24h"
 HMAC_KEY = b"platform-signing-key-0123456789ab"
 HMAC_SECRET = "whsec_" + base64.b64encode(HMAC_KEY).decode()
 NO_DATABASE = "PRUNEHOOK_DATABASE_URL"
+DOCS = REPO / "docs" / "functions.md"
 
 
 def new_prunes(host: SSHServer, before: int) -> list[str]:
     """The prunes the guard saw since it had seen `before` (the build host is the session's)."""
     return host.prunes_run()[before:]
+
+
+def docs_block(language: str, after: str) -> str:
+    """The first ```language block of docs/functions.md after the line containing `after`."""
+    text = DOCS.read_text()
+    rest = text[text.index(after) :]
+    return rest.split(f"```{language}\n", 1)[1].split("\n```", 1)[0]
 
 
 # -- the events AWS sends (the formats of the Lambda and API Gateway developer guides) ------
@@ -258,6 +271,12 @@ def test_a_function_url_cron_ping_prunes_the_real_host_before_the_handler_return
     logged = capfd.readouterr()
     key_line = build_host.client_key.read_text().splitlines()[1]
     assert key_line not in logged.out + logged.err
+    # EventBridge Scheduler's ping, as docs/functions.md has it: inside the interval now
+    scheduled = json.loads(docs_block("json", "EventBridge Scheduler"))
+    scheduled["headers"]["authorization"] = f"Bearer {TOKEN}"
+    status, body = answer(lam.handler(scheduled, None))
+    assert (status, body["decision"]) == (200, "skipped"), body
+    assert new_prunes(build_host, before) == [PRUNE]
 
 
 def test_an_http_api_event_with_a_base64_body_reaches_the_watchdog_hook(cold_start, build_host):
@@ -385,3 +404,37 @@ def test_functions_framework_serves_the_hooks_and_answers_each_with_its_finished
     assert (status, shown["last_reclaimed"], shown["in_flight"]) == (200, "0B", None), shown
     assert shown["last_run_ts"] is not None
     assert new_prunes(build_host, before) == [PRUNE]
+
+
+# -- what a server loads, and what the docs name ---------------------------------------------
+
+
+def test_a_server_never_loads_the_platforms_entry_points_or_their_libraries(tmp_path):
+    modules = ("webhook.platforms", "apig_wsgi", "functions_framework")
+    then = f"print(sorted(m for m in {modules!r} if m in sys.modules))"
+    assert in_a_fresh_app(tmp_path, then) == "[]"
+
+
+def top_level_names(path: Path) -> set[str]:
+    """The functions and variables a module defines, read without importing it (an entry
+    point's import is a cold start)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+    return names
+
+
+def test_the_functions_page_names_the_real_entry_points_and_only_variables_prunehook_reads():
+    text = DOCS.read_text()
+    assert "--entry-point prunehook" in text
+    assert "--handler webhook.platforms.aws_lambda.handler" in text
+    assert "--target prunehook --source webhook/platforms/cloud_run.py" in text
+    defined = {path.stem: top_level_names(path) for path in (CLOUD_RUN_SOURCE, LAMBDA_SOURCE)}
+    assert "prunehook" in defined["cloud_run"]
+    assert "handler" in defined["aws_lambda"]
+    named = set(re.findall(r"\b(PRUNEHOOK_[A-Z0-9_]+)", text)) - {"PRUNEHOOK_TOKEN_VALUE"}
+    assert named
+    assert sorted(named - variables_read()) == []
