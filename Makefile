@@ -58,7 +58,7 @@ test: system-deps lint  ## install what the suite needs, then ruff and pytest (t
 constraints: $(VENV)/.installed  ## re-pin constraints.txt from what the virtualenv has now
 	$(BIN)/pip install -q -e '.[test,gcp,aws]'
 	{ echo '# every package `pip install -e .[test,gcp,aws]` installs, pinned: make constraints re-pins'; \
-	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+	  $(BIN)/pip freeze --all --exclude pip --exclude-editable; } > constraints.txt
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
