@@ -1,0 +1,87 @@
+"""contrib/systemd/prunehook.service: a unit systemd accepts, whose commands are prunehook's,
+and whose reload serves the targets file as edited (or refuses a bad one, naming it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from tests.conftest import TOKEN
+from tests.harness import REPO, Gunicorn, find_binary, free_port, wait_for
+
+UNIT = REPO / "contrib" / "systemd" / "prunehook.service"
+INSTALLED = "/opt/prunehook/bin/prunehook"
+PRUNEHOOK = REPO / ".venv" / "bin" / "prunehook"
+
+
+def unit_lines(key: str) -> list[str]:
+    return [
+        line.partition("=")[2]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith(f"{key}=")
+    ]
+
+
+def test_systemd_accepts_the_unit(tmp_path):
+    verify = find_binary("systemd-analyze", "/usr/bin/systemd-analyze")
+    here = tmp_path / "prunehook.service"
+    here.write_text(UNIT.read_text().replace(INSTALLED, str(PRUNEHOOK)))
+
+    checked = subprocess.run([verify, "verify", str(here)], capture_output=True, text=True)
+
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ""
+
+
+def test_the_units_commands_are_prunehooks():
+    assert unit_lines("ExecStart") == [f"{INSTALLED} serve --bind 127.0.0.1:8000"]
+    assert unit_lines("ExecReload") == [f"{INSTALLED} targets", "/bin/kill -HUP $MAINPID"]
+
+
+def block(name: str, address: str) -> str:
+    return f'\n[targets.{name}]\nhost = "{address}"\n'
+
+
+def test_a_reload_serves_the_targets_file_as_edited_and_refuses_a_bad_one(ssh_keys, tmp_path):
+    targets = tmp_path / "targets.toml"
+    targets.write_text("# edited by hand\n" + block("build-1", "127.0.0.2"))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PRUNEHOOK")}
+    env |= {
+        "PRUNEHOOK_TARGETS_FILE": str(targets),
+        "PRUNEHOOK_SSH_KEY_FILE": str(ssh_keys.client_key),
+        "PRUNEHOOK_SSH_KNOWN_HOSTS": str(ssh_keys.known_hosts),
+        "PRUNEHOOK_TOKEN": TOKEN,
+        "PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [PRUNEHOOK, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    served = Gunicorn(port, process, log, time.monotonic(), TOKEN)
+    reload_check = [PRUNEHOOK, "targets"]
+
+    def names() -> list[str]:
+        return sorted(shown["name"] for shown in served.status()["targets"])
+
+    try:
+        served.wait_until_serving()
+        assert names() == ["build-1"]
+
+        targets.write_text(targets.read_text() + block("build-2", "127.0.0.3"))
+        assert subprocess.run(reload_check, env=env, cwd=tmp_path).returncode == 0
+        os.kill(process.pid, signal.SIGHUP)
+        wait_for(lambda: names() == ["build-1", "build-2"], 30, "the reload", process)
+
+        targets.write_text(targets.read_text() + block("build-2", "127.0.0.4"))  # twice: refused
+        refused = subprocess.run(reload_check, env=env, cwd=tmp_path, capture_output=True)
+        assert refused.returncode != 0
+        assert b"PRUNEHOOK_TARGETS_FILE" in refused.stderr + refused.stdout
+        assert names() == ["build-1", "build-2"]  # still serving what it had
+    finally:
+        served.stop()
