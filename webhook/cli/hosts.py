@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from environs import Env
@@ -68,7 +69,7 @@ def _targets_file_is(path: str) -> Iterator[None]:
             os.environ[FILE_VARIABLE] = before
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str) -> NoReturn:
     click.echo(f"refused: {message}; nothing was written", err=True)
     sys.exit(1)
 
@@ -95,10 +96,12 @@ def _confirmed(target: Target, expected: str | None) -> str:
         _refuse(str(failure))
     seen = fingerprint(key)
     click.echo(f"{known_name(ssh.address, ssh.port)} offers a {key.get_name()} key: {seen}")
+    kind = next((k for k in ("ed25519", "ecdsa", "rsa") if k in key.get_name()), "ed25519")
+    on_host = f"ssh-keygen -lf /etc/ssh/ssh_host_{kind}_key.pub"
     if expected is not None:
         if expected != seen:
             _refuse(f"the host's key is {seen}, not {expected} as given")
-    elif not click.confirm("Is this the host's key (compare on the host: ssh-keygen -lf ...)?"):
+    elif not click.confirm(f"Is it the host's own (on the host, {on_host} prints it)?"):
         _refuse("the key was not confirmed")
     return f"{known_name(ssh.address, ssh.port)} {key.get_name()} {key.get_base64()}"
 
@@ -229,6 +232,8 @@ def _draft(file: Path, text: str) -> Path:
     descriptor, name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
+        if file.is_file():  # who may read it stays as it was
+            os.fchmod(handle.fileno(), file.stat().st_mode & 0o777)
     return Path(name)
 
 
