@@ -15,7 +15,7 @@ from webhook.core.notices import Notice, Reason, Severity
 from webhook.web.context import Prunehook, prunehook
 
 
-@click.command("check")
+@click.command("check", short_help="Check the configuration and each build host, read-only.")
 @with_appcontext
 @TARGET_OPTION
 def check_command(names: tuple[str, ...]) -> None:
@@ -48,7 +48,7 @@ def checked(hook: Prunehook, names: Sequence[str]) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
-@click.command("notify")
+@click.command("notify", short_help="Send a test notification to each destination.")
 @with_appcontext
 @click.option("--test", "send_test", is_flag=True, help="Send a test notification now.")
 def notify_command(send_test: bool) -> None:

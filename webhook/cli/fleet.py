@@ -23,7 +23,7 @@ from webhook.web.schemas import result_view
 from webhook.web.status import fleet_status, one_target
 
 
-@click.command("targets")
+@click.command("targets", short_help="List the configured build hosts.")
 @with_appcontext
 def targets_command() -> None:
     """List the configured build hosts: name, SSH endpoint, aliases and prune policy."""
@@ -56,7 +56,7 @@ def _dry_run(hook: Prunehook, targets: list[Target]) -> None:
             )
 
 
-@click.command("prune")
+@click.command("prune", short_help="Prune now, on every build host or those named.")
 @with_appcontext
 @TARGET_OPTION
 @click.option("--force", is_flag=True, help="Run now even inside the anti-frequency interval.")
@@ -92,7 +92,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool, as_json: b
     sys.exit(exit_code(outcome.results))
 
 
-@click.command("status")
+@click.command("status", short_help="Each build host's state, one line each.")
 @with_appcontext
 @TARGET_OPTION
 @JSON_OPTION

@@ -129,7 +129,7 @@ def _remember(known_hosts: Path, line: str) -> str:
     return f"{known_hosts}: added"
 
 
-@click.group("hosts")
+@click.group("hosts", short_help="Add a build host in one step.")
 def hosts_group() -> None:
     """Add build hosts to the targets file."""
 

@@ -12,7 +12,9 @@ SETTINGS = Path(__file__).resolve().parent.parent / "gunicorn_settings.py"
 
 
 @click.command(
-    "serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": False}
+    "serve",
+    short_help="Serve the hooks, /status and /metrics (gunicorn).",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": False},
 )
 @click.option(
     "--bind",

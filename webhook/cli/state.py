@@ -13,7 +13,7 @@ from webhook.store import StateConflict, StoreUnavailable
 from webhook.web.context import prunehook
 
 
-@click.group("state")
+@click.group("state", short_help="Copy the state into PostgreSQL.")
 def state_group() -> None:
     """Move the state (each target's row, run history, delivery ids) between databases."""
 
