@@ -8,7 +8,7 @@ PORT   ?= 8000
 # (tests/test_nginx.py)
 SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql nginx
 
-.PHONY: run test lint format system-deps constraints clean help
+.PHONY: run test lint docs format system-deps constraints clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -16,11 +16,11 @@ help:  ## list the targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# constraints.txt pins every package `.[test,gcp,aws]` installs, so a fresh clone tests what was tested;
+# constraints.txt pins every package `.[test,gcp,aws,docs]` installs, so a fresh clone tests what was tested;
 # refresh it after changing pyproject.toml's dependencies: make constraints
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,gcp,aws]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,gcp,aws,docs]'
 	touch $@
 
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
@@ -48,17 +48,22 @@ lint: $(VENV)/.installed  ## ruff lint and format check, mypy type check (pyproj
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# the docs site (mkdocs.yml) with --strict: a broken link, a missing page or a reference the
+# settings schema cannot generate fails; site/ is the output (a second or two)
+docs: $(VENV)/.installed  ## build the docs site into site/, failing on any warning
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system-deps lint  ## install what the suite needs, then ruff and pytest (three workers)
+test: system-deps lint docs  ## install what the suite needs, then ruff, mypy, the docs and pytest (three workers)
 	$(BIN)/pytest -n 3
 
 constraints: $(VENV)/.installed  ## re-pin constraints.txt from what the virtualenv has now
-	$(BIN)/pip install -q -e '.[test,gcp,aws]'
-	{ echo '# every package `pip install -e .[test,gcp,aws]` installs, pinned: make constraints re-pins'; \
+	$(BIN)/pip install -q -e '.[test,gcp,aws,docs]'
+	{ echo '# every package `pip install -e .[test,gcp,aws,docs]` installs, pinned: make constraints re-pins'; \
 	  $(BIN)/pip freeze --all --exclude pip --exclude-editable; } > constraints.txt
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info site

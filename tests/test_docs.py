@@ -1,10 +1,13 @@
 """The docs hold: every test they cite exists, so a rename cannot orphan a row; the
-Kubernetes manifests parse and fit together, and every variable the deployment docs name
-is one prunehook reads."""
+configuration reference has every key and variable of the settings schema; the Kubernetes
+manifests parse and fit together, and every variable the deployment docs name is one
+prunehook reads."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from types import ModuleType
 
 import pytest
 
@@ -35,6 +38,65 @@ def test_every_test_a_document_cites_exists(document):
         if f"def {name}(" not in (REPO / "tests" / f"{module}.py").read_text()
     ]
     assert missing == []
+
+
+# -- the configuration reference, generated from the settings schema -----------------------
+
+
+def config_reference() -> ModuleType:
+    """docs/hooks/config_reference.py, the mkdocs hook that writes the reference."""
+    path = REPO / "docs" / "hooks" / "config_reference.py"
+    spec = importlib.util.spec_from_file_location("config_reference", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference_rows() -> dict[str, list[str]]:
+    """The generated tables' rows by their first cell, each row's cells unquoted."""
+    rows = {}
+    for line in config_reference().reference().splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip().strip("`") for cell in line.strip("|").split(" | ")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_the_configuration_reference_has_every_per_target_key_with_its_variable():
+    from webhook.config import PREFIX, VARIABLES
+    from webhook.core.targets import PolicySchema, _TargetSchema
+
+    rows = reference_rows()
+    # the variable config.py reads for each per-target key
+    variable_of = {
+        each.name: PREFIX + name.upper()
+        for name, each in VARIABLES.items()
+        if isinstance(each.parent, PolicySchema)
+    }
+    for name, each in PolicySchema().fields.items():
+        key = each.data_key or name
+        assert key in rows, key
+        assert rows[key][1] == variable_of[name], key
+        assert rows[key][-1] == each.metadata["description"], key
+    for name in set(_TargetSchema().fields) - set(PolicySchema().fields):
+        assert rows[name][1] == "(targets file only)", name
+
+
+def test_the_configuration_reference_has_every_variable_and_its_description():
+    from webhook.config import PREFIX, Variables
+
+    rows = reference_rows()
+    for name, each in Variables().fields.items():
+        variable = PREFIX + name.upper()
+        assert variable in rows, variable
+        assert rows[variable][-1] == each.metadata["description"], variable
+        assert rows[variable][2] not in ("", None), variable  # a default, even (empty)
+
+
+def test_the_configuration_page_keeps_the_marker_the_reference_replaces():
+    page = (REPO / "docs" / "configuration.md").read_text()
+    assert page.count(config_reference().MARKER) == 1
 
 
 # -- the deployment docs: the Kubernetes manifests and the variables they name ---------------

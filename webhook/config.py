@@ -90,19 +90,33 @@ class Variables(Schema):
     )
     lease_grace_s = seconds(PrunePolicy.lease_grace_s, None, "a run holds its target this long")
     token = fields.String(
-        load_default="", validate=_token, metadata=about("bearer token the hooks require")
+        load_default="",
+        validate=_token,
+        metadata=about(
+            f"bearer token the hooks require, at least {MIN_KEY_BYTES} bytes; empty: one is"
+            " generated and kept in the instance folder (hook-token)"
+        ),
     )
     status_token = fields.String(
         load_default="",
         validate=_token,
-        metadata=about("token /status, its pages and /metrics require; empty: they are open"),
+        metadata=about(
+            f"token /status, its pages and /metrics require, at least {MIN_KEY_BYTES} bytes;"
+            " empty: they are open"
+        ),
     )
     hmac_secret = fields.String(
         load_default="",
         validate=_secrets,
-        metadata=about("Standard Webhooks secrets (whsec_...), space-separated"),
+        metadata=about(
+            "Standard Webhooks secrets, space-separated: whsec_ and the base64 of at least"
+            f" {MIN_KEY_BYTES} bytes each"
+        ),
     )
-    db_path = fields.String(load_default="", metadata=about("SQLite file; default: instance"))
+    db_path = fields.String(
+        load_default="",
+        metadata=about("SQLite file; default: prunehook.sqlite3 in the instance folder"),
+    )
     database_url = fields.String(
         load_default="",
         # never echoed: the URL may carry a password

@@ -346,7 +346,9 @@ class PolicySchema(Schema):
     docker_root = fields.String(
         load_default=PrunePolicy.docker_root,
         validate=_docker_root,
-        metadata=about("where Docker keeps its data on the host; df measures its disk"),
+        metadata=about(
+            f"where Docker keeps its data on the host; df measures its disk: {DOCKER_ROOT_RULE}"
+        ),
     )
     critical_percent = Number(
         load_default=PrunePolicy.critical_percent,
@@ -388,9 +390,15 @@ def _ascii(value: str) -> None:
 
 
 class _TargetSchema(PolicySchema):
-    host = fields.String(required=True, validate=[Length(min=1, max=253), _ascii])
+    host = fields.String(
+        required=True,
+        validate=[Length(min=1, max=253), _ascii],
+        metadata=about("what SSH connects to; an alert naming it prunes this target"),
+    )
     aliases = fields.List(
-        fields.String(validate=[Length(min=1, max=253), _ascii]), load_default=list
+        fields.String(validate=[Length(min=1, max=253), _ascii]),
+        load_default=list,
+        metadata=about("other names alerts use for the host (an IP, a node name)"),
     )
 
 
