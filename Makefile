@@ -51,7 +51,7 @@ lint: $(VENV)/.installed  ## ruff lint and format check, mypy type check (pyproj
 # the docs site (mkdocs.yml) with --strict: a broken link, a missing page or a reference the
 # settings schema cannot generate fails; site/ is the output (a second or two)
 docs: $(VENV)/.installed  ## build the docs site into site/, failing on any warning
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: $(VENV)/.installed  ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .

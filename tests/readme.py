@@ -1,5 +1,6 @@
-"""What the docs say, read for the tests that check it: README sections, their code blocks,
-the Kubernetes manifests, and the environment variables the code reads."""
+"""What the docs say, read for the tests that check it: sections of the README and of the
+docs site's pages (docs/*.md), their code blocks, the Kubernetes manifests, and the
+environment variables the code reads."""
 
 from __future__ import annotations
 
@@ -14,52 +15,62 @@ from tests.harness import REPO
 
 README = REPO / "README.md"
 KUBERNETES = REPO / "contrib" / "kubernetes"
-# the sections on deploying prunehook: every variable they name must be one prunehook reads
+PRODUCTION = "docs/production.md"
+REPLICAS = "docs/replicas.md"
+GUARD = "docs/guard.md"
+# the sections on deploying prunehook, (page, title): every variable they name must be one
+# prunehook reads
 DEPLOYMENT_SECTIONS = (
-    "Replicas and PostgreSQL",
-    "Moving an existing installation",
-    "Deploying on a PaaS",
-    "Kubernetes",
-    "Platforms that freeze the CPU after the response",
-    "The host's own interval",
+    (REPLICAS, "Replicas and PostgreSQL"),
+    (REPLICAS, "Moving an existing installation"),
+    (PRODUCTION, "Deploying on a PaaS"),
+    (PRODUCTION, "Kubernetes"),
+    (PRODUCTION, "Platforms that freeze the CPU after the response"),
+    (GUARD, "The host's own interval"),
 )
 # an environment variable's name as the docs write it: capitals with at least one underscore
 VARIABLE = re.compile(r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+(?![A-Za-z0-9_])")
+FENCE = re.compile(r"^ *```")
+HEADING = re.compile(r"^(#{1,6}) (.+)$")
 
 
-def section(title: str) -> str:
-    """The README's `## title` section, up to the next `## `."""
-    text = README.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
+def pages() -> list[Path]:
+    """The README and every page of the docs site."""
+    return [README, *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    """(line number, level, title) of each Markdown heading, code blocks' `#` lines left out."""
+    found, fenced = [], False
+    for number, line in enumerate(lines):
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (heading := HEADING.match(line)):
+            found.append((number, len(heading.group(1)), heading.group(2)))
+    return found
+
+
+def section(page: str, title: str) -> str:
+    """The section of `page` (a path from the repository's root) headed `title`, up to the
+    next heading of its level or above: a page's `# title` is the whole page."""
+    lines = (REPO / page).read_text().splitlines()
+    headings = _headings(lines)
+    found = [(number, level) for number, level, text in headings if text == title]
+    if len(found) != 1:
+        raise ValueError(f"{page} has {len(found)} sections headed {title!r}, not one")
+    ((start, level),) = found
+    end = next((n for n, lv, _ in headings if n > start and lv <= level), len(lines))
+    return "\n".join(lines[start:end]) + "\n"
 
 
 def fenced_blocks(text: str) -> list[str]:
-    """The ``` blocks of `text`, each without its fences or indentation."""
+    """The ``` blocks of `text`, each without its fences or indentation (a block in a list
+    item is indented with it)."""
     blocks = re.findall(r"^( *)```[a-z]*\n(.*?)^\1```$", text, re.M | re.S)
     return [
         "\n".join(line.removeprefix(indent) for line in body.splitlines())
         for indent, body in blocks
     ]
-
-
-def indented_blocks(text: str) -> list[str]:
-    """The Markdown code blocks written by indentation (4 spaces more than their list
-    item's text: at 4, 6 under `- `, 7 under `1. `), each without the indentation."""
-    blocks, current, indent = [], [], 0
-    for line in [*text.splitlines(), ""]:
-        stripped = line.lstrip(" ")
-        depth = len(line) - len(stripped)
-        if current and (not stripped or depth >= indent):
-            current.append(line[indent:])
-            continue
-        if current:
-            blocks.append("\n".join(current).strip("\n"))
-            current = []
-        if stripped and depth in (4, 6, 7) and not stripped.startswith(("- ", "```")):
-            current, indent = [line[depth:]], depth
-    return blocks
 
 
 def assignments(block: str) -> dict[str, str]:

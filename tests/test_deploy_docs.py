@@ -1,11 +1,12 @@
-"""The README's deployment sections, followed as written with real parts: the Procfile's
-command run twice on one real PostgreSQL, a real sshd (the key pinned to the guard) in front
-of a real dockerd; the move of an existing installation with `state copy`; the host's own
-interval from the README's authorized_keys line; and the Kubernetes container's command with
-the variables its manifests give it. No cluster runs here: Kubernetes itself is untried.
+"""The docs' deployment sections (docs/production.md, docs/replicas.md, docs/guard.md),
+followed as written with real parts: the Procfile's command run twice on one real
+PostgreSQL, a real sshd (the key pinned to the guard) in front of a real dockerd; the move of
+an existing installation with `state copy`; the host's own interval from the guard page's
+authorized_keys line; and the Kubernetes container's command with the variables its
+manifests give it. No cluster runs here: Kubernetes itself is untried.
 
 Each deployment runs from a copy of the repository (the "slug" a platform builds), so what
-the README ships with the code (deploy/known_hosts) is a file of that copy, and the copy
+the docs ship with the code (deploy/known_hosts) is a file of that copy, and the copy
 shows what prunehook writes into the app's folder: nothing, with PostgreSQL.
 """
 
@@ -34,26 +35,28 @@ from tests.harness import (
     wait_for,
 )
 from tests.readme import (
+    GUARD,
+    PRODUCTION,
+    REPLICAS,
     assignments,
     container,
     fenced_blocks,
-    indented_blocks,
     manifest,
     section,
 )
 
-PAAS = section("Deploying on a PaaS")
+PAAS = section(PRODUCTION, "Deploying on a PaaS")
 # what prunehook's folder holds on a platform besides the code: never copied into the slug
 NOT_SHIPPED = shutil.ignore_patterns(
     ".git", ".venv", "instance", ".env", "__pycache__", "*_cache", ".hypothesis", "*.egg-info"
 )
 
 
-def readme_command(title: str, starts: str) -> str:
+def docs_command(page: str, title: str, starts: str) -> str:
     """The one line of a section's code blocks that starts with `starts`."""
     lines = [
         line
-        for block in indented_blocks(section(title))
+        for block in fenced_blocks(section(page, title))
         for line in block.splitlines()
         if line.startswith(starts)
     ]
@@ -76,7 +79,7 @@ def runs(url: str) -> list[tuple[str, str | None]]:
 @pytest.fixture
 def slug(tmp_path: Path) -> Path:
     """The app as a platform builds it: the repository's files, and a .venv beside them as
-    an installation made by `make run` has (the README's commands call .venv/bin/flask)."""
+    an installation made by `make run` has (the docs' commands call .venv/bin/flask)."""
     app = tmp_path / "app"
     shutil.copytree(REPO, app, ignore=NOT_SHIPPED)
     (app / ".venv").symlink_to(REPO / ".venv")
@@ -116,7 +119,7 @@ def procfile(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
 def ship_known_hosts(slug: Path, host: SSHServer) -> None:
     """Step 2 of the PaaS section, its lines run as written, for the test's host and port
     (the commit is the platform's business, not this test's)."""
-    (block,) = [b for b in indented_blocks(PAAS) if "ssh-keyscan" in b]
+    (block,) = [b for b in fenced_blocks(PAAS) if "ssh-keyscan" in b]
     for line in block.splitlines():
         if line.startswith("git "):
             continue
@@ -128,8 +131,8 @@ def ship_known_hosts(slug: Path, host: SSHServer) -> None:
 
 def paas_variables(host: SSHServer, database_url: str) -> dict[str, str]:
     """Step 3's variables with the test's values, and the DATABASE_URL step 1's platform
-    sets (in its postgres:// form); a variable the README adds must be given a value here."""
-    (block,) = fenced_blocks(PAAS)
+    sets (in its postgres:// form); a variable the docs add must be given a value here."""
+    (block,) = [b for b in fenced_blocks(PAAS) if b.startswith("PRUNEHOOK_")]
     written = assignments(block)
     ours = {
         "PRUNEHOOK_TOKEN": TOKEN,
@@ -172,13 +175,14 @@ def test_the_paas_section_as_written_two_instances_on_one_database_prune_once(
     assert [p for p in slug.rglob("*") if p.suffix == ".sqlite3" or p.name == "hook-token"] == []
 
 
-def test_with_a_database_url_and_no_token_the_procfile_refuses_to_start_as_the_readme_says(
+def test_with_a_database_url_and_no_token_the_procfile_refuses_to_start_as_the_docs_say(
     postgres_database, host, slug, procfile, tmp_path
 ):
     ship_known_hosts(slug, host)
     env = paas_variables(host, postgres_database)
     del env["PRUNEHOOK_TOKEN"]
-    (quoted,) = [b for b in indented_blocks(section("Replicas and PostgreSQL")) if "invalid" in b]
+    replicas = section(REPLICAS, "Replicas and PostgreSQL")
+    (quoted,) = [b for b in fenced_blocks(replicas) if "invalid" in b]
 
     refused = procfile(env, slug)
 
@@ -203,9 +207,10 @@ def test_moving_an_existing_installation_as_written_keeps_the_last_run_and_the_t
     assert (code, ran["run"]["result"]) == (200, "ok")
     old.stop()  # step 1
 
-    # step 2, the README's command, this database's URL read as it says
-    (read,) = re.findall(r"read -rs (\w+)", section("Moving an existing installation"))
-    copy = readme_command("Moving an existing installation", ".venv/bin/flask")
+    # step 2, the docs' command, this database's URL read as they say
+    moving = section(REPLICAS, "Moving an existing installation")
+    (read,) = re.findall(r"read -rs (\w+)", moving)
+    copy = docs_command(REPLICAS, "Moving an existing installation", ".venv/bin/flask")
     single |= {read: postgres_database}
     copied = shell(copy, slug, single)
     state = slug / "instance" / "prunehook.sqlite3"
@@ -219,8 +224,8 @@ def test_moving_an_existing_installation_as_written_keeps_the_last_run_and_the_t
         again.stderr
     )
 
-    # step 3, the README's line for the token, evaluated in the installation's folder
-    (keep,) = re.findall(r"`(PRUNEHOOK_TOKEN=[^`]+)`", section("Moving an existing installation"))
+    # step 3, the docs' line for the token, evaluated in the installation's folder
+    (keep,) = re.findall(r"`(PRUNEHOOK_TOKEN=[^`]+)`", moving)
     kept = shell(f'{keep}; printf %s "$PRUNEHOOK_TOKEN"', slug, single).stdout
     assert kept == generated
 
@@ -235,9 +240,9 @@ def test_moving_an_existing_installation_as_written_keeps_the_last_run_and_the_t
 
 @pytest.fixture
 def guarded_host(make_sshd, docker_engine, tmp_path) -> SSHServer:
-    """A build host whose guard is installed with the README's authorized_keys options (the
+    """A build host whose guard is installed with the guard page's authorized_keys options (the
     state file moved into the test's folder; the harness adds --log and --docker)."""
-    line = readme_command("The host's own interval", "restrict,")
+    line = docs_command(GUARD, "The host's own interval", "restrict,")
     (options,) = re.findall(r'command="/usr/local/bin/prunehook-guard ([^"]+)"', line)
     words = options.split()
     timeout = int(words[words.index("--timeout") + 1])
@@ -255,7 +260,7 @@ def test_the_hosts_own_interval_as_written_holds_when_the_service_state_is_lost(
     """With PRUNEHOOK_WAIT_FOR_RUN=true too, as on a platform that freezes the CPU: every
     hook answers with its run."""
     assert "`PRUNEHOOK_WAIT_FOR_RUN=true`" in section(
-        "Platforms that freeze the CPU after the response"
+        PRODUCTION, "Platforms that freeze the CPU after the response"
     )
     ship_known_hosts(slug, guarded_host)
     env = paas_variables(guarded_host, postgres_database) | {"PRUNEHOOK_WAIT_FOR_RUN": "true"}
@@ -273,7 +278,7 @@ def test_the_hosts_own_interval_as_written_holds_when_the_service_state_is_lost(
     assert (refused["run"]["result"], refused["run"]["error_kind"]) == ("failed", "host_interval")
     shown = instance.status()
     assert shown["last_error_kind"] == "host_interval"
-    (written,) = re.findall(r"`last_error` `([^`]+)`", section("The host's own interval"))
+    (written,) = re.findall(r"`last_error` `([^`]+)`", section(GUARD, "The host's own interval"))
     as_written = re.sub(r"\d+", r"\\d+", re.escape(" ".join(written.split())))
     assert re.fullmatch(as_written, shown["last_error"]), (as_written, shown["last_error"])
     wait = shown["next_eligible_ts"] - shown["last_finished_ts"]

@@ -14,11 +14,11 @@ import pytest
 from tests.harness import REPO
 from tests.readme import (
     DEPLOYMENT_SECTIONS,
+    PRODUCTION,
     VARIABLE,
     assignments,
     container,
     fenced_blocks,
-    indented_blocks,
     manifest,
     manifests,
     section,
@@ -167,11 +167,14 @@ def test_the_deployment_finds_every_key_it_takes_in_the_example_secret_and_confi
 
 
 def test_every_variable_the_deployment_docs_name_is_one_prunehook_reads():
-    """A doc cannot name a variable that does not exist: the README's deployment sections,
+    """A doc cannot name a variable that does not exist: the deployment sections of the docs,
     the variables the Deployment sets and the ConfigMap it takes them from."""
     read = variables_read()
     assert {"PRUNEHOOK_DATABASE_URL", "DATABASE_URL", "PRUNEHOOK_WAIT_FOR_RUN", "PORT"} <= read
-    named = {title: set(VARIABLE.findall(section(title))) for title in DEPLOYMENT_SECTIONS}
+    named = {
+        f"{page}: {title}": set(VARIABLE.findall(section(page, title)))
+        for page, title in DEPLOYMENT_SECTIONS
+    }
     named["deployment.yaml"] = {entry["name"] for entry in container()["env"]}
     named["configmap.example.yaml"] = set(manifest("ConfigMap", "prunehook-settings")["data"])
     assert all(named.values())
@@ -180,7 +183,8 @@ def test_every_variable_the_deployment_docs_name_is_one_prunehook_reads():
 
 
 def test_the_paas_sections_variables_and_its_heroku_command_set_the_same_names():
-    (block,) = fenced_blocks(section("Deploying on a PaaS"))
+    blocks = fenced_blocks(section(PRODUCTION, "Deploying on a PaaS"))
+    (block,) = [b for b in blocks if b.startswith("PRUNEHOOK_")]
     listed = set(assignments(block))
-    (heroku,) = [b for b in indented_blocks(section("Deploying on a PaaS")) if "heroku" in b]
+    (heroku,) = [b for b in blocks if "heroku" in b]
     assert set(re.findall(r"\b(PRUNEHOOK_[A-Z_]+)=", heroku)) == listed

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import GUARD, LoopDisk
-from tests.readme import README
+from tests.readme import pages
 from webhook.core.command import (
     BUILDX_INSPECT,
     BUILDX_VERSION,
@@ -441,9 +441,11 @@ def test_the_guard_allows_every_command_prunehook_builds(guard):
 
 
 def test_every_authorized_keys_line_in_the_readme_is_one_the_guard_accepts(guard, tmp_path):
-    """The README's lines, as an operator copies them (a state file moved here): their
-    options parse, and only a line with --allow-keep-storage lets stage 2 through."""
-    found = re.findall(r'command="/usr/local/bin/prunehook-guard ([^"]+)"', README.read_text())
+    """The lines of the README and the docs site, as an operator copies them (a state file
+    moved here): their options parse, and only a line with --allow-keep-storage lets stage 2
+    through."""
+    docs = "\n".join(page.read_text() for page in pages())
+    found = re.findall(r'command="/usr/local/bin/prunehook-guard ([^"]+)"', docs)
     assert len(found) >= 3 and any("--allow-keep-storage" in line for line in found)
     for i, line in enumerate(found):
         state = str(tmp_path / f"state-{i}")
