@@ -40,6 +40,13 @@ def test_every_test_a_document_cites_exists(document):
     assert missing == []
 
 
+def test_every_file_the_readme_links_exists():
+    """The README is read on its own (mkdocs checks the site's links, not the README's)."""
+    linked = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (REPO / "README.md").read_text())
+    assert linked
+    assert [path for path in linked if not (REPO / path).is_file()] == []
+
+
 # -- the configuration reference, generated from the settings schema -----------------------
 
 
