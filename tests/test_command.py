@@ -204,3 +204,15 @@ def test_hosts_add_prints_the_guard_options_the_policy_needs(operator, monkeypat
         f' --docker-host {docker_host}"'
     )
     assert f"restrict,command={guard} " in added.output
+
+
+def test_a_prune_outweighed_by_other_writes_shows_dockers_count_not_a_negative_size():
+    from webhook.cli.shown import status_row
+
+    shown = {
+        "name": "b", "enabled": True, "in_flight": None, "last_result": "ok",
+        "last_goal_met": None, "last_run_ts": 0.0, "last_freed_bytes": -548_900,
+        "last_reclaimed": "1.2GB", "eligible_now": True, "next_eligible_ts": None,
+        "forecast": None,
+    }  # fmt: skip
+    assert status_row(shown, 60)[3] == "1.2GB"

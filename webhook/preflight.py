@@ -88,7 +88,7 @@ def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
         except Stopped:
             failure = steps.failure
             assert failure is not None
-            fix = "see last_error_kind in the README; the host must accept this key"
+            fix = "the host must accept this key (last_error_kind: docs/status.md)"
             yield Check("ssh login", False, f"{failure.error_kind}: {failure.error}", fix)
             return
         yield Check("ssh login", True, f"{target.ssh} accepted the key")

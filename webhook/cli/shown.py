@@ -72,11 +72,12 @@ STATUS_HEADERS = ("TARGET", "STATE", "LAST PRUNE", "FREED", "DISK FREE", "CACHE"
 def status_row(shown: dict[str, Any], now: float) -> list[str]:
     """One target of GET /status, as `prunehook status` lists it."""
     freed = shown.get("last_freed_bytes")
+    measured = freed is not None and freed >= 0  # else other writes outweighed the prune
     return [
         shown["name"],
         str(host_state(shown)),
         relative(shown["last_run_ts"], now),
-        _size(freed) if freed is not None else (shown["last_reclaimed"] or "—"),
+        _size(freed) if measured else (shown["last_reclaimed"] or "—"),
         _free(shown),
         _size(shown.get("build_cache_bytes")),
         _next(shown, now),
