@@ -10,8 +10,9 @@ namespace of its own where the repository (the image's working directory) is rea
 as `readOnlyRootFilesystem` makes it, and `/tmp` a fresh tmpfs (the pod's `emptyDir`). The
 known_hosts file is bound read-only at the ConfigMap volume's path under /mnt (a tmpfs of
 the namespace: /etc stays as it is). Prints what each call answered
-and exits 0 when the probes, a waited-for prune and the guard's log all say what the docs
-(docs/production.md) say. Kubernetes itself (scheduling, the kubelet's probes, Services) is not tried.
+and exits 0 when the probes, a waited-for prune and the guard's log all say what
+docs/production.md says. Kubernetes itself (scheduling, the kubelet's probes, Services) is
+not tried.
 """
 
 from __future__ import annotations
