@@ -4,9 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 # Debian packages the integration tests drive for real: sshd, dockerd, a browser for the
-# status page (tests/test_status_page.py), PostgreSQL (tests/harness/postgres.py) and nginx
-# (tests/test_nginx.py)
+# status page (tests/test_status_page.py), PostgreSQL (tests/harness/postgres.py), nginx
+# (tests/test_nginx.py), and Prometheus, Alertmanager and node_exporter with promtool and
+# amtool (tests/test_prometheus.py); the last three without recommends, which would add
+# much to CI's apt time and nothing the tests use
 SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql nginx
+SYSTEM_PACKAGES_NO_RECOMMENDS := prometheus prometheus-alertmanager prometheus-node-exporter
 
 .PHONY: run test lint docs format system-deps constraints clean help
 
@@ -26,7 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
-system-deps:  ## install sshd, dockerd, chromium, PostgreSQL and nginx from Debian when missing (needs root)
+system-deps:  ## install sshd, dockerd, chromium, PostgreSQL, nginx and Prometheus from Debian when missing (needs root)
 	@missing=""; \
 	command -v /usr/sbin/sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
 	command -v dockerd >/dev/null 2>&1 && [ -x /usr/bin/docker ] || missing="$$missing docker.io"; \
@@ -34,12 +37,21 @@ system-deps:  ## install sshd, dockerd, chromium, PostgreSQL and nginx from Debi
 	command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
-	if [ -n "$$missing" ]; then \
+	lean=""; \
+	command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+	  || lean="$$lean prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 \
+	  || lean="$$lean prometheus-alertmanager"; \
+	command -v prometheus-node-exporter >/dev/null 2>&1 || lean="$$lean prometheus-node-exporter"; \
+	if [ -n "$$missing$$lean" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    echo "installing:$$missing$$lean"; \
+	    apt-get update -qq \
+	    && { [ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	    && { [ -z "$$lean" ] || DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$lean >/dev/null; }; \
 	  else \
-	    echo "not root: cannot install$$missing; the tests that need them will skip (fail under CI=true)"; \
+	    echo "not root: cannot install$$missing$$lean; the tests that need them will skip (fail under CI=true)"; \
 	  fi; \
 	fi
 
