@@ -59,6 +59,13 @@ def test_amtool_accepts_the_shipped_alertmanager_configuration_alone():
     assert "SUCCESS" in checked.stdout
 
 
+def test_every_selector_of_the_shipped_rules_carries_the_one_mountpoint_matcher():
+    fitted = alerting_rules(fit_rules(load_yaml(RULES), "/srv/docker", {}, {}))
+
+    for rule in fitted.values():
+        assert rule["expr"].count('mountpoint="/srv/docker"') >= 2, rule["expr"]
+
+
 def receivers_of(*labels: str) -> list[str]:
     """The receivers the shipped route picks for an alert of these labels."""
     routed = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}", *labels)

@@ -10,6 +10,7 @@ operators get.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -32,7 +33,7 @@ SHIPPED_MOUNTPOINTS = 'mountpoint=~"/|/var|/var/lib/docker"'
 # the "percent available" comparison of an alert: `... * 100 < 5`
 PERCENT_THRESHOLD = re.compile(r"\* 100 < [0-9.]+")
 PRUNEHOOK_RECEIVER = "prunehook"
-# every scrape and evaluation, and the loop of a test that waits on them
+# between two scrapes, and two evaluations of the rules
 TICK_S = 1
 
 
@@ -58,12 +59,15 @@ def fit_rules(
 ) -> dict[str, Any]:
     """The shipped rules on `mountpoint` alone; the alerts named in `percent_available`
     fire under that percent available, those in `durations` after that `for:`."""
-    fitted = json.loads(json.dumps(rules))  # a deep copy of plain YAML data
+    fitted = copy.deepcopy(rules)
     by_name = alerting_rules(fitted)
     assert set(percent_available) | set(durations) <= set(by_name), by_name.keys()
     for name, rule in by_name.items():
         expr = rule["expr"]
-        assert SHIPPED_MOUNTPOINTS in expr, f"{name} no longer selects {SHIPPED_MOUNTPOINTS}"
+        selectors = expr.count("node_filesystem_")
+        assert selectors == expr.count(SHIPPED_MOUNTPOINTS), (
+            f"{name}: not all {selectors} select {SHIPPED_MOUNTPOINTS}"
+        )
         expr = expr.replace(SHIPPED_MOUNTPOINTS, f'mountpoint="{mountpoint}"')
         if name in percent_available:
             expr, count = PERCENT_THRESHOLD.subn(f"* 100 < {percent_available[name]}", expr)
@@ -79,7 +83,7 @@ def fit_alertmanager(
 ) -> dict[str, Any]:
     """The shipped configuration posting to `url` with the token in `credentials_file`,
     its prunehook route grouping for `group_wait` and `group_interval`."""
-    fitted = json.loads(json.dumps(config))
+    fitted = copy.deepcopy(config)
     (route,) = [r for r in fitted["route"]["routes"] if r["receiver"] == PRUNEHOOK_RECEIVER]
     route |= {"group_wait": group_wait, "group_interval": group_interval}
     (receiver,) = [r for r in fitted["receivers"] if r["name"] == PRUNEHOOK_RECEIVER]
@@ -182,10 +186,6 @@ class Alertmanager(Server):
             f"--web.listen-address={self.address}",
             "--cluster.listen-address=",
         ]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """The alerts it holds now (API v2), active or not."""
-        return get_json(f"{self.base}/api/v2/alerts")
 
 
 class Prometheus(Server):
