@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 # Debian packages the integration tests drive for real: sshd, dockerd, a browser for the
 # status page (tests/test_status_page.py), PostgreSQL (tests/harness/postgres.py), nginx
-# (tests/test_nginx.py), and Prometheus, Alertmanager and node_exporter with promtool and
+# (tests/test_nginx.py), systemd-analyze (tests/test_systemd.py), and Prometheus, Alertmanager and node_exporter with promtool and
 # amtool (tests/test_prometheus.py); the last three without recommends, which would add
 # much to CI's apt time and nothing the tests use
-SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql nginx
+SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql nginx systemd
 SYSTEM_PACKAGES_NO_RECOMMENDS := prometheus prometheus-alertmanager prometheus-node-exporter
 
 .PHONY: run test lint docs format system-deps constraints clean help
@@ -37,6 +37,7 @@ system-deps:  ## install sshd, dockerd, chromium, PostgreSQL, nginx and Promethe
 	command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	lean=""; \
 	command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
 	  || lean="$$lean prometheus"; \
