@@ -113,7 +113,7 @@ def _run_words(run: RunRecord, until: str, has_goals: bool) -> str:
         said += f"; {human_size(run.disk_free_after)} free of {human_size(run.disk_size)}"
     if run.goal_met is False:
         said += f"; a goal is still missed by {_size(run.free_short_bytes or run.cache_over_bytes)}"
-    if not freed and not has_goals:
+    if run.reclaimed_bytes == 0 and not has_goals:  # Docker's own count: nothing was old enough
         said += f"\n  {NOTHING_OLD_ENOUGH.format(until=until)}"
     return said
 
