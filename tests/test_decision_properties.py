@@ -63,7 +63,7 @@ def unreachable(target, command):
     raise AssertionError("claims are never launched here")
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=ONE_DATABASE)
+@settings(max_examples=200, deadline=None, suppress_health_check=ONE_DATABASE)
 @given(sequence=steps)
 def test_runs_respect_interval_retry_delay_and_lease(make_store, sequence):
     claims = Claims(make_store())
@@ -123,7 +123,7 @@ def due(starts: list[dict], now: float) -> bool:
     return now >= min(last["at"] + INTERVAL, last["ended"] + RETRY)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=ONE_DATABASE)
+@settings(max_examples=200, deadline=None, suppress_health_check=ONE_DATABASE)
 @given(sequence=steps)
 def test_a_due_trigger_always_starts_a_run(make_store, sequence):
     """Liveness: safety alone passes with a store that never starts anything."""

@@ -15,14 +15,15 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AUTH
-from tests.harness import DockerEngine, LoopDisk, SSHServer
+from tests.harness import DockerEngine
+from tests.harness.small_host import SmallDisk, small_disk_host
 from webhook import create_app
 
 MB = 1000**2
@@ -30,34 +31,11 @@ BLOB = 20 * MB  # each build leaves about twice this: its context and its copy
 AGE_PRUNE = "allowed docker builder prune -f --filter until=24h"
 
 
-@dataclass
-class SmallDisk:
-    disk: LoopDisk
-    engine: DockerEngine
-    host: SSHServer
-
-    @property
-    def docker_root(self) -> Path:
-        return self.engine.data_root
-
-
 @pytest.fixture(scope="module")
-def small_disk(tmp_path_factory):
+def small_disk(tmp_path_factory) -> Iterator[SmallDisk]:
     """A build host on a 400 MB filesystem: dockerd's data root is all of it."""
-    root = tmp_path_factory.mktemp("small-disk")
-    disk = LoopDisk(root / "fs")
-    engine = host = None
-    try:
-        disk.start()
-        engine = DockerEngine(root / "dockerd", data_root=disk.mountpoint / "docker").start()
-        host = SSHServer(root / "sshd", engine.host).start()
-        yield SmallDisk(disk, engine, host)
-    finally:
-        if host is not None:
-            host.stop()
-        if engine is not None:
-            engine.stop()
-        disk.stop()
+    with small_disk_host(tmp_path_factory.mktemp("small-disk"), size_mb=400) as host:
+        yield host
 
 
 @pytest.fixture

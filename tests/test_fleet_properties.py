@@ -450,7 +450,7 @@ def check_intervals(model: Model) -> None:
             assert following.at >= earliest, "a failed run was retried too soon"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=ONE_DATABASE)
+@settings(max_examples=200, deadline=None, suppress_health_check=ONE_DATABASE)
 @given(specs=fleets(), sequence=steps)
 def test_alerts_touch_only_the_targets_they_name_and_start_every_due_one(
     make_store, specs, sequence

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TOKEN
-from tests.harness import DockerEngine, Gunicorn, LoopDisk, SSHServer, wait_for
+from tests.harness import Gunicorn, SSHServer, wait_for
 from tests.harness.prometheus import (
     ALERTMANAGER_CONFIG,
     RULES,
@@ -35,6 +34,7 @@ from tests.harness.prometheus import (
     promtool,
     stop_all,
 )
+from tests.harness.small_host import SmallDisk, small_disk_host
 
 FILLING_UP = "DockerDataDiskFillingUp"
 ALMOST_FULL = "DockerDataDiskAlmostFull"
@@ -188,35 +188,11 @@ GOAL_BELOW_EMPTY = 4
 FLOW_S = 30  # the most any step of the flow waits
 
 
-@dataclass
-class SmallDisk:
-    disk: LoopDisk
-    engine: DockerEngine
-    host: SSHServer
-
-    def percent_available(self) -> float:
-        """What node_exporter shows: avail / size * 100 of the filesystem (statvfs)."""
-        stat = os.statvfs(self.disk.mountpoint)
-        return stat.f_bavail / stat.f_blocks * 100
-
-
 @pytest.fixture
 def small_disk(tmp_path_factory) -> Iterator[SmallDisk]:
     """A build host on a 200 MB filesystem: dockerd's data root is all of it."""
-    root = tmp_path_factory.mktemp("prometheus-disk")
-    disk = LoopDisk(root / "fs", size_mb=200)
-    engine = host = None
-    try:
-        disk.start()
-        engine = DockerEngine(root / "dockerd", data_root=disk.mountpoint / "docker").start()
-        host = SSHServer(root / "sshd", engine.host, docker_root=engine.data_root).start()
-        yield SmallDisk(disk, engine, host)
-    finally:
-        if host is not None:
-            host.stop()
-        if engine is not None:
-            engine.stop()
-        disk.stop()
+    with small_disk_host(tmp_path_factory.mktemp("prometheus-disk"), size_mb=200) as host:
+        yield host
 
 
 @dataclass
