@@ -596,7 +596,8 @@ def test_a_later_stage_passes_over_the_runs_connection_only_within_the_runs_time
         assert rc == 0, stderr
     else:
         assert (rc, stdout) == (TOO_SOON, "")
-        assert f"last prune {age}" in stderr
+        # the second guard may start in the next second of the clock
+        assert re.search(f"last prune ({age}|{age + 1}) s ago", stderr), stderr
 
 
 def test_one_connection_passes_at_most_the_two_prunes_of_a_run(guard, tmp_path):
