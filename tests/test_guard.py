@@ -20,6 +20,7 @@ from tests.readme import pages
 from webhook.core.command import (
     BUILDX_INSPECT,
     BUILDX_VERSION,
+    DAEMON_ADDRESS,
     DOCKER_ROOT_DIR,
     DOCKER_VERSION,
     SYSTEM_DF,
@@ -477,12 +478,27 @@ def test_a_docker_host_option_reaches_docker_as_docker_host(guard, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "url", ["unix://relative", "unix:///x;rm -rf /", "http://host", "tcp://h $(id)"]
+    ("url", "daemon"),
+    [
+        ("unix:///run/user/1000/docker.sock", True),
+        ("tcp://127.0.0.1:2375", True),
+        ("tcp://[::1]:2375", True),
+        ("ssh://ci@build-1.example", True),
+        ("unix://relative", False),
+        ("unix:///x;rm -rf /", False),
+        ('unix:///x",port-forwarding', False),
+        ("http://host", False),
+        ("tcp://h $(id)", False),
+    ],
 )
-def test_a_docker_host_that_is_no_daemon_address_is_a_usage_error(guard, url):
+def test_the_guard_and_hosts_add_agree_on_what_a_docker_host_may_be(guard, url, daemon):
+    """A --docker-host the guard refuses would stop every prune on that host; one hosts add
+    takes is printed into the authorized_keys line."""
     rc, _, stderr, _ = guard(PRUNE, "--docker-host", url)
-    assert rc == USAGE_ERROR
-    assert "--docker-host" in stderr
+    assert (rc == 0) is daemon, stderr
+    assert (DAEMON_ADDRESS.fullmatch(url) is not None) is daemon
+    if not daemon:
+        assert rc == USAGE_ERROR and "--docker-host" in stderr
 
 
 TOO_SOON = 75

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,6 +18,7 @@ import click
 from environs import Env
 
 from webhook.config import PREFIX, ConfigError, Settings, load_settings
+from webhook.core.command import DAEMON_ADDRESS, GUARD_PATH
 from webhook.core.targets import Fleet, PrunePolicy, Target
 from webhook.remote.ssh import SSHFailure, fetch_host_key, fingerprint, known_name
 
@@ -129,6 +131,14 @@ def _remember(known_hosts: Path, line: str) -> str:
     return f"{known_hosts}: added"
 
 
+def _matching(value: str | None, rule: re.Pattern[str], shape: str) -> str | None:
+    """`value` when the whole of it is of the shape `rule` allows: it goes into the
+    authorized_keys line, where a quote or a space would add options or commands."""
+    if value is not None and not rule.fullmatch(value):
+        raise click.BadParameter(f"must be {shape} (letters, digits and ._/+-:@[])")
+    return value
+
+
 @click.group("hosts", short_help="Add a build host in one step.")
 def hosts_group() -> None:
     """Add build hosts to the targets file."""
@@ -156,12 +166,14 @@ def hosts_group() -> None:
 @click.option(
     "--docker-host",
     metavar="URL",
+    callback=lambda _, __, value: _matching(value, DAEMON_ADDRESS, "unix:///PATH, tcp://HOST:PORT"),
     help="The Docker socket on the host when not the default (rootless Docker, a second"
     " daemon), e.g. unix:///run/user/1000/docker.sock: the guard line carries it.",
 )
 @click.option(
     "--guard",
     default=GUARD,
+    callback=lambda _, __, value: _matching(value, GUARD_PATH, "an absolute path"),
     show_default=True,
     help="Where prunehook-guard is installed on the host.",
 )

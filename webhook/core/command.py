@@ -8,6 +8,8 @@ contrib/prunehook-guard allows exactly these on the host.
 
 from __future__ import annotations
 
+import re
+
 from webhook.core.duration import GO_DURATION
 from webhook.core.sizes import MAX_SIZE_BYTES
 from webhook.core.targets import is_docker_root
@@ -20,6 +22,13 @@ BUILDX_DU = "docker buildx du"
 DOCKER_VERSION = "docker version"
 BUILDX_VERSION = "docker buildx version"
 BUILDX_INSPECT = "docker buildx inspect"
+# a daemon's address as prunehook-guard's --docker-host takes it (the guard's DAEMON_ADDRESS);
+# nothing that could end the authorized_keys option or reach a shell
+DAEMON_ADDRESS = re.compile(
+    r"unix:///[A-Za-z0-9._/+-]{1,255}|(tcp|ssh)://[][A-Za-z0-9._:@-]{1,255}"
+)
+# where prunehook-guard is installed on a host, as an authorized_keys command names it
+GUARD_PATH = re.compile(r"/[A-Za-z0-9._/+-]{1,255}")
 # where Docker keeps its data, for a docker_root that df cannot measure (`prunehook check`)
 DOCKER_ROOT_DIR = "docker info --format {{.DockerRootDir}}"
 
