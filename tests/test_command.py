@@ -233,3 +233,40 @@ def test_hosts_add_refuses_what_would_add_to_the_authorized_keys_line(operator, 
     assert f"Invalid value for '{option[0]}'" in refused.output
     assert operator.targets.read_text() == EXISTING
     assert not operator.known_hosts_file.exists()
+
+
+def test_a_configuration_error_is_said_in_a_line_naming_the_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(tmp_path / "missing.toml"))
+
+    for command in ("status", "targets", "prune", "check"):
+        said = CliRunner().invoke(main, [command])
+        assert said.exit_code == 2, command
+        assert "PRUNEHOOK_TARGETS_FILE: cannot read" in said.output
+        assert "Traceback" not in said.output
+
+
+def test_status_without_a_target_says_what_to_set_and_exits_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_INSTANCE_PATH", str(tmp_path / "instance"))
+
+    said = prunehook("status")
+
+    assert said.exit_code == 2
+    assert said.output == "no target: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE\n"
+
+
+def test_prunehook_serve_loads_none_of_the_other_commands():
+    """gunicorn's workers build the app; the command that starts them imports no more."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from click.testing import CliRunner;"
+         " from webhook.cli.main import main; CliRunner().invoke(main, ['serve', '--help']);"
+         " print(sorted(m for m in sys.modules if m.startswith('webhook')))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == str(
+        ["webhook", "webhook.cli", "webhook.cli.main", "webhook.cli.serve", "webhook.logs"]
+    )

@@ -34,14 +34,14 @@ class Commands(AppGroup):
     a server never loads them, which keeps its start short."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        from webhook.cli import COMMANDS
+        from webhook.cli import WHERE
 
-        return sorted({*super().list_commands(ctx), *COMMANDS})
+        return sorted({*super().list_commands(ctx), *WHERE})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        from webhook.cli import COMMANDS
+        from webhook.cli import command
 
-        return COMMANDS.get(name) or super().get_command(ctx, name)
+        return command(name) or super().get_command(ctx, name)
 
 
 def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, list[str]]:

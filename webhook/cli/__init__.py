@@ -1,23 +1,31 @@
 """The operator's commands: `prunehook ...` (main.py), and the same under
-`flask --app wsgi ...` (COMMANDS). Each module holds one job's commands; shown.py says
-what they print to people."""
+`flask --app wsgi ...`. Each module holds one job's commands; shown.py says what they
+print to people. A command's module is imported only when it runs: a server, and
+`prunehook serve`, load none of them."""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from webhook.cli.check import check_command, notify_command
-from webhook.cli.fleet import prune_command, status_command, targets_command
-from webhook.cli.hosts import hosts_group
-from webhook.cli.state import state_group
-
-# what `flask --app wsgi NAME` runs, by name (webhook.app registers them lazily)
-COMMANDS: dict[str, click.Command] = {
-    "targets": targets_command,
-    "prune": prune_command,
-    "status": status_command,
-    "check": check_command,
-    "state": state_group,
-    "hosts": hosts_group,
-    "notify": notify_command,
+# each command by name: the module and attribute that hold it
+WHERE = {
+    "check": "webhook.cli.check:check_command",
+    "notify": "webhook.cli.check:notify_command",
+    "prune": "webhook.cli.fleet:prune_command",
+    "status": "webhook.cli.fleet:status_command",
+    "targets": "webhook.cli.fleet:targets_command",
+    "hosts": "webhook.cli.hosts:hosts_group",
+    "state": "webhook.cli.state:state_group",
 }
+
+
+def command(name: str) -> click.Command | None:
+    """The command called `name`, imported now; None for no such command."""
+    where = WHERE.get(name)
+    if where is None:
+        return None
+    module, _, attribute = where.partition(":")
+    found: click.Command = getattr(importlib.import_module(module), attribute)
+    return found

@@ -15,7 +15,7 @@ from webhook.cli.options import (
     goals,
     print_json,
 )
-from webhook.cli.shown import result_line, status_table
+from webhook.cli.shown import NO_TARGET, result_line, status_table
 from webhook.core.targets import Target
 from webhook.core.triggers import Source, Trigger
 from webhook.web.context import Prunehook, prunehook
@@ -29,7 +29,7 @@ def targets_command() -> None:
     """List the configured build hosts: name, SSH endpoint, aliases and prune policy."""
     hook = prunehook()
     if not hook.service.fleet:
-        click.echo("no target: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE")
+        click.echo(NO_TARGET)
         sys.exit(2)
     for target in hook.service.fleet:
         policy = target.policy
@@ -44,7 +44,7 @@ def targets_command() -> None:
 
 def _dry_run(hook: Prunehook, targets: list[Target]) -> None:
     if not targets:
-        click.echo("target:  (none: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE)")
+        click.echo(f"target:  ({NO_TARGET})")
     for target in targets:
         click.echo(f"target:  {target.name} ({target.ssh})")
         click.echo(f"command: {hook.service.command(target)}")
@@ -108,6 +108,9 @@ def status_command(names: tuple[str, ...], as_json: bool) -> None:
         shown = [one_target(hook, target) for target in chosen(hook, names)]
         print_json(shown[0] if len(shown) == 1 else shown)
         return
+    if not hook.service.fleet:
+        click.echo(NO_TARGET)
+        sys.exit(2)
     everything = fleet_status(hook)
     wanted = {target.name for target in chosen(hook, names)}
     listed = [shown for shown in everything["targets"] if shown["name"] in wanted]

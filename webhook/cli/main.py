@@ -3,48 +3,43 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 import click
 from flask.cli import ScriptInfo
 
+from webhook.cli import WHERE, command
 from webhook.logs import PLAIN, configure_logging
 
 if TYPE_CHECKING:
     from flask import Flask
 
-# by name: the module that holds each command, imported when it is asked for, so
-# `prunehook serve` starts gunicorn without loading the others
-_WHERE = {
-    "serve": "webhook.cli.serve:serve_command",
-    "check": "webhook.cli.check:check_command",
-    "notify": "webhook.cli.check:notify_command",
-    "prune": "webhook.cli.fleet:prune_command",
-    "status": "webhook.cli.fleet:status_command",
-    "targets": "webhook.cli.fleet:targets_command",
-    "hosts": "webhook.cli.hosts:hosts_group",
-    "state": "webhook.cli.state:state_group",
-}
+SERVE = "serve"
 
 
 class _Commands(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_WHERE)
+        return [SERVE, *WHERE]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in _WHERE:
-            return None
-        import importlib
+        if name == SERVE:  # the only command that builds no app: gunicorn's workers do
+            from webhook.cli.serve import serve_command
 
-        module, _, attribute = _WHERE[name].partition(":")
-        command: click.Command = getattr(importlib.import_module(module), attribute)
-        return command
+            return serve_command
+        return command(name)
 
 
 def _create_app() -> Flask:
+    """The app the commands work with; a configuration error is said, not a traceback."""
     from webhook import create_app
+    from webhook.config import ConfigError
 
-    return create_app()
+    try:
+        return create_app()
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,4 +56,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     `prunehook hosts add`, then `prunehook check`; serve with `prunehook serve`.
     """
     configure_logging(PLAIN, logging.INFO if verbose else logging.WARNING)
+    # paramiko's transport thread logs a peer that is no SSH server with a traceback; the
+    # command says what failed in one line
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False)

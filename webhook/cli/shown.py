@@ -85,9 +85,10 @@ def status_row(shown: dict[str, Any], now: float) -> list[str]:
     ]
 
 
+NO_TARGET = "no target: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE"
+
+
 def status_table(targets: Sequence[dict[str, Any]], now: float) -> str:
-    if not targets:
-        return "no target: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TARGETS_FILE"
     return table(STATUS_HEADERS, [status_row(shown, now) for shown in targets])
 
 
