@@ -190,6 +190,7 @@ def test_hosts_add_prints_the_guard_options_the_policy_needs(operator, monkeypat
     monkeypatch.setenv("PRUNEHOOK_UNTIL", "48h")
     monkeypatch.setenv("PRUNEHOOK_MIN_FREE", "20%")
     monkeypatch.setenv("PRUNEHOOK_ALL", "true")
+    monkeypatch.setenv("PRUNEHOOK_TIMEOUT_S", "600")  # past the guard's own 300 s
     operator.targets.write_text("")
     monkeypatch.delenv("PRUNEHOOK_TARGETS_FILE")
     fresh = operator.targets.parent / "new" / "targets.toml"
@@ -200,8 +201,8 @@ def test_hosts_add_prints_the_guard_options_the_policy_needs(operator, monkeypat
 
     assert "[targets.build-2]" in fresh.read_text()  # made with its first host
     guard = (
-        '"/usr/local/bin/prunehook-guard --min-until 48h --allow-all --allow-keep-storage'
-        f' --docker-host {docker_host}"'
+        '"/usr/local/bin/prunehook-guard --min-until 48h --timeout 600 --allow-all'
+        f' --allow-keep-storage --docker-host {docker_host}"'
     )
     assert f"restrict,command={guard} " in added.output
 
@@ -269,4 +270,23 @@ def test_prunehook_serve_loads_none_of_the_other_commands():
     )  # fmt: skip
     assert loaded.stdout.strip() == str(
         ["webhook", "webhook.cli", "webhook.cli.main", "webhook.cli.serve", "webhook.logs"]
+    )
+
+
+def test_hosts_add_edits_a_symlinked_targets_file_where_it_lies_and_quotes_a_dotted_name(
+    operator, monkeypatch
+):
+    link = operator.targets.parent / "linked.toml"
+    link.symlink_to(operator.targets)
+    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(link))
+
+    added = prunehook(
+        "hosts", "add", "build.2", "--host", "127.0.0.1", "--port", str(operator.port),
+        "--fingerprint", fingerprint_of(operator),
+    )  # fmt: skip
+
+    assert added.exit_code == 0, added.output
+    assert link.is_symlink()
+    assert f'[targets."build.2"]\nhost = "127.0.0.1"\nport = {operator.port}\n' in (
+        operator.targets.read_text()
     )

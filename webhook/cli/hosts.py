@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -19,11 +20,13 @@ from environs import Env
 
 from webhook.config import PREFIX, ConfigError, Settings, load_settings
 from webhook.core.command import DAEMON_ADDRESS, GUARD_PATH
-from webhook.core.targets import Fleet, PrunePolicy, Target
+from webhook.core.targets import NAME_MAX, NAME_PATTERN, Fleet, PrunePolicy, Target
 from webhook.remote.ssh import SSHFailure, fetch_host_key, fingerprint, known_name
 
 GUARD = "/usr/local/bin/prunehook-guard"
+GUARD_TIMEOUT_S = 300  # the guard's own default --timeout
 FILE_VARIABLE = f"{PREFIX}TARGETS_FILE"
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 NEW_FILE = '# prunehook\'s build hosts: a [targets.NAME] table each (DESIGN.md, "The fleet")\n'
 
 
@@ -31,6 +34,8 @@ def guard_options(policy: PrunePolicy, docker_host: str | None = None) -> list[s
     """What prunehook-guard must allow for this policy, and no more: `until` as the
     shortest, `-a` only when the policy prunes all, stage 2 only with disk goals."""
     options = ["--min-until", policy.until]
+    if policy.timeout_s > GUARD_TIMEOUT_S:  # the guard would kill a prune prunehook awaits
+        options += ["--timeout", str(math.ceil(policy.timeout_s))]
     if policy.prune_all:
         options.append("--allow-all")
     if policy.goals.any:
@@ -46,8 +51,10 @@ def authorized_keys_line(public_key: str, options: Sequence[str], guard: str = G
 
 
 def target_block(name: str, host: str, port: int, user: str | None, aliases: Sequence[str]) -> str:
-    """The `[targets.NAME]` table, with TOML's own quoting (JSON strings are TOML strings)."""
-    lines = [f"[targets.{name}]", f"host = {json.dumps(host)}"]
+    """The `[targets.NAME]` table, with TOML's own quoting (JSON strings are TOML strings;
+    a name with a dot is a quoted key, not a nested table)."""
+    key = name if BARE_KEY.fullmatch(name) else json.dumps(name)
+    lines = [f"[targets.{key}]", f"host = {json.dumps(host)}"]
     if port != 22:
         lines.append(f"port = {port}")
     if user:
@@ -125,7 +132,8 @@ def _remember(known_hosts: Path, line: str) -> str:
     known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     existing = known_hosts.read_text() if known_hosts.is_file() else ""
     separator = "" if not existing or existing.endswith("\n") else "\n"
-    descriptor = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # public keys: readable by the service's user, whoever runs this
+    descriptor = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     with os.fdopen(descriptor, "a") as handle:
         handle.write(f"{separator}{line}\n")
     return f"{known_hosts}: added"
@@ -148,7 +156,11 @@ def hosts_group() -> None:
 @click.argument("name")
 @click.option("--host", required=True, help="The build host's address, as prunehook reaches it.")
 @click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
-@click.option("--user", help="Who prunehook logs in as. Default: [defaults] or root.")
+@click.option(
+    "--user",
+    help="Who prunehook logs in as. Default: [defaults]' user, else PRUNEHOOK_SSH_USER, else"
+    " the user prunehook runs as: give it when the service runs as another user than this.",
+)
 @click.option(
     "--alias",
     "aliases",
@@ -195,7 +207,9 @@ def add_command(
     is not confirmed or its fingerprint is not --fingerprint. Exits 1 when refused or when
     a check fails (the host is added then: fix it and run prunehook check --target NAME).
     """
-    file = _targets_file()
+    if not re.fullmatch(NAME_PATTERN, name) or len(name) > NAME_MAX:
+        _refuse(f"a target name must match {NAME_PATTERN}, at most {NAME_MAX} characters")
+    file = _targets_file().resolve()  # a symlinked file is edited where it lies
     taken = _current_fleet(file).get(name)
     if taken is not None:
         _refuse(f"{name} is already a target ({taken.ssh})")
@@ -204,7 +218,8 @@ def add_command(
     candidate = _draft(file, f"{text}{separator}{target_block(name, host, port, user, aliases)}")
     try:
         target = _settings_with(str(candidate)).targets.fleet.get(name)
-        assert target is not None  # the block just written names it
+        if target is None:
+            _refuse(f"the targets file with this host has no target {name}")
         known_line = _confirmed(target, expected)
         click.echo(_remember(target.ssh.known_hosts_path, known_line))
         os.replace(candidate, file)
@@ -242,10 +257,21 @@ def _draft(file: Path, text: str) -> Path:
     """`text` in a private file beside `file`, to be checked and then moved into place."""
     file.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-        if file.is_file():  # who may read it stays as it was
-            os.fchmod(handle.fileno(), file.stat().st_mode & 0o777)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            # who may read it stays as it was (the service's user or group, when an
+            # operator runs this as root); a new file is the folder's group's to read
+            before = file.stat() if file.is_file() else None
+            folder = file.parent.stat()
+            mode = before.st_mode & 0o777 if before else 0o640
+            owner = (before.st_uid, before.st_gid) if before else (-1, folder.st_gid)
+            os.fchmod(handle.fileno(), mode)
+            with contextlib.suppress(PermissionError):  # not root: the file stays ours
+                os.fchown(handle.fileno(), *owner)
+    except BaseException:
+        os.unlink(name)
+        raise
     return Path(name)
 
 
