@@ -54,7 +54,9 @@ def test_a_reload_serves_the_targets_file_as_edited_and_refuses_a_bad_one(ssh_ke
         "PRUNEHOOK_SSH_KNOWN_HOSTS": str(ssh_keys.known_hosts),
         "PRUNEHOOK_TOKEN": TOKEN,
         "PRUNEHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
+        "TMPDIR": str(tmp_path / "tmp"),  # where gunicorn's settings make the metrics folder
     }
+    (tmp_path / "tmp").mkdir()
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
@@ -85,3 +87,6 @@ def test_a_reload_serves_the_targets_file_as_edited_and_refuses_a_bad_one(ssh_ke
         assert names() == ["build-1", "build-2"]  # still serving what it had
     finally:
         served.stop()
+    # the metrics folder gunicorn made goes with it, reloaded or not
+    assert served.process.returncode == 0
+    assert list((tmp_path / "tmp").glob("prunehook-metrics-*")) == []

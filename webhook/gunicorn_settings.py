@@ -19,10 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-# set before anything imports prometheus_client, which reads it at import
-_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _OWN_METRICS_DIR:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prunehook-metrics-")
+# set before anything imports prometheus_client, which reads it at import; a folder made
+# here is named in _MADE too, so a reload (this file run again) still removes it at the end
+_MADE = "PRUNEHOOK_METRICS_DIR_MADE"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_MADE] = tempfile.mkdtemp(
+        prefix="prunehook-metrics-"
+    )
+_OWN_METRICS_DIR = os.environ.get(_MADE) == os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def _refuse_to_start(error: Exception) -> NoReturn:

@@ -26,8 +26,8 @@ def check_command(names: tuple[str, ...]) -> None:
 
     One line per check; a failed check says how to fix it, a WARN is worth knowing. Runs
     only the read-only probes a run makes (docker version, docker buildx version, df,
-    docker system df, docker buildx inspect) on one connection per host. Exits 1 when any
-    check fails.
+    docker system df, docker buildx inspect; docker info's DockerRootDir when df cannot
+    measure docker_root) on one connection per host. Exits 1 when any check fails.
     """
     sys.exit(checked(prunehook(), names))
 
