@@ -72,7 +72,7 @@ def reference_rows() -> dict[str, list[str]]:
 
 def test_the_configuration_reference_has_every_per_target_key_with_its_variable():
     from webhook.config import PREFIX, VARIABLES
-    from webhook.core.targets import PolicySchema, _TargetSchema
+    from webhook.core.targets import PolicySchema, TargetSchema
 
     rows = reference_rows()
     # the variable config.py reads for each per-target key
@@ -86,7 +86,7 @@ def test_the_configuration_reference_has_every_per_target_key_with_its_variable(
         assert key in rows, key
         assert rows[key][1] == variable_of[name], key
         assert rows[key][-1] == each.metadata["description"], key
-    for name in set(_TargetSchema().fields) - set(PolicySchema().fields):
+    for name in set(TargetSchema().fields) - set(PolicySchema().fields):
         assert rows[name][1] == "(targets file only)", name
 
 

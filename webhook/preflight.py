@@ -26,6 +26,9 @@ from webhook.remote.ssh import SSHFailure, SSHRunner, SSHSession, load_private_k
 from webhook.runs import PROBE_TIMEOUT_S, RunSteps
 from webhook.store import Store, StoreUnavailable
 
+# the variable a docker_root fix names (a targets file names the key itself)
+ROOT_VARIABLE = "PRUNEHOOK_DOCKER_ROOT"
+
 
 @dataclass(frozen=True)
 class Check:
@@ -188,9 +191,6 @@ def _stage_2_now(policy: PrunePolicy, now: Measure) -> Check:
     return Check("stage 2", True, detail, warning=True)
 
 
-ROOT_VARIABLE = "PRUNEHOOK_DOCKER_ROOT"
-
-
 def _root_fix(session: SSHSession) -> str:
     """Where Docker says its data is, as the docker_root to set; or how to ask it."""
     asked = session.execute(DOCKER_ROOT_DIR, PROBE_TIMEOUT_S)
@@ -198,7 +198,7 @@ def _root_fix(session: SSHSession) -> str:
     if found.startswith("/") and is_docker_root(found):
         return f'Docker keeps its data in {found}: set docker_root = "{found}" (or {ROOT_VARIABLE})'
     return (
-        "set docker_root (PRUNEHOOK_DOCKER_ROOT) to what `docker info --format"
+        f"set docker_root ({ROOT_VARIABLE}) to what `docker info --format"
         " {{.DockerRootDir}}` prints on the host (a guard older than this prunehook denies it)"
     )
 

@@ -213,6 +213,12 @@ def add_command(
     taken = _current_fleet(file).get(name)
     if taken is not None:
         _refuse(f"{name} is already a target ({taken.ssh})")
+    if not file.is_file() and os.environ.get(f"{PREFIX}SSH_HOST", "").strip():
+        click.echo(
+            f"note: with a targets file, {PREFIX}SSH_HOST's host is no target any more: add it"
+            " too (prunehook hosts add), and unset the variable",
+            err=True,
+        )
     text = file.read_text() if file.is_file() else NEW_FILE
     separator = "\n" if text.endswith("\n") else "\n\n"
     candidate = _draft(file, f"{text}{separator}{target_block(name, host, port, user, aliases)}")

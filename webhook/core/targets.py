@@ -389,7 +389,7 @@ def _ascii(value: str) -> None:
         )
 
 
-class _TargetSchema(PolicySchema):
+class TargetSchema(PolicySchema):
     host = fields.String(
         required=True,
         validate=[Length(min=1, max=253), _ascii],
@@ -468,7 +468,7 @@ def parse_targets(
             problems.append(f"{where}: must be a table")
             continue
         try:
-            own = {**defaults, **_TargetSchema().load(table, partial=_POLICY_KEYS)}
+            own = {**defaults, **TargetSchema().load(table, partial=_POLICY_KEYS)}
         except ValidationError as error:
             problems += _messages(where, error.normalized_messages())
             continue
