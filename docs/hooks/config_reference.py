@@ -127,49 +127,47 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
 
 
+def _described(field: fields.Field) -> list[str]:
+    """A field's cells after its name: type, default, bounds, what a bad value does, meaning."""
+    return [
+        type_of(field),
+        default_of(field),
+        bounds_of(field),
+        if_bad(field),
+        field.metadata["description"],
+    ]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    return "\n".join([_row(*headers), "|" + "---|" * len(headers), *(_row(*r) for r in rows)])
+
+
 def policy_table() -> str:
     """The per-target keys: a targets file's [defaults] and [targets.NAME] set them, and
     the single target's variables."""
     target_only = set(TargetSchema().fields) - set(PolicySchema().fields)
-    rows = [
-        _row(
-            "key", "variable (single target)", "type", "default", "bounds", "bad value", "meaning"
-        ),
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, field in TargetSchema().fields.items():
-        rows.append(
-            _row(
+    return _table(
+        ["key", "variable (single target)", "type", "default", "bounds", "bad value", "meaning"],
+        [
+            [
                 f"`{field.data_key or key}`",
                 "(targets file only)" if key in target_only else f"`{variable_of(key, field)}`",
-                type_of(field),
-                default_of(field),
-                bounds_of(field),
-                if_bad(field),
-                field.metadata["description"],
-            )
-        )
-    return "\n".join(rows)
+                *_described(field),
+            ]
+            for key, field in TargetSchema().fields.items()
+        ],
+    )
 
 
 def variables_table() -> str:
     """The service's own variables."""
-    rows = [
-        _row("variable", "type", "default", "bounds", "bad value", "meaning"),
-        "|---|---|---|---|---|---|",
-    ]
-    for key, field in Variables().fields.items():
-        rows.append(
-            _row(
-                f"`{variable_of(key, field)}`",
-                type_of(field),
-                default_of(field),
-                bounds_of(field),
-                if_bad(field),
-                field.metadata["description"],
-            )
-        )
-    return "\n".join(rows)
+    return _table(
+        ["variable", "type", "default", "bounds", "bad value", "meaning"],
+        [
+            [f"`{variable_of(key, field)}`", *_described(field)]
+            for key, field in Variables().fields.items()
+        ],
+    )
 
 
 def reference() -> str:
