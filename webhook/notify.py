@@ -287,7 +287,7 @@ class Notifier:
         self.counted = counted
         self.queue_size = queue_size
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="prunehook-notify")
-        self._queued: set[Future[None]] = set()
+        self._queued: set[Future[list[Delivery]]] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -373,7 +373,7 @@ class Notifier:
         future.add_done_callback(self._done)
         return True
 
-    def _done(self, future: Future[None]) -> None:
+    def _done(self, future: Future[list[Delivery]]) -> None:
         with self._lock:
             self._queued.discard(future)
         if future.exception() is not None:
@@ -393,11 +393,10 @@ class Notifier:
     def send_now(self, notice: Notice) -> list[Delivery]:
         """Sends `notice` to every destination from this thread, each one's delivery in
         order (`prunehook notify --test`)."""
-        deliveries: list[Delivery] = []
-        self._send(notice, deliveries)
-        return deliveries
+        return self._send(notice)
 
-    def _send(self, notice: Notice, deliveries: list[Delivery] | None = None) -> None:
+    def _send(self, notice: Notice) -> list[Delivery]:
+        deliveries = []
         for place, destination in enumerate(self.destinations, 1):
             started = time.monotonic()
             try:
@@ -424,8 +423,8 @@ class Notifier:
                 extra={"fields": fields},
             )
             self._count(result, notice.reason, destination.scheme)
-            if deliveries is not None:
-                deliveries.append(delivery)
+            deliveries.append(delivery)
+        return deliveries
 
     def _count(self, result: str, reason: Reason, scheme: str) -> None:
         if self.counted is None:
