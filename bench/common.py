@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -46,6 +47,16 @@ def serving(served: Gunicorn) -> Gunicorn:
         served.stop()
         raise
     return served
+
+
+def parser_of(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's options: its docstring's first line as the description, the rest as
+    the epilog, kept as written."""
+    return argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(doc.splitlines()[2:]),
+    )
 
 
 def median(values: list[float]) -> float:

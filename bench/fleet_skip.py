@@ -13,7 +13,6 @@ Run by hand:  .venv/bin/python bench/fleet_skip.py [--seconds 10] [--rounds 5]
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import TOKEN, gunicorn, median
+from common import TOKEN, gunicorn, median, parser_of
 from fleet_setup import fill_histories, names, service_env, write_targets_file
 from skip_path import prunehook_in_skip_state
 
@@ -77,10 +76,7 @@ def fleet(folder: Path, size: int) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )  # fmt: skip
+    parser = parser_of(__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)

@@ -13,14 +13,13 @@ Run by hand:  .venv/bin/python bench/fleet_status.py [--sizes 1 50 200] [--reque
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import POLL_S, TOKEN, median, start
+from common import POLL_S, TOKEN, median, parser_of, start
 from fleet_setup import fill_histories, names, service_env, write_targets_file
 
 from tests.harness import http_call, keygen
@@ -101,10 +100,7 @@ def one_size(folder: Path, size: int, requests: int) -> tuple[dict, dict, int, i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )  # fmt: skip
+    parser = parser_of(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50, 200])
     parser.add_argument("--requests", type=int, default=200, help="requests per path and size")
     args = parser.parse_args()

@@ -23,7 +23,6 @@ Run by hand as root:  .venv/bin/python bench/fleet_sweep.py [--targets 200] [--r
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sqlite3
@@ -35,7 +34,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import TOKEN, gunicorn, median
+from common import TOKEN, gunicorn, median, parser_of
 from fleet_setup import LoopbackHosts, names, service_env, write_targets_file
 
 from tests.harness import DockerEngine, Gunicorn, http_call
@@ -207,10 +206,7 @@ def report(rounds: list[Round], targets: int, parallel: int, delay: float, ran: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )  # fmt: skip
+    parser = parser_of(__doc__)
     parser.add_argument("--targets", type=int, default=200, help="targets in the sweep")
     parser.add_argument("--parallel", type=int, default=8, help="PRUNEHOOK_MAX_PARALLEL")
     parser.add_argument("--baseline", type=int, default=5, help="single prunes timed per round")

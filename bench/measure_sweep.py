@@ -31,7 +31,6 @@ Run by hand as root:  .venv/bin/python bench/measure_sweep.py [--targets 1000]
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -43,7 +42,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import TOKEN, group_cpu_s, gunicorn, median
+from common import TOKEN, group_cpu_s, gunicorn, median, parser_of
 from fleet_setup import LoopbackHosts, fill_histories, names, service_env, write_targets_file
 from fleet_sweep import cpu_seconds, proc_status, worker_pids
 
@@ -239,11 +238,7 @@ def report(rounds: list[Round], targets: int, delay: float, known_hosts: str, ra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )
+    parser = parser_of(__doc__)
     parser.add_argument("--targets", type=int, default=1000, help="watched targets in the sweep")
     parser.add_argument(
         "--parallel", type=int, nargs="+", default=[8, 32], help="PRUNEHOOK_MAX_PARALLEL values"

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import median
+from common import median, parser_of
 
 from tests.harness import DockerEngine, PartMissing, find_binary
 from tests.harness.docker import _UnixHTTPConnection
@@ -305,11 +305,7 @@ def api_facts(engine: DockerEngine) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )
+    parser = parser_of(__doc__)
     parser.add_argument("--rounds", type=int, default=9, help="rounds per phase (default 9)")
     parser.add_argument("--volumes", type=int, default=50)
     parser.add_argument("--files-per-volume", type=int, default=400)
