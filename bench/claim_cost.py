@@ -15,7 +15,6 @@ Run by hand:  .venv/bin/python bench/claim_cost.py [--rounds 7] [--claims 300]
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import TOKEN, median, postgres_server
+from common import TOKEN, median, parser_of, postgres_server
 
 from tests.harness import succeeded_outcome
 from webhook.config import Settings
@@ -71,10 +70,7 @@ def one_round(service: PruneService, claims: int, skips: int) -> dict[str, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    parser = parser_of(__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--claims", type=int, default=300, help="claims per round and backend")
     parser.add_argument("--skips", type=int, default=3000, help="skips per round and backend")

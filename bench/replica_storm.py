@@ -18,7 +18,6 @@ Run by hand:  .venv/bin/python bench/replica_storm.py [--rounds 3] [--alerts 300
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -32,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from common import TOKEN, gunicorn, median, postgres_server
+from common import TOKEN, gunicorn, median, parser_of, postgres_server
 from fleet_setup import address
 
 from tests.harness import Gunicorn, PostgresServer, keygen, wait_for
@@ -171,10 +170,7 @@ def one_round(setup: str, folder: Path, database: PostgresServer, alerts: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    parser = parser_of(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--alerts", type=int, default=3000)
     args = parser.parse_args()
