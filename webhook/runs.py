@@ -326,6 +326,21 @@ class Leases:
         return False
 
 
+@dataclass(frozen=True)
+class Orders:
+    """How a claimed run is to be run, beyond its target: the request that started it (its
+    log line names it); with `confirm`, prune only if the first measure finds the disk
+    critical (it started inside the interval on the trigger's word); with `aim`, the goals
+    stage 2 prunes towards (`run_stages`)."""
+
+    request_id: str | None = None
+    confirm: bool = False
+    aim: Goals | None = None
+
+
+NO_ORDERS = Orders()
+
+
 class Runs:
     """Claimed runs, run by a pool of `max_parallel` threads; recorded, then told to the
     listeners. Its threads finish their runs before the process exits (a graceful stop)."""
@@ -347,19 +362,10 @@ class Runs:
         self._pool = Pool(max_parallel, "prune")
         self.versions = versions or KnownVersions()
 
-    def submit(
-        self,
-        target: Target,
-        run_id: int,
-        request_id: str | None = None,
-        confirm: bool = False,
-        aim: Goals | None = None,
-    ) -> None:
-        """Queue a claimed run; with `confirm` it prunes only if its first measure finds the
-        disk critical (it started inside the interval on the trigger's word); with `aim`, its
-        stage 2 prunes towards those goals (`run_stages`)."""
+    def submit(self, target: Target, run_id: int, orders: Orders = NO_ORDERS) -> None:
+        """Queue a claimed run, to be run as `orders` say."""
         self.leases.hold(target, run_id)
-        self._pool.submit(run_id, self.execute, target, run_id, request_id, confirm, aim)
+        self._pool.submit(run_id, self.execute, target, run_id, orders)
 
     def wait(self, run_id: int, timeout: float) -> None:
         self._pool.wait(run_id, timeout)
@@ -368,21 +374,14 @@ class Runs:
         """Wait for the runs this process started (tests, the CLI, notifications at exit)."""
         self._pool.join_all(timeout)
 
-    def execute(
-        self,
-        target: Target,
-        run_id: int,
-        request_id: str | None = None,
-        confirm: bool = False,
-        aim: Goals | None = None,
-    ) -> RunOutcome | None:
+    def execute(self, target: Target, run_id: int, orders: Orders = NO_ORDERS) -> RunOutcome | None:
         """Run a claimed prune, record it, tell the listeners; None when it was given up
         before it started. Never raises."""
         try:
             if not self.leases.holds(run_id):
                 log.warning("run %s: given up while it waited for a slot", run_id)
                 return None
-            outcome = self._run(target, run_id, confirm, aim)
+            outcome = self._run(target, run_id, orders)
             self._record(target, run_id, outcome)
         finally:
             self.leases.release(run_id)
@@ -391,7 +390,7 @@ class Runs:
             run_id,
             target.name,
             "ok" if outcome.ok else f"failed: {outcome.error_kind}",
-            extra={"fields": _run_fields(outcome, run_id, request_id, target)},
+            extra={"fields": _run_fields(outcome, run_id, orders.request_id, target)},
         )
         for listener in self.finished:
             try:
@@ -400,14 +399,14 @@ class Runs:
                 log.exception("run %s: %r failed", run_id, listener)
         return outcome
 
-    def _run(self, target: Target, run_id: int, confirm: bool, aim: Goals | None) -> RunOutcome:
+    def _run(self, target: Target, run_id: int, orders: Orders) -> RunOutcome:
         started = time.monotonic()
         known = self.versions.get(target.name)
         try:
             session = self.open_session(target)
             try:
                 steps = RunSteps(session, target, lambda: self.leases.holds(run_id))
-                outcome, versions = run_stages(steps, known, confirm, aim)
+                outcome, versions = run_stages(steps, known, orders.confirm, orders.aim)
             finally:
                 session.close()
         except Exception as error:

@@ -23,7 +23,7 @@ from webhook.core.forecast import Act, Forecast, Verdict
 from webhook.core.targets import Fleet, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.remote.session import CommandSession, Execute, OpenSession
-from webhook.runs import FinishedListener, KnownVersions, Runs, run_limit_s
+from webhook.runs import FinishedListener, KnownVersions, Orders, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
 from webhook.watch import MeasuredListener, Watch
 
@@ -226,7 +226,7 @@ class PruneService:
         )
         if result.run_id is None:
             return None
-        self.runs.submit(target, result.run_id, aim=verdict.goals)
+        self.runs.submit(target, result.run_id, Orders(aim=verdict.goals))
         return result.run_id
 
     def duplicate(self, trigger: Trigger, request_id: str | None = None) -> TriggerOutcome:
@@ -277,7 +277,7 @@ class PruneService:
             log.error("trigger for %s: the state database failed: %s", target.name, error)
             return TargetResult(target.name, Answer.UNAVAILABLE, UNAVAILABLE)
         if result.run_id is not None:
-            self.runs.submit(target, result.run_id, request_id, confirm=result.critical)
+            self.runs.submit(target, result.run_id, Orders(request_id, confirm=result.critical))
         return result
 
     def is_critical(self, target: Target, trigger: Trigger) -> bool:
