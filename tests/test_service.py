@@ -68,3 +68,26 @@ def test_each_target_is_pruned_with_its_own_until_and_all(make_app, fake_host):
         "build-2": "docker builder prune -f -a --filter until=30m",
         "build-3": "docker builder prune -f --filter until=24h",
     }
+
+
+def test_a_listener_that_raises_is_logged_and_the_others_are_still_told(
+    make_app, fake_host, caplog
+):
+    app = make_app()
+    listeners = app.extensions["prunehook"].service.listeners
+    told: list[str] = []
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a listener's bug")
+
+    listeners.decided[:0] = [broken]
+    listeners.decided.append(lambda outcome: told.append(f"decided {outcome.answer}"))
+    listeners.finished[:0] = [broken]
+    listeners.finished.append(lambda target, outcome: told.append(f"finished {outcome.ok}"))
+
+    answer = app.test_client().post("/hooks/cron?wait=1", headers=AUTH).get_json()
+
+    assert answer["run"]["result"] == "ok"  # recorded and answered all the same
+    assert sorted(told) == ["decided started", "finished True"]
+    logged = [r for r in caplog.records if r.exc_info and r.getMessage().endswith(" failed")]
+    assert [str(record.exc_info[1]) for record in logged] == ["a listener's bug"] * 2

@@ -56,6 +56,7 @@ from webhook.core.outcome import (
 )
 from webhook.core.planner import Next, plan, unconfirmed
 from webhook.core.targets import Target
+from webhook.listeners import tell
 from webhook.pool import Pool
 from webhook.remote.session import OpenSession, Session, Stopped
 from webhook.store import Store, StoreUnavailable
@@ -392,11 +393,7 @@ class Runs:
             "ok" if outcome.ok else f"failed: {outcome.error_kind}",
             extra={"fields": _run_fields(outcome, run_id, orders.request_id, target)},
         )
-        for listener in self.finished:
-            try:
-                listener(target, outcome)
-            except Exception:
-                log.exception("run %s: %r failed", run_id, listener)
+        tell(self.finished, target, outcome, log=log, about=f"run {run_id}: ")
         return outcome
 
     def _run(self, target: Target, run_id: int, orders: Orders) -> RunOutcome:

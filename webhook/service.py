@@ -22,6 +22,7 @@ from webhook.core.decision import Answer, Decision, clock_step, decide
 from webhook.core.forecast import Act, Forecast, Verdict
 from webhook.core.targets import Fleet, Target
 from webhook.core.triggers import Source, Trigger
+from webhook.listeners import tell
 from webhook.remote.session import CommandSession, Execute, OpenSession
 from webhook.runs import FinishedListener, KnownVersions, Orders, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
@@ -257,11 +258,7 @@ class PruneService:
                     }
                 },
             )
-        for listener in self.listeners.decided:
-            try:
-                listener(outcome)
-            except Exception:
-                log.exception("%r failed", listener)
+        tell(self.listeners.decided, outcome, log=log)
 
     def _start_if_due(
         self, target: Target, trigger: Trigger, force: bool, request_id: str | None

@@ -21,6 +21,7 @@ from webhook.core.disk import Measure
 from webhook.core.forecast import Act, Forecast, Sample, SampleKind, Verdict, forecast, verdict
 from webhook.core.outcome import RunOutcome
 from webhook.core.targets import Target
+from webhook.listeners import tell
 from webhook.pool import Pool
 from webhook.remote.session import OpenSession, Stopped
 from webhook.runs import PROBE_TIMEOUT_S, KnownVersions, RunSteps
@@ -182,11 +183,7 @@ class Watch:
             log.error("measure of %s: the state database failed: %s", target.name, error)
         if not act:  # a run's measures: the run is told of itself
             return watched
-        for listener in self.listeners:
-            try:
-                listener(watched)
-            except Exception:
-                log.exception("%r failed", listener)
+        tell(self.listeners, watched, log=log)
         return watched
 
     def _act(self, watched: Watched, recent: Sequence[Sample]) -> Watched:
