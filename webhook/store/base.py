@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from webhook.core.decision import Result, TargetState
 from webhook.core.forecast import Forecast, Sample, SampleKind
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
-from webhook.store import (
+from webhook.store.records import (
     DELIVERIES_LIMIT,
     HISTORY_LIMIT,
     LOST_ERROR,
@@ -171,10 +171,11 @@ def state_from(row: Any) -> TargetState:
     return record(TargetRecord, row).state if row is not None else TargetState()
 
 
-class SQLStore:
-    """The `Store` over SQL: a backend gives `_read` (a connection for a read, the schema
-    current) and `_write` (one in a transaction), and its dialect below. Every statement
-    is written with `?` placeholders."""
+class Store:
+    """The state over SQL. A backend (sqlite.py, postgres.py) gives `_read` (a connection
+    for a read, the schema current) and `_write` (one in a transaction), and its dialect
+    below; every statement is written with `?` placeholders. Every method raises
+    StoreUnavailable when the database cannot be reached; none decides."""
 
     database: str
     version: ClassVar[int]
@@ -258,10 +259,12 @@ class SQLStore:
             self._set_version(connection)
 
     def ensure_schema(self) -> None:
+        """Create or migrate the schema; idempotent, retried after a failure."""
         with self._read():
             pass
 
     def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
         with self._read() as connection:
             self._execute(connection, "SELECT 1").fetchone()
 
@@ -320,6 +323,8 @@ class SQLStore:
     def claim(
         self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
     ) -> int | None:
+        """Record `run` as in flight when the state is still `expected`; its id, or None.
+        An expected run in flight (its lease expired) is given up as lost."""
         with self._write() as connection:
             if self._locked_state(connection, target) != expected:
                 return None
@@ -344,6 +349,8 @@ class SQLStore:
             return run_id
 
     def correct_times(self, target: str, expected: TargetState, corrected: TargetState) -> bool:
+        """Write `corrected`'s times (capped after a clock step) when the state is still
+        `expected`; False when it changed meanwhile."""
         with self._write() as connection:
             if self._locked_state(connection, target) != expected:
                 return False
@@ -352,6 +359,7 @@ class SQLStore:
             return True
 
     def renew_lease(self, target: str, run_id: int, expires_ts: float) -> bool:
+        """Extend the lease of the run in flight; False when it no longer owns the target."""
         with self._write() as connection:
             owner = {"target": target, "inflight_run_id": run_id}
             return self._update(connection, "targets", {"lease_expires_ts": expires_ts}, owner) == 1
@@ -372,6 +380,7 @@ class SQLStore:
         )
 
     def finish(self, target: str, run_id: int, outcome: RunOutcome, now: float) -> bool:
+        """Record how a run ended; False when a newer run owns the target (history only)."""
         result = Result.OK if outcome.ok else Result.FAILED
         with self._write() as connection:
             ran = {name: getattr(outcome, name) for name in OUTCOME_COLUMNS}
@@ -420,6 +429,9 @@ class SQLStore:
     # the watch's measures and every sample
 
     def claim_measures(self, due: Mapping[str, float], now: float, hold_s: float) -> list[str]:
+        """Of the targets in `due` (name -> watch_interval_s), those whose last measure is at
+        least that old and that no one is measuring: each now held for `hold_s`, in one
+        transaction. The ones returned are this caller's to measure."""
         claimed = []
         with self._write() as connection:
             for target, interval_s in due.items():
@@ -444,6 +456,10 @@ class SQLStore:
         since: float,
         draw: Callable[[list[SampleRecord]], Forecast],
     ) -> tuple[list[SampleRecord], Forecast]:
+        """Keep `samples` (one or more, oldest first: the watch's, or a run's before and after
+        its prunes, which may share a time), let the target's measure go, drop the samples
+        past SAMPLES_KEPT_S and SAMPLES_KEPT, and keep the forecast `draw` makes of those
+        taken at or after `since` (oldest first): both returned. One transaction."""
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
@@ -470,6 +486,7 @@ class SQLStore:
         return [record(SampleRecord, row) for row in rows]
 
     def samples(self, target: str, since: float) -> list[SampleRecord]:
+        """The samples of `target` taken at or after `since`, oldest first."""
         with self._read() as connection:
             return self._samples(connection, target, since)
 
@@ -478,6 +495,10 @@ class SQLStore:
     def remember_delivery(
         self, delivery_id: str, now: float, keep_s: float, pending_s: float
     ) -> bool:
+        """Take a signed delivery's id; False when it is a replay: settled within `keep_s`,
+        or taken by a request still pending (seen within `pending_s`). An id whose request
+        never settled (its answer was a 5xx, or the worker died) is free again after
+        `pending_s`, so the sender's retry is decided afresh."""
         with self._write() as connection:
             self._execute(connection, EXPIRE_DELIVERIES, (now - keep_s,))
             cap = CAP_DELIVERIES.format(order=self.delivery_order)
@@ -493,10 +514,12 @@ class SQLStore:
             return bool(taken.rowcount == 1)
 
     def settle_delivery(self, delivery_id: str) -> None:
+        """The request with this id was answered (2xx or 4xx): a replay is a duplicate."""
         with self._write() as connection:
             self._update(connection, "deliveries", {"settled": True}, {"id": delivery_id})
 
     def forget_delivery(self, delivery_id: str) -> None:
+        """Free an unsettled id at once (its request failed with a 5xx)."""
         with self._write() as connection:
             sql = "DELETE FROM deliveries WHERE id = ? AND settled = false"
             self._execute(connection, sql, (delivery_id,))
@@ -509,6 +532,7 @@ class SQLStore:
             return record(TargetRecord, row) if row else None
 
     def target_records(self) -> dict[str, TargetRecord]:
+        """Every stored target's row, by name (a fleet's /status and /metrics)."""
         with self._read() as connection:
             rows = self._execute(connection, SELECT["targets"]).fetchall()
             return {row["target"]: record(TargetRecord, row) for row in rows}
@@ -523,6 +547,14 @@ class SQLStore:
         with self._read() as connection:
             row = self._execute(connection, SELECT["runs"] + " WHERE id = ?", (run_id,)).fetchone()
             return record(RunRecord, row) if row else None
+
+    def adopt_legacy_state(self, name: str, preferred_key: str | None = None) -> str | None:
+        """Carry a row keyed the old way (`user@host:port`) over to the target `name`; the
+        old key, or None. Rows keyed so predate PostgreSQL: only SQLite has any."""
+        return None
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     # moving a whole state between backends (`flask state copy`)
 

@@ -27,7 +27,7 @@ from webhook.config import ConfigError
 from webhook.core.decision import TargetState
 from webhook.logs import PASSWORDS, mask_database_passwords
 from webhook.store import StoreUnavailable
-from webhook.store.base import SQLStore, state_from
+from webhook.store.base import Store, state_from
 
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
@@ -85,7 +85,7 @@ def check_url(url: str, variable: str = URL_VARIABLE) -> None:
     )
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(Store):
     """A small pool of connections per process, each checked before use."""
 
     version = SCHEMA_VERSION
@@ -210,10 +210,6 @@ class PostgresStore(SQLStore):
         state = state_from(row)
         self._last_known[target] = state
         return state
-
-    def adopt_legacy_state(self, name: str, preferred_key: str | None = None) -> str | None:
-        """Rows keyed by an SSH endpoint predate PostgreSQL support: nothing to adopt."""
-        return None
 
 
 class DatabaseClock:

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import ClassVar, NoReturn
 
 from webhook.store import StoreUnavailable
-from webhook.store.base import SQLStore
+from webhook.store.base import Store
 
 BUSY_TIMEOUT_MS = 5000
 # the version of the files this release writes: `PRAGMA user_version`
 SCHEMA_VERSION = 6
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(Store):
     """One SQLite connection per thread, kept open: opening one per call (connect, pragma,
     reading the schema) cost more than the skip path's whole query."""
 
