@@ -14,14 +14,13 @@ from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState
 from webhook.core.forecast import Forecast, Sample, SampleKind
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
-from webhook.store import (
+from webhook.store import NewRun, Store
+from webhook.store.records import (
     HISTORY_LIMIT,
     OUTCOME_COLUMNS,
     SAMPLES_KEPT,
     SAMPLES_KEPT_S,
-    NewRun,
     SampleRecord,
-    Store,
 )
 
 TARGET = "build-1"

@@ -7,37 +7,6 @@ most one prune per target.
 """
 
 from webhook.store.base import Store
-from webhook.store.records import (
-    DELIVERIES_LIMIT,
-    HISTORY_LIMIT,
-    LOST_ERROR,
-    OUTCOME_COLUMNS,
-    SAMPLES_KEPT,
-    SAMPLES_KEPT_S,
-    DeliveryRecord,
-    NewRun,
-    RunRecord,
-    SampleRecord,
-    StateConflict,
-    StateDump,
-    StoreUnavailable,
-    TargetRecord,
-)
+from webhook.store.records import NewRun, RunRecord, StateConflict, StoreUnavailable, TargetRecord
 
-__all__ = [
-    "DELIVERIES_LIMIT",
-    "HISTORY_LIMIT",
-    "LOST_ERROR",
-    "OUTCOME_COLUMNS",
-    "SAMPLES_KEPT",
-    "SAMPLES_KEPT_S",
-    "DeliveryRecord",
-    "NewRun",
-    "RunRecord",
-    "SampleRecord",
-    "StateConflict",
-    "StateDump",
-    "Store",
-    "StoreUnavailable",
-    "TargetRecord",
-]
+__all__ = ["NewRun", "RunRecord", "StateConflict", "Store", "StoreUnavailable", "TargetRecord"]
