@@ -649,15 +649,18 @@ def test_a_disk_short_with_too_little_cache_is_told_once_and_never_pruned(
     assert len(server.messages()) == 2
 
 
-def test_notify_test_sends_to_each_destination_and_says_which_failed(make_app, receiver):
+def test_notify_test_sends_to_each_destination_and_says_which_failed(make_app, receiver, caplog):
     server = receiver()
     app = make_app(notify_urls=(server.json_url(), refused_url()))
 
-    result = app.test_cli_runner().invoke(args=["notify", "--test"])
+    with caplog.at_level(logging.INFO, logger="webhook.notify"):
+        result = app.test_cli_runner().invoke(args=["notify", "--test"])
 
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == "json #1: sent"
     assert result.output.splitlines()[1].startswith("json #2: FAILED")
+    # said once, as the command's output: not also as a log line
+    assert [r for r in caplog.records if r.name == "webhook.notify"] == []
     [message] = server.messages()
     assert message["title"] == "prunehook: test notification"
 

@@ -287,7 +287,7 @@ class Notifier:
         self.counted = counted
         self.queue_size = queue_size
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="prunehook-notify")
-        self._queued: set[Future[list[Delivery]]] = set()
+        self._queued: set[Future[None]] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -373,7 +373,7 @@ class Notifier:
         future.add_done_callback(self._done)
         return True
 
-    def _done(self, future: Future[list[Delivery]]) -> None:
+    def _done(self, future: Future[None]) -> None:
         with self._lock:
             self._queued.discard(future)
         if future.exception() is not None:
@@ -383,30 +383,22 @@ class Notifier:
         """Wait until every queued notice was sent or given up; False on the time limit."""
         with self._lock:
             queued = list(self._queued)
-        limit = timeout_s if timeout_s is not None else self.flush_limit_s
-        return not wait(queued, limit).not_done
-
-    @property
-    def flush_limit_s(self) -> float:
-        return self.timeout_s * max(1, len(self.destinations)) + FLUSH_GRACE_S
+        if timeout_s is None:
+            timeout_s = self.timeout_s * max(1, len(self.destinations)) + FLUSH_GRACE_S
+        return not wait(queued, timeout_s).not_done
 
     def send_now(self, notice: Notice) -> list[Delivery]:
         """Sends `notice` to every destination from this thread, each one's delivery in
-        order (`prunehook notify --test`)."""
-        return self._send(notice)
+        order, counted but not logged: `prunehook notify --test` prints each one."""
+        return [self._deliver(destination, notice) for destination in self.destinations]
 
-    def _send(self, notice: Notice) -> list[Delivery]:
-        deliveries = []
+    def _send(self, notice: Notice) -> None:
         for place, destination in enumerate(self.destinations, 1):
             started = time.monotonic()
-            try:
-                delivery = destination.send(notice, self.timeout_s)
-            except Exception as error:
-                delivery = Delivery(False, type(error).__name__)
-            result = "sent" if delivery.ok else "failed"
+            delivery = self._deliver(destination, notice)
             fields = _fields(
                 notice,
-                result=result,
+                result="sent" if delivery.ok else "failed",
                 destination=f"{destination.scheme} #{place}",
                 detail=delivery.detail or None,
                 duration_s=round(time.monotonic() - started, 3),
@@ -422,9 +414,14 @@ class Notifier:
                 told,
                 extra={"fields": fields},
             )
-            self._count(result, notice.reason, destination.scheme)
-            deliveries.append(delivery)
-        return deliveries
+
+    def _deliver(self, destination: Destination, notice: Notice) -> Delivery:
+        try:
+            delivery = destination.send(notice, self.timeout_s)
+        except Exception as error:
+            delivery = Delivery(False, type(error).__name__)
+        self._count("sent" if delivery.ok else "failed", notice.reason, destination.scheme)
+        return delivery
 
     def _count(self, result: str, reason: Reason, scheme: str) -> None:
         if self.counted is None:
