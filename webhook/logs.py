@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
 
@@ -34,49 +35,60 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:  # a traceback already masked (PasswordMask)
+        elif record.exc_text:  # a traceback already masked (SecretMask)
             entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
-class PasswordMask(logging.Filter):
-    """Masks passwords in a logger's records (message and traceback): any URL's or
-    conninfo's, and each password `hide` was given, wherever it appears."""
+class SecretMask(logging.Filter):
+    """Masks secrets in the records of the loggers it guards (message and traceback): any
+    URL's or conninfo's password, and each secret `hide` was given, wherever it appears."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        # longest first: a secret that holds a shorter one is masked whole
+        self.secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
 
     def hide(self, secrets: Iterable[str]) -> None:
-        self.secrets.update(secret for secret in secrets if secret)
+        with self._lock:
+            found = {*self.secrets, *secrets} - {""}
+            self.secrets = tuple(sorted(found, key=len, reverse=True))
+
+    def guard(self, names: Iterable[str]) -> None:
+        """Masks these loggers' records from now on, in place of the mask an earlier import
+        of this module left there (gunicorn's master imports it; its workers, afresh)."""
+        for name in names:
+            logger = logging.getLogger(name)
+            for old in [f for f in logger.filters if type(f).__qualname__ == "SecretMask"]:
+                logger.removeFilter(old)
+            logger.addFilter(self)
 
     def mask(self, text: str) -> str:
         text = _CONNINFO_PASSWORD.sub(f"password={MASK}", _URL_PASSWORD.sub(rf"\1:{MASK}@", text))
-        for secret in sorted(self.secrets, key=len, reverse=True):
+        for secret in self.secrets:
             text = text.replace(secret, MASK)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = self.mask(message)
-        if masked != message:
-            record.msg, record.args = masked, None
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the message: none of them is shown
+            message = str(record.msg)
+        record.msg, record.args = self.mask(message), None
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_info, record.exc_text = None, self.mask(text)
         return True
 
 
-PASSWORDS = PasswordMask()
+PASSWORDS = SecretMask()
 
 
 def mask_database_passwords(*secrets: str) -> None:
     """From now on, the driver's loggers mask `secrets` and any password in a URL."""
     PASSWORDS.hide(secrets)
-    for name in DRIVER_LOGGERS:
-        logger = logging.getLogger(name)
-        if PASSWORDS not in logger.filters:
-            logger.addFilter(PASSWORDS)
+    PASSWORDS.guard(DRIVER_LOGGERS)
 
 
 # for a person at a terminal (the `prunehook` command)

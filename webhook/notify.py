@@ -34,6 +34,7 @@ from webhook.core.notices import (
     measured_notices,
     notices_for,
 )
+from webhook.logs import SecretMask
 
 if TYPE_CHECKING:
     import apprise
@@ -71,60 +72,29 @@ def telegram_url(bot_token: str, chat_id: str) -> str:
 
 
 # -- secrets out of apprise's log lines ----------------------------------------------
-class _Redactor(logging.Filter):
-    """Masks every configured URL, and each longer piece of one, in the records of apprise
-    and of urllib3 under it: apprise logs a URL it cannot parse whole, and at DEBUG a socket
-    error with the request's path (where Telegram's bot token is), as urllib3 logs each
-    request's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: tuple[str, ...] = ()
-        self._lock = threading.Lock()
-
-    def add(self, urls: Iterable[str]) -> None:
-        found = set(self._secrets)
-        for url in urls:
-            rest = url.split("://", 1)[-1]
-            found.update({url, rest, urllib.parse.unquote(url), urllib.parse.unquote(rest)})
-            where, _, query = rest.partition("?")
-            # the user, password, host and path; of the query, the values (tokens sit there too)
-            values = [value for _, value in urllib.parse.parse_qsl(query, keep_blank_values=True)]
-            for text in [where, urllib.parse.unquote(where), *values]:
-                found.update(re.split(r"[/:@#,\s]+", text))
-        pieces = {p for p in found if len(p) >= _MIN_SECRET_CHARS}
-        with self._lock:
-            self._secrets = tuple(sorted(pieces, key=len, reverse=True))
-
-    def mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            try:
-                message = record.getMessage()
-            except Exception:  # arguments that do not fit: nothing of them is shown
-                message = str(record.msg)
-            record.msg = self.mask(message)
-            record.args = None
-            if record.exc_info or record.exc_text:
-                record.exc_info = record.exc_text = None
-        return True
-
-
-_REDACTOR = _Redactor()
-# apprise's one logger, and urllib3's that show a request's URL at DEBUG (the request, a
-# retry, a redirect) under requests, which apprise sends with
-for _name in ("apprise", "urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager"):
-    _logger = logging.getLogger(_name)
-    for _old in [f for f in _logger.filters if type(f).__qualname__ == _Redactor.__qualname__]:
-        _logger.removeFilter(_old)  # of an earlier import (gunicorn's master, a reload)
-    _logger.addFilter(_REDACTOR)
-_apprise_log = logging.getLogger("apprise")
+# apprise logs a URL it cannot parse whole, and at DEBUG a socket error with the request's
+# path (where Telegram's bot token is), as urllib3 under requests (which apprise sends
+# with) logs each request's, retry's and redirect's: every configured URL, and each
+# longer piece of one, is masked in their records
+_URL_SECRETS = SecretMask()
+_URL_SECRETS.guard(
+    ("apprise", "urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
+)
 # apprise narrates each send at INFO; the notification line below says what happened
-_apprise_log.setLevel(logging.WARNING)
+logging.getLogger("apprise").setLevel(logging.WARNING)
+
+
+def _hide(urls: Iterable[str]) -> None:
+    found: set[str] = set()
+    for url in urls:
+        rest = url.split("://", 1)[-1]
+        found.update({url, rest, urllib.parse.unquote(url), urllib.parse.unquote(rest)})
+        where, _, query = rest.partition("?")
+        # the user, password, host and path; of the query, the values (tokens sit there too)
+        values = [value for _, value in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+        for text in [where, urllib.parse.unquote(where), *values]:
+            found.update(re.split(r"[/:@#,\s]+", text))
+    _URL_SECRETS.hide(piece for piece in found if len(piece) >= _MIN_SECRET_CHARS)
 
 
 def _asset(timeout_s: float) -> apprise.AppriseAsset:
@@ -144,7 +114,7 @@ def url_problems(urls: Sequence[str]) -> list[str]:
     (never the URL: it carries a token)."""
     if not urls:
         return []
-    _REDACTOR.add(urls)
+    _hide(urls)
     import apprise
 
     problems: list[str] = []
@@ -201,7 +171,7 @@ class AppriseDestination:
     """One apprise URL."""
 
     def __init__(self, url: str, timeout_s: float):
-        _REDACTOR.add([url])
+        _hide([url])
         import apprise
 
         self.scheme = scheme_of(url)
