@@ -66,8 +66,11 @@ def scheme_of(url: str) -> str:
     return found.group(1).lower() if found else ""
 
 
-def telegram_url(bot_token: str, chat_id: str) -> str:
-    """The Telegram variables as the apprise URL they stand for."""
+def telegram_url(bot_token: str, chat_id: str, api_base: str) -> str | None:
+    """The Telegram variables as the apprise URL they stand for; None with an API server of
+    your own (PRUNEHOOK_TELEGRAM_API_BASE), which apprise's tgram:// cannot call."""
+    if api_base.rstrip("/") != TELEGRAM_API:
+        return None
     return f"tgram://{bot_token}/{urllib.parse.quote(chat_id, safe='@-')}"
 
 
@@ -144,8 +147,8 @@ def config_errors(
         return errors
     if not TELEGRAM_CHAT.match(telegram_chat_id):
         errors["PRUNEHOOK_TELEGRAM_CHAT_ID"] = ["is not a chat id (-100123456789) or @name"]
-    elif telegram_api_base.rstrip("/") == TELEGRAM_API and url_problems(
-        [telegram_url(telegram_bot_token, telegram_chat_id)]
+    elif (url := telegram_url(telegram_bot_token, telegram_chat_id, telegram_api_base)) and (
+        url_problems([url])
     ):
         errors["PRUNEHOOK_TELEGRAM_BOT_TOKEN"] = [
             "is not a bot token as BotFather gives them (123456789:letters-and-digits)"
@@ -229,8 +232,8 @@ def destinations_for(settings: NotifySettings) -> list[Destination]:
     found: list[Destination] = [AppriseDestination(url, timeout_s) for url in settings.urls]
     token, chat = settings.telegram_bot_token, settings.telegram_chat_id
     if token and chat:
-        if settings.telegram_api_base.rstrip("/") == TELEGRAM_API:
-            found.append(AppriseDestination(telegram_url(token, chat), timeout_s))
+        if url := telegram_url(token, chat, settings.telegram_api_base):
+            found.append(AppriseDestination(url, timeout_s))
         else:
             found.append(TelegramAPIDestination(settings.telegram_api_base, token, chat))
     return found
