@@ -75,9 +75,7 @@ def failure_streak(results: Sequence[Result]) -> int:
 def reclaim_notice(target: str, outcome: RunOutcome, min_reclaim_bytes: int) -> Notice | None:
     """A good run that reclaimed at least the threshold (a threshold of 0 never tells)."""
     reclaimed = outcome.reclaimed_bytes
-    if min_reclaim_bytes <= 0 or not outcome.ok or reclaimed is None:
-        return None
-    if reclaimed < min_reclaim_bytes:
+    if not (outcome.ok and reclaimed is not None and 0 < min_reclaim_bytes <= reclaimed):
         return None
     shown = outcome.reclaimed or human_size(reclaimed)
     return Notice(
@@ -205,9 +203,10 @@ def measured_notices(
 ) -> tuple[Notice, ...]:
     """What to tell about one measure of the watch: `told` is its verdict, `run_id` the run
     it started (if any), `repeated` whether the measure before it asked the same."""
-    act = told.act if told else Act.NOTHING
-    if act == Act.FORECAST and found is not None and run_id is not None:
+    if told is None:
+        return ()
+    if told.act == Act.FORECAST and found is not None and run_id is not None:
         return (forecast_notice(target, found, run_id, now),)
-    if act == Act.CACHE_TOO_SMALL and told is not None and not repeated:
+    if told.act == Act.CACHE_TOO_SMALL and not repeated:
         return (cache_too_small_notice(target, told.reason),)
     return ()
