@@ -39,10 +39,8 @@ def checked(hook: Prunehook, names: Sequence[str]) -> int:
 
     targets = chosen(hook, names)
     source = token_source(hook.settings, current_app.instance_path)
-    service = hook.service
-    checks = run_checks(
-        hook.settings, targets, source, list(hook.warnings), service.store, service.clock
-    )
+    store, clock = hook.service.store, hook.service.clock
+    checks = run_checks(hook.settings, targets, source, list(hook.warnings), store, clock)
     for check in checks:
         click.echo(check.line())
     return 0 if all(check.ok for check in checks) else 1
