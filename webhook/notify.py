@@ -220,7 +220,7 @@ class TelegramAPIDestination:
         except urllib.error.HTTPError as error:
             # the URL carries the bot token: the status only, never the URL
             return Delivery(False, f"HTTP {error.code}")
-        except (urllib.error.URLError, OSError) as error:
+        except OSError as error:  # URLError too: its reason is what went wrong
             reason = getattr(error, "reason", error)
             return Delivery(False, type(reason).__name__)
 
