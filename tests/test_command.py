@@ -177,6 +177,16 @@ def test_hosts_add_refuses_a_name_already_taken_naming_its_target(operator):
     assert operator.targets.read_text() == EXISTING
 
 
+def test_hosts_add_reads_the_targets_file_variable_from_a_dotenv(operator, monkeypatch):
+    monkeypatch.delenv("PRUNEHOOK_TARGETS_FILE")
+    Path(".env").write_text(f"PRUNEHOOK_TARGETS_FILE={operator.targets}\n")
+
+    refused = prunehook("hosts", "add", "build-1", "--host", "127.0.0.9")
+
+    assert refused.exit_code == 1
+    assert "refused: build-1 is already a target (root@127.0.0.2:22)" in refused.output
+
+
 def test_hosts_add_refuses_an_alias_taken_naming_the_other_target(operator):
     refused = add(operator, "--alias", "CI-1")
 

@@ -45,6 +45,8 @@ from webhook.core.triggers import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
+# the `.env` every entry point reads: relative, so the working directory's at each read
+DOTENV = Path(".env")
 
 
 class ConfigError(Exception):
@@ -326,8 +328,11 @@ class _Reader:
             return default
 
 
-def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Settings, list[str]]:
-    """Settings from os.environ (and `dotenv`, which never overrides it), plus warnings.
+def load_settings(
+    dotenv: str | os.PathLike[str] | None = None, *, targets_file: str | None = None
+) -> tuple[Settings, list[str]]:
+    """Settings from os.environ (and `dotenv`, which never overrides it), plus warnings;
+    `targets_file` stands for PRUNEHOOK_TARGETS_FILE (`hosts add` checks a draft).
 
     Raises ConfigError naming every variable that has no safe default.
     """
@@ -379,6 +384,8 @@ def load_settings(dotenv: str | os.PathLike[str] | None = None) -> tuple[Setting
         )
     if errors:
         raise ConfigError(errors)
+    if targets_file is not None:
+        values["targets_file"] = targets_file
     targets_file = values["targets_file"]
     targets = _read_targets_file(targets_file, _target_values(values)) if targets_file else ()
     settings = Settings.from_values(file_targets=targets, **values)

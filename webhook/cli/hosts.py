@@ -11,14 +11,14 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import click
 from environs import Env
 
-from webhook.config import PREFIX, ConfigError, Settings, load_settings
+from webhook.config import DOTENV, PREFIX, ConfigError, Settings, load_settings
 from webhook.core.command import DAEMON_ADDRESS, GUARD_PATH
 from webhook.core.targets import NAME_MAX, NAME_PATTERN, Fleet, PrunePolicy, Target
 from webhook.remote.ssh import SSHFailure, fetch_host_key, fingerprint, known_name
@@ -64,20 +64,6 @@ def target_block(name: str, host: str, port: int, user: str | None, aliases: Seq
     return "\n".join(lines) + "\n"
 
 
-@contextlib.contextmanager
-def _targets_file_is(path: str) -> Iterator[None]:
-    """The settings read inside see `path` as the targets file."""
-    before = os.environ.get(FILE_VARIABLE)
-    os.environ[FILE_VARIABLE] = path
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[FILE_VARIABLE]
-        else:
-            os.environ[FILE_VARIABLE] = before
-
-
 def _refuse(message: str) -> NoReturn:
     click.echo(f"refused: {message}; nothing was written", err=True)
     sys.exit(1)
@@ -87,8 +73,7 @@ def _settings_with(candidate: str) -> Settings:
     """The settings as they will be with `candidate` as the targets file, checked as a
     start checks them (names, hosts and aliases shared, keys readable)."""
     try:
-        with _targets_file_is(candidate):
-            settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+        settings, _ = load_settings(DOTENV, targets_file=candidate)
     except ConfigError as error:
         shown = str(error).replace(candidate, "the targets file with this host")
         _refuse(shown)
@@ -209,11 +194,13 @@ def add_command(
     """
     if not re.fullmatch(NAME_PATTERN, name) or len(name) > NAME_MAX:
         _refuse(f"a target name must match {NAME_PATTERN}, at most {NAME_MAX} characters")
-    file = _targets_file().resolve()  # a symlinked file is edited where it lies
+    env = Env()
+    env.read_env(DOTENV, recurse=False)
+    file = _targets_file(env).resolve()  # a symlinked file is edited where it lies
     taken = _current_fleet(file).get(name)
     if taken is not None:
         _refuse(f"{name} is already a target ({taken.ssh})")
-    if not file.is_file() and os.environ.get(f"{PREFIX}SSH_HOST", "").strip():
+    if not file.is_file() and env.str(f"{PREFIX}SSH_HOST", "").strip():
         click.echo(
             f"note: with a targets file, {PREFIX}SSH_HOST's host is no target any more: add it"
             " too (prunehook hosts add), and unset the variable",
@@ -236,12 +223,9 @@ def add_command(
     sys.exit(_check(name))
 
 
-def _targets_file() -> Path:
+def _targets_file(env: Env) -> Path:
     """PRUNEHOOK_TARGETS_FILE, from the environment or .env."""
-    dotenv = Path.cwd() / ".env"
-    if dotenv.is_file():
-        Env().read_env(str(dotenv), recurse=False, override=False)
-    path = os.environ.get(FILE_VARIABLE, "").strip()
+    path = env.str(FILE_VARIABLE, "").strip()
     if not path:
         _refuse(f"set {FILE_VARIABLE} to the targets file the host is added to")
     return Path(path).expanduser()
@@ -252,7 +236,7 @@ def _current_fleet(file: Path) -> Fleet:
     if not file.is_file():
         return Fleet()
     try:
-        settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+        settings, _ = load_settings(DOTENV)
     except ConfigError as error:
         click.echo(f"{error}\nfix the configuration first; nothing was written", err=True)
         sys.exit(2)
