@@ -6,14 +6,14 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from webhook.config import Settings, load_settings
+from webhook.config import DOTENV, Settings, load_settings
 from webhook.logs import configure_logging
 from webhook.notify import Notifier
 from webhook.remote.session import Execute
@@ -44,12 +44,9 @@ class Commands(AppGroup):
         return command(name) or super().get_command(ctx, name)
 
 
-def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, list[str]]:
-    warnings: list[str] = []
-    if settings is None:
-        settings, warnings = load_settings(dotenv=Path.cwd() / ".env")
-        for warning in warnings:
-            log.warning("%s", warning)
+def _completed(app: Flask, settings: Settings) -> Settings:
+    """`settings` with the instance folder's defaults: the SQLite file, and the hook token
+    kept there when none is set."""
     server, auth = settings.server, settings.auth
     if not server.db_path:
         db_path = str(Path(app.instance_path) / "prunehook.sqlite3")
@@ -65,7 +62,7 @@ def _resolve_settings(app: Flask, settings: Settings | None) -> tuple[Settings, 
             path,
         )
         auth = dataclasses.replace(auth, token=token)
-    return dataclasses.replace(settings, server=server, auth=auth), warnings
+    return dataclasses.replace(settings, server=server, auth=auth)
 
 
 def _prepare(store: Store, settings: Settings) -> None:
@@ -101,15 +98,21 @@ def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Calla
 def create_app(
     settings: Settings | None = None,
     *,
+    warnings: Sequence[str] = (),
     execute: Execute | None = None,
     clock: Callable[[], float] = time.time,
     instance_path: str | None = None,
 ) -> Flask:
-    """The app. Without `settings`, they are read from the environment and `.env`."""
+    """The app. Without `settings`, they and their `warnings` are read from the environment
+    and `.env`."""
     configure_logging()
+    if settings is None:
+        settings, warnings = load_settings(DOTENV)
+    for warning in warnings:
+        log.warning("%s", warning)
     instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
-    settings, warnings = _resolve_settings(app, settings)
+    settings = _completed(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     store, clock = _state(settings, clock)
     _prepare(store, settings)

@@ -87,6 +87,13 @@ class Variables(Schema):
     enabled = fields.Boolean(load_default=True, metadata=about("false: triggers run nothing"))
     ssh_host = fields.String(load_default="", metadata=about("the build host; empty: no target"))
     ssh_key = fields.String(load_default="", metadata=about("the key's text, or SSH_KEY_FILE"))
+    ssh_known_hosts_text = fields.String(
+        load_default="",
+        metadata=about(
+            "function platforms only (docs/functions.md): known_hosts lines, written at a cold"
+            " start to a private file for SSH_KNOWN_HOSTS"
+        ),
+    )
     ssh_connect_timeout_s = seconds(
         SSHEndpoint.connect_timeout_s, None, "each SSH step before the command runs"
     )

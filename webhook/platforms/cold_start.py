@@ -16,17 +16,16 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from pathlib import Path
 
+from environs import Env
 from flask import Flask
 
 from webhook.app import create_app
-from webhook.config import PREFIX, ConfigError, load_settings
+from webhook.config import DOTENV, PREFIX, ConfigError, load_settings
 from webhook.logs import configure_logging
 
 log = logging.getLogger("webhook")
 
-# the names in messages; os.environ is read with literal names, which tests/readme.py finds
 DATABASE_URL = f"{PREFIX}DATABASE_URL"
 KNOWN_HOSTS = f"{PREFIX}SSH_KNOWN_HOSTS"
 KNOWN_HOSTS_TEXT = f"{PREFIX}SSH_KNOWN_HOSTS_TEXT"
@@ -37,10 +36,11 @@ def build_app(platform: str) -> Flask:
     """The app for `platform` (named in messages), configured from the environment and `.env`
     as every prunehook is; raises ConfigError naming the variable that is missing or wrong."""
     configure_logging()  # the platform's log takes JSON lines from the first one on
-    _known_hosts_from_text()
-    _wait_for_runs(platform)
-    dotenv = Path.cwd() / ".env"
-    settings, _ = load_settings(dotenv=dotenv)  # its warnings: create_app logs and shows them
+    env = Env()
+    env.read_env(DOTENV, recurse=False)
+    _known_hosts_from_text(env)
+    _wait_for_runs(platform, env)
+    settings, warnings = load_settings(DOTENV)
     if not settings.server.database_url:
         raise ConfigError(
             {
@@ -50,25 +50,25 @@ def build_app(platform: str) -> Flask:
                 ]
             }
         )
-    return create_app()
+    return create_app(settings, warnings=warnings)
 
 
-def _wait_for_runs(platform: str) -> None:
+def _wait_for_runs(platform: str, env: Env) -> None:
     """A run left in the background after the answer would stall with the frozen CPU."""
-    if os.environ.get("PRUNEHOOK_WAIT_FOR_RUN", "").strip().lower() in ("false", "0", "no"):
+    if env.str(WAIT_FOR_RUN, "").strip().lower() in ("false", "0", "no"):
         log.warning(
             "%s=false is ignored on %s: runs finish inside the request", WAIT_FOR_RUN, platform
         )
     os.environ[WAIT_FOR_RUN] = "true"
 
 
-def _known_hosts_from_text() -> None:
+def _known_hosts_from_text(env: Env) -> None:
     """Write PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT to a file of this process's own, readable by this
     user only, and point PRUNEHOOK_SSH_KNOWN_HOSTS at it; never logged."""
-    text = os.environ.get("PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT", "").strip()
+    text = env.str(KNOWN_HOSTS_TEXT, "").strip()
     if not text:
         return
-    if os.environ.get("PRUNEHOOK_SSH_KNOWN_HOSTS", "").strip():
+    if env.str(KNOWN_HOSTS, "").strip():
         raise ConfigError({KNOWN_HOSTS_TEXT: [f"set either {KNOWN_HOSTS_TEXT} or {KNOWN_HOSTS}"]})
     # mkstemp creates the file 0600 in the platform's writable temporary folder (/tmp)
     descriptor, path = tempfile.mkstemp(prefix="prunehook-known_hosts-")
