@@ -20,7 +20,7 @@ from environs import Env
 
 from webhook.config import DOTENV, PREFIX, ConfigError, Settings, load_settings
 from webhook.core.command import DAEMON_ADDRESS, GUARD_PATH
-from webhook.core.targets import NAME_MAX, NAME_PATTERN, Fleet, PrunePolicy, Target
+from webhook.core.targets import NAME_RULE, Fleet, PrunePolicy, Target, is_name
 from webhook.remote.ssh import SSHFailure, fetch_host_key, fingerprint, known_name
 
 GUARD = "/usr/local/bin/prunehook-guard"
@@ -192,8 +192,8 @@ def add_command(
     is not confirmed or its fingerprint is not --fingerprint. Exits 1 when refused or when
     a check fails (the host is added then: fix it and run prunehook check --target NAME).
     """
-    if not re.fullmatch(NAME_PATTERN, name) or len(name) > NAME_MAX:
-        _refuse(f"a target name must match {NAME_PATTERN}, at most {NAME_MAX} characters")
+    if not is_name(name):
+        _refuse(NAME_RULE)
     env = Env()
     env.read_env(DOTENV, recurse=False)
     file = _targets_file(env).resolve()  # a symlinked file is edited where it lies

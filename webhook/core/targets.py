@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields
-from marshmallow.validate import Length, Range, Regexp
+from marshmallow.validate import Length, Range
 
 from webhook.core.disk import FreeGoal, Goals, parse_configured_size, parse_free_goal
 from webhook.core.duration import normalize_until
@@ -30,12 +30,18 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 # a whole name: `$` would also match before a trailing newline (a quoted TOML key may end in one)
 _NAME = re.compile(NAME_PATTERN.removesuffix("$") + r"\Z")
 NAME_MAX = 63
+NAME_RULE = f"a target name must match {NAME_PATTERN}, at most {NAME_MAX} characters"
 YEAR_S = 365 * 86400
 # an absolute path of plain characters: it reaches df's command line (and the host's guard,
 # which checks it with the same pattern), so nothing a shell or df would read as more
 DOCKER_ROOT_PATTERN = r"^/[A-Za-z0-9._/+-]{0,255}\Z"
 DOCKER_ROOT = re.compile(DOCKER_ROOT_PATTERN)
 DOCKER_ROOT_RULE = "an absolute path of letters, digits and ._+-/ (no ..), such as /var/lib/docker"
+
+
+def is_name(name: str) -> bool:
+    """Whether `name` may name a target (NAME_RULE)."""
+    return bool(_NAME.match(name)) and len(name) <= NAME_MAX
 
 
 def is_docker_root(value: str) -> bool:
@@ -144,17 +150,18 @@ class Fleet:
     """Every configured target, in the order configured."""
 
     targets: tuple[Target, ...] = ()
-    # derived from `targets` in __post_init__: not arguments, and not part of equality
-    _index: dict[str, tuple[Target, ...]] = field(init=False, repr=False, compare=False)
-    _by_name: dict[str, Target] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def _index(self) -> dict[str, tuple[Target, ...]]:
         index: dict[str, list[Target]] = {}
         for target in self.targets:
             for known in target.routes:
                 index.setdefault(known, []).append(target)
-        object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
-        object.__setattr__(self, "_by_name", {t.name: t for t in self.targets})
+        return {k: tuple(v) for k, v in index.items()}
+
+    @cached_property
+    def _by_name(self) -> dict[str, Target]:
+        return {t.name: t for t in self.targets}
 
     def __iter__(self) -> Iterator[Target]:
         return iter(self.targets)
@@ -403,7 +410,6 @@ class TargetSchema(PolicySchema):
 
 
 _POLICY_KEYS = tuple(PolicySchema().fields)
-_NAME_RULE = Regexp(_NAME, error=f"a target name must match {NAME_PATTERN}")
 _SSH_KEYS = frozenset(f.name for f in dataclasses.fields(SSHEndpoint))
 
 
@@ -457,12 +463,8 @@ def parse_targets(
     targets: list[Target] = []
     for name, table in tables.items():
         where = f"targets.{name}"
-        try:
-            _NAME_RULE(name)
-            if len(name) > NAME_MAX:
-                raise ValidationError(f"longer than {NAME_MAX} characters")
-        except ValidationError as error:
-            problems.append(f"{where}: {'; '.join(error.messages)}")
+        if not is_name(name):
+            problems.append(f"{where}: {NAME_RULE}")
             continue
         if not isinstance(table, Mapping):
             problems.append(f"{where}: must be a table")
