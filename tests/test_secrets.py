@@ -164,3 +164,10 @@ def test_state_copy_refuses_a_url_libpq_cannot_read_without_repeating_it(make_ap
     assert refused.exit_code != 0
     assert "PRUNEHOOK_COPY_TO_URL" in refused.output and "nothing was copied" in refused.output
     assert "s3cr" not in refused.output
+
+
+def test_state_copy_refuses_a_destination_that_is_no_postgresql_url(make_app):
+    runner = make_app().test_cli_runner()
+    refused = runner.invoke(args=["state", "copy"], env={"PRUNEHOOK_COPY_TO_URL": "mysql://db/x"})
+    assert refused.exit_code == 2
+    assert "Invalid value for PRUNEHOOK_COPY_TO_URL: must be a postgresql://" in refused.output

@@ -45,6 +45,9 @@ from webhook.core.triggers import DEFAULT_HOST_LABELS
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
+# PRUNEHOOK_DATABASE_URL's rule, and `state copy`'s destination's; never echoes the URL,
+# which may carry a password
+POSTGRES_URL = Regexp("postgres(ql)?://", error="must be a postgresql:// (or postgres://) URL")
 # the `.env` every entry point reads: relative, so the working directory's at each read
 DOTENV = Path(".env")
 
@@ -128,8 +131,7 @@ class Variables(Schema):
     )
     database_url = fields.String(
         load_default="",
-        # never echoed: the URL may carry a password
-        validate=Regexp("postgres(ql)?://", error="must be a postgresql:// (or postgres://) URL"),
+        validate=POSTGRES_URL,
         metadata=about("PostgreSQL instead (replicas); else the platforms' DATABASE_URL"),
     )
     wait_for_run = fields.Boolean(load_default=False, metadata=about("answer after the run"))

@@ -7,8 +7,9 @@ import sys
 
 import click
 from flask.cli import with_appcontext
+from marshmallow import ValidationError
 
-from webhook.config import ConfigError
+from webhook.config import POSTGRES_URL, ConfigError
 from webhook.store import StateConflict, StoreUnavailable
 from webhook.web.context import prunehook
 
@@ -66,9 +67,10 @@ def state_copy_command(url: str | None) -> None:
 
     hook = prunehook()
     url, given_in = _copy_destination(url)
-    if not url.startswith(("postgresql://", "postgres://")):
-        why = "must be a postgresql:// (or postgres://) URL"
-        raise click.BadParameter(why, param_hint=given_in)
+    try:
+        POSTGRES_URL(url)
+    except ValidationError as error:
+        raise click.BadParameter(str(error), param_hint=given_in) from None
     if hook.settings.server.database_url:
         raise click.UsageError("the state is in PostgreSQL already (PRUNEHOOK_DATABASE_URL)")
     try:
