@@ -141,10 +141,7 @@ def create_app(
     app.extensions[EXTENSION] = Prunehook(settings, service, meters, tuple(warnings), notifier)
     answers.init_app(app)
     errors.init_app(app)
-    app.register_blueprint(hooks.bp)
-    app.register_blueprint(status.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(metrics.bp)
+    for module in (hooks, status, health, openapi, metrics):
+        app.register_blueprint(module.bp)
     app.cli = Commands(app.name)
     return app
