@@ -34,8 +34,7 @@ NAME_RULE = f"a target name must match {NAME_PATTERN}, at most {NAME_MAX} charac
 YEAR_S = 365 * 86400
 # an absolute path of plain characters: it reaches df's command line (and the host's guard,
 # which checks it with the same pattern), so nothing a shell or df would read as more
-DOCKER_ROOT_PATTERN = r"^/[A-Za-z0-9._/+-]{0,255}\Z"
-DOCKER_ROOT = re.compile(DOCKER_ROOT_PATTERN)
+DOCKER_ROOT = re.compile(r"^/[A-Za-z0-9._/+-]{0,255}\Z")
 DOCKER_ROOT_RULE = "an absolute path of letters, digits and ._+-/ (no ..), such as /var/lib/docker"
 
 
@@ -205,8 +204,8 @@ _TOML_ERROR_LINE = re.compile(r"\(at line (\d+), column \d+\)$")
 
 
 def _place(text: str, line: int) -> str:
-    """The table and key of line `line` (1-based) of a TOML text, `targets.build-2.port`,
-    for a problem tomllib reports by line alone; "" when it cannot tell."""
+    """The table and key of line `line` (1-based) of a TOML text, `targets.build-2.port: `,
+    to begin a problem tomllib reports by line alone; "" when it cannot tell."""
     lines = text.split("\n")
     table = ""
     for content in lines[: max(line, 0)]:
@@ -215,10 +214,7 @@ def _place(text: str, line: int) -> str:
             table = re.sub(r"[\"' ]", "", header.group(1))
     current = lines[line - 1] if 0 < line <= len(lines) else ""
     key = _KEY_LINE.match(current) if not _TABLE_LINE.match(current) else None
-    return ".".join(filter(None, (table, re.sub(r"[\"' ]", "", key.group(1)) if key else "")))
-
-
-def _where(place: str) -> str:
+    place = ".".join(filter(None, (table, re.sub(r"[\"' ]", "", key.group(1)) if key else "")))
     return f"{place}: " if place else ""
 
 
@@ -229,14 +225,14 @@ def read_document(raw: bytes, source: str) -> dict[str, Any]:
         text = raw.decode()
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        where = _where(_place(raw.decode(errors="replace"), line))
+        where = _place(raw.decode(errors="replace"), line)
         problem = f"not UTF-8 text, as TOML must be: byte 0x{raw[error.start]:02x} at line {line}"
         raise TargetsFileError(source, [where + problem]) from error
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         found = _TOML_ERROR_LINE.search(str(error))
-        where = _where(_place(text, int(found.group(1)))) if found else ""
+        where = _place(text, int(found.group(1))) if found else ""
         raise TargetsFileError(source, [f"{where}not valid TOML: {error}"]) from error
 
 
