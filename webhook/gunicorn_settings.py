@@ -44,10 +44,10 @@ def _longest_run_s() -> float:
     """The app's own settings check, run once before forking (exits naming what is wrong);
     then the longest any target's run may take."""
     try:
-        from webhook.config import ConfigError, load_settings
+        from webhook.config import DOTENV, ConfigError, load_settings
         from webhook.runs import run_limit_s
 
-        settings, _ = load_settings(dotenv=Path.cwd() / ".env")
+        settings, _ = load_settings(DOTENV)
         return max((run_limit_s(target) for target in settings.targets.fleet), default=0.0)
     except ConfigError as error:
         _refuse_to_start(error)
