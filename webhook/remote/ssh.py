@@ -150,19 +150,23 @@ class KnownHosts:
             self._files[path] = (version, plain, hashed)
         return plain, hashed
 
-    def trust(self, client: paramiko.SSHClient, path: str, name: str) -> None:
-        """Give `client` the keys known_hosts at `path` has for `name` (`address` or
-        `[address]:port`), the first of each key type, as paramiko's lookup takes it."""
+    def keys(self, path: str, name: str) -> list[paramiko.PKey]:
+        """The keys known_hosts at `path` has for `name` (`known_name`), the first of each
+        key type, as paramiko's lookup takes it."""
         import paramiko
 
         plain, hashed = self._parsed(path)
         keys = list(plain.get(name, ()))
         keys += [key for entry, key in hashed if paramiko.HostKeys.hash_host(name, entry) == entry]
-        added: set[str] = set()
+        first: dict[str, paramiko.PKey] = {}
         for key in keys:
-            if key.get_name() not in added:
-                added.add(key.get_name())
-                client.get_host_keys().add(name, key.get_name(), key)
+            first.setdefault(key.get_name(), key)
+        return list(first.values())
+
+    def trust(self, client: paramiko.SSHClient, path: str, name: str) -> None:
+        """Give `client` the keys of `name` alone."""
+        for key in self.keys(path, name):
+            client.get_host_keys().add(name, key.get_name(), key)
 
 
 KNOWN_HOSTS = KnownHosts()
@@ -353,10 +357,6 @@ class SSHSession:
         if client is not None:
             client.close()
 
-    def _break(self, kind: str, message: str, logged_in: bool = True) -> None:
-        self._broken = (kind, message, logged_in)
-        self.close()
-
     def execute(self, command: str, timeout_s: float | None = None) -> Execution:
         """`command` within `timeout_s` (default: the target policy's timeout), counted from
         this call: the first command's includes connecting."""
@@ -372,6 +372,12 @@ class SSHSession:
             known = ErrorKind(kind) if kind else None
             return Execution(rc, stdout.text(), stderr.text(), elapsed, known, error, logged_in)
 
+        def broken(kind: str, message: str, more: str = "", logged_in=True) -> Execution:
+            """This command failed with the connection: no later one is tried."""
+            self._broken = (kind, message, logged_in)
+            self.close()
+            return done(None, kind, message + more, logged_in)
+
         if self._broken is not None:
             kind, message, logged_in = self._broken
             return done(None, kind, f"not run: earlier in this run, {message}", logged_in)
@@ -379,15 +385,13 @@ class SSHSession:
             try:
                 self._client = _connect(endpoint)
             except SSHFailure as failure:
-                self._break(failure.kind, str(failure), logged_in=False)
-                return done(None, failure.kind, str(failure), logged_in=False)
+                return broken(failure.kind, str(failure), logged_in=False)
             self.connections += 1
         host = f"{endpoint.address}:{endpoint.port}"
 
         def lost(reason: str) -> Execution:
             message = f"{host}: the connection was lost before the command finished ({reason})"
-            self._break("ssh_error", message)
-            return done(None, "ssh_error", f"{message}; whether the prune ran is unknown")
+            return broken("ssh_error", message, "; whether the prune ran is unknown")
 
         try:
             transport = self._client.get_transport()
@@ -396,8 +400,7 @@ class SSHSession:
             channel = transport.open_session(timeout=step)
             if not _exec_within(channel, command, step):
                 message = f"{host} accepted the session but did not answer the command within"
-                self._break("exec_timeout", f"{message} {step}s")
-                return done(None, "exec_timeout", f"{message} {step}s; gave up")
+                return broken("exec_timeout", f"{message} {step}s", "; gave up")
             rc = _drain(channel, stdout, stderr, started + limit, self.clock)
             if rc is None:
                 channel.close()
@@ -410,9 +413,7 @@ class SSHSession:
         except (OSError, EOFError) as error:  # a reset or a close while opening or asking
             return lost(_reason(error))
         except Exception as error:  # whatever else paramiko raises mid-run
-            message = f"{type(error).__name__}: {error}"
-            self._break("ssh_error", message)
-            return done(None, "ssh_error", message)
+            return broken("ssh_error", _reason(error))
 
 
 class SSHRunner:
