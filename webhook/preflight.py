@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from webhook.config import Settings
@@ -21,8 +21,8 @@ from webhook.core.outcome import ErrorKind, Step, Versions, last_line
 from webhook.core.planner import Next, plan
 from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target, is_docker_root
-from webhook.remote.session import Stopped
-from webhook.remote.ssh import SSHFailure, SSHRunner, SSHSession, load_private_key
+from webhook.remote.session import Session, Stopped
+from webhook.remote.ssh import KNOWN_HOSTS, SSHFailure, SSHRunner, known_name, load_private_key
 from webhook.runs import PROBE_TIMEOUT_S, RunSteps
 from webhook.store import Store, StoreUnavailable
 
@@ -65,8 +65,6 @@ def _key_mode(key_file: str) -> Check | None:
 
 
 def _known_host(target: Target) -> Check:
-    import paramiko
-
     endpoint = target.ssh
     path = endpoint.known_hosts_path
     address, known = shlex.quote(endpoint.address), shlex.quote(str(path))
@@ -74,10 +72,8 @@ def _known_host(target: Target) -> Check:
     fix = f"{scan}  (then compare the fingerprint with the host's own)"
     if not path.is_file():
         return Check("host key", False, f"{path} does not exist", fix)
-    name = endpoint.address
-    if endpoint.port != 22:
-        name = f"[{endpoint.address}]:{endpoint.port}"
-    if paramiko.HostKeys(str(path)).lookup(name) is None:
+    name = known_name(endpoint.address, endpoint.port)
+    if not KNOWN_HOSTS.keys(str(path), name):
         return Check("host key", False, f"{name} is not in {path}", fix)
     return Check("host key", True, f"{name} is in {path}")
 
@@ -107,7 +103,7 @@ def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
         yield Check("docker", True, f"Docker {versions.docker} ({builder}) answers on the host")
         steps.known = versions  # the cache is measured as the runs will, knowing them
         try:
-            yield from _disk(target, steps, session)
+            yield from _disk(steps)
         except Stopped:
             failure = steps.failure
             yield Check("disk", False, f"the connection was lost: {failure and failure.error}")
@@ -131,13 +127,14 @@ def _no_docker(target: Target, probed: Step) -> Check:
     return Check("docker", False, f"rc={probed.rc}: {last}", fix)
 
 
-def _disk(target: Target, steps: RunSteps, session: SSHSession) -> Iterator[Check]:
+def _disk(steps: RunSteps) -> Iterator[Check]:
     """The disk and the cache as a run would measure them now, and stage 2's bound."""
-    root = target.policy.docker_root
+    root = steps.target.policy.docker_root
     now = steps.measure("now")
     problems = {note.partition(":")[0]: note.partition(": ")[2] for note in steps.notes}
     if now.disk_size is None or now.disk_free is None:
-        yield Check("disk", False, f"df {root}: {problems.get('disk now', '')}", _root_fix(session))
+        why = problems.get("disk now", "")
+        yield Check("disk", False, f"df {root}: {why}", _root_fix(steps.session))
     else:
         share = 100 * now.disk_free / now.disk_size if now.disk_size else 0.0
         shown = f"{human_size(now.disk_free)} free of {human_size(now.disk_size)} ({share:.1f}%)"
@@ -148,7 +145,7 @@ def _disk(target: Target, steps: RunSteps, session: SSHSession) -> Iterator[Chec
     else:
         probe = steps.cache_probe or SYSTEM_DF
         yield Check("cache", True, f"build cache {human_size(now.cache)} ({probe})")
-    yield _stage_2(target.policy, now)
+    yield _stage_2(steps.target.policy, now)
 
 
 # stage 2 is opt-in on the host: a stolen key could otherwise prune fresh cache
@@ -158,15 +155,10 @@ GUARD_STAGE_2 = (
 
 
 def _stage_2(policy: PrunePolicy, now: Measure) -> Check:
-    if not policy.goals.any:
-        return Check("stage 2", True, "no goal set (max_cache, min_free): the age prune alone")
-    check = _stage_2_now(policy, now)
-    return replace(check, detail=f"{check.detail}; {GUARD_STAGE_2}")
-
-
-def _stage_2_now(policy: PrunePolicy, now: Measure) -> Check:
-    """What stage 2 would do now for a policy with goals."""
+    """What stage 2 would do now, for a policy with goals."""
     goals = policy.goals
+    if not goals.any:
+        return Check("stage 2", True, "no goal set (max_cache, min_free): the age prune alone")
     wanted = []
     if goals.max_cache is not None:
         wanted.append(f"cache at most {human_size(goals.max_cache)}")
@@ -177,21 +169,20 @@ def _stage_2_now(policy: PrunePolicy, now: Measure) -> Check:
     aims = " and ".join(wanted)
     step = plan(goals, now)
     if step.next == Next.DONE:
-        return Check("stage 2", True, f"goals met now ({aims}): no stage 2 would run")
-    if step.next == Next.STAGE_2:
+        detail = f"goals met now ({aims}): no stage 2 would run"
+    elif step.next == Next.STAGE_2:
         assert step.keep_storage_bytes is not None
         command = build_keep_storage_command(step.keep_storage_bytes, policy.prune_all)
-        return Check(
-            "stage 2", True, f"a goal is missed now ({aims}): after the age prune, `{command}`"
-        )
-    if step.next == Next.NO_CACHE:
+        detail = f"a goal is missed now ({aims}): after the age prune, `{command}`"
+    elif step.next == Next.NO_CACHE:
         detail = f"a goal is missed now ({aims}), and no cache is left to prune"
-        return Check("stage 2", True, detail, warning=True)
-    detail = f"cannot tell ({aims}): the disk or cache could not be measured"
-    return Check("stage 2", True, detail, warning=True)
+    else:
+        detail = f"cannot tell ({aims}): the disk or cache could not be measured"
+    warning = step.next not in (Next.DONE, Next.STAGE_2)
+    return Check("stage 2", True, f"{detail}; {GUARD_STAGE_2}", warning=warning)
 
 
-def _root_fix(session: SSHSession) -> str:
+def _root_fix(session: Session) -> str:
     """Where Docker says its data is, as the docker_root to set; or how to ask it."""
     asked = session.execute(DOCKER_ROOT_DIR, PROBE_TIMEOUT_S)
     found = last_line(asked.stdout_tail) if asked.rc == 0 else ""
@@ -203,7 +194,7 @@ def _root_fix(session: SSHSession) -> str:
     )
 
 
-def _gc(session: SSHSession, versions: Versions) -> Check:
+def _gc(session: Session, versions: Versions) -> Check:
     """What can be known of BuildKit's own garbage collection."""
     version = versions.docker
     if versions.buildx:
@@ -211,27 +202,17 @@ def _gc(session: SSHSession, versions: Versions) -> Check:
         rules = parse_gc_policy(inspected.stdout_tail) if inspected.rc == 0 else []
         if rules:
             return Check("buildkit gc", True, "docker buildx inspect: " + " | ".join(rules))
-        return Check(
-            "buildkit gc",
-            True,
-            "docker buildx inspect shows no GC policy: BuildKit may keep its cache for ever",
-            warning=True,
-        )
-    old = version_before(version, 28, 2)
-    if old is False:
-        return Check(
-            "buildkit gc",
-            True,
-            f"Docker {version} runs BuildKit's GC by default (no buildx here to show its policy)",
-        )
-    return Check(
-        "buildkit gc",
-        True,
+        detail = "docker buildx inspect shows no GC policy: BuildKit may keep its cache for ever"
+        return Check("buildkit gc", True, detail, warning=True)
+    if version_before(version, 28, 2) is False:
+        detail = f"Docker {version} runs BuildKit's GC by default"
+        return Check("buildkit gc", True, f"{detail} (no buildx here to show its policy)")
+    detail = (
         f"Docker {version}: engines before 28.2 keep BuildKit's GC off unless daemon.json"
         " configures it (builder.gc); it runs only after builds, so prunehook's prunes are"
-        " what keep an idle host's cache in check",
-        warning=True,
+        " what keep an idle host's cache in check"
     )
+    return Check("buildkit gc", True, detail, warning=True)
 
 
 def _kill_switch(settings: Settings) -> Check:
@@ -294,11 +275,9 @@ def _database(settings: Settings, store: Store | None) -> Check | None:
         store.ensure_schema()
         store.ping()
     except StoreUnavailable as error:
-        fix = (
-            "check PRUNEHOOK_DATABASE_URL and that the server is up"
-            if settings.server.database_url
-            else ("check the folder of PRUNEHOOK_DB_PATH is writable and its disk not full")
-        )
+        fix = "check the folder of PRUNEHOOK_DB_PATH is writable and its disk not full"
+        if settings.server.database_url:
+            fix = "check PRUNEHOOK_DATABASE_URL and that the server is up"
         return Check("database", False, f"{where}: {error}", fix)
     return Check("database", True, f"{where} answers")
 
