@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import re
 
-_GO_UNITS_S = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
+_GO_UNITS_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _FRIENDLY_UNITS_S = {"d": 86400.0, "w": 604800.0}
+_UNITS_S = _GO_UNITS_S | _FRIENDLY_UNITS_S
 # "1h2m3s4ms5us6ns" is 15 characters: anything much longer is a typo, refused before any
 # pattern sees it (an unbounded digit run made the old token scan quadratic)
 MAX_LENGTH = 64
 # 20 digits already exceed what Go's int64 of nanoseconds holds in any unit
 _NUMBER = r"(?:\d{1,20}(?:\.\d{1,20})?|\.\d{1,20})"
 _TOKEN = re.compile(rf"({_NUMBER})(ns|us|ms|s|m|h|d|w)")
-_DURATION = re.compile(rf"(?:{_NUMBER}(?:ns|us|ms|s|m|h|d|w))+")
+_DURATION = re.compile(rf"(?:{_TOKEN.pattern})+")
 # Go's time.Duration is an int64 of nanoseconds: Docker refuses anything longer
 GO_MAX_DURATION_S = (2**63 - 1) / 1e9
 # \Z, not $: `$` also matches before a trailing newline, which must never reach a command line
@@ -66,12 +60,10 @@ def normalize_until(raw: str) -> str:
         )
     text = text.replace("µs", "us").replace("μs", "us")
     tokens = _tokens(text)
-    total_s = sum(value * {**_GO_UNITS_S, **_FRIENDLY_UNITS_S}[unit] for value, unit in tokens)
+    total_s = sum(value * _UNITS_S[unit] for value, unit in tokens)
     if total_s <= 0:
         raise DurationError(f"{raw!r} must be longer than zero")
-    if total_s > GO_MAX_DURATION_S or any(
-        value * _GO_UNITS_S.get(unit, 0) > GO_MAX_DURATION_S for value, unit in tokens
-    ):
+    if total_s > GO_MAX_DURATION_S:
         raise DurationError(f"{raw!r} is longer than Docker accepts (about 292 years)")
     if any(unit in _FRIENDLY_UNITS_S for _, unit in tokens):
         text = _format_hours_minutes_seconds(total_s)
