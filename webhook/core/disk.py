@@ -1,12 +1,11 @@
 """The disk of a build host and the goals a run prunes towards, read and decided purely.
 
-What a run measures comes from three read-only probes, each parsed here:
+What a run measures comes from read-only probes, each parsed here:
 - ``df -B1 --output=size,avail <docker_root>``: the filesystem's size and the bytes free
   to its users, exact (a header line, then ``<size> <avail>``);
 - ``docker system df``: the build cache's size, as Docker prints it (the ``Build Cache``
   row of its table, a go-units size such as ``11.05GB``: 3-4 significant digits);
-- ``docker buildx du``, where buildx is installed: the same size from its summary lines,
-  without walking every image, container and volume as ``docker system df`` does;
+- ``docker buildx du``, where buildx is installed: the same size from its summary lines;
 - ``docker version`` and ``docker buildx version``: what the host runs.
 
 The goals are a target's `max_cache` (a size) and `min_free` (a size, or a percentage of
@@ -50,12 +49,9 @@ def parse_configured_size(value: object) -> int:
         size = value
     elif isinstance(value, str):
         match = _CONFIGURED_SIZE.match(value)
-        if not match:
+        parsed = size_of(f"{match[1]}{match[2] or 'B'}") if match else None
+        if parsed is None:
             raise SizeError(f"{value[:40]!r} is not a size such as 10GB, 512MiB or 5000000000")
-        number, unit = match.groups()
-        parsed = size_of(f"{number}{unit or 'B'}")
-        if parsed is None:  # the pattern only lets through what size_of reads
-            raise SizeError(f"{value[:40]!r} is not a size")
         size = parsed
     else:
         raise SizeError("a size such as 10GB, or a number of bytes")
@@ -203,13 +199,10 @@ def parse_buildx_du(output: str) -> tuple[str, int] | None:
     """The build cache's size from ``docker buildx du`` (as printed, and in bytes): the size
     ``docker system df`` calls the Build Cache's, from the summary lines ending its output.
 
-    buildx's printSummary (commands/diskusage.go) sums every record's size into ``Total``
-    and the shared records' into ``Shared``, and prints ``Shared`` and ``Private`` (Total
-    minus Shared) only when some record is shared. ``docker system df`` counts only the
-    records that are not shared (docker/cli's disk-usage formatter skips ``bc.Shared``), so
-    its size is ``Private`` when printed, else ``Total`` (then nothing is shared and the two
-    are the same sum). A shared record's bytes belong to another record too: counting them
-    would overstate what pruning can free, and break the goals' comparison with df.
+    buildx (commands/diskusage.go) prints ``Total``, and ``Shared`` and ``Private`` (Total
+    minus Shared) only when some record is shared. ``docker system df`` skips shared records,
+    whose bytes belong to another record too (counting them would overstate what pruning can
+    free), so its size is ``Private`` when printed, else ``Total``.
 
     Only the trailing block of summary lines is read, so no record's line is taken for one;
     None when it is not there (an error, a filtered or formatted listing) or not a size."""
