@@ -138,18 +138,12 @@ def decide(
     """Start, or say why not. `force` overrides the interval only, never a live run.
     `critical` (the disk is nearly full) may start inside the interval, but never within
     `critical_interval_s` of the last start, however many critical alerts arrive."""
+    run = state.inflight_run_id
     if lease_is_live(state, now):
-        return Decision(
-            Answer.BUSY,
-            f"run {state.inflight_run_id} is in flight",
-            next_eligible_ts=state.lease_expires_ts,
-        )
-    if state.inflight_run_id is not None:
-        return Decision(
-            Answer.STARTED,
-            f"lease of run {state.inflight_run_id} expired; it is given up as lost",
-            lost_run_id=state.inflight_run_id,
-        )
+        return Decision(Answer.BUSY, f"run {run} is in flight", state.lease_expires_ts)
+    if run is not None:
+        lost = f"lease of run {run} expired; it is given up as lost"
+        return Decision(Answer.STARTED, lost, lost_run_id=run)
     eligible = next_eligible_ts(state, policy)
     if force:
         return Decision(Answer.STARTED, "forced")

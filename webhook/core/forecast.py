@@ -157,8 +157,8 @@ def ahead_goals(goals: Goals, found: Forecast, horizon_s: float, disk_size: int 
     fill = max(0.0, (found.fill_rate_bytes_per_s or 0.0) * horizon_s)
     wanted = goals.min_free.bytes_of(disk_size) if goals.min_free else 0
     min_free = goals.min_free
-    if wanted is not None:
-        min_free = FreeGoal(size=int(wanted + fill)) if wanted + fill > 0 else goals.min_free
+    if wanted is not None and wanted + fill > 0:
+        min_free = FreeGoal(size=int(wanted + fill))
     max_cache = goals.max_cache
     if max_cache is not None:
         rate = found.cache_rate_bytes_per_s
@@ -233,9 +233,8 @@ def verdict(
     needed = _shortfall(ahead, 100.0, measure) or 0
     if not helps(measure.cache, needed):
         cache = human_size(measure.cache or 0)
-        return Verdict(
-            Act.NOTHING, f"a goal is forecast to be missed, but the cache is only {cache}"
-        )
+        why = f"a goal is forecast to be missed, but the cache is only {cache}"
+        return Verdict(Act.NOTHING, why)
     hours = max(0.0, crossing - sample.ts) / 3600
     return Verdict(Act.FORECAST, f"a goal is forecast to be missed in ~{hours:.1f} h", ahead)
 

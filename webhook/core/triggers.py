@@ -37,13 +37,12 @@ class Source(StrEnum):
 class Trigger:
     """What a trigger asks for.
 
-    `hosts` are the host values the payload names (None: it names none, so it
-    concerns every target, as a cron sweep does); `names` are target names an
-    operator chose (`?target=`, `--target`). `unrouted` counts firing alerts
-    that carry none of the host labels. `used_percent` (our watchdog's) and
-    `critical_hosts` (the hosts of firing Alertmanager alerts labelled
-    severity="critical"; `critical` when any is) say whether the trigger is critical for
-    a target (`is_critical`).
+    `hosts` are the host values the payload names (None: it names none, so it concerns every
+    target, as a cron sweep does); `names` are target names an operator chose (`?target=`,
+    `--target`). `unrouted` counts firing alerts that carry none of the host labels.
+    `used_percent` (our watchdog's) and `critical_hosts` (the hosts of firing Alertmanager
+    alerts labelled severity="critical"; `critical` when any is) say whether the trigger is
+    critical for a target (`is_critical`).
     """
 
     source: Source
@@ -102,15 +101,9 @@ def read_watchdog(alert: Mapping[str, Any]) -> Trigger:
     if alert["status"] == "resolved":
         reason = f"resolved alert for {where}: nothing to prune"
         return Trigger(Source.WATCHDOG, False, _bounded(reason), where, hosts)
-    reason = f"{where} at {alert['used_percent']:g}% used"
-    return Trigger(
-        Source.WATCHDOG,
-        True,
-        _bounded(reason),
-        where,
-        hosts,
-        used_percent=float(alert["used_percent"]),
-    )
+    used = float(alert["used_percent"])
+    reason = _bounded(f"{where} at {alert['used_percent']:g}% used")
+    return Trigger(Source.WATCHDOG, True, reason, where, hosts, used_percent=used)
 
 
 def alert_host(labels: Mapping[str, str], host_labels: Sequence[str]) -> str | None:
