@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from webhook.core.sizes import MAX_SIZE_BYTES, clamp_size, human_size, parse_size, size_of
+from webhook.core.sizes import MAX_SIZE_BYTES, clamp_size, human_size, printed_size, size_of
 
 # what a configured size may be written as: bytes, or a number and a unit (go-units'
 # spelling: decimal kB MB GB TB, binary KiB MiB GiB TiB, any case)
@@ -189,10 +189,7 @@ def parse_df(output: str) -> tuple[int, int] | None:
 def parse_build_cache(output: str) -> tuple[str, int] | None:
     """The build cache's size from ``docker system df`` (as printed, and in bytes)."""
     match = _BUILD_CACHE_ROW.search(output)
-    if not match:
-        return None
-    size = parse_size(match.group(1))
-    return None if size is None else (match.group(1), size)
+    return printed_size(match.group(1)) if match else None
 
 
 def parse_buildx_du(output: str) -> tuple[str, int] | None:
@@ -217,9 +214,7 @@ def parse_buildx_du(output: str) -> tuple[str, int] | None:
         summary[match.group(1)] = match.group(2)
     if "Total" not in summary or ("Shared" in summary) != ("Private" in summary):
         return None
-    shown = summary.get("Private", summary["Total"])
-    size = parse_size(shown)
-    return None if size is None else (shown, size)
+    return printed_size(summary.get("Private", summary["Total"]))
 
 
 def parse_server_version(output: str) -> str | None:

@@ -46,14 +46,16 @@ def parse_size(text: str) -> int | None:
     return None if size is None else clamp_size(size)
 
 
+def printed_size(text: str) -> tuple[str, int] | None:
+    """A size a host printed, and its bytes (`parse_size`); None if not a size."""
+    size = parse_size(text)
+    return None if size is None else (text, size)
+
+
 def find_reclaimed(output: str) -> tuple[str, int] | None:
     """The reclaimed size as Docker printed it and in bytes, from the last total line."""
     matches = _TOTAL_LINE.findall(output or "")
-    if not matches:
-        return None
-    printed = matches[-1].replace(" ", "")
-    size = parse_size(printed)
-    return None if size is None else (printed, size)
+    return printed_size(matches[-1].replace(" ", "")) if matches else None
 
 
 def human_size(size: int) -> str:
