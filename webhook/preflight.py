@@ -91,9 +91,8 @@ def _docker(target: Target, runner: SSHRunner) -> Iterator[Check]:
             yield Check("ssh login", False, f"{failure.error_kind}: {failure.error}", fix)
             return
         yield Check("ssh login", True, f"{target.ssh} accepted the key")
-        probed = steps.steps[0]
         if versions.docker is None:
-            yield _no_docker(target, probed)
+            yield _no_docker(target, steps.steps[0])
             return
         builder = (
             f"buildx {versions.buildx}"
