@@ -21,6 +21,7 @@ from webhook.web.auth import authenticate
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError, ValidationFailed
 from webhook.web.schemas import (
+    WAIT_FLAGS,
     AlertmanagerWebhookSchema,
     CronPingSchema,
     WatchdogAlertSchema,
@@ -29,13 +30,6 @@ from webhook.web.schemas import (
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
-# exactly what /openapi.json lists; absent means 0
-_TRUE = {"1", "true"}
-_FALSE = {"0", "false"}
-# loading is thread-safe and building a schema is not free: one instance each
-CRON_PING = CronPingSchema()
-WATCHDOG_ALERT = WatchdogAlertSchema()
-ALERTMANAGER_WEBHOOK = AlertmanagerWebhookSchema()
 # senders retry a delivery with its id and a fresh timestamp: remember ids well past that
 DELIVERY_IDS_KEPT_S = 24 * 3600
 # an id whose request never settled (a 5xx, a dead worker) is free again after this: longer
@@ -55,6 +49,7 @@ Reader = Callable[[dict[str, Any], Prunehook, Request], Trigger]
 @dataclass(frozen=True)
 class HookSpec:
     source: Source
+    # loading is thread-safe and building a schema is not free: one instance each
     schema: Schema
     read: Reader
     # None: the app's limit (ServerSettings.max_body_bytes, 1 MiB)
@@ -68,11 +63,12 @@ def _bounded_int(digits: str) -> int:
     return int(digits)
 
 
-def _json_body(request: Request, allow_empty: bool) -> Any:
+def _load(request: Request, spec: HookSpec) -> dict[str, Any]:
+    """The body, parsed and validated by the hook's schema."""
     raw = request.get_data(cache=True)
     if not raw.strip():
-        if allow_empty:
-            return {}
+        if spec.allow_empty:
+            return {}  # the common cron ping: nothing to validate
         raise APIError("the body is empty; a JSON object is expected", code="empty_body")
     try:
         body = json.loads(raw, parse_int=_bounded_int)
@@ -82,15 +78,8 @@ def _json_body(request: Request, allow_empty: bool) -> Any:
         raise APIError(f"the body is not valid JSON: {error}", code="invalid_json") from error
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", {"_schema": ["not an object"]})
-    return body
-
-
-def _load(request: Request, schema: Schema, allow_empty: bool = False) -> dict[str, Any]:
-    body = _json_body(request, allow_empty)
-    if allow_empty and not body:
-        return {}  # the common cron ping: nothing to validate
     try:
-        return schema.load(body)
+        return spec.schema.load(body)
     except ValidationError as error:
         messages = error.normalized_messages()
         named = ", ".join(sorted(messages))
@@ -99,11 +88,11 @@ def _load(request: Request, schema: Schema, allow_empty: bool = False) -> dict[s
 
 def _wants_wait(request: Request) -> bool:
     value = request.args.get("wait", "0")
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValidationFailed("wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]})
+    if value not in WAIT_FLAGS:
+        raise ValidationFailed(
+            "wait must be 1/true or 0/false", {"wait": [f"not a flag: {value!r}"]}
+        )
+    return WAIT_FLAGS[value]
 
 
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
@@ -131,7 +120,7 @@ def _run(
     # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
     # a run left in the background would stall
     wait = _wants_wait(request) or hook.settings.server.wait_for_run
-    trigger = spec.read(_load(request, spec.schema, spec.allow_empty), hook, request)
+    trigger = spec.read(_load(request, spec), hook, request)
     outcome = hook.service.handle(trigger, wait=wait, request_id=request_id)
     return _answer(outcome, wait)
 
@@ -203,10 +192,10 @@ def _watchdog_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -
     return read_watchdog(body)
 
 
-CRON = HookSpec(Source.CRON, CRON_PING, _cron_trigger, allow_empty=True)
-WATCHDOG = HookSpec(Source.WATCHDOG, WATCHDOG_ALERT, _watchdog_trigger)
+CRON = HookSpec(Source.CRON, CronPingSchema(), _cron_trigger, allow_empty=True)
+WATCHDOG = HookSpec(Source.WATCHDOG, WatchdogAlertSchema(), _watchdog_trigger)
 ALERTMANAGER = HookSpec(
-    Source.ALERTMANAGER, ALERTMANAGER_WEBHOOK, _alertmanager_trigger, ALERTMANAGER_BODY_BYTES
+    Source.ALERTMANAGER, AlertmanagerWebhookSchema(), _alertmanager_trigger, ALERTMANAGER_BODY_BYTES
 )
 
 

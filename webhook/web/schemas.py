@@ -154,11 +154,15 @@ class AlertmanagerWebhookSchema(Schema):
 RUN_ID_MAX = 2**63 - 1
 
 
+# ?wait= as hooks.py reads it; absent means 0
+WAIT_FLAGS = {"0": False, "1": True, "true": True, "false": False}
+
+
 class HookQuerySchema(Schema):
-    """What every hook's query may carry (as hooks.py reads it)."""
+    """What every hook's query may carry."""
 
     wait = fields.String(
-        validate=OneOf(["0", "1", "true", "false"]),
+        validate=OneOf(list(WAIT_FLAGS)),
         metadata={
             "description": "1 or true: wait for the prune's result instead of answering at"
             " once; absent means 0"
