@@ -10,7 +10,7 @@ from webhook.core.decision import Answer, Result
 from webhook.core.sizes import human_size
 from webhook.service import TargetResult
 from webhook.store import RunRecord
-from webhook.web.report import fill_headline, host_state, pruning
+from webhook.web.report import fill_headline, host_state, pruning, size_text
 
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 
@@ -47,10 +47,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _size(value: int | None) -> str:
-    return "—" if value is None else human_size(value)
-
-
 def _free(shown: dict[str, Any]) -> str:
     free, size = shown.get("disk_free_bytes"), shown.get("disk_size_bytes")
     if free is None or not size:
@@ -77,9 +73,9 @@ def status_row(shown: dict[str, Any], now: float) -> list[str]:
         shown["name"],
         str(host_state(shown)),
         relative(shown["last_run_ts"], now),
-        _size(freed) if measured else (shown["last_reclaimed"] or "—"),
+        size_text(freed) if measured else (shown["last_reclaimed"] or "—"),
         _free(shown),
-        _size(shown.get("build_cache_bytes")),
+        size_text(shown.get("build_cache_bytes")),
         _next(shown, now),
         fill_headline(shown, now),
     ]
@@ -107,13 +103,14 @@ def _run_words(run: RunRecord, until: str, has_goals: bool) -> str:
     # df's difference, unless other writes on the disk outweighed the prune: Docker's count
     measured = run.freed_bytes is not None and run.freed_bytes >= 0
     freed = run.freed_bytes if measured else run.reclaimed_bytes
-    said = f"pruned: freed {_size(freed)}"
+    said = f"pruned: freed {size_text(freed)}"
     if run.duration_s is not None:
         said += f" in {run.duration_s:.1f} s"
     if run.disk_free_after is not None and run.disk_size:
         said += f"; {human_size(run.disk_free_after)} free of {human_size(run.disk_size)}"
     if run.goal_met is False:
-        said += f"; a goal is still missed by {_size(run.free_short_bytes or run.cache_over_bytes)}"
+        missed_by = run.free_short_bytes or run.cache_over_bytes
+        said += f"; a goal is still missed by {size_text(missed_by)}"
     if run.reclaimed_bytes == 0 and not has_goals:  # Docker's own count: nothing was old enough
         said += f"\n  {NOTHING_OLD_ENOUGH.format(until=until)}"
     return said

@@ -197,7 +197,8 @@ def reclaimed_bars(runs: list[dict[str, Any]], width: int = 600, height: int = 1
     return bars
 
 
-def _size(value: int | None) -> str:
+def size_text(value: int | None) -> str:
+    """A size as Docker prints it; a dash for none."""
     return "—" if value is None else human_size(value)
 
 
@@ -205,7 +206,7 @@ def freed_text(freed: int | None) -> str:
     """What a run freed (df). Less free space after it than before is the disk growing
     during the run (other writes outpaced the prune): said so, never a negative size."""
     if freed is None or freed >= 0:
-        return _size(freed)
+        return size_text(freed)
     return f"none: the disk grew {human_size(-freed)} during the run"
 
 
@@ -253,8 +254,8 @@ def disk_chart(
                 "label": "—" if freed is None else _freed_label(freed),
                 "goal": {True: "met", False: "missed", None: ""}[goal],
                 "title": (
-                    f"run {run.get('id')}: {_size(free)} free of {_size(size)},"
-                    f" cache {_size(cache)}, freed {freed_text(freed)}"
+                    f"run {run.get('id')}: {size_text(free)} free of {size_text(size)},"
+                    f" cache {size_text(cache)}, freed {freed_text(freed)}"
                 ),
             }
         )
