@@ -30,17 +30,19 @@ def ensure_token(instance_path: str | os.PathLike[str]) -> tuple[str, Path]:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
         try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass
+            with contextlib.suppress(FileExistsError):  # another worker's is in place
+                os.link(draft, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                draft.unlink()
+            draft.unlink(missing_ok=True)
     token = _read_trusted(path)
     if len(token.encode()) < MIN_KEY_BYTES:
         problem = "is empty" if not token else f"holds a {len(token.encode())}-byte token"
-        raise ConfigError({str(path): [f"{problem}; delete it to have a new token generated"]})
+        raise _untrusted(path, f"{problem}; delete it to have a new token generated")
     return token, path
+
+
+def _untrusted(path: Path, why: str) -> ConfigError:
+    return ConfigError({str(path): [why]})
 
 
 def _read_trusted(path: Path) -> str:
@@ -49,22 +51,17 @@ def _read_trusted(path: Path) -> str:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as error:
         if os.path.islink(path):
-            raise ConfigError(
-                {str(path): ["is a symlink; the token file must be a plain file"]}
-            ) from None
-        raise ConfigError({str(path): [f"cannot be read: {error.strerror}"]}) from error
+            raise _untrusted(path, "is a symlink; the token file must be a plain file") from None
+        raise _untrusted(path, f"cannot be read: {error.strerror}") from error
     with os.fdopen(descriptor) as handle:
         # checked on the open file, so it cannot be swapped between the check and the read
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError({str(path): ["is not a plain file"]})
+            raise _untrusted(path, "is not a plain file")
         if info.st_uid != os.geteuid():
-            raise ConfigError(
-                {str(path): [f"is owned by uid {info.st_uid}, not by this user ({os.geteuid()})"]}
-            )
+            owner = f"is owned by uid {info.st_uid}, not by this user ({os.geteuid()})"
+            raise _untrusted(path, owner)
         if info.st_mode & 0o077:
             mode = stat.S_IMODE(info.st_mode)
-            raise ConfigError(
-                {str(path): [f"others can read or write it (mode {mode:04o}): chmod 600 it"]}
-            )
+            raise _untrusted(path, f"others can read or write it (mode {mode:04o}): chmod 600 it")
         return handle.read().strip()
