@@ -21,11 +21,11 @@ from webhook.web.auth import authenticate
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError, ValidationFailed
 from webhook.web.schemas import (
+    TARGET_ANSWER,
     WAIT_FLAGS,
     AlertmanagerWebhookSchema,
     CronPingSchema,
     WatchdogAlertSchema,
-    result_view,
 )
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -98,7 +98,7 @@ def _wants_wait(request: Request) -> bool:
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
     first_index = outcome.first_index  # its answer is the outcome's
-    items = [result_view(result) for result in outcome.results]
+    items = [TARGET_ANSWER.dump(result) for result in outcome.results]
     body: dict[str, Any] = {
         **items[first_index],
         "trigger": outcome.trigger.reason,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump
 from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 
 from webhook.core.decision import Answer, Result
@@ -15,9 +15,6 @@ from webhook.core.forecast import Forecast
 from webhook.core.outcome import ErrorKind, Step
 from webhook.core.targets import NAME_PATTERN
 from webhook.store import RunRecord
-
-if TYPE_CHECKING:
-    from webhook.service import TargetResult
 
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
 AN_ANSWER = OneOf([answer.value for answer in Answer])
@@ -278,31 +275,27 @@ RUN = RunSchema()  # a stored run as answers show it
 RUN_WITH_TAILS = RunWithTailsSchema()  # and with its output tails, each step's too
 
 
-def result_view(result: TargetResult) -> dict[str, Any]:
-    """One target's item of a trigger's answer (`results`), as the hooks and the CLI show it."""
-    item: dict[str, Any] = {
-        "target": result.target,
-        "decision": result.answer,
-        "reason": result.reason,
-        "run_id": result.run_id,
-        "next_eligible_ts": result.next_eligible_ts,
-    }
-    if result.run is not None:
-        item["run"] = RUN.dump(result.run)
-    return item
-
-
 class TargetAnswerSchema(Schema):
-    """What a trigger decided for one target it concerns."""
+    """What a trigger decided for one target it concerns: a TargetResult as the hooks and the
+    CLI show it."""
 
     target = fields.String(
         allow_none=True, metadata={"description": "null for a host that is no target"}
     )
-    decision = fields.String(required=True, validate=AN_ANSWER)
+    decision = fields.String(required=True, validate=AN_ANSWER, attribute="answer")
     reason = fields.String(required=True)
     run_id = fields.Integer(allow_none=True)
     next_eligible_ts = fields.Float(allow_none=True)
     run = fields.Nested(RunSchema, metadata={"description": "the finished run, with ?wait=1"})
+
+    @post_dump
+    def _run_when_finished(self, item: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if item["run"] is None:
+            del item["run"]
+        return item
+
+
+TARGET_ANSWER = TargetAnswerSchema()  # a TargetResult as answers show it
 
 
 class TriggerAnswerSchema(TargetAnswerSchema):
