@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -142,12 +143,9 @@ def worst_first(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(targets, key=lambda shown: (_RANK[host_state(shown)], shown["name"]))
 
 
-def fleet_counts(targets: list[dict[str, Any]]) -> dict[HostState, int]:
-    """How many targets are in each state, every state listed (zeros too)."""
-    counts = dict.fromkeys(HostState, 0)
-    for shown in targets:
-        counts[host_state(shown)] += 1
-    return counts
+def fleet_counts(targets: list[dict[str, Any]]) -> Counter[HostState]:
+    """How many targets are in each state (0 for a state none is in)."""
+    return Counter(host_state(shown) for shown in targets)
 
 
 def human_time(ts: float | None) -> str:
