@@ -1,12 +1,10 @@
 """GET /metrics in Prometheus text, right across gunicorn workers.
 
-Counters (decisions, finished prunes, reclaimed bytes, durations) are counted by
-prometheus_client; under gunicorn it runs in multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py), so every worker's counts
-add up whichever worker is scraped. Gauges of the state (in flight, last
-success, next eligible) are read from the SQLite row at scrape time, so they
-are right across workers and restarts. prometheus_client is imported when the
-first count is made or /metrics is scraped, not when the app starts.
+Counters are prometheus_client's, in multiprocess mode under gunicorn
+(PROMETHEUS_MULTIPROC_DIR), so every worker's counts add up whichever worker is
+scraped. The state's gauges are read from the stored rows at scrape time, so they
+are right across workers, replicas and restarts. prometheus_client is imported at
+the first count or scrape, not when the app starts.
 """
 
 from __future__ import annotations
