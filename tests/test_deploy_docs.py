@@ -210,8 +210,10 @@ def test_moving_an_existing_installation_as_written_keeps_the_last_run_and_the_t
     # step 2, the docs' command, this database's URL read as they say
     moving = section(REPLICAS, "Moving an existing installation")
     (read,) = re.findall(r"read -rs (\w+)", moving)
-    copy = docs_command(REPLICAS, "Moving an existing installation", ".venv/bin/flask")
-    single |= {read: postgres_database}
+    copy = docs_command(REPLICAS, "Moving an existing installation", ".venv/bin/prunehook")
+    # the folder's own installation (`make run`) would import its package from here; the
+    # shared .venv's editable install points at the checkout instead
+    single |= {read: postgres_database, "PYTHONPATH": str(slug)}
     copied = shell(copy, slug, single)
     state = slug / "instance" / "prunehook.sqlite3"
     assert copied.returncode == 0, copied.stderr
