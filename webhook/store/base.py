@@ -54,6 +54,8 @@ SELECT = {
     table: f"SELECT {', '.join(field.name for field in fields(record))} FROM {table}"  # noqa: S608
     for table, record in TABLES.items()
 }
+# what deciding reads of a target's row: its decision state alone, on every trigger
+SELECT_STATE = f"SELECT {', '.join(f.name for f in fields(TargetState))} FROM targets"  # noqa: S608
 # each step is an index lookup (time, insertion order), never a scan, as it runs under the
 # write lock on every signed request; `{order}` is the order rows were inserted in
 EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
@@ -134,6 +136,9 @@ _DECODERS = {
     TABLES[table]: [(name, DECODE.get(kind)) for name, kind in kinds.items()]
     for table, kinds in KINDS.items()
 }
+_DECODERS[TargetState] = [
+    (f.name, DECODE.get(KINDS["targets"][f.name])) for f in fields(TargetState)
+]
 
 
 def clean(parameters: Sequence[Any]) -> list[Any]:
@@ -168,7 +173,7 @@ def record(record_type: type[Record], row: Any) -> Record:
 
 def state_from(row: Any) -> TargetState:
     """The decision state in a `targets` row; a target without one has none yet."""
-    return record(TargetRecord, row).state if row is not None else TargetState()
+    return record(TargetState, row) if row is not None else TargetState()
 
 
 class Store:
@@ -316,9 +321,14 @@ class Store:
             self._execute(connection, sql, (target,))
         return state_from(self._row(connection, target, lock=True))
 
+    def _state(self, connection: Any, target: str) -> TargetState:
+        return state_from(
+            self._execute(connection, f"{SELECT_STATE} WHERE target = ?", (target,)).fetchone()
+        )
+
     def read_state(self, target: str) -> TargetState:
         with self._read() as connection:
-            return state_from(self._row(connection, target))
+            return self._state(connection, target)
 
     def claim(
         self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float

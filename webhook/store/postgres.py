@@ -27,7 +27,7 @@ from webhook.config import ConfigError
 from webhook.core.decision import TargetState
 from webhook.logs import PASSWORDS, mask_database_passwords
 from webhook.store import StoreUnavailable
-from webhook.store.base import Store, state_from
+from webhook.store.base import Store
 
 # any constant of our own: the key of the transaction-level lock that migrations take
 MIGRATION_LOCK = 0x7072756E65  # "prune"
@@ -201,13 +201,12 @@ class PostgresStore(Store):
     def read_state(self, target: str) -> TargetState:
         try:
             with self._read() as connection:
-                row = self._row(connection, target)
+                state = self._state(connection, target)
         except StoreUnavailable:
             known = self._last_known.get(target)
             if known is None:
                 raise
             return known
-        state = state_from(row)
         self._last_known[target] = state
         return state
 
