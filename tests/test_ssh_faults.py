@@ -85,6 +85,15 @@ def test_a_known_hosts_file_changed_between_connections_is_read_again(make_sshd,
     assert len(server.commands_run()) == 2
 
 
+def test_an_unreadable_known_hosts_line_is_passed_over_for_the_other_hosts(make_sshd):
+    """A line whose key is not base64 (a bad paste) costs only its own host."""
+    server = make_sshd()
+    trusted = server.known_hosts.read_text()
+    server.known_hosts.write_text(f"[127.0.0.1]:1 ssh-ed25519 not*base64\n{trusted}")
+    assert runner_for(server).execute(PRUNE).error_kind is None
+    assert len(server.commands_run()) == 1
+
+
 def test_a_hashed_known_hosts_entry_is_trusted_and_only_for_its_host(make_sshd):
     server = make_sshd()
     hash_it = find_binary("ssh-keygen")

@@ -137,7 +137,7 @@ class KnownHosts:
                     continue
                 try:
                     entry = paramiko.hostkeys.HostKeyEntry.from_line(text, number)
-                except paramiko.SSHException:
+                except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey):
                     continue  # as paramiko's own load: a line it cannot read is passed over
                 if entry is None:
                     continue
@@ -372,7 +372,7 @@ class SSHSession:
             known = ErrorKind(kind) if kind else None
             return Execution(rc, stdout.text(), stderr.text(), elapsed, known, error, logged_in)
 
-        def broken(kind: str, message: str, more: str = "", logged_in=True) -> Execution:
+        def broken(kind: str, message: str, more: str = "", logged_in: bool = True) -> Execution:
             """This command failed with the connection: no later one is tried."""
             self._broken = (kind, message, logged_in)
             self.close()
