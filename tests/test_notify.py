@@ -670,3 +670,22 @@ def test_notify_test_without_a_destination_says_what_to_set(make_app):
 
     assert result.exit_code == 2
     assert "no destination: set PRUNEHOOK_NOTIFY_URLS" in result.output
+
+
+def test_a_notification_libraries_traceback_is_left_out_and_its_message_masked(caplog):
+    """urllib3 logs a request's path (a bot token's place) with the exception it met; its
+    traceback may hold a piece of the URL no mask knows, so only the masked line is kept."""
+    from webhook import notify
+
+    notify.url_problems([f"json://127.0.0.1:9/{PATH_TOKEN}"])
+    try:
+        raise ValueError(f"header parse failed near {PATH_TOKEN[:3]}-tail-of-the-path")
+    except ValueError:
+        logging.getLogger("urllib3.connection").warning(
+            "Failed to parse headers (url=%s)", f"/{PATH_TOKEN}/send", exc_info=True
+        )
+    (record,) = [r for r in caplog.records if r.name == "urllib3.connection"]
+    assert PATH_TOKEN not in record.getMessage()
+    assert "Failed to parse headers" in record.getMessage()
+    assert record.exc_info is None
+    assert "tail-of-the-path" not in caplog.text

@@ -42,10 +42,13 @@ class JsonFormatter(logging.Formatter):
 
 class SecretMask(logging.Filter):
     """Masks secrets in the records of the loggers it guards (message and traceback): any
-    URL's or conninfo's password, and each secret `hide` was given, wherever it appears."""
+    URL's or conninfo's password, and each secret `hide` was given, wherever it appears.
+    Without `tracebacks`, a record's traceback is left out instead: an exception's text may
+    hold a secret in a form no mask knows (a piece of a URL, escaped or encoded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracebacks: bool = True) -> None:
         super().__init__()
+        self.tracebacks = tracebacks
         # longest first: a secret that holds a shorter one is masked whole
         self.secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
@@ -78,7 +81,7 @@ class SecretMask(logging.Filter):
         record.msg, record.args = self.mask(message), None
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, self.mask(text)
+            record.exc_info, record.exc_text = None, self.mask(text) if self.tracebacks else None
         return True
 
 

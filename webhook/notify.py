@@ -79,9 +79,15 @@ def telegram_url(bot_token: str, chat_id: str, api_base: str) -> str | None:
 # path (where Telegram's bot token is), as urllib3 under requests (which apprise sends
 # with) logs each request's, retry's and redirect's: every configured URL, and each
 # longer piece of one, is masked in their records
-_URL_SECRETS = SecretMask()
+_URL_SECRETS = SecretMask(tracebacks=False)
 _URL_SECRETS.guard(
-    ("apprise", "urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
+    (
+        "apprise",
+        "urllib3.connection",
+        "urllib3.connectionpool",
+        "urllib3.util.retry",
+        "urllib3.poolmanager",
+    )
 )
 # apprise narrates each send at INFO; the notification line below says what happened
 logging.getLogger("apprise").setLevel(logging.WARNING)
