@@ -337,6 +337,20 @@ def test_without_a_database_url_the_entry_points_refuse_at_cold_start_naming_it(
     assert not (tmp_path / "instance").exists()  # nothing was written before refusing
 
 
+def test_known_hosts_text_and_a_known_hosts_file_in_dotenv_refuse_naming_where(tmp_path):
+    """A .env copied from .env.example names the known_hosts file; with the text as well,
+    the cold start says which one to drop and where the other was set."""
+    (tmp_path / ".env").write_text("PRUNEHOOK_SSH_KNOWN_HOSTS=~/.ssh/known_hosts\n")
+    env = platform_environment(PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT="127.0.0.1 ssh-ed25519 AAAA")
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {LAMBDA_MODULE}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT: set either" in done.stderr, done.stderr
+    assert "(set in .env)" in done.stderr
+
+
 # -- functions-framework's own server -----------------------------------------------------------
 
 

@@ -69,7 +69,9 @@ def _known_hosts_from_text(env: Env) -> None:
     if not text:
         return
     if env.str(KNOWN_HOSTS, "").strip():
-        raise ConfigError({KNOWN_HOSTS_TEXT: [f"set either {KNOWN_HOSTS_TEXT} or {KNOWN_HOSTS}"]})
+        where = "the environment" if os.environ.get(KNOWN_HOSTS, "").strip() else DOTENV
+        why = f"set either {KNOWN_HOSTS_TEXT} or {KNOWN_HOSTS} (set in {where})"
+        raise ConfigError({KNOWN_HOSTS_TEXT: [why]})
     # mkstemp creates the file 0600 in the platform's writable temporary folder (/tmp)
     descriptor, path = tempfile.mkstemp(prefix="prunehook-known_hosts-")
     with os.fdopen(descriptor, "w") as handle:
