@@ -296,6 +296,19 @@ def test_state_copy_refuses_a_database_that_has_state_for_these_targets(
         assert connection.execute("SELECT count(*) FROM runs").fetchone() == (1,)
 
 
+def test_state_copy_refuses_a_state_without_runs_as_read_from_another_folder(
+    postgres_database, make_app
+):
+    """An installation's state read from the wrong folder is a new, empty one: copying it
+    would let the replicas prune every target at once."""
+    result = make_app().test_cli_runner().invoke(args=["state", "copy", "--to", postgres_database])
+    assert result.exit_code == 1
+    assert "keeps no run" in result.output and "nothing was copied" in result.output
+    with psycopg.connect(postgres_database) as connection:
+        tables = connection.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'runs'")
+        assert tables.fetchone() == (0,)
+
+
 def test_state_copy_has_help(make_app):
     result = make_app().test_cli_runner().invoke(args=["state", "copy", "--help"])
     assert result.exit_code == 0 and "--to URL" in result.output

@@ -78,8 +78,18 @@ def state_copy_command(url: str | None) -> None:
     except ConfigError as error:
         click.echo(f"{error}\nnothing was copied", err=True)
         sys.exit(1)
-    dump = SQLiteStore(hook.settings.server.db_path).dump()
+    source = hook.settings.server.db_path
     try:
+        dump = SQLiteStore(source).dump()
+        if not dump.runs:
+            # run from a folder other than the service's (its .env, PRUNEHOOK_DB_PATH, the
+            # instance folder), this reads a new, empty state: the move would prune at once
+            click.echo(
+                f"refused: {source} keeps no run; run this where prunehook runs, with its"
+                " .env (PRUNEHOOK_DB_PATH names its state); nothing was copied",
+                err=True,
+            )
+            sys.exit(1)
         destination.load(dump)
     except StateConflict as conflict:
         click.echo(f"refused: the destination {conflict}; nothing was copied", err=True)
@@ -91,5 +101,5 @@ def state_copy_command(url: str | None) -> None:
         destination.close()
     click.echo(
         f"copied {len(dump.targets)} target(s), {len(dump.runs)} run(s) and"
-        f" {len(dump.deliveries)} delivery id(s) from {hook.settings.server.db_path}"
+        f" {len(dump.deliveries)} delivery id(s) from {source}"
     )
