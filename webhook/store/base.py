@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import Field, asdict, fields
@@ -176,7 +177,7 @@ def state_from(row: Any) -> TargetState:
     return record(TargetState, row) if row is not None else TargetState()
 
 
-class Store:
+class Store(ABC):
     """The state over SQL. A backend (sqlite.py, postgres.py) gives `_read` (a connection
     for a read, the schema current) and `_write` (one in a transaction), and its dialect
     below; every statement is written with `?` placeholders. Every method raises
@@ -200,9 +201,11 @@ class Store:
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
+    @abstractmethod
     def _read(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
+    @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
@@ -210,13 +213,16 @@ class Store:
         """Every statement of the store: its parameters `clean`ed."""
         return connection.execute(sql, clean(parameters))
 
+    @abstractmethod
     def _migration(self, connection: Any) -> AbstractContextManager[Any]:
         """The transaction (and lock) in which one worker or replica migrates at a time."""
         raise NotImplementedError
 
+    @abstractmethod
     def _version(self, connection: Any) -> int:
         raise NotImplementedError
 
+    @abstractmethod
     def _set_version(self, connection: Any) -> None:
         raise NotImplementedError
 
@@ -327,6 +333,8 @@ class Store:
         )
 
     def read_state(self, target: str) -> TargetState:
+        """What deciding needs of a target (a backend may answer from what it last read
+        while its database is away)."""
         with self._read() as connection:
             return self._state(connection, target)
 
@@ -563,6 +571,7 @@ class Store:
         old key, or None. Rows keyed so predate PostgreSQL: only SQLite has any."""
         return None
 
+    @abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 
