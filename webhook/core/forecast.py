@@ -249,7 +249,8 @@ def about(seconds: float) -> str:
     return f"~{round(seconds / 86400)} days"
 
 
-def _when(ts: float, now: float) -> str:
+def when(ts: float, now: float) -> str:
+    """`now`, or how far away `ts` is: `in ~3 h`."""
     return "now" if ts <= now else f"in {about(ts - now)}"
 
 
@@ -261,7 +262,7 @@ def headline(found: Forecast | None, now: float) -> str:
         return "no forecast yet"
     if found.full_at is None:
         return "not filling"
-    return f"full {_when(found.full_at, now)}"
+    return f"full {when(found.full_at, now)}"
 
 
 def in_words(found: Forecast | None, now: float) -> str:
@@ -273,9 +274,9 @@ def in_words(found: Forecast | None, now: float) -> str:
         return f"no forecast: {found.why_none or 'no line'}"
     if found.full_at is None:
         return "not filling: free space is steady or rising"
-    said = [f"full {_when(found.full_at, now)}"]
+    said = [f"full {when(found.full_at, now)}"]
     if found.min_free_at is not None and found.min_free_at < found.full_at:
-        said.insert(0, f"under min_free {_when(found.min_free_at, now)}")
+        said.insert(0, f"under min_free {when(found.min_free_at, now)}")
     if found.max_cache_at is not None:
-        said.append(f"cache over max_cache {_when(found.max_cache_at, now)}")
+        said.append(f"cache over max_cache {when(found.max_cache_at, now)}")
     return f"{', '.join(said)} (filling {human_size(round(rate * 3600))}/h)"

@@ -18,7 +18,7 @@ from enum import StrEnum
 from itertools import dropwhile, takewhile
 
 from webhook.core.decision import Result
-from webhook.core.forecast import Act, Forecast, Verdict, about
+from webhook.core.forecast import Act, Forecast, Verdict, when
 from webhook.core.outcome import RunOutcome
 from webhook.core.sizes import human_size
 
@@ -154,8 +154,7 @@ def notices_for(
 
 
 def _at(ts: float, now: float) -> str:
-    when = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{when} (in {about(ts - now)})" if ts > now else f"{when} (now)"
+    return f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M UTC} ({when(ts, now)})"
 
 
 def forecast_notice(target: str, found: Forecast, run_id: int, now: float) -> Notice:
