@@ -72,7 +72,7 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
     runner = SSHRunner()
     prune = build_prune_command(target.policy.until, target.policy.prune_all)
     probes = [build_df_command(target.policy.docker_root), SYSTEM_DF]
-    _, known = run_stages(RunSteps(runner.session(target), target), None)  # versions, once
+    _, known = run_stages(RunSteps(runner.session(target), target))  # versions, once
     timings: dict[str, list[float]] = {
         "plain age prune (before)": [],
         "disk-aware run, versions known": [],
@@ -84,10 +84,10 @@ def measure(server: SSHServer, engine: DockerEngine, rounds: int) -> dict[str, l
         assert runner.execute(target, prune).rc == 0
 
     def staged() -> None:
-        assert run_stages(RunSteps(runner.session(target), target), known)[0].ok
+        assert run_stages(RunSteps(runner.session(target), target, known=known))[0].ok
 
     def first() -> None:
-        assert run_stages(RunSteps(runner.session(target), target), None)[0].ok
+        assert run_stages(RunSteps(runner.session(target), target))[0].ok
 
     def apart() -> None:
         for command in (*probes, prune, *probes):

@@ -223,9 +223,7 @@ def test_a_run_whose_target_was_taken_over_stops_before_its_next_command(tmp_pat
     host = DiskHost(young=30 * GB)
     owns = itertools.chain([True] * 5, itertools.repeat(False))  # through stage 1
     chosen = target(max_cache=10 * GB)
-    outcome, _ = run_stages(
-        RunSteps(CommandSession(host, chosen), chosen, lambda: next(owns)), None
-    )
+    outcome, _ = run_stages(RunSteps(CommandSession(host, chosen), chosen, lambda: next(owns)))
     assert host.prunes() == ["docker builder prune -f --filter until=24h"]
     assert outcome.notes == ("stopped before disk after stage 1: a newer run owns the target",)
     assert outcome.ok and outcome.goal_met is None
@@ -237,7 +235,7 @@ def test_the_lease_is_renewed_before_every_command(tmp_path, policy):
     renewals = []
     chosen = target(**policy)
     steps = RunSteps(CommandSession(host, chosen), chosen, lambda: renewals.append(1) or True)
-    outcome, _ = run_stages(steps, None)
+    outcome, _ = run_stages(steps)
     assert outcome.ok
     assert len(renewals) == len(host.commands)
 

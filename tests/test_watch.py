@@ -246,6 +246,6 @@ def test_a_run_aimed_past_the_goals_prunes_towards_the_aim_and_is_judged_by_the_
     target = watched(min_free=FreeGoal(size=20 * GB))
     steps = RunSteps(CommandSession(host, target), target)
     aim = Goals(min_free=FreeGoal(size=45 * GB))  # more than all the cache can give
-    outcome, _ = run_stages(steps, None, aim=aim)
+    outcome, _ = run_stages(steps, aim=aim)
     assert host.prunes()[-1] == "docker builder prune -f --keep-storage 0"
     assert (outcome.goal_met, outcome.free_short_bytes) == (True, 0)  # 40 GB free >= 20 GB

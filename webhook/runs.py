@@ -217,15 +217,16 @@ class RunSteps:
 
 
 def run_stages(
-    steps: RunSteps, known: Versions | None, confirm: bool = False, aim: Goals | None = None
+    steps: RunSteps, confirm: bool = False, aim: Goals | None = None
 ) -> tuple[RunOutcome, Versions | None]:
     """Measure, prune in stages while a goal is missed, measure again; the run's report
-    (its duration is the caller's) and the versions it knows. With `confirm` (a critical
-    start inside the interval), a host the first measure finds not critical is not pruned.
+    (its duration is the caller's) and the versions it knows (`steps.known`, unless it
+    learned them). With `confirm` (a critical start inside the interval), a host the first
+    measure finds not critical is not pruned.
     `aim` (a start ahead of a forecast) are the goals stage 2 prunes towards instead of the
     target's; the run is still reported against the target's own."""
     policy = steps.target.policy
-    versions = steps.known = known
+    known = versions = steps.known
     stages: list[StageResult] = []
     before = after = Measure()
     keep = None
@@ -402,8 +403,8 @@ class Runs:
         try:
             session = self.open_session(target)
             try:
-                steps = RunSteps(session, target, lambda: self.leases.holds(run_id))
-                outcome, versions = run_stages(steps, known, orders.confirm, orders.aim)
+                steps = RunSteps(session, target, lambda: self.leases.holds(run_id), known=known)
+                outcome, versions = run_stages(steps, orders.confirm, orders.aim)
             finally:
                 session.close()
         except Exception as error:
