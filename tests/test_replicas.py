@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -307,6 +308,16 @@ def test_state_copy_refuses_a_state_without_runs_as_read_from_another_folder(
     with psycopg.connect(postgres_database) as connection:
         tables = connection.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'runs'")
         assert tables.fetchone() == (0,)
+
+
+def test_state_copy_says_the_source_it_cannot_read_and_copies_nothing(postgres_database, make_app):
+    app = make_app()
+    source = Path(prunehook(app).settings.server.db_path)
+    source.write_bytes(b"not a database, but a file that was overwritten" * 100)
+    result = app.test_cli_runner().invoke(args=["state", "copy", "--to", postgres_database])
+    assert result.exit_code == 1
+    assert f"cannot read {source}" in result.output
+    assert "destination" not in result.output
 
 
 def test_state_copy_has_help(make_app):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import closing
 
 import click
 from flask.cli import with_appcontext
@@ -79,8 +80,13 @@ def state_copy_command(url: str | None) -> None:
         click.echo(f"{error}\nnothing was copied", err=True)
         sys.exit(1)
     source = hook.settings.server.db_path
-    try:
-        dump = SQLiteStore(source).dump()
+    with closing(destination):
+        try:
+            with closing(SQLiteStore(source)) as kept:
+                dump = kept.dump()
+        except StoreUnavailable as error:
+            click.echo(f"cannot read {source}: {error}; nothing was copied", err=True)
+            sys.exit(1)
         if not dump.runs:
             # run from a folder other than the service's (its .env, PRUNEHOOK_DB_PATH, the
             # instance folder), this reads a new, empty state: the move would prune at once
@@ -90,15 +96,14 @@ def state_copy_command(url: str | None) -> None:
                 err=True,
             )
             sys.exit(1)
-        destination.load(dump)
-    except StateConflict as conflict:
-        click.echo(f"refused: the destination {conflict}; nothing was copied", err=True)
-        sys.exit(1)
-    except StoreUnavailable as error:
-        click.echo(f"cannot reach the destination: {error}", err=True)
-        sys.exit(1)
-    finally:
-        destination.close()
+        try:
+            destination.load(dump)
+        except StateConflict as conflict:
+            click.echo(f"refused: the destination {conflict}; nothing was copied", err=True)
+            sys.exit(1)
+        except StoreUnavailable as error:
+            click.echo(f"cannot reach the destination: {error}", err=True)
+            sys.exit(1)
     click.echo(
         f"copied {len(dump.targets)} target(s), {len(dump.runs)} run(s) and"
         f" {len(dump.deliveries)} delivery id(s) from {source}"
