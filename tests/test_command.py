@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import TOKEN
-from tests.harness import find_binary
+from tests.harness import find_binary, keygen
 from webhook.cli.main import main
 from webhook.cli.shown import relative, span, table
 
@@ -149,6 +149,34 @@ def test_hosts_add_refuses_a_wrong_fingerprint_and_writes_nothing(operator):
     assert operator.targets.read_text() == EXISTING
     assert not operator.known_hosts_file.exists()
     assert list(operator.targets.parent.glob(".targets.toml.*")) == []
+
+
+def test_hosts_add_refuses_another_key_for_the_host_past_an_unreadable_line(operator, tmp_path):
+    """known_hosts is read as the runs read it: a line whose key is not base64 is passed
+    over, and a different key already there for this host refuses the new one."""
+    other = operator.known_hosts_line(keygen(tmp_path / "impostor"))
+    before = f"[127.0.0.9]:22 ssh-ed25519 not*base64\n{other}"
+    operator.known_hosts_file.parent.mkdir(parents=True)
+    operator.known_hosts_file.write_text(before)
+
+    refused = add(operator, "--fingerprint", fingerprint_of(operator))
+
+    assert refused.exit_code == 1
+    assert "holds another ssh-ed25519 key for [127.0.0.1]:" in refused.output
+    assert operator.known_hosts_file.read_text() == before
+    assert operator.targets.read_text() == EXISTING
+
+
+def test_hosts_add_of_a_key_known_already_leaves_known_hosts_as_it_was(operator):
+    known = operator.known_hosts_line(operator.host_key)
+    operator.known_hosts_file.parent.mkdir(parents=True)
+    operator.known_hosts_file.write_text(known)
+
+    added = add(operator, "--fingerprint", fingerprint_of(operator))
+
+    assert added.exit_code == 0, added.output
+    assert "already knows this key" in added.output
+    assert operator.known_hosts_file.read_text() == known
 
 
 def test_hosts_add_asks_and_a_no_writes_nothing(operator):

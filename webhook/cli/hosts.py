@@ -11,9 +11,9 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from environs import Env
@@ -21,7 +21,17 @@ from environs import Env
 from webhook.config import DOTENV, PREFIX, ConfigError, Settings, load_settings
 from webhook.core.command import DAEMON_ADDRESS, GUARD_PATH
 from webhook.core.targets import NAME_RULE, Fleet, PrunePolicy, Target, is_name
-from webhook.remote.ssh import SSHFailure, fetch_host_key, fingerprint, known_name
+from webhook.remote.ssh import (
+    KNOWN_HOSTS,
+    SSHFailure,
+    fetch_host_key,
+    fingerprint,
+    known_name,
+    load_private_key,
+)
+
+if TYPE_CHECKING:
+    import paramiko
 
 GUARD = "/usr/local/bin/prunehook-guard"
 GUARD_TIMEOUT_S = 300  # the guard's own default --timeout
@@ -80,9 +90,8 @@ def _settings_with(candidate: str) -> Settings:
     return settings
 
 
-def _confirmed(target: Target, expected: str | None) -> str:
-    """The host's key as a known_hosts line, once its fingerprint is the one expected, or a
-    person said yes to it."""
+def _confirmed(target: Target, expected: str | None) -> paramiko.PKey:
+    """The host's key, once its fingerprint is the one expected, or a person said yes to it."""
     ssh = target.ssh
     try:
         key = fetch_host_key(ssh.address, ssh.port, ssh.connect_timeout_s)
@@ -97,18 +106,17 @@ def _confirmed(target: Target, expected: str | None) -> str:
             _refuse(f"the host's key is {seen}, not {expected} as given")
     elif not click.confirm(f"Is it the host's own (on the host, {on_host} prints it)?"):
         _refuse("the key was not confirmed")
-    return f"{known_name(ssh.address, ssh.port)} {key.get_name()} {key.get_base64()}"
+    return key
 
 
-def _remember(known_hosts: Path, line: str) -> str:
-    """Adds `line` to known_hosts, unless it is there; refuses another key of that type."""
-    import paramiko
-
-    name, key_type, _ = line.split(" ", 2)
+def _remember(known_hosts: Path, name: str, key: paramiko.PKey) -> str:
+    """Adds `key` to known_hosts for `name`, unless it is there; refuses another key of
+    that type, read as the runs read the file."""
+    key_type = key.get_name()
     if known_hosts.is_file():
-        keys: Mapping[str, paramiko.PKey] = paramiko.HostKeys(str(known_hosts)).lookup(name) or {}
-        if key_type in keys:
-            if f"{key_type} {keys[key_type].get_base64()}" == line.split(" ", 1)[1]:
+        known = {k.get_name(): k for k in KNOWN_HOSTS.keys(str(known_hosts), name)}
+        if key_type in known:
+            if known[key_type].get_base64() == key.get_base64():
                 return f"{known_hosts}: already knows this key"
             _refuse(
                 f"{known_hosts} holds another {key_type} key for {name}: if the host's key"
@@ -120,7 +128,7 @@ def _remember(known_hosts: Path, line: str) -> str:
     # public keys: readable by the service's user, whoever runs this
     descriptor = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     with os.fdopen(descriptor, "a") as handle:
-        handle.write(f"{separator}{line}\n")
+        handle.write(f"{separator}{name} {key_type} {key.get_base64()}\n")
     return f"{known_hosts}: added"
 
 
@@ -213,8 +221,9 @@ def add_command(
         target = _settings_with(str(candidate)).targets.fleet.get(name)
         if target is None:
             _refuse(f"the targets file with this host has no target {name}")
-        known_line = _confirmed(target, expected)
-        click.echo(_remember(target.ssh.known_hosts_path, known_line))
+        key = _confirmed(target, expected)
+        name_known = known_name(target.ssh.address, target.ssh.port)
+        click.echo(_remember(target.ssh.known_hosts_path, name_known, key))
         os.replace(candidate, file)
     finally:
         candidate.unlink(missing_ok=True)
@@ -266,7 +275,6 @@ def _draft(file: Path, text: str) -> Path:
 
 
 def _print_authorized_keys(target: Target, docker_host: str | None, guard: str) -> None:
-    from webhook.remote.ssh import load_private_key
 
     try:
         key = load_private_key(target.ssh)
