@@ -327,16 +327,12 @@ class Store(ABC):
             self._execute(connection, sql, (target,))
         return state_from(self._row(connection, target, lock=True))
 
-    def _state(self, connection: Any, target: str) -> TargetState:
-        return state_from(
-            self._execute(connection, f"{SELECT_STATE} WHERE target = ?", (target,)).fetchone()
-        )
-
     def read_state(self, target: str) -> TargetState:
         """What deciding needs of a target (a backend may answer from what it last read
         while its database is away)."""
         with self._read() as connection:
-            return self._state(connection, target)
+            sql = f"{SELECT_STATE} WHERE target = ?"
+            return state_from(self._execute(connection, sql, (target,)).fetchone())
 
     def claim(
         self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float

@@ -200,8 +200,7 @@ class PostgresStore(Store):
 
     def read_state(self, target: str) -> TargetState:
         try:
-            with self._read() as connection:
-                state = self._state(connection, target)
+            state = super().read_state(target)
         except StoreUnavailable:
             known = self._last_known.get(target)
             if known is None:
