@@ -75,9 +75,6 @@ OUTCOME_COLUMNS = tuple(
 )
 
 
-_STATE_FIELDS = tuple(field.name for field in fields(TargetState))
-
-
 @dataclass(frozen=True)
 class TargetRecord(TargetState):
     """A target's row: its decision state (its last run, the run in flight with its lease),
@@ -101,10 +98,6 @@ class TargetRecord(TargetState):
     measuring_until_ts: float | None = None
     # the line through the recent samples (webhook.core.forecast), made at the last sample
     forecast: Forecast | None = None
-
-    @property
-    def state(self) -> TargetState:
-        return TargetState(**{name: getattr(self, name) for name in _STATE_FIELDS})
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ STATE_GAUGES: tuple[tuple[str, str, Callable[[Row], float | None]], ...] = (
     ("prunehook_last_run_timestamp_seconds", "start of the last prune",
      lambda row: _not_after(row.record.last_started_ts, row.now)),
     ("prunehook_next_eligible_timestamp_seconds", "when a prune may start",
-     lambda row: next_eligible_ts(row.record.state, row.target.policy)),
+     lambda row: next_eligible_ts(row.record, row.target.policy)),
     ("prunehook_last_reclaimed_bytes", "bytes the last prune reclaimed",
      lambda row: row.record.last_reclaimed_bytes),
     # the last measurement of the disk holding Docker's data (df) and of the build cache

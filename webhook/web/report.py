@@ -28,7 +28,7 @@ def _in_flight(
         "run_id": record.inflight_run_id,
         "started_ts": record.inflight_started_ts,
         "lease_expires_ts": record.lease_expires_ts,
-        "lease_expired": not lease_is_live(record.state, now),
+        "lease_expired": not lease_is_live(record, now),
         "worker_pid": worker,
     }
 
@@ -46,7 +46,7 @@ def target_status(
     target (nothing configured) the policy's values and an empty state are shown."""
     name = target.name if target else None
     record = record or TargetRecord(name or "")
-    eligible = next_eligible_ts(record.state, policy)
+    eligible = next_eligible_ts(record, policy)
     shown: dict[str, Any] = {
         "name": name,
         "host": str(target.ssh) if target else None,
