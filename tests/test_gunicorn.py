@@ -51,6 +51,14 @@ def test_first_start_without_a_token_keeps_the_hooks_closed(serve, tmp_path):
     assert str(token_file) in log
     assert token not in log
 
+    def told() -> list[str] | None:
+        lines = served.log_path.read_text().splitlines()
+        said = [json.loads(line) for line in lines if "PRUNEHOOK_TOKEN is not set" in line]
+        return sorted(line["level"] for line in said) if len(said) == 2 else None
+
+    # said loudly by the one worker that made the file; the other says it quietly
+    assert wait_for(told, 30, "both workers to say where the token is") == ["info", "warning"]
+
 
 def test_logs_are_json_lines_with_the_request_id_and_no_secret(serve, service_env, build_host):
     served = serve(service_env(build_host), workers=2)

@@ -23,7 +23,7 @@ from webhook.store import Store, StoreUnavailable
 from webhook.store.sqlite import SQLiteStore
 from webhook.web import answers, errors, health, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
-from webhook.web.hook_token import TOKEN_FILE, ensure_token
+from webhook.web.hook_token import ensure_token
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
@@ -53,8 +53,7 @@ def _completed(app: Flask, settings: Settings) -> Settings:
         server = dataclasses.replace(server, db_path=db_path)
     if not auth.token and not (server.database_url and auth.hmac_keys):
         # replicas would each make their own: with a database URL, signatures alone will do
-        made = not (Path(app.instance_path) / TOKEN_FILE).exists()
-        token, path = ensure_token(app.instance_path)
+        token, path, made = ensure_token(app.instance_path)
         # said loudly once, when made; every command and start after would repeat it
         log.log(
             logging.WARNING if made else logging.INFO,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import stat
@@ -14,8 +13,9 @@ from webhook.web.signatures import MIN_KEY_BYTES
 TOKEN_FILE = "hook-token"  # noqa: S105 (a file name, not a secret)
 
 
-def ensure_token(instance_path: str | os.PathLike[str]) -> tuple[str, Path]:
-    """The token kept in the instance folder, created (0600) when missing.
+def ensure_token(instance_path: str | os.PathLike[str]) -> tuple[str, Path, bool]:
+    """The token kept in the instance folder, its file, and whether this call made it
+    (created 0600 when missing).
 
     Several gunicorn workers start at once: the file is written under a private
     name and linked into place, so every worker reads the same complete token.
@@ -24,21 +24,24 @@ def ensure_token(instance_path: str | os.PathLike[str]) -> tuple[str, Path]:
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TOKEN_FILE
+    made = False
     if not os.path.lexists(path):
         draft = folder / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
         descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
         try:
-            with contextlib.suppress(FileExistsError):  # another worker's is in place
-                os.link(draft, path)
+            os.link(draft, path)
+            made = True
+        except FileExistsError:  # another worker's is in place
+            pass
         finally:
             draft.unlink(missing_ok=True)
     token = _read_trusted(path)
     if len(token.encode()) < MIN_KEY_BYTES:
         problem = "is empty" if not token else f"holds a {len(token.encode())}-byte token"
         raise _untrusted(path, f"{problem}; delete it to have a new token generated")
-    return token, path
+    return token, path, made
 
 
 def _untrusted(path: Path, why: str) -> ConfigError:
