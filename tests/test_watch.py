@@ -173,6 +173,8 @@ def test_a_sample_missing_min_free_starts_a_watch_run_past_the_critical_interval
     assert sent.count(f"docker builder prune -f --keep-storage {27 * GB}") == 1
     assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
     assert host.free == 5 * GB
+    # started on a goal missed now, not ahead of a forecast: its record keeps none
+    assert watching.store.recent_runs("build-1")[0].forecast is None
 
 
 def test_a_full_disk_with_almost_no_cache_is_told_once_and_never_pruned_in_a_loop(

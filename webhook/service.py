@@ -200,11 +200,10 @@ class PruneService:
     ) -> int | None:
         """A run on the watch's word (a goal missed now, or forecast to be), bounded as a
         critical start: never within critical_interval_s of the last. It prunes towards the
-        verdict's goals; the run's record keeps the forecast it acted on."""
-        ahead = verdict.act == Act.FORECAST
-        source = Source.FORECAST if ahead else Source.WATCH
+        verdict's goals; the run's record keeps the forecast it acted on, if it did."""
+        source = Source.FORECAST if verdict.act == Act.FORECAST else Source.WATCH
         try:
-            result = self.claim(target, source, critical=True, forecast=forecast if ahead else None)
+            result = self.claim(target, source, critical=True, forecast=forecast)
         except StoreUnavailable as error:
             log.error("watch of %s: the state database failed: %s", target.name, error)
             return None

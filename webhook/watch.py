@@ -53,8 +53,9 @@ class Watched:
 
 
 MeasuredListener = Callable[[Watched], object]
-# claims a run for a target (with the goals it prunes towards) on the watch's word, bounded
-# as a critical start is; the run's id when it started
+# claims a run for a target (with the goals it prunes towards, and the forecast it acts on
+# when it starts ahead of one) on the watch's word, bounded as a critical start is; the
+# run's id when it started
 StartRun = Callable[[Target, Verdict, Forecast | None], int | None]
 
 
@@ -199,7 +200,8 @@ class Watch:
         )
         run_id = None
         if told.act in (Act.PRUNE, Act.FORECAST):
-            run_id = self.start(watched.target, told, watched.forecast)
+            ahead = watched.forecast if told.act == Act.FORECAST else None
+            run_id = self.start(watched.target, told, ahead)
         return replace(watched, verdict=told, run_id=run_id, repeated=repeated)
 
     def join_all(self, timeout: float | None = None) -> None:
