@@ -3,6 +3,8 @@ sshd, and what `status` and `prune` say to people."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 
 from tests.conftest import TOKEN
 from tests.harness import find_binary, keygen
+from webhook.cli.hosts import target_block
 from webhook.cli.main import main
 from webhook.cli.shown import relative, span, table
 
@@ -195,6 +198,42 @@ def test_hosts_add_asks_and_a_yes_adds_the_host(operator):
     assert added.exit_code == 0, added.output
     assert "[targets.build-2]" in operator.targets.read_text()
     assert operator.known_hosts_file.read_text().startswith(f"[127.0.0.1]:{operator.port} ")
+
+
+def test_a_port_given_is_written_even_the_usual_one_so_no_defaults_port_replaces_it():
+    assert target_block("build-2", "10.0.0.5", 22, None, ()) == (
+        '[targets.build-2]\nhost = "10.0.0.5"\nport = 22\n'
+    )
+    assert "port" not in target_block("build-2", "10.0.0.5", None, None, ())
+
+
+def test_hosts_add_without_a_port_leaves_it_to_the_defaults_table(operator):
+    operator.targets.write_text(
+        EXISTING.replace("[defaults]\n", f"[defaults]\nport = {operator.port}\n")
+    )
+    before = operator.targets.read_text()
+
+    added = prunehook(
+        "hosts", "add", "build-2", "--host", "127.0.0.1", "--fingerprint", fingerprint_of(operator)
+    )  # fmt: skip
+
+    assert added.exit_code == 0, added.output
+    assert operator.targets.read_text() == before + '\n[targets.build-2]\nhost = "127.0.0.1"\n'
+    assert "PASS  ssh login" in added.output
+
+
+def test_hosts_add_refuses_while_another_is_changing_the_targets_file(operator):
+    folder = os.open(operator.targets.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `hosts add` holds it
+        refused = add(operator, "--fingerprint", fingerprint_of(operator))
+    finally:
+        os.close(folder)
+
+    assert refused.exit_code == 1
+    assert "another prunehook hosts add is changing" in refused.output
+    assert operator.targets.read_text() == EXISTING
+    assert not operator.known_hosts_file.exists()
 
 
 def test_hosts_add_refuses_a_name_already_taken_naming_its_target(operator):

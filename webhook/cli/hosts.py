@@ -5,13 +5,14 @@ appended to the targets file (comments kept), then its checks."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -60,12 +61,14 @@ def authorized_keys_line(public_key: str, options: Sequence[str], guard: str = G
     return f'restrict,command="{command}" {public_key} prunehook'
 
 
-def target_block(name: str, host: str, port: int, user: str | None, aliases: Sequence[str]) -> str:
+def target_block(
+    name: str, host: str, port: int | None, user: str | None, aliases: Sequence[str]
+) -> str:
     """The `[targets.NAME]` table, with TOML's own quoting (JSON strings are TOML strings;
     a name with a dot is a quoted key, not a nested table)."""
     key = name if BARE_KEY.fullmatch(name) else json.dumps(name)
     lines = [f"[targets.{key}]", f"host = {json.dumps(host)}"]
-    if port != 22:
+    if port is not None:
         lines.append(f"port = {port}")
     if user:
         lines.append(f"user = {json.dumps(user)}")
@@ -148,7 +151,11 @@ def hosts_group() -> None:
 @hosts_group.command("add")
 @click.argument("name")
 @click.option("--host", required=True, help="The build host's address, as prunehook reaches it.")
-@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="The build host's SSH port. Default: [defaults]' port, else PRUNEHOOK_SSH_PORT, else 22.",
+)
 @click.option(
     "--user",
     help="Who prunehook logs in as. Default: [defaults]' user, else PRUNEHOOK_SSH_USER, else"
@@ -185,7 +192,7 @@ def hosts_group() -> None:
 def add_command(
     name: str,
     host: str,
-    port: int,
+    port: int | None,
     user: str | None,
     aliases: tuple[str, ...],
     expected: str | None,
@@ -205,6 +212,40 @@ def add_command(
     env = Env()
     env.read_env(DOTENV, recurse=False)
     file = _targets_file(env).resolve()  # a symlinked file is edited where it lies
+    with _editing(file):
+        target = _add(file, env, name, host, port, user, aliases, expected)
+    click.echo(f"{file}: added [targets.{name}]")
+    _print_authorized_keys(target, docker_host, guard)
+    sys.exit(_check(name))
+
+
+@contextlib.contextmanager
+def _editing(file: Path) -> Iterator[None]:
+    """One `hosts add` at a time per targets file: two that both read it would each
+    replace it with their own addition, and one host would be lost."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(file.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _refuse(f"another prunehook hosts add is changing {file}; try again when it is done")
+        yield
+    finally:
+        os.close(folder)
+
+
+def _add(
+    file: Path,
+    env: Env,
+    name: str,
+    host: str,
+    port: int | None,
+    user: str | None,
+    aliases: Sequence[str],
+    expected: str | None,
+) -> Target:
+    """The new target, once its key is confirmed and known and the file holds its block."""
     taken = _current_fleet(file).get(name)
     if taken is not None:
         _refuse(f"{name} is already a target ({taken.ssh})")
@@ -227,9 +268,7 @@ def add_command(
         os.replace(candidate, file)
     finally:
         candidate.unlink(missing_ok=True)
-    click.echo(f"{file}: added [targets.{name}]")
-    _print_authorized_keys(target, docker_host, guard)
-    sys.exit(_check(name))
+    return target
 
 
 def _targets_file(env: Env) -> Path:
