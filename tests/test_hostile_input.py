@@ -111,6 +111,33 @@ def test_an_over_long_watchdog_or_cron_field_is_422_naming_it(
     assert fake_host.commands == []
 
 
+RECEIVER_LENGTH = "Length must be between 1 and 256."
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "errors"),
+    [
+        ("/hooks/cron", {"source": "s" * 201}, {"source": ["Longer than maximum length 200."]}),
+        (
+            "/hooks/watchdog",
+            WATCHDOG_ALERT | {"host": ""},
+            {"host": ["Length must be between 1 and 253."]},
+        ),
+        ("/hooks/alertmanager", ALERTMANAGER | {"receiver": ""}, {"receiver": [RECEIVER_LENGTH]}),
+        (
+            "/hooks/alertmanager",
+            ALERTMANAGER | {"receiver": "r" * 257},
+            {"receiver": [RECEIVER_LENGTH]},
+        ),
+    ],
+    ids=["long-source", "empty-host", "empty-receiver", "long-receiver"],
+)
+def test_a_too_long_or_empty_field_gets_the_length_error_alone(client, path, payload, errors):
+    response = client.post(path, json=payload, headers=AUTH)
+    assert response.status_code == 422
+    assert response.get_json()["fields"] == errors
+
+
 @pytest.mark.parametrize(
     ("path", "payload", "field"),
     [
