@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import AUTH, TOKEN
 from tests.test_status_page import BROWSER
+from webhook.app import create_app
 from webhook.config import ConfigError, Settings, load_settings
 from webhook.preflight import run_checks
 
@@ -73,6 +74,24 @@ def test_with_a_status_token_every_reading_route_needs_a_token(closed, credentia
 def test_a_wrong_or_misplaced_token_is_401(closed, credentials):
     for path in reading_routes(closed):
         assert closed.get(path, headers=credentials).status_code == 401, path
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["dGhlLWhvb2stdG9rZW4tb2YtYmFzZTY0=", "dGhlLWhvb2s=LXRva2VuLW9m"],
+    ids=["padded-base64", "two-base64-joined"],
+)
+def test_a_token_with_an_equals_sign_triggers_and_reads_status(
+    env_for, ssh_keys, fake_host, tmp_path, token
+):
+    env_for(ssh_keys, PRUNEHOOK_TOKEN=token, PRUNEHOOK_STATUS_TOKEN=STATUS_TOKEN)
+    app = create_app(execute=fake_host, instance_path=str(tmp_path / "instance"))
+    client = app.test_client()
+    assert client.post("/hooks/cron?wait=1", headers=bearer(token)).status_code == 200
+    assert client.get("/status", headers=bearer(token)).status_code == 200
+    assert client.post("/hooks/cron", headers=bearer(token + "x")).status_code == 401
+    assert client.get("/status", headers=bearer(token + "x")).status_code == 401
+    assert len(fake_host.commands) == 1
 
 
 def test_a_browser_is_asked_for_basic_credentials_and_then_sees_the_page(closed):

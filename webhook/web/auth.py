@@ -48,13 +48,12 @@ def authenticate(settings: AuthSettings, now: float, request: Request) -> str | 
 
 
 def presented_token(credentials: Request) -> str | None:
-    """The token of `Authorization: Bearer`, or the password of HTTP Basic (any user name)."""
+    """The token of `Authorization: Bearer` as the hooks read it, or the password of HTTP
+    Basic (any user name)."""
     given = credentials.authorization
-    if given is None:
-        return None
-    if given.type == "basic":
+    if given is not None and given.type == "basic":
         return given.password
-    return given.token if given.type == "bearer" else None
+    return bearer_token(credentials.environ.get("HTTP_AUTHORIZATION", ""))
 
 
 def may_read(settings: AuthSettings, presented: str | None, *, tails: bool) -> bool:
