@@ -171,14 +171,14 @@ class Variables(Schema):
     )
 
 
-def _flat(key: str, each: fields.Field[Any]) -> str:
+def flat_name(key: str, each: fields.Field[Any]) -> str:
     """The name of a key's variable lowercased without PREFIX."""
     return (each.metadata.get("variable") or each.data_key or key).lower()
 
 
 _POLICY = PolicySchema().fields
 # every variable but the platforms' DATABASE_URL, by its name lowercased without PREFIX
-VARIABLES = {_flat(key, each): each for key, each in (_POLICY | Variables().fields).items()}
+VARIABLES = {flat_name(key, each): each for key, each in (_POLICY | Variables().fields).items()}
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ class Settings:
 
 def _target_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """The env target's values by make_target's names: a targets file's base too."""
-    own = {key: values[_flat(key, each)] for key, each in _POLICY.items()}
+    own = {key: values[flat_name(key, each)] for key, each in _POLICY.items()}
     return own | {
         "key": values["ssh_key"],
         "connect_timeout_s": values["ssh_connect_timeout_s"],
