@@ -319,6 +319,16 @@ def test_a_known_hosts_file_that_is_not_there_is_a_warning(monkeypatch, tmp_path
     ]
 
 
+def test_known_hosts_text_on_a_server_is_a_warning_naming_the_file_variable(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT", "build-1 ssh-ed25519 AAAAC3Nza")
+    client = create_app(instance_path=str(tmp_path / "instance")).test_client()
+    assert client.get("/status").get_json()["warnings"] == [
+        "PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT is read only on function platforms (docs/functions.md):"
+        " a server reads the host keys from the file PRUNEHOOK_SSH_KNOWN_HOSTS names"
+    ]
+
+
 @pytest.mark.parametrize("port", ["ssh", "\u00b2", "22.0", "0", "65536"])
 def test_a_port_that_is_not_a_port_refuses_to_start_naming_it(monkeypatch, port):
     monkeypatch.setenv("PRUNEHOOK_SSH_PORT", port)

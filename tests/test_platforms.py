@@ -303,6 +303,7 @@ def test_an_http_api_event_with_a_base64_body_reaches_the_watchdog_hook(cold_sta
     status_event = event_v2("GET", "/status", headers, query="", domain=domain)
     status, shown = answer(lam.handler(status_event, None))
     assert (status, shown["last_run_ts"] is not None, shown["in_flight"]) == (200, True, None)
+    assert shown["warnings"] == []  # the known_hosts text was read, as a platform's is
 
 
 def test_a_rest_api_event_signed_over_its_raw_body_is_accepted_after_base64_decoding(

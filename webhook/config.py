@@ -391,6 +391,11 @@ def load_settings(
         warnings.append(
             f"{PREFIX}SSH_HOST is set but no key is: set {PREFIX}SSH_KEY_FILE or {PREFIX}SSH_KEY"
         )
+    if values["ssh_known_hosts_text"]:  # still set: no function platform's cold start read it
+        warnings.append(
+            f"{PREFIX}SSH_KNOWN_HOSTS_TEXT is read only on function platforms (docs/functions.md):"
+            f" a server reads the host keys from the file {PREFIX}SSH_KNOWN_HOSTS names"
+        )
     if errors:
         raise ConfigError(errors)
     if targets_file is not None:

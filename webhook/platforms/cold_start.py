@@ -77,3 +77,4 @@ def _known_hosts_from_text(env: Env) -> None:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text + "\n")
     os.environ[KNOWN_HOSTS] = path
+    os.environ[KNOWN_HOSTS_TEXT] = ""  # consumed: load_settings warns of it on a server only
