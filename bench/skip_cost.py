@@ -18,64 +18,71 @@ import tempfile
 import time
 from pathlib import Path
 
-_parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-_parser.add_argument(
-    "tree",
-    nargs="?",
-    type=Path,
-    default=Path(__file__).resolve().parent.parent,
-    help="the checkout to measure (default: this one)",
-)
-_parser.add_argument("--rounds", type=int, default=7)
-_parser.add_argument("--requests", type=int, default=4000, help="per round")
-_args = _parser.parse_args()
-TREE = _args.tree.resolve()
-if not (TREE / "bench" / "skip_path.py").is_file():
-    _parser.error(f"{TREE}: no bench/skip_path.py there")
-# the tree's own benchmark helpers and package, before this checkout's
-sys.path[:0] = [str(TREE / "bench"), str(TREE)]
-ROUNDS, N = _args.rounds, _args.requests
 
-from common import TOKEN  # noqa: E402
-from skip_path import prunehook_in_skip_state  # noqa: E402
-
-
-def environ() -> dict:
+def environ(authorization: str) -> dict:
     return {
         "REQUEST_METHOD": "POST", "PATH_INFO": "/hooks/cron", "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_AUTHORIZATION": f"Bearer {TOKEN}", "wsgi.input_terminated": True,
+        "HTTP_AUTHORIZATION": authorization, "wsgi.input_terminated": True,
         "wsgi.input": io.BytesIO(b""), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
         "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
     }  # fmt: skip
 
 
-def cpu_us_per_request(app) -> float:
+def cpu_us_per_request(app, rounds: int, requests: int) -> float:
+    """The median over `rounds` of the process's CPU per skip, each round `requests` long,
+    with the token the prunehook of `prunehook_in_skip_state` is configured with."""
+    authorization = f"Bearer {os.environ['PRUNEHOOK_TOKEN']}"
+
     def start_response(status, headers, exc_info=None):
         assert status.startswith("200"), status
 
-    rounds = []
-    for _ in range(ROUNDS):
+    measured = []
+    for _ in range(rounds):
         started = time.process_time()
-        for _ in range(N):
-            b"".join(app(environ(), start_response))
-        rounds.append((time.process_time() - started) / N * 1e6)
-    return statistics.median(rounds)
+        for _ in range(requests):
+            b"".join(app(environ(authorization), start_response))
+        measured.append((time.process_time() - started) / requests * 1e6)
+    return statistics.median(measured)
 
 
-with tempfile.TemporaryDirectory() as folder:
-    os.environ.update(prunehook_in_skip_state(Path(folder)))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(folder))
-    out, sys.stderr = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 (the log lines)
-    from bare_app import app as bare
-
-    import webhook
-
-    assert Path(webhook.__file__).is_relative_to(TREE), webhook.__file__
-    prunehook = webhook.create_app()
-    bare_us, prunehook_us = cpu_us_per_request(bare), cpu_us_per_request(prunehook)
-    print(
-        f"{TREE}: bare route {bare_us:.1f} us, prunehook {prunehook_us:.1f} us,"
-        f" extra {prunehook_us - bare_us:.1f} us",
-        file=out,
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "tree",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="the checkout to measure (default: this one)",
     )
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=4000, help="per round")
+    args = parser.parse_args()
+    tree = args.tree.resolve()
+    if not (tree / "bench" / "skip_path.py").is_file():
+        parser.error(f"{tree}: no bench/skip_path.py there")
+    # the tree's own benchmark helpers and package, before this checkout's
+    sys.path[:0] = [str(tree / "bench"), str(tree)]
+    from skip_path import prunehook_in_skip_state
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ.update(prunehook_in_skip_state(Path(folder)))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(folder))
+        out, sys.stderr = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 (the log lines)
+        from bare_app import app as bare
+
+        import webhook
+
+        assert Path(webhook.__file__).is_relative_to(tree), webhook.__file__
+        prunehook = webhook.create_app()
+        bare_us = cpu_us_per_request(bare, args.rounds, args.requests)
+        prunehook_us = cpu_us_per_request(prunehook, args.rounds, args.requests)
+        print(
+            f"{tree}: bare route {bare_us:.1f} us, prunehook {prunehook_us:.1f} us,"
+            f" extra {prunehook_us - bare_us:.1f} us",
+            file=out,
+        )
+
+
+if __name__ == "__main__":
+    main()
