@@ -243,3 +243,16 @@ def test_a_host_whose_docker_socket_is_not_the_default_is_reached_through_the_gu
 
     assert result.exit_code == 0, result.output
     assert "PASS  cache" in result.output
+
+
+def test_status_json_of_one_target_is_what_its_endpoint_answers(make_app):
+    app = make_app()
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["prune"]).exit_code == 0
+
+    shown = runner.invoke(args=["status", "--json", "--target", "127.0.0.1"])
+
+    assert shown.exit_code == 0, shown.output
+    answered = app.test_client().get("/status/127.0.0.1").get_json()
+    assert json.loads(shown.stdout) == answered
+    assert answered["target"] == "127.0.0.1"
