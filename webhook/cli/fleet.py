@@ -86,9 +86,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool, as_json: b
         now, fleet = hook.service.clock(), hook.service.fleet
         for result in outcome.results:
             target = fleet.get(result.target) if result.target else None
-            until = target.policy.until if target else "?"
-            has_goals = bool(target and target.policy.goals.any)
-            click.echo(result_line(result, now, until, has_goals))
+            click.echo(result_line(result, target, now))
     sys.exit(exit_code(outcome.results))
 
 

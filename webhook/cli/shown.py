@@ -8,6 +8,7 @@ from typing import Any
 
 from webhook.core.decision import Answer, Result
 from webhook.core.sizes import human_size
+from webhook.core.targets import Target
 from webhook.service import TargetResult
 from webhook.store import RunRecord
 from webhook.web.report import fill_headline, host_state, pruning, size_text
@@ -54,6 +55,11 @@ def _free(shown: dict[str, Any]) -> str:
     return f"{human_size(free)} ({100 * free / size:.0f}%)"
 
 
+def _freed(freed: int | None, otherwise: str) -> str:
+    """df's freed bytes; `otherwise` (Docker's count) when other writes outweighed the prune."""
+    return size_text(freed) if freed is not None and freed >= 0 else otherwise
+
+
 def _next(shown: dict[str, Any], now: float) -> str:
     if pruning(shown):
         return "pruning now"
@@ -67,13 +73,11 @@ STATUS_HEADERS = ("TARGET", "STATE", "LAST PRUNE", "FREED", "DISK FREE", "CACHE"
 
 def status_row(shown: dict[str, Any], now: float) -> list[str]:
     """One target of GET /status, as `prunehook status` lists it."""
-    freed = shown.get("last_freed_bytes")
-    measured = freed is not None and freed >= 0  # else other writes outweighed the prune
     return [
         shown["name"],
         str(host_state(shown)),
         relative(shown["last_run_ts"], now),
-        size_text(freed) if measured else (shown["last_reclaimed"] or "—"),
+        _freed(shown.get("last_freed_bytes"), shown["last_reclaimed"] or "—"),
         _free(shown),
         size_text(shown.get("build_cache_bytes")),
         _next(shown, now),
@@ -95,15 +99,12 @@ NOTHING_OLD_ENOUGH = (
 )
 
 
-def _run_words(run: RunRecord, until: str, has_goals: bool) -> str:
+def _run_words(run: RunRecord, target: Target | None) -> str:
     if run.result == Result.FAILED:
         return f"failed: {run.error or 'see prunehook status'}"
     if run.result != Result.OK:
         return f"{run.result}: {run.error or 'see prunehook status'}"
-    # df's difference, unless other writes on the disk outweighed the prune: Docker's count
-    measured = run.freed_bytes is not None and run.freed_bytes >= 0
-    freed = run.freed_bytes if measured else run.reclaimed_bytes
-    said = f"pruned: freed {size_text(freed)}"
+    said = f"pruned: freed {_freed(run.freed_bytes, size_text(run.reclaimed_bytes))}"
     if run.duration_s is not None:
         said += f" in {run.duration_s:.1f} s"
     if run.disk_free_after is not None and run.disk_size:
@@ -111,16 +112,17 @@ def _run_words(run: RunRecord, until: str, has_goals: bool) -> str:
     if run.goal_met is False:
         missed_by = run.free_short_bytes or run.cache_over_bytes
         said += f"; a goal is still missed by {size_text(missed_by)}"
-    if run.reclaimed_bytes == 0 and not has_goals:  # Docker's own count: nothing was old enough
+    if run.reclaimed_bytes == 0 and not (target and target.policy.goals.any):
+        until = target.policy.until if target else "?"  # Docker's count: nothing was old enough
         said += f"\n  {NOTHING_OLD_ENOUGH.format(until=until)}"
     return said
 
 
-def result_line(result: TargetResult, now: float, until: str, has_goals: bool) -> str:
-    """One target's answer to `prunehook prune`."""
+def result_line(result: TargetResult, target: Target | None, now: float) -> str:
+    """One target's answer to `prunehook prune`; `target` is the one it names."""
     name = result.target or "—"
     if result.answer == Answer.STARTED and result.run is not None:
-        return f"{name}: {_run_words(result.run, until, has_goals)}"
+        return f"{name}: {_run_words(result.run, target)}"
     said = f"{name}: {result.answer}: {result.reason}"
     if result.next_eligible_ts is not None:
         said += f"; next allowed {relative(result.next_eligible_ts, now)}"
