@@ -15,7 +15,8 @@ from tests.conftest import TOKEN
 from tests.harness import find_binary, keygen
 from webhook.cli.hosts import target_block
 from webhook.cli.main import main
-from webhook.cli.shown import relative, span, table
+from webhook.cli.shown import relative, table
+from webhook.core.duration import span
 
 COMMANDS = ("serve", "check", "notify", "prune", "status", "targets", "hosts", "state")
 

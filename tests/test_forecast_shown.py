@@ -83,7 +83,7 @@ def test_the_page_says_when_the_disk_fills_and_draws_free_space(watched, clock):
 
     assert "<b>full in ~8 h</b>" in page
     assert "under min_free in ~3 h, full in ~8 h (filling 4GB/h)" in page
-    label = r'aria-label="free space over the last 6h 00m: 13 samples, from 40GB to 32GB of 100GB"'
+    label = r'aria-label="free space over the last 6 h: 13 samples, from 40GB to 32GB of 100GB"'
     chart = re.search(rf"<svg [^>]*{label}>.*?</svg>", page, re.S)
     assert chart, page
     points = re.search(r'<polyline points="([^"]+)" class="free-line"/>', chart[0])[1].split()

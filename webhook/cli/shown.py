@@ -7,26 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from webhook.core.decision import Answer, Result
+from webhook.core.duration import span
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.service import TargetResult
 from webhook.store import RunRecord
 from webhook.web.report import fill_headline, host_state, pruning, size_text
-
-_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
-
-
-def span(seconds: float) -> str:
-    """`3 h 12 min`, `12 min`, `45 s`, `2 d 4 h`: the two largest units, for people."""
-    left = abs(round(seconds))
-    counts = []
-    for unit, size in _UNITS:
-        count, left = divmod(left, size)
-        counts.append((count, unit))
-    first = next((i for i, (count, _) in enumerate(counts) if count), len(counts) - 1)
-    return (
-        " ".join(f"{count} {unit}" for count, unit in counts[first : first + 2] if count) or "0 s"
-    )
 
 
 def relative(ts: float | None, now: float) -> str:

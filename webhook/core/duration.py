@@ -1,4 +1,4 @@
-"""The `until` age filter, checked the way Docker checks it.
+"""The `until` age filter, checked the way Docker checks it; and a span said to people.
 
 `docker builder prune --filter until=X` hands X to Go's `time.ParseDuration`,
 which knows ns/us/ms/s/m/h and nothing longer: `7d` fails with "time: unknown
@@ -76,3 +76,20 @@ def normalize_until(raw: str) -> str:
 def duration_seconds(go_duration: str) -> float:
     """Seconds in a duration that `normalize_until` produced."""
     return sum(value * _GO_UNITS_S[unit] for value, unit in _tokens(go_duration))
+
+
+_SPAN_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+
+
+def span(seconds: float) -> str:
+    """`3 h 12 min`, `12 min`, `45 s`, `2 d 4 h`: how long, in its two largest units, for
+    people (the commands and the pages alike)."""
+    left = abs(round(seconds))
+    counts = []
+    for unit, size in _SPAN_UNITS:
+        count, left = divmod(left, size)
+        counts.append((count, unit))
+    first = next((i for i, (count, _) in enumerate(counts) if count), len(counts) - 1)
+    return (
+        " ".join(f"{count} {unit}" for count, unit in counts[first : first + 2] if count) or "0 s"
+    )

@@ -11,6 +11,7 @@ from typing import Any
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Result, lease_is_live, next_eligible_ts
 from webhook.core.disk import Goals
+from webhook.core.duration import span as human_delta  # the pages' name for it
 from webhook.core.forecast import Forecast, Sample, headline, in_words
 from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
@@ -152,16 +153,6 @@ def human_time(ts: float | None) -> str:
     if ts is None:
         return "—"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def human_delta(seconds: float) -> str:
-    """`3h 12m`, `45s`: how far away, for people."""
-    seconds = abs(int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 MARK_PX = 6
