@@ -347,7 +347,14 @@ def test_prunehook_serve_loads_none_of_the_other_commands():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert loaded.stdout.strip() == str(
-        ["webhook", "webhook.cli", "webhook.cli.main", "webhook.cli.serve", "webhook.logs"]
+        [
+            "webhook",
+            "webhook.cli",
+            "webhook.cli.main",
+            "webhook.cli.serve",
+            "webhook.commands",
+            "webhook.logs",
+        ]
     )
 
 

@@ -9,10 +9,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import click
 from flask import Flask
-from flask.cli import AppGroup
 
+from webhook.commands import Commands
 from webhook.config import DOTENV, Settings, load_settings
 from webhook.logs import configure_logging
 from webhook.notify import Notifier
@@ -27,21 +26,6 @@ from webhook.web.hook_token import ensure_token
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
-
-
-class Commands(AppGroup):
-    """The operator's commands (webhook.cli), imported when the `flask` command looks one up:
-    a server never loads them, which keeps its start short."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        from webhook.cli import WHERE
-
-        return sorted({*super().list_commands(ctx), *WHERE})
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        from webhook.cli import command
-
-        return command(name) or super().get_command(ctx, name)
 
 
 def _completed(app: Flask, settings: Settings) -> Settings:

@@ -9,25 +9,12 @@ from typing import TYPE_CHECKING
 import click
 from flask.cli import ScriptInfo
 
-from webhook.cli import WHERE, command
+from webhook.cli.serve import serve_command
+from webhook.commands import Commands
 from webhook.logs import PLAIN, configure_logging
 
 if TYPE_CHECKING:
     from flask import Flask
-
-SERVE = "serve"
-
-
-class _Commands(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [SERVE, *WHERE]
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name == SERVE:  # the only command that builds no app: gunicorn's workers do
-            from webhook.cli.serve import serve_command
-
-            return serve_command
-        return command(name)
 
 
 def _create_app() -> Flask:
@@ -42,7 +29,12 @@ def _create_app() -> Flask:
         sys.exit(2)
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+# serve is prunehook's own: the only command that builds no app (gunicorn's workers do)
+@click.group(
+    cls=Commands,
+    commands=[serve_command],
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="prunehook", prog_name="prunehook")
 @click.option(
     "-v", "--verbose", is_flag=True, help="Log each step on stderr (default: warnings only)."
