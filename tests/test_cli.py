@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from webhook import create_app
+from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
 
 
 def cli(tmp_path):
@@ -256,3 +257,27 @@ def test_status_json_of_one_target_is_what_its_endpoint_answers(make_app):
     answered = app.test_client().get("/status/127.0.0.1").get_json()
     assert json.loads(shown.stdout) == answered
     assert answered["target"] == "127.0.0.1"
+
+
+def test_check_with_the_database_unreachable_says_so_once_not_once_per_watched_target(
+    make_app, tmp_path
+):
+    watched = PrunePolicy(watch_interval_s=600)
+    targets = tuple(
+        Target(name, SSHEndpoint(f"{name}.example", user="ci", key="k"), watched)
+        for name in ("build-1", "build-2", "build-3")
+    )
+    app = make_app(targets_file="targets.toml", file_targets=targets)
+    state = tmp_path / "state.sqlite3"
+    state.unlink()
+    state.mkdir()  # where the database was, a folder SQLite cannot open
+
+    result = app.test_cli_runner().invoke(args=["check"])
+
+    assert result.exit_code == 1
+    assert "FAIL  database     SQLite " in result.output
+    assert result.output.count("unable to open database file") == 1
+    for name in ("build-1", "build-2", "build-3"):
+        assert f"WARN  forecast     {name}: not read, as the database check failed\n" in (
+            result.output
+        )

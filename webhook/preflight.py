@@ -24,7 +24,7 @@ from webhook.core.targets import PrunePolicy, Target, is_docker_root
 from webhook.remote.session import Session, Stopped
 from webhook.remote.ssh import KNOWN_HOSTS, SSHFailure, SSHRunner, known_name, load_private_key
 from webhook.runs import PROBE_TIMEOUT_S, RunSteps
-from webhook.store import Store, StoreUnavailable
+from webhook.store import Store, StoreUnavailable, TargetRecord
 
 # the variable a docker_root fix names (a targets file names the key itself)
 ROOT_VARIABLE = "PRUNEHOOK_DOCKER_ROOT"
@@ -238,15 +238,16 @@ def _target_checks(target: Target, runner: SSHRunner) -> Iterator[Check]:
         yield from _docker(target, runner)
 
 
-def _forecast(target: Target, store: Store | None, now: float) -> Check | None:
-    """A watched target's forecast as the last measure drew it (the store's: no probe)."""
+def _forecast(target: Target, records: dict[str, TargetRecord] | None, now: float) -> Check | None:
+    """A watched target's forecast as the last measure drew it (its row: no probe).
+    `records` is None when the database check failed, which says why."""
     every = target.policy.watch_interval_s
-    if every <= 0 or store is None:
+    if every <= 0:
         return None
-    try:
-        record = store.target_record(target.name)
-    except StoreUnavailable as error:
-        return Check("forecast", True, f"{target.name}: cannot be read: {error}", warning=True)
+    if records is None:
+        said = "not read, as the database check failed"
+        return Check("forecast", True, f"{target.name}: {said}", warning=True)
+    record = records.get(target.name)
     said = in_words(record.forecast if record else None, now)
     return Check("forecast", True, f"{target.name}: {said}; measured every {every:g} s")
 
@@ -266,19 +267,22 @@ def _reading(settings: Settings) -> Check:
     return Check("status", True, detail, fix, warning=True)
 
 
-def _database(settings: Settings, store: Store | None) -> Check | None:
-    if store is None:
-        return None
+def _database(
+    settings: Settings, store: Store, watched: bool
+) -> tuple[Check, dict[str, TargetRecord] | None]:
+    """Whether the database answers, and every target's row when a target is watched (its
+    forecast is shown): read once for them all; None when the check failed."""
     where = "PostgreSQL" if settings.server.database_url else f"SQLite {settings.server.db_path}"
     try:
         store.ensure_schema()
         store.ping()
+        records = store.target_records() if watched else {}
     except StoreUnavailable as error:
         fix = "check the folder of PRUNEHOOK_DB_PATH is writable and its disk not full"
         if settings.server.database_url:
             fix = "check PRUNEHOOK_DATABASE_URL and that the server is up"
-        return Check("database", False, f"{where}: {error}", fix)
-    return Check("database", True, f"{where} answers")
+        return Check("database", False, f"{where}: {error}", fix), None
+    return Check("database", True, f"{where} answers"), records
 
 
 def run_checks(
@@ -297,8 +301,10 @@ def run_checks(
     ]
     checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
     checks.append(_kill_switch(settings))
-    database = _database(settings, store)
-    if database is not None:
+    records: dict[str, TargetRecord] | None = None
+    if store is not None:
+        watched = any(target.policy.watch_interval_s > 0 for target in targets)
+        database, records = _database(settings, store, watched)
         checks.append(database)
     if not targets:
         fix = "set PRUNEHOOK_SSH_HOST (and _SSH_USER, _SSH_KEY_FILE) in .env, or"
@@ -307,7 +313,7 @@ def run_checks(
     runner = SSHRunner()
     for target in targets:
         checks += _target_checks(target, runner)
-        forecast = _forecast(target, store, clock())
+        forecast = _forecast(target, records, clock()) if store is not None else None
         if forecast is not None:
             checks.append(forecast)
     return checks
