@@ -2,9 +2,9 @@
 
 Layout: `core/` decides and reads (no I/O imports), `store/` keeps the state,
 `remote/` reaches build hosts, `web/` is the HTTP layer, `service.py` decides and
-claims between them, `runs.py` runs what was claimed, `app.py` wires them. Importing a
-part never imports the others:
-`import webhook.core.decision` pulls in neither Flask nor sqlite3.
+claims between them, `runs.py` runs what was claimed, `app.py` wires them, `cli/` holds
+the operator's commands (`commands.py` names them). Importing a part never imports the
+others: `import webhook.core.decision` pulls in neither Flask nor sqlite3.
 """
 
 from __future__ import annotations

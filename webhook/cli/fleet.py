@@ -103,7 +103,7 @@ def status_command(names: tuple[str, ...], as_json: bool) -> None:
         if not names:
             print_json(fleet_status(hook))
             return
-        shown = [{**one_target(hook, t), "target": t.name} for t in chosen(hook, names)]
+        shown = [one_target(hook, t) for t in chosen(hook, names)]
         print_json(shown[0] if len(shown) == 1 else shown)
         return
     if not hook.service.fleet:

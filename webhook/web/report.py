@@ -11,7 +11,7 @@ from typing import Any
 from webhook.core.command import build_prune_command
 from webhook.core.decision import Result, lease_is_live, next_eligible_ts
 from webhook.core.disk import Goals
-from webhook.core.duration import span as human_delta  # the pages' name for it
+from webhook.core.duration import span
 from webhook.core.forecast import Forecast, Sample, headline, in_words
 from webhook.core.sizes import human_size
 from webhook.core.targets import PrunePolicy, Target
@@ -280,7 +280,7 @@ def free_chart(
     wanted = goals.min_free.bytes_of(size) if goals.min_free else None
     first, last = measured[0], measured[-1]
     label = (
-        f"free space over the last {human_delta(window_s)}: {len(measured)} samples, from"
+        f"free space over the last {span(window_s)}: {len(measured)} samples, from"
         f" {human_size(first.disk_free or 0)} to {human_size(last.disk_free or 0)}"
         f" of {human_size(size)}"
     )

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template
 
 from webhook.core.disk import Goals
+from webhook.core.duration import span
 from webhook.core.sizes import human_size
 from webhook.core.targets import Target
 from webhook.store import TargetRecord
@@ -24,7 +25,6 @@ from webhook.web.report import (
     free_chart,
     freed_text,
     host_state,
-    human_delta,
     human_time,
     pruning,
     reclaimed_bars,
@@ -39,10 +39,10 @@ guard_reading(bp, tails=("status.run",))
 RECENT_RUNS = 10
 
 
-def one_target(hook: Prunehook, target: Target | None) -> dict[str, Any]:
-    """A target's status with its recent runs (None: nothing is configured)."""
-    record = hook.service.store.target_record(target.name) if target else None
-    return _with_runs(hook, target, record, hook.service.clock())
+def one_target(hook: Prunehook, target: Target) -> dict[str, Any]:
+    """A target's status with its recent runs, and its name as `target` (GET /status/NAME)."""
+    record = hook.service.store.target_record(target.name)
+    return {**_with_runs(hook, target, record, hook.service.clock()), "target": target.name}
 
 
 def _with_runs(
@@ -90,7 +90,7 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
 def _page(template: str, **context: Any) -> Response:
     nonce = secrets.token_urlsafe(16)
     page = render_template(
-        template, csp_nonce=nonce, when=human_time, delta=human_delta, size=human_size,
+        template, csp_nonce=nonce, when=human_time, delta=span, size=human_size,
         freed=freed_text, fill=fill_headline, fill_words=fill_words, **context,
     )  # fmt: skip
     return Response(page, content_type="text/html; charset=utf-8", headers={
@@ -158,7 +158,6 @@ def target(name: str) -> Response:
     hook = prunehook()
     found = _named(hook, name)
     shown = one_target(hook, found)
-    shown["target"] = shown["name"]
     if not prefers_html():
         return jsonify(shown)
     # the page says how far away times are; the JSON keeps one target's keys
