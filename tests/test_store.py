@@ -399,9 +399,11 @@ def sample(ts: float, free: int = 50 * GB, kind: SampleKind = SampleKind.WATCH) 
     return Sample(ts=ts, kind=kind, disk_size=100 * GB, disk_free=free, cache=10 * GB)
 
 
-def keep(store: Store, *samples: Sample, since: float = 0.0) -> list[SampleRecord]:
+def keep(
+    store: Store, *samples: Sample, since: float = 0.0, held: bool = False
+) -> list[SampleRecord]:
     return store.add_samples(
-        TARGET, samples, since, lambda kept: Forecast(samples=len(kept), window_s=1.0)
+        TARGET, samples, since, lambda kept: Forecast(samples=len(kept), window_s=1.0), held=held
     )[0]
 
 
@@ -409,9 +411,18 @@ def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStor
     store, other = make_store(), make_store()
     assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
     assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # someone is measuring
-    keep(store, sample(T0 + 2))
+    keep(store, sample(T0 + 2), held=True)
     assert other.claim_measures(WATCHED, T0 + 30, hold_s=90) == []  # measured 28 s ago
     assert other.claim_measures(WATCHED, T0 + 62, hold_s=90) == [TARGET]
+
+
+def test_a_runs_samples_leave_a_measure_held_by_another_replica_alone(make_store: MakeStore):
+    store, other = make_store(), make_store()
+    assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
+    # a long run ends meanwhile: it measured the disk only before its prunes, minutes ago
+    keep(store, sample(T0 - 180, kind=SampleKind.BEFORE))
+    assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # still being measured
+    assert other.claim_measures(WATCHED, T0 + 91, hold_s=90) == [TARGET]  # the hold ended
 
 
 def test_a_measure_never_kept_is_claimed_again_once_its_hold_ends(make_store: MakeStore):
@@ -481,7 +492,7 @@ def test_a_sample_that_read_nothing_keeps_the_hosts_last_measurement(make_store:
     store = make_store()
     store.claim_measures(WATCHED, T0, hold_s=90)
     keep(store, sample(T0 + 1, free=42 * GB))
-    keep(store, Sample(ts=T0 + 61, kind=SampleKind.WATCH))  # the probes failed
+    keep(store, Sample(ts=T0 + 61, kind=SampleKind.WATCH), held=True)  # the probes failed
     record = store.target_record(TARGET)
     assert record is not None
     assert (record.last_measured_ts, record.last_disk_free) == (T0 + 1, 42 * GB)

@@ -87,6 +87,18 @@ AGE_PRUNE = "docker builder prune -f --filter until=24h"
 SIX_HOURS = 21600.0  # interval_s: the next cron run
 
 
+def test_a_run_leaves_the_measure_another_replica_holds_held(make_watching, tmp_path):
+    watching = make_watching()
+    watching.ping()
+    watching.clock.advance(SIX_HOURS)
+    replica = SQLiteStore(tmp_path / "state.sqlite3")
+    assert replica.claim_measures({"build-1": MINUTE}, watching.clock.now, 90) == ["build-1"]
+    assert AGE_PRUNE in watching.ping()  # a run, and no measure: the replica is measuring
+    assert watching.runs() == [("cron", "ok"), ("cron", "ok")]
+    # the run measured the host a minute ago, but the replica's measure is still under way
+    assert replica.claim_measures({"build-1": MINUTE}, watching.clock.now + 61, 90) == []
+
+
 def test_with_buildx_known_the_cache_is_measured_with_buildx_du_by_runs_and_watch(make_watching):
     watching = make_watching(DiskHost(buildx=True))  # 30 GB of cache, 2 GB more shared
     # the first run learns the versions: a run's probes are bounded (MAX_PROBES) as if it

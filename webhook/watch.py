@@ -164,7 +164,8 @@ class Watch:
             self.observe(target, samples, act=False)
 
     def observe(self, target: Target, samples: list[Sample], act: bool) -> Watched | None:
-        """Keep `samples`, redraw the forecast, and (`act`) start what the last asks for."""
+        """Keep `samples`, redraw the forecast, and (`act`: the watch's own measure, whose
+        hold ends) start what the last asks for."""
         policy = target.policy
         sample = samples[-1]
         result = Measurement.OK if sample.disk_free is not None else Measurement.FAILED
@@ -176,6 +177,7 @@ class Watch:
                 samples,
                 sample.ts - window,
                 lambda kept: forecast(kept, sample.ts, window, policy.goals),
+                held=act,
             )
             watched = replace(watched, forecast=found)
             if act and result == Measurement.OK:

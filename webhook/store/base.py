@@ -469,11 +469,14 @@ class Store(ABC):
         samples: Sequence[Sample],
         since: float,
         draw: Callable[[list[SampleRecord]], Forecast],
+        *,
+        held: bool = False,
     ) -> tuple[list[SampleRecord], Forecast]:
         """Keep `samples` (one or more, oldest first: the watch's, or a run's before and after
-        its prunes, which may share a time), let the target's measure go, drop the samples
-        past SAMPLES_KEPT_S and SAMPLES_KEPT, and keep the forecast `draw` makes of those
-        taken at or after `since` (oldest first): both returned. One transaction."""
+        its prunes, which may share a time), drop the samples past SAMPLES_KEPT_S and
+        SAMPLES_KEPT, and keep the forecast `draw` makes of those taken at or after `since`
+        (oldest first): both returned. `held`: these are the measure `claim_measures` held,
+        whose hold ends (a run's samples leave another's measure held). One transaction."""
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
@@ -485,7 +488,9 @@ class Store(ABC):
             )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            row: dict[str, Any] = {"measuring_until_ts": None, "forecast": found}
+            row: dict[str, Any] = {"forecast": found}
+            if held:
+                row["measuring_until_ts"] = None
             read = [sample for sample in samples if sample.disk_free is not None]
             if read:  # the host's last measurement, kept when this one read nothing
                 last = read[-1]
