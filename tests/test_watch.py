@@ -255,6 +255,19 @@ def test_a_failed_measure_is_counted_and_asks_for_nothing(make_watching):
     assert watching.runs() == [("cron", "ok")]
 
 
+def test_a_measure_that_could_not_read_the_cache_keeps_the_cache_last_read(make_watching):
+    host = DiskHost()
+    watching = make_watching(host)
+    watching.ping()
+    host.others += 5 * GB
+    host.answers["docker system df"] = Execution(1, "", "Cannot connect to Docker\n", 0.01)
+    watching.ping(MINUTE)
+    record = watching.store.target_record("build-1")
+    assert record is not None
+    assert (record.last_disk_free, record.last_measured_ts) == (5 * GB, watching.clock.now)
+    assert record.last_cache == 30 * GB  # as a run that could not read it keeps it
+
+
 def test_a_run_aimed_past_the_goals_prunes_towards_the_aim_and_is_judged_by_the_goals():
     host = DiskHost(size=100 * GB, others=60 * GB, young=10 * GB)  # 30 GB free
     target = watched(min_free=FreeGoal(size=20 * GB))

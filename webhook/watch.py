@@ -18,7 +18,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from webhook.core.disk import Measure
-from webhook.core.forecast import Act, Forecast, Sample, SampleKind, Verdict, forecast, verdict
+from webhook.core.forecast import (
+    Act,
+    Forecast,
+    Sample,
+    SampleKind,
+    Verdict,
+    forecast,
+    run_samples,
+    verdict,
+)
 from webhook.core.outcome import RunOutcome
 from webhook.core.targets import Target
 from webhook.listeners import tell
@@ -64,27 +73,6 @@ def measure_limit_s(target: Target) -> float:
     `docker system df` after a `docker buildx du` that failed)."""
     probe = min(target.policy.timeout_s, PROBE_TIMEOUT_S)
     return 3 * target.ssh.connect_timeout_s + 3 * probe
-
-
-def run_samples(outcome: RunOutcome, now: float) -> list[Sample]:
-    """A finished run's measures as samples: before its prunes, and after them (a new line
-    starts there) when a stage ran."""
-    pruned = any(step.name.startswith("stage") for step in outcome.steps)
-    before = Sample(
-        ts=now - (outcome.duration_s or 0.0),
-        kind=SampleKind.BEFORE,
-        disk_size=outcome.disk_size,
-        disk_free=outcome.disk_free_before,
-        cache=outcome.cache_before,
-    )
-    after = replace(
-        before,
-        ts=now,
-        kind=SampleKind.AFTER if pruned else SampleKind.WATCH,
-        disk_free=outcome.disk_free_after,
-        cache=outcome.cache_after,
-    )
-    return [sample for sample in (before, after) if sample.disk_free is not None]
 
 
 class Watch:
@@ -158,8 +146,8 @@ class Watch:
             session.close()
 
     def run_finished(self, target: Target, outcome: RunOutcome) -> None:
-        """A run's measures are samples too (the run listener)."""
-        samples = run_samples(outcome, self.clock())
+        """A run's measures that read the disk are samples too (the run listener)."""
+        samples = [s for s in run_samples(outcome, self.clock()) if s.disk_free is not None]
         if samples:
             self.observe(target, samples, act=False)
 

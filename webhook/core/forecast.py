@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from webhook.core.disk import FreeGoal, Goals, Measure, assess
+from webhook.core.outcome import RunOutcome
 from webhook.core.sizes import human_size
 
 # a line needs this many samples, spanning at least this part of the window (30 min of
@@ -71,6 +72,27 @@ class Forecast:
         """The earliest time a goal is crossed, if any."""
         found = [ts for ts in (self.min_free_at, self.max_cache_at) if ts is not None]
         return min(found, default=None)
+
+
+def run_samples(outcome: RunOutcome, now: float) -> list[Sample]:
+    """A run's measures, finished `now`, as samples: before its prunes, and after them (a
+    new line starts there) when a stage ran."""
+    pruned = any(step.name.startswith("stage") for step in outcome.steps)
+    before = Sample(
+        ts=now - (outcome.duration_s or 0.0),
+        kind=SampleKind.BEFORE,
+        disk_size=outcome.disk_size,
+        disk_free=outcome.disk_free_before,
+        cache=outcome.cache_before,
+    )
+    after = replace(
+        before,
+        ts=now,
+        kind=SampleKind.AFTER if pruned else SampleKind.WATCH,
+        disk_free=outcome.disk_free_after,
+        cache=outcome.cache_after,
+    )
+    return [before, after]
 
 
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:

@@ -18,7 +18,8 @@ from dataclasses import Field, asdict, fields
 from typing import Any, ClassVar, TypeVar
 
 from webhook.core.decision import Result, TargetState
-from webhook.core.forecast import Forecast, Sample, SampleKind
+from webhook.core.disk import Measure
+from webhook.core.forecast import Forecast, Sample, SampleKind, run_samples
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
 from webhook.store.records import (
     DELIVERIES_LIMIT,
@@ -61,11 +62,13 @@ SELECT_STATE = f"SELECT {', '.join(f.name for f in fields(TargetState))} FROM ta
 # write lock on every signed request; `{order}` is the order rows were inserted in
 EXPIRE_DELIVERIES = "DELETE FROM deliveries WHERE seen_ts < ?"
 CAP_DELIVERIES = "DELETE FROM deliveries WHERE {order} <= (SELECT max({order}) FROM deliveries) - ?"
+# the host's last measurement, `last_X` a Measure's `X` (`_measured`)
+MEASUREMENT = tuple(field.name for field in fields(Measure))
 # a target's `last_X` is its last run's outcome `X`
 LAST_OF_OUTCOME = {
     f"last_{name}": name
     for name in OUTCOME_COLUMNS
-    if f"last_{name}" in TargetRecord.__dataclass_fields__
+    if f"last_{name}" in TargetRecord.__dataclass_fields__ and name not in MEASUREMENT
 }
 # what a target's row holds of a run in flight, and when to try again after a refusal
 FREED = ("inflight_run_id", "inflight_started_ts", "lease_expires_ts", "retry_at_ts")
@@ -76,6 +79,18 @@ Record = TypeVar("Record")
 
 def _first(*values: Any) -> Any:
     return next((value for value in values if value is not None), None)
+
+
+def _measured(samples: Sequence[Sample]) -> dict[str, Any]:
+    """The host's last measurement as `samples` (oldest first) tell it: each figure the
+    newest one read, and when the disk was last read; a figure none read stays as kept."""
+    newest = {
+        f"last_{name}": _first(*(getattr(s, name) for s in samples[::-1])) for name in MEASUREMENT
+    }
+    newest["last_measured_ts"] = max(
+        (s.ts for s in samples if s.disk_free is not None), default=None
+    )
+    return {column: value for column, value in newest.items() if value is not None}
 
 
 def _kind(field: Field[Any]) -> str:
@@ -421,19 +436,11 @@ class Store(ABC):
     def _finished(
         last: TargetRecord, outcome: RunOutcome, result: Result, now: float
     ) -> dict[str, Any]:
-        """A target's row after its run finished: the host's last measurement stays when
-        this run measured nothing."""
-        measured = {
-            "last_disk_size": outcome.disk_size,
-            "last_disk_free": _first(outcome.disk_free_after, outcome.disk_free_before),
-            "last_cache": _first(outcome.cache_after, outcome.cache_before),
-        }
-        measured_now = _first(*measured.values()) is not None
+        """A target's row after its run finished."""
         return {
             **dict.fromkeys(FREED),
             **{column: getattr(outcome, name) for column, name in LAST_OF_OUTCOME.items()},
-            **{name: _first(value, getattr(last, name)) for name, value in measured.items()},
-            "last_measured_ts": now if measured_now else last.last_measured_ts,
+            **_measured(run_samples(outcome, now)),
             "last_finished_ts": now,
             "last_result": result,
             "last_success_ts": now if outcome.ok else last.last_success_ts,
@@ -488,14 +495,9 @@ class Store(ABC):
             )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            row: dict[str, Any] = {"forecast": found}
+            row = {"forecast": found, **_measured(samples)}
             if held:
                 row["measuring_until_ts"] = None
-            read = [sample for sample in samples if sample.disk_free is not None]
-            if read:  # the host's last measurement, kept when this one read nothing
-                last = read[-1]
-                row |= {"last_measured_ts": last.ts, "last_disk_size": last.disk_size}
-                row |= {"last_disk_free": last.disk_free, "last_cache": last.cache}
             self._update(connection, "targets", row, {"target": target})
             return recent, found
 
