@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from webhook.core.disk import FreeGoal, Goals, Measure, assess
 from webhook.core.outcome import RunOutcome
+from webhook.core.planner import used_percent
 from webhook.core.sizes import human_size
 
 # a line needs this many samples, spanning at least this part of the window (30 min of
@@ -213,14 +214,13 @@ def _shortfall(goals: Goals, critical_percent: float, measure: Measure) -> int |
     under `critical_percent`; 0 when nothing is missed, None when it cannot be told."""
     standing = assess(goals, measure)
     short = [standing.free_short or 0, standing.cache_over or 0]
-    if measure.disk_size and measure.disk_free is not None:
-        used = measure.disk_size - measure.disk_free
-        # critical as the planner tells it (`unconfirmed`); int() would round a used space
-        # a fraction of a byte under the threshold up to it
-        if 100 * used / measure.disk_size >= critical_percent:
-            over = used - measure.disk_size * critical_percent / 100
-            short.append(max(1, math.floor(over) + 1))
-    elif standing.met is None:
+    used = used_percent(measure)
+    if used is not None and used >= critical_percent:
+        size, free = measure.disk_size, measure.disk_free
+        assert size is not None and free is not None  # used_percent read them
+        # int() would round a used space a fraction of a byte under the threshold up to it
+        short.append(max(1, math.floor(size - free - size * critical_percent / 100) + 1))
+    elif used is None and standing.met is None:
         return None
     return max(short)
 
