@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from webhook.core.disk import FreeGoal, Goals, Measure, assess
+from webhook.core.disk import Assessment, FreeGoal, Goals, Measure, assess
 from webhook.core.outcome import RunOutcome
 from webhook.core.planner import used_percent
 from webhook.core.sizes import human_size
@@ -209,10 +209,9 @@ class Verdict:
     goals: Goals | None = None
 
 
-def _shortfall(goals: Goals, critical_percent: float, measure: Measure) -> int | None:
-    """The bytes a prune would have to free to meet every goal missed and bring the disk
-    under `critical_percent`; 0 when nothing is missed, None when it cannot be told."""
-    standing = assess(goals, measure)
+def _shortfall(standing: Assessment, critical_percent: float, measure: Measure) -> int | None:
+    """The bytes a prune would have to free to meet every goal `standing` says is missed and
+    bring the disk under `critical_percent`; 0 when nothing is missed, None when unknown."""
     short = [standing.free_short or 0, standing.cache_over or 0]
     used = used_percent(measure)
     if used is not None and used >= critical_percent:
@@ -240,10 +239,10 @@ def verdict(
 ) -> Verdict:
     """What the watch does with a fresh sample and the forecast made with it."""
     measure = sample.measure
-    short = _shortfall(goals, critical_percent, measure)
+    standing = assess(goals, measure)
+    short = _shortfall(standing, critical_percent, measure)
     if short:
-        over = assess(goals, measure).cache_over
-        if over or helps(measure.cache, short):
+        if standing.cache_over or helps(measure.cache, short):
             return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", goals)
         cache = human_size(measure.cache or 0)
         why = f"the disk is {human_size(short)} short of its goals, but the cache is only {cache}"
@@ -252,7 +251,7 @@ def verdict(
     if found is None or crossing is None or crossing > sample.ts + horizon_s:
         return Verdict(Act.NOTHING, "no goal is missed or forecast to be")
     ahead = ahead_goals(goals, found, horizon_s, measure.disk_size)
-    needed = _shortfall(ahead, 100.0, measure) or 0
+    needed = _shortfall(assess(ahead, measure), 100.0, measure) or 0
     if not helps(measure.cache, needed):
         cache = human_size(measure.cache or 0)
         why = f"a goal is forecast to be missed, but the cache is only {cache}"
