@@ -51,7 +51,6 @@ class Watched:
     """What one measure found and did: metrics and notices read it."""
 
     target: Target
-    result: Measurement
     sample: Sample
     forecast: Forecast | None = None
     verdict: Verdict | None = None
@@ -59,6 +58,10 @@ class Watched:
     run_id: int | None = None
     # the previous sample asked the same (a notice is told once, not at every measure)
     repeated: bool = False
+
+    @property
+    def result(self) -> Measurement:
+        return Measurement.OK if self.sample.disk_free is not None else Measurement.FAILED
 
 
 MeasuredListener = Callable[[Watched], object]
@@ -113,8 +116,8 @@ class Watch:
             self._pool.submit(name, self.measure, watched[name])
         return claimed
 
-    def measure(self, target: Target) -> Watched | None:
-        """Measure `target` now and act on it; None when it could not be kept. Never raises."""
+    def measure(self, target: Target) -> Watched:
+        """Measure `target` now and act on it. Never raises."""
         try:
             found = self._probe(target)
         except Exception:
@@ -151,13 +154,12 @@ class Watch:
         if samples:
             self.observe(target, samples, act=False)
 
-    def observe(self, target: Target, samples: list[Sample], act: bool) -> Watched | None:
+    def observe(self, target: Target, samples: list[Sample], act: bool) -> Watched:
         """Keep `samples`, redraw the forecast, and (`act`: the watch's own measure, whose
         hold ends) start what the last asks for."""
         policy = target.policy
         sample = samples[-1]
-        result = Measurement.OK if sample.disk_free is not None else Measurement.FAILED
-        watched = Watched(target, result, sample)
+        watched = Watched(target, sample)
         try:
             window = policy.forecast_window_s
             recent, found = self.store.add_samples(
@@ -168,13 +170,12 @@ class Watch:
                 held=act,
             )
             watched = replace(watched, forecast=found)
-            if act and result == Measurement.OK:
+            if act and watched.result == Measurement.OK:
                 watched = self._act(watched, recent)
         except StoreUnavailable as error:
             log.error("measure of %s: the state database failed: %s", target.name, error)
-        if not act:  # a run's measures: the run is told of itself
-            return watched
-        tell(self.listeners, watched, log=log)
+        if act:  # not a run's measures: the run is told of itself
+            tell(self.listeners, watched, log=log)
         return watched
 
     def _act(self, watched: Watched, recent: Sequence[Sample]) -> Watched:
