@@ -85,8 +85,8 @@ class TargetRecord(TargetState):
     last_reclaimed_bytes: int | None = None
     last_error: str | None = None
     last_error_kind: ErrorKind | None = None
-    # the last measurement of the host (kept when a run measured nothing) and how the last
-    # run stood against the goals
+    # the last measurement of the host (each figure kept when a run or a measure could not
+    # read it) and how the last run stood against the goals
     last_disk_size: int | None = None
     last_disk_free: int | None = None
     last_cache: int | None = None
