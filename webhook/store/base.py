@@ -77,20 +77,17 @@ TIMES = tuple(field.name for field in fields(TargetState) if field.name.endswith
 Record = TypeVar("Record")
 
 
-def _first(*values: Any) -> Any:
-    return next((value for value in values if value is not None), None)
-
-
 def _measured(samples: Sequence[Sample]) -> dict[str, Any]:
     """The host's last measurement as `samples` (oldest first) tell it: each figure the
     newest one read, and when the disk was last read; a figure none read stays as kept."""
-    newest = {
-        f"last_{name}": _first(*(getattr(s, name) for s in samples[::-1])) for name in MEASUREMENT
+    row = {
+        f"last_{name}": value
+        for sample in samples
+        for name in MEASUREMENT
+        if (value := getattr(sample, name)) is not None
     }
-    newest["last_measured_ts"] = max(
-        (s.ts for s in samples if s.disk_free is not None), default=None
-    )
-    return {column: value for column, value in newest.items() if value is not None}
+    read = [sample.ts for sample in samples if sample.disk_free is not None]
+    return row | ({"last_measured_ts": read[-1]} if read else {})
 
 
 def _kind(field: Field[Any]) -> str:
