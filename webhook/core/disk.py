@@ -117,6 +117,13 @@ class Measure:
     disk_free: int | None = None
     cache: int | None = None
 
+    @property
+    def used_percent(self) -> float | None:
+        """How full the disk is, what `critical_percent` is held against; None: not measured."""
+        if not self.disk_size or self.disk_free is None:
+            return None
+        return 100 * (self.disk_size - self.disk_free) / self.disk_size
+
 
 @dataclass(frozen=True)
 class Assessment:

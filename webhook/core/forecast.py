@@ -19,7 +19,6 @@ from enum import StrEnum
 
 from webhook.core.disk import Assessment, FreeGoal, Goals, Measure, assess
 from webhook.core.outcome import RunOutcome
-from webhook.core.planner import used_percent
 from webhook.core.sizes import human_size
 
 # a line needs this many samples, spanning at least this part of the window (30 min of
@@ -213,7 +212,7 @@ def _shortfall(standing: Assessment, critical_percent: float, measure: Measure) 
     """The bytes a prune would have to free to meet every goal `standing` says is missed and
     bring the disk under `critical_percent`; 0 when nothing is missed, None when unknown."""
     short = [standing.free_short or 0, standing.cache_over or 0]
-    used = used_percent(measure)
+    used = measure.used_percent
     if used is not None and used >= critical_percent:
         size, free = measure.disk_size, measure.disk_free
         assert size is not None and free is not None  # used_percent read them

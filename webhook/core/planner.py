@@ -52,18 +52,11 @@ def plan(goals: Goals, measure: Measure) -> Plan:
     return Plan(Next.NO_CACHE if measure.cache == 0 else Next.CACHE_UNKNOWN)
 
 
-def used_percent(measure: Measure) -> float | None:
-    """How full the disk is, what `critical_percent` is held against; None: not measured."""
-    if not measure.disk_size or measure.disk_free is None:
-        return None
-    return 100 * (measure.disk_size - measure.disk_free) / measure.disk_size
-
-
 def unconfirmed(goals: Goals, critical_percent: float, measure: Measure) -> str | None:
     """Why a start on a trigger's word that the disk is critical is not borne out by the
     host's own measure (None: it is, or the disk could not be measured, and a disk that may
     be full is pruned): the disk is under `critical_percent` and no goal is missed."""
-    used = used_percent(measure)
+    used = measure.used_percent
     if used is None or used >= critical_percent or assess(goals, measure).met is False:
         return None
     return (
