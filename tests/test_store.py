@@ -400,7 +400,7 @@ def sample(ts: float, free: int = 50 * GB, kind: SampleKind = SampleKind.WATCH) 
 
 
 def keep(
-    store: Store, *samples: Sample, since: float = 0.0, held: bool = False
+    store: Store, *samples: Sample, since: float = 0.0, held: float | None = None
 ) -> list[SampleRecord]:
     return store.add_samples(
         TARGET, samples, since, lambda kept: Forecast(samples=len(kept), window_s=1.0), held=held
@@ -411,7 +411,7 @@ def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStor
     store, other = make_store(), make_store()
     assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
     assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # someone is measuring
-    keep(store, sample(T0 + 2), held=True)
+    keep(store, sample(T0 + 2), held=T0 + 90)
     assert other.claim_measures(WATCHED, T0 + 30, hold_s=90) == []  # measured 28 s ago
     assert other.claim_measures(WATCHED, T0 + 62, hold_s=90) == [TARGET]
 
@@ -423,6 +423,16 @@ def test_a_runs_samples_leave_a_measure_held_by_another_replica_alone(make_store
     keep(store, sample(T0 - 180, kind=SampleKind.BEFORE))
     assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # still being measured
     assert other.claim_measures(WATCHED, T0 + 91, hold_s=90) == [TARGET]  # the hold ended
+
+
+def test_a_measure_that_outlasted_its_hold_leaves_the_next_ones_hold_alone(
+    make_store: MakeStore,
+):
+    store, other = make_store(), make_store()
+    assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
+    assert other.claim_measures(WATCHED, T0 + 91, hold_s=90) == [TARGET]  # the first hung
+    keep(store, Sample(ts=T0 + 95, kind=SampleKind.WATCH), held=T0 + 90)  # it read nothing
+    assert store.claim_measures(WATCHED, T0 + 96, hold_s=90) == []  # the other one measures
 
 
 def test_a_measure_never_kept_is_claimed_again_once_its_hold_ends(make_store: MakeStore):
@@ -492,7 +502,7 @@ def test_a_sample_that_read_nothing_keeps_the_hosts_last_measurement(make_store:
     store = make_store()
     store.claim_measures(WATCHED, T0, hold_s=90)
     keep(store, sample(T0 + 1, free=42 * GB))
-    keep(store, Sample(ts=T0 + 61, kind=SampleKind.WATCH), held=True)  # the probes failed
+    keep(store, Sample(ts=T0 + 61, kind=SampleKind.WATCH), held=T0 + 90)  # the probes failed
     record = store.target_record(TARGET)
     assert record is not None
     assert (record.last_measured_ts, record.last_disk_free) == (T0 + 1, 42 * GB)

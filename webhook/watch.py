@@ -111,13 +111,15 @@ class Watch:
             return []
         due = {name: t.policy.watch_interval_s for name, t in watched.items()}
         hold_s = max(measure_limit_s(t) for t in watched.values())
-        claimed = self.store.claim_measures(due, self.clock(), hold_s)
+        now = self.clock()
+        claimed = self.store.claim_measures(due, now, hold_s)
         for name in claimed:
-            self._pool.submit(name, self.measure, watched[name])
+            self._pool.submit(name, self.measure, watched[name], now + hold_s)
         return claimed
 
-    def measure(self, target: Target) -> Watched:
-        """Measure `target` now and act on it. Never raises."""
+    def measure(self, target: Target, held: float | None = None) -> Watched:
+        """Measure `target` now and act on it; `held`: the end of the hold it was claimed
+        with. Never raises."""
         try:
             found = self._probe(target)
         except Exception:
@@ -130,7 +132,7 @@ class Watch:
             disk_free=found.disk_free,
             cache=found.cache,
         )
-        return self.observe(target, [sample], act=True)
+        return self.observe(target, [sample], act=True, held=held)
 
     def _probe(self, target: Target) -> Measure:
         session = self.open_session(target)
@@ -154,9 +156,11 @@ class Watch:
         if samples:
             self.observe(target, samples, act=False)
 
-    def observe(self, target: Target, samples: list[Sample], act: bool) -> Watched:
-        """Keep `samples`, redraw the forecast, and (`act`: the watch's own measure, whose
-        hold ends) start what the last asks for."""
+    def observe(
+        self, target: Target, samples: list[Sample], act: bool, held: float | None = None
+    ) -> Watched:
+        """Keep `samples` (ending the measure's hold, `held`), redraw the forecast, and
+        (`act`: the watch's own measure) start what the last asks for."""
         policy = target.policy
         sample = samples[-1]
         watched = Watched(target, sample)
@@ -167,7 +171,7 @@ class Watch:
                 samples,
                 sample.ts - window,
                 lambda kept: forecast(kept, sample.ts, window, policy.goals),
-                held=act,
+                held=held,
             )
             watched = replace(watched, forecast=found)
             if act and watched.result == Measurement.OK:

@@ -474,13 +474,14 @@ class Store(ABC):
         since: float,
         draw: Callable[[list[SampleRecord]], Forecast],
         *,
-        held: bool = False,
+        held: float | None = None,
     ) -> tuple[list[SampleRecord], Forecast]:
         """Keep `samples` (one or more, oldest first: the watch's, or a run's before and after
         its prunes, which may share a time), drop the samples past SAMPLES_KEPT_S and
         SAMPLES_KEPT, and keep the forecast `draw` makes of those taken at or after `since`
-        (oldest first): both returned. `held`: these are the measure `claim_measures` held,
-        whose hold ends (a run's samples leave another's measure held). One transaction."""
+        (oldest first): both returned. `held`: these are the measure `claim_measures` held
+        until then (`now + hold_s`), and that hold ends; a hold taken since (this measure
+        outlasted its own), or a run's samples, leave a measure held. One transaction."""
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
@@ -492,10 +493,15 @@ class Store(ABC):
             )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            row = {"forecast": found, **_measured(samples)}
-            if held:
-                row["measuring_until_ts"] = None
-            self._update(connection, "targets", row, {"target": target})
+            kept = {"forecast": found, **_measured(samples)}
+            self._update(connection, "targets", kept, {"target": target})
+            if held is not None:
+                self._update(
+                    connection,
+                    "targets",
+                    {"measuring_until_ts": None},
+                    {"target": target, "measuring_until_ts": held},
+                )
             return recent, found
 
     def _samples(self, connection: Any, target: str, since: float) -> list[SampleRecord]:
