@@ -400,11 +400,15 @@ def sample(ts: float, free: int = 50 * GB, kind: SampleKind = SampleKind.WATCH) 
 
 
 def keep(
-    store: Store, *samples: Sample, since: float = 0.0, held: float | None = None
+    store: Store,
+    *samples: Sample,
+    since: float = 0.0,
+    latest: bool = True,
+    held: float | None = None,
 ) -> list[SampleRecord]:
-    return store.add_samples(
-        TARGET, samples, since, lambda kept: Forecast(samples=len(kept), window_s=1.0), held=held
-    )[0]
+    """Keeps `samples` as the watch's measure does (`latest`), or as a run's."""
+    draw = lambda kept: Forecast(samples=len(kept), window_s=1.0)  # noqa: E731
+    return store.add_samples(TARGET, samples, since, draw, latest=latest, held=held)[0]
 
 
 def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStore):
@@ -420,9 +424,25 @@ def test_a_runs_samples_leave_a_measure_held_by_another_replica_alone(make_store
     store, other = make_store(), make_store()
     assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]
     # a long run ends meanwhile: it measured the disk only before its prunes, minutes ago
-    keep(store, sample(T0 - 180, kind=SampleKind.BEFORE))
+    keep(store, sample(T0 - 180, kind=SampleKind.BEFORE), latest=False)
     assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # still being measured
     assert other.claim_measures(WATCHED, T0 + 91, hold_s=90) == [TARGET]  # the hold ended
+
+
+def test_a_runs_samples_leave_the_last_measurement_to_its_finish(make_store: MakeStore):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    store.finish(TARGET, run_id, outcome(), T0 + 60)
+    before = store.target_record(TARGET)
+    # the run's samples reach the watch after its finish, and may be a dead run's, late
+    keep(store, sample(T0 + 30, free=1 * GB), latest=False)
+    after = store.target_record(TARGET)
+    assert after is not None and before is not None
+    assert (after.last_measured_ts, after.last_disk_free, after.last_cache) == (
+        before.last_measured_ts, before.last_disk_free, before.last_cache,
+    )  # fmt: skip
+    assert [s.disk_free for s in store.samples(TARGET, 0.0)] == [1 * GB]  # kept as a sample
 
 
 def test_a_measure_that_outlasted_its_hold_leaves_the_next_ones_hold_alone(

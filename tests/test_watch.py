@@ -87,6 +87,26 @@ AGE_PRUNE = "docker builder prune -f --filter until=24h"
 SIX_HOURS = 21600.0  # interval_s: the next cron run
 
 
+class DfFailsOncePruned(DiskHost):
+    """A host whose df fails once a prune ran (its disk went away, say)."""
+
+    def __call__(self, target: Target, command: str) -> Execution:
+        if command.startswith("df ") and any("prune" in sent for sent in self.commands):
+            self.commands.append(command)
+            return Execution(1, "", "df: /var/lib/docker: Input/output error", 0.01)
+        return super().__call__(target, command)
+
+
+def test_a_run_that_read_the_cache_but_not_the_disk_after_its_prune_shows_the_cache_after(
+    make_watching,
+):
+    watching = make_watching(DfFailsOncePruned(young=5 * GB, old=25 * GB))
+    assert AGE_PRUNE in watching.ping()
+    record = watching.store.target_record("build-1")
+    assert record is not None
+    assert record.last_cache == 5 * GB  # what the run left, not the 30 GB before its prune
+
+
 def test_a_run_leaves_the_measure_another_replica_holds_held(make_watching, tmp_path):
     watching = make_watching()
     watching.ping()

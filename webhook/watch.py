@@ -159,8 +159,9 @@ class Watch:
     def observe(
         self, target: Target, samples: list[Sample], act: bool, held: float | None = None
     ) -> Watched:
-        """Keep `samples` (ending the measure's hold, `held`), redraw the forecast, and
-        (`act`: the watch's own measure) start what the last asks for."""
+        """Keep `samples` (ending the measure's hold, `held`) and redraw the forecast; with
+        `act` (the watch's own measure, not a run's) they are the host's last measurement,
+        and what the last asks for starts."""
         policy = target.policy
         sample = samples[-1]
         watched = Watched(target, sample)
@@ -171,6 +172,7 @@ class Watch:
                 samples,
                 sample.ts - window,
                 lambda kept: forecast(kept, sample.ts, window, policy.goals),
+                latest=act,
                 held=held,
             )
             watched = replace(watched, forecast=found)

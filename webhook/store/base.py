@@ -474,14 +474,19 @@ class Store(ABC):
         since: float,
         draw: Callable[[list[SampleRecord]], Forecast],
         *,
+        latest: bool = False,
         held: float | None = None,
     ) -> tuple[list[SampleRecord], Forecast]:
         """Keep `samples` (one or more, oldest first: the watch's, or a run's before and after
         its prunes, which may share a time), drop the samples past SAMPLES_KEPT_S and
         SAMPLES_KEPT, and keep the forecast `draw` makes of those taken at or after `since`
-        (oldest first): both returned. `held`: these are the measure `claim_measures` held
-        until then (`now + hold_s`), and that hold ends; a hold taken since (this measure
-        outlasted its own), or a run's samples, leave a measure held. One transaction."""
+        (oldest first): both returned. One transaction.
+
+        `latest`: the watch's own measure, which the target's last measurement follows (a
+        run's is `finish`'s to keep: only it knows whether the run still owns the target).
+        `held`: these are the measure `claim_measures` held until then (`now + hold_s`),
+        and that hold ends; a hold taken since (this measure outlasted its own), or a run's
+        samples, leave a measure held."""
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
@@ -493,7 +498,7 @@ class Store(ABC):
             )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            kept = {"forecast": found, **_measured(samples)}
+            kept = {"forecast": found, **(_measured(samples) if latest else {})}
             self._update(connection, "targets", kept, {"target": target})
             if held is not None:
                 self._update(
