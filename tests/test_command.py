@@ -3,6 +3,7 @@ sshd, and what `status` and `prune` say to people."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import subprocess
@@ -235,6 +236,19 @@ def test_hosts_add_refuses_while_another_is_changing_the_targets_file(operator):
     assert "another prunehook hosts add is changing" in refused.output
     assert operator.targets.read_text() == EXISTING
     assert not operator.known_hosts_file.exists()
+
+
+def test_hosts_add_on_a_file_system_without_locks_goes_on_and_says_so(operator, monkeypatch):
+    def no_locks(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+
+    added = add(operator, "--fingerprint", fingerprint_of(operator))
+
+    assert added.exit_code == 0, added.output
+    assert f"note: cannot lock {operator.targets.parent} (No locks available)" in added.output
+    assert "[targets.build-2]" in operator.targets.read_text()
 
 
 def test_hosts_add_refuses_a_name_already_taken_naming_its_target(operator):

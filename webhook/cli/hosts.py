@@ -224,15 +224,16 @@ def _editing(file: Path) -> Iterator[None]:
     """One `hosts add` at a time per targets file: two that both read it would each
     replace it with their own addition, and one host would be lost."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    folder = os.open(file.parent, os.O_RDONLY)
-    try:
+    with contextlib.ExitStack() as held:
         try:
+            folder = os.open(file.parent, os.O_RDONLY)
+            held.callback(os.close, folder)
             fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             _refuse(f"another prunehook hosts add is changing {file}; try again when it is done")
+        except OSError as error:  # a folder one may not list, a file system without locks
+            click.echo(f"note: cannot lock {file.parent} ({error.strerror}); going on", err=True)
         yield
-    finally:
-        os.close(folder)
 
 
 def _add(
