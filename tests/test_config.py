@@ -91,6 +91,24 @@ def test_the_environment_and_a_targets_file_bound_a_key_alike(monkeypatch, key, 
     assert problem.removeprefix(f"targets.a.{key}: ").rstrip(".") in shown
 
 
+@pytest.mark.parametrize("made", ["nothing", "a folder"])
+def test_a_known_hosts_that_is_no_file_warns_saying_what_it_is(monkeypatch, tmp_path, made):
+    path = tmp_path / "known_hosts"
+    if made == "a folder":
+        path.mkdir()
+    monkeypatch.setenv("PRUNEHOOK_SSH_HOST", "build-1.example")
+    monkeypatch.setenv("PRUNEHOOK_SSH_KEY", "its text: the key is not read here")
+    monkeypatch.setenv("PRUNEHOOK_SSH_KNOWN_HOSTS", str(path))
+
+    _, warnings = load_settings()
+
+    said = "is no file" if made == "a folder" else "does not exist"
+    assert warnings == [
+        f"PRUNEHOOK_SSH_KNOWN_HOSTS: {path} {said}; every prune will be refused until the"
+        " host key is there (ssh-keyscan -p PORT HOST >> FILE)"
+    ]
+
+
 def test_days_are_converted_to_hours_docker_understands(monkeypatch):
     monkeypatch.setenv("PRUNEHOOK_UNTIL", "7d")
     settings, warnings = load_settings()

@@ -404,12 +404,13 @@ def load_settings(
     targets = _read_targets_file(targets_file, _target_values(values)) if targets_file else ()
     settings = Settings.from_values(file_targets=targets, **values)
     paths = {target.ssh.known_hosts_path for target in settings.targets.fleet}
-    for path in sorted(str(p) for p in paths if not p.is_file()):
+    for path in sorted(p for p in paths if not p.is_file()):
+        missing = f"{path} {'is no file' if path.exists() else 'does not exist'}"
         warnings.append(
-            f"{PREFIX}TARGETS_FILE: known_hosts {path} does not exist; prunes of the targets"
+            f"{PREFIX}TARGETS_FILE: known_hosts {missing}; prunes of the targets"
             " that use it will be refused until their host keys are there"
             if targets_file
-            else f"{PREFIX}SSH_KNOWN_HOSTS: {path} does not exist; every prune will be"
+            else f"{PREFIX}SSH_KNOWN_HOSTS: {missing}; every prune will be"
             " refused until the host key is there (ssh-keyscan -p PORT HOST >> FILE)"
         )
     return settings, warnings
