@@ -45,7 +45,8 @@ from common import median, parser_of
 
 from tests.harness import DockerEngine, PartMissing, find_binary
 from tests.harness.docker import _UnixHTTPConnection
-from webhook.core.disk import parse_build_cache, parse_size
+from webhook.core.disk import parse_build_cache
+from webhook.core.sizes import parse_size
 
 
 @dataclass
