@@ -329,8 +329,10 @@ class Store(ABC):
 
     # the claim and what follows it
 
-    def _row(self, connection: Any, target: str, lock: bool = False) -> Any:
-        sql = SELECT["targets"] + " WHERE target = ?" + (self.lock if lock else "")
+    def _row(self, connection: Any, target: str, lock: bool = False, whole: bool = False) -> Any:
+        """A target's row: its decision state's columns, or with `whole` every column."""
+        select = SELECT["targets"] if whole else SELECT_STATE
+        sql = select + " WHERE target = ?" + (self.lock if lock else "")
         return self._execute(connection, sql, (target,)).fetchone()
 
     def _locked_state(self, connection: Any, target: str) -> TargetState:
@@ -343,8 +345,7 @@ class Store(ABC):
         """What deciding needs of a target (a backend may answer from what it last read
         while its database is away)."""
         with self._read() as connection:
-            sql = f"{SELECT_STATE} WHERE target = ?"
-            return state_from(self._execute(connection, sql, (target,)).fetchone())
+            return state_from(self._row(connection, target))
 
     def claim(
         self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
@@ -418,7 +419,7 @@ class Store(ABC):
                 self._update(
                     connection,
                     "targets",
-                    self._finished(record(TargetRecord, row), outcome, result, now),
+                    self._finished(state_from(row), outcome, result, now),
                     {"target": target},
                 )
             self._execute(
@@ -431,7 +432,7 @@ class Store(ABC):
 
     @staticmethod
     def _finished(
-        last: TargetRecord, outcome: RunOutcome, result: Result, now: float
+        last: TargetState, outcome: RunOutcome, result: Result, now: float
     ) -> dict[str, Any]:
         """A target's row after its run finished."""
         return {
@@ -557,7 +558,7 @@ class Store(ABC):
 
     def target_record(self, target: str) -> TargetRecord | None:
         with self._read() as connection:
-            row = self._row(connection, target)
+            row = self._row(connection, target, whole=True)
             return record(TargetRecord, row) if row else None
 
     def target_records(self) -> dict[str, TargetRecord]:
