@@ -185,7 +185,7 @@ def _root_fix(session: Session) -> str:
     """Where Docker says its data is, as the docker_root to set; or how to ask it."""
     asked = session.execute(DOCKER_ROOT_DIR, PROBE_TIMEOUT_S)
     found = last_line(asked.stdout_tail) if asked.rc == 0 else ""
-    if found.startswith("/") and is_docker_root(found):
+    if is_docker_root(found):
         return f'Docker keeps its data in {found}: set docker_root = "{found}" (or {ROOT_VARIABLE})'
     return (
         f"set docker_root ({ROOT_VARIABLE}) to what `docker info --format"

@@ -26,7 +26,6 @@ from webhook.remote.ssh import (
     KNOWN_HOSTS,
     SSHFailure,
     fetch_host_key,
-    fingerprint,
     known_name,
     load_private_key,
 )
@@ -100,7 +99,7 @@ def _confirmed(target: Target, expected: str | None) -> paramiko.PKey:
         key = fetch_host_key(ssh.address, ssh.port, ssh.connect_timeout_s)
     except SSHFailure as failure:
         _refuse(str(failure))
-    seen = fingerprint(key)
+    seen = key.fingerprint  # SHA256:..., as ssh-keygen -l prints it
     click.echo(f"{known_name(ssh.address, ssh.port)} offers a {key.get_name()} key: {seen}")
     kind = next((k for k in ("ed25519", "ecdsa", "rsa") if k in key.get_name()), "ed25519")
     on_host = f"ssh-keygen -lf /etc/ssh/ssh_host_{kind}_key.pub"
@@ -294,7 +293,6 @@ def _current_fleet(file: Path) -> Fleet:
 
 def _draft(file: Path, text: str) -> Path:
     """`text` in a private file beside `file`, to be checked and then moved into place."""
-    file.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
     try:
         with os.fdopen(descriptor, "w") as handle:

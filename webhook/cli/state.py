@@ -29,7 +29,7 @@ def _copy_destination(option: str | None) -> tuple[str, str]:
     carries no password. Never repeats the URL."""
     from webhook.store.postgres import url_passwords
 
-    variable = os.environ.get("PRUNEHOOK_COPY_TO_URL", "").strip()  # COPY_URL_VARIABLE
+    variable = os.environ.get(COPY_URL_VARIABLE, "").strip()
     if variable and option:
         raise click.UsageError(f"give the destination once: {COPY_URL_VARIABLE} or --to")
     if variable:

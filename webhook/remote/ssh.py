@@ -10,8 +10,6 @@ an Execution with an error kind.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import os
 import socket
@@ -75,12 +73,6 @@ def load_private_key(endpoint: SSHEndpoint) -> paramiko.PKey:
 def known_name(address: str, port: int) -> str:
     """How known_hosts names a host: `address`, or `[address]:port` off port 22."""
     return address if port == 22 else f"[{address}]:{port}"
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """`SHA256:...`, as `ssh-keygen -l` and OpenSSH's first-connection prompt print it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def fetch_host_key(address: str, port: int, timeout_s: float) -> paramiko.PKey:
