@@ -50,10 +50,11 @@ def authenticate(settings: AuthSettings, now: float, request: Request) -> str | 
 def presented_token(credentials: Request) -> str | None:
     """The token of `Authorization: Bearer` as the hooks read it, or the password of HTTP
     Basic (any user name)."""
-    given = credentials.authorization
-    if given is not None and given.type == "basic":
-        return given.password
-    return bearer_token(credentials.environ.get("HTTP_AUTHORIZATION", ""))
+    token = bearer_token(credentials.environ.get("HTTP_AUTHORIZATION", ""))
+    if token is not None:
+        return token
+    given = credentials.authorization  # werkzeug's parse, for Basic only
+    return given.password if given is not None and given.type == "basic" else None
 
 
 def may_read(settings: AuthSettings, presented: str | None, *, tails: bool) -> bool:
