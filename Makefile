@@ -3,13 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
-# Debian packages the integration tests drive for real: sshd, dockerd, a browser for the
-# status page (tests/test_status_page.py), PostgreSQL (tests/harness/postgres.py), nginx
-# (tests/test_nginx.py), systemd-analyze (tests/test_systemd.py), and Prometheus, Alertmanager and node_exporter with promtool and
-# amtool (tests/test_prometheus.py); the last three without recommends, which would add
-# much to CI's apt time and nothing the tests use
-SYSTEM_PACKAGES := openssh-server docker.io chromium postgresql nginx systemd
-SYSTEM_PACKAGES_NO_RECOMMENDS := prometheus prometheus-alertmanager prometheus-node-exporter
 
 .PHONY: run test lint docs format system-deps constraints clean help
 
@@ -29,6 +22,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 run: $(VENV)/.installed  ## serve with gunicorn on 127.0.0.1:$$PORT (default 8000)
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
+# the Debian packages the integration tests drive for real: sshd, dockerd, a browser for the
+# status page (tests/test_status_page.py), PostgreSQL (tests/harness/postgres.py), nginx
+# (tests/test_nginx.py), systemd-analyze (tests/test_systemd.py), and ("lean") Prometheus,
+# Alertmanager and node_exporter with promtool and amtool (tests/test_prometheus.py), without
+# recommends, which would add much to CI's apt time and nothing the tests use
 system-deps:  ## install sshd, dockerd, chromium, PostgreSQL, nginx and Prometheus from Debian when missing (needs root)
 	@missing=""; \
 	command -v /usr/sbin/sshd >/dev/null 2>&1 || missing="$$missing openssh-server"; \
