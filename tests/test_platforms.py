@@ -39,7 +39,7 @@ from tests.harness import (
 )
 from tests.harness.gunicorn import VENV_BIN
 from tests.payloads import WATCHDOG_ALERT
-from tests.readme import variables_read
+from tests.readme import fenced_blocks, section, variables_read
 from webhook.web.signatures import sign
 
 CLOUD_RUN_SOURCE = REPO / "webhook" / "platforms" / "cloud_run.py"
@@ -55,13 +55,6 @@ DOCS = REPO / "docs" / "functions.md"
 def new_prunes(host: SSHServer, before: int) -> list[str]:
     """The prunes the guard saw since it had seen `before` (the build host is the session's)."""
     return host.prunes_run()[before:]
-
-
-def docs_block(language: str, after: str) -> str:
-    """The first ```language block of docs/functions.md after the line containing `after`."""
-    text = DOCS.read_text()
-    rest = text[text.index(after) :]
-    return rest.split(f"```{language}\n", 1)[1].split("\n```", 1)[0]
 
 
 # -- the events AWS sends (the formats of the Lambda and API Gateway developer guides) ------
@@ -279,7 +272,9 @@ def test_a_function_url_cron_ping_prunes_the_real_host_before_the_handler_return
     key_line = build_host.client_key.read_text().splitlines()[1]
     assert key_line not in logged.out + logged.err
     # EventBridge Scheduler's ping, as docs/functions.md has it: inside the interval now
-    scheduled = json.loads(docs_block("json", "EventBridge Scheduler"))
+    docs = section("docs/functions.md", "The cron ping: EventBridge Scheduler")
+    (event,) = [block for block in fenced_blocks(docs) if block.startswith("{")]
+    scheduled = json.loads(event)
     scheduled["headers"]["authorization"] = f"Bearer {TOKEN}"
     status, body = answer(lam.handler(scheduled, None))
     assert (status, body["decision"]) == (200, "skipped"), body
