@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 from tests.conftest import TOKEN
-from tests.harness import REPO, Gunicorn, find_binary, free_port, wait_for
+from tests.harness import REPO, How, find_binary, start_gunicorn, wait_for
 
 UNIT = REPO / "contrib" / "systemd" / "prunehook.service"
 INSTALLED = "/opt/prunehook/bin/prunehook"
@@ -56,15 +55,10 @@ def test_a_reload_serves_the_targets_file_as_edited_and_refuses_a_bad_one(ssh_ke
         "TMPDIR": str(tmp_path / "tmp"),  # where gunicorn's settings make the metrics folder
     }
     (tmp_path / "tmp").mkdir()
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PRUNEHOOK, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    served = Gunicorn(port, process, log, time.monotonic(), TOKEN)
+    served = start_gunicorn(
+        env, how=How.SERVE, workers=1, log_path=tmp_path / "serve.log", token=TOKEN, cwd=tmp_path
+    )
+    process = served.process
 
     def reload() -> subprocess.CompletedProcess[bytes]:
         """The unit's ExecReload as systemd runs it: each line in turn, up to one that fails."""

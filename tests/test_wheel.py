@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TOKEN
-from tests.harness import REPO, Gunicorn, free_port
+from tests.harness import REPO, Gunicorn, How, start_gunicorn
 
 pytestmark = [pytest.mark.sshd, pytest.mark.dockerd]
 
@@ -70,14 +69,10 @@ def build_host_env(make_sshd, docker_engine, tmp_path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving(installed: Path, env: dict[str, str], cwd: Path) -> Iterator[Gunicorn]:
-    port = free_port()
-    log = cwd / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [installed / "prunehook", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    served = Gunicorn(port, process, log, time.monotonic(), TOKEN)
+    served = start_gunicorn(
+        env, how=How.SERVE, bin_folder=installed, workers=1, log_path=cwd / "serve.log",
+        token=TOKEN, cwd=cwd,
+    )  # fmt: skip
     try:
         served.wait_until_serving(timeout=60)
         yield served

@@ -30,6 +30,7 @@ class How(enum.StrEnum):
     GUNICORN = "gunicorn"
     PROCFILE = "procfile"
     MAKE_RUN = "make-run"
+    SERVE = "serve"  # `prunehook serve`, of the virtualenv `bin_folder`
 
 
 class _Own(enum.Enum):
@@ -58,13 +59,16 @@ def procfile_command(port: int) -> list[str]:
 
 
 def command_for(
-    how: How, port: int, app: str, workers: int | None, extra: Sequence[str]
+    how: How, port: int, app: str, workers: int | None, extra: Sequence[str], bin_folder: Path
 ) -> list[str]:
     if how is How.PROCFILE:
         return procfile_command(port)
     if how is How.MAKE_RUN:
         return ["make", "-s", "-C", str(REPO), "run", f"PORT={port}"]
-    command = [*GUNICORN, app, "--bind", f"127.0.0.1:{port}"]
+    command = [*GUNICORN, app]
+    if how is How.SERVE:
+        command = [str(bin_folder / "prunehook"), "serve"]
+    command += ["--bind", f"127.0.0.1:{port}"]
     if workers is not None:
         command += ["--workers", str(workers)]
     return [*command, *extra]
@@ -136,14 +140,15 @@ def start_gunicorn(
     log_path: Path | None = None,
     token: str | None = None,
     cwd: Path = REPO,
+    bin_folder: Path = VENV_BIN,
 ) -> Gunicorn:
     """Start gunicorn from the repository root (or `cwd`, another checkout: its app and
     gunicorn.conf.py) with exactly `env` (see operator_environment); it is not waited for:
     call wait_until_serving(), or wait for the process to refuse.
-    `workers` and `extra` (more gunicorn options) apply to How.GUNICORN, where `workers=None`
-    keeps gunicorn.conf.py's. Without `log_path` the output is discarded."""
+    `workers` and `extra` (more gunicorn options) apply to How.GUNICORN and How.SERVE, where
+    `workers=None` keeps the configuration's. Without `log_path` the output is discarded."""
     port = port or free_port()
-    command = command_for(how, port, app, workers, extra)
+    command = command_for(how, port, app, workers, extra, bin_folder)
     output = log_path.open("wb") if log_path else subprocess.DEVNULL
     started = time.monotonic()
     try:
