@@ -34,35 +34,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import TOKEN, gunicorn, median, parser_of
+from common import TOKEN, cpu_seconds, gunicorn, median, parser_of, proc_status, worker_pids
 from fleet_setup import LoopbackHosts, names, service_env, write_targets_file
 
 from tests.harness import DockerEngine, Gunicorn, http_call
 
 SOLO = "solo"
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """CPU time of a process (all its threads); with `children`, plus that of the children
-    it has waited for (sshd's sessions: the forked sshd, the guard and the docker client)."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = int(stat[11]) + int(stat[12])  # utime + stime
-    if children:
-        ticks += int(stat[13]) + int(stat[14])  # cutime + cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def worker_pids(master: int) -> list[int]:
-    return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
 @dataclass

@@ -42,9 +42,17 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import TOKEN, group_cpu_s, gunicorn, median, parser_of
+from common import (
+    TOKEN,
+    cpu_seconds,
+    group_cpu_s,
+    gunicorn,
+    median,
+    parser_of,
+    proc_status,
+    worker_pids,
+)
 from fleet_setup import LoopbackHosts, fill_histories, names, service_env, write_targets_file
-from fleet_sweep import cpu_seconds, proc_status, worker_pids
 
 from tests.harness import Gunicorn, http_call
 

@@ -10,22 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import gunicorn
+from common import gunicorn, proc_status, worker_pids
 from skip_path import LUA, prunehook_in_skip_state
 
 from tests.harness import SSHServer
-
-
-def kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 def rss_under_load(folder: Path) -> list[tuple[str, int, int]]:
@@ -43,7 +31,8 @@ def rss_under_load(folder: Path) -> list[tuple[str, int, int]]:
                 check=True, capture_output=True,
             )  # fmt: skip
             for pid in worker_pids(served.process.pid):
-                rows.append((name, kib(pid, "VmRSS"), kib(pid, "VmHWM")))
+                status = proc_status(pid)
+                rows.append((name, status["VmRSS"], status["VmHWM"]))
         finally:
             served.stop()
     return rows
