@@ -29,7 +29,8 @@ def _copy_destination(option: str | None) -> tuple[str, str]:
     carries no password. Never repeats the URL."""
     from webhook.store.postgres import url_passwords
 
-    variable = os.environ.get(COPY_URL_VARIABLE, "").strip()
+    # COPY_URL_VARIABLE written out: the docs' tests find the variables read by their names
+    variable = os.environ.get("PRUNEHOOK_COPY_TO_URL", "").strip()
     if variable and option:
         raise click.UsageError(f"give the destination once: {COPY_URL_VARIABLE} or --to")
     if variable:
