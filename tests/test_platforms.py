@@ -333,6 +333,17 @@ def test_without_a_database_url_the_entry_points_refuse_at_cold_start_naming_it(
     assert not (tmp_path / "instance").exists()  # nothing was written before refusing
 
 
+@pytest.mark.parametrize("value", ["off", "N"])
+def test_wait_for_run_set_false_in_any_spelling_is_warned_as_ignored(tmp_path, value):
+    env = platform_environment(PRUNEHOOK_WAIT_FOR_RUN=value)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {LAMBDA_MODULE}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    ignored = f"PRUNEHOOK_WAIT_FOR_RUN={value} is ignored on AWS Lambda: runs finish inside"
+    assert ignored in done.stderr, done.stderr
+
+
 def test_known_hosts_text_and_a_known_hosts_file_in_dotenv_refuse_naming_where(tmp_path):
     """A .env copied from .env.example names the known_hosts file; with the text as well,
     the cold start says which one to drop and where the other was set."""

@@ -19,6 +19,7 @@ import tempfile
 
 from environs import Env
 from flask import Flask
+from marshmallow import fields
 
 from webhook.app import create_app
 from webhook.config import DOTENV, PREFIX, ConfigError, load_settings
@@ -55,9 +56,11 @@ def build_app(platform: str) -> Flask:
 
 def _wait_for_runs(platform: str, env: Env) -> None:
     """A run left in the background after the answer would stall with the frozen CPU."""
-    if env.str(WAIT_FOR_RUN, "").strip().lower() in ("false", "0", "no"):
+    # the false values the setting's own field reads as false
+    value = env.str(WAIT_FOR_RUN, "").strip()
+    if value in fields.Boolean.falsy:
         log.warning(
-            "%s=false is ignored on %s: runs finish inside the request", WAIT_FOR_RUN, platform
+            "%s=%s is ignored on %s: runs finish inside the request", WAIT_FOR_RUN, value, platform
         )
     os.environ[WAIT_FOR_RUN] = "true"
 
