@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tests.conftest import AUTH
 from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
+from webhook.runs import RENEW_EVERY_S
+from webhook.store import StoreUnavailable
 
 POLICY = PrunePolicy(timeout_s=120, lease_grace_s=60)  # a lease of 180 s
 NAMES = ("build-1", "build-2", "build-3")
@@ -38,6 +40,33 @@ def test_runs_waiting_for_a_slot_are_renewed_with_the_run_ahead(make_app, fake_h
     prunehook.join_all(10)
     shown = client.get("/status").get_json()["targets"]
     assert [target["last_result"] for target in shown] == ["ok"] * 3
+
+
+def test_with_the_database_away_a_run_tries_its_lease_once_a_renewal_period_not_per_command(
+    make_app, fake_host, clock, monkeypatch
+):
+    client = fleet_app(make_app).test_client()
+    fake_host.hold()
+    run_id = client.post("/hooks/cron?target=build-1", headers=AUTH).get_json()["run_id"]
+    fake_host.wait_until_held(1)
+    prunehook = client.application.extensions["prunehook"]
+    tries = []
+
+    def away(*args) -> bool:
+        tries.append(clock.now)
+        raise StoreUnavailable("no connection to PostgreSQL")
+
+    monkeypatch.setattr(prunehook.service.store, "renew_lease", away)
+    leases = prunehook.service.runs.leases
+    start = clock.now
+    for _ in range(3):  # three commands in a row: the run goes on, asking the database once
+        assert leases.holds(run_id)
+    clock.advance(RENEW_EVERY_S)
+    assert leases.holds(run_id)
+    assert tries == [start, start + RENEW_EVERY_S]
+    monkeypatch.undo()
+    fake_host.release.set()
+    prunehook.join_all(10)
 
 
 def test_a_sweep_with_one_slot_runs_every_target_in_turn(make_app, fake_host, clock):

@@ -277,7 +277,9 @@ class Leases:
     of its commands, so one that hangs loses its target once its lease ends; whenever one
     does, the runs still queued here are renewed too (at most every RENEW_EVERY_S), with
     the longest lease held: every command ends within its target's timeout, so no queued
-    run's lease runs out while this process lives. A process that dies renews nothing, and
+    run's lease runs out while this process lives. While the store is unavailable, renewals
+    are tried at most every RENEW_EVERY_S: each try waits for the database's timeout, which
+    before every command would hold the prune back. A process that dies renews nothing, and
     its runs are given up as lost once their leases expire."""
 
     def __init__(self, store: Store, clock: Callable[[], float]):
@@ -285,7 +287,7 @@ class Leases:
         self.clock = clock
         self._held: dict[int, Target] = {}
         self._queued: set[int] = set()
-        self._renewed = float("-inf")
+        self._renewed = self._unavailable = float("-inf")
         self._lock = threading.Lock()
 
     def hold(self, target: Target, run_id: int) -> None:
@@ -305,6 +307,8 @@ class Leases:
         with self._lock:
             target = self._held.get(run_id)
             self._queued.discard(run_id)
+            if target is not None and abs(now - self._unavailable) < RENEW_EVERY_S:
+                return True
             due = abs(now - self._renewed) >= RENEW_EVERY_S
             if due:
                 self._renewed = now
@@ -322,6 +326,7 @@ class Leases:
             if self.store.renew_lease(target.name, run_id, expires):
                 return True
         except StoreUnavailable as error:
+            self._unavailable = self.clock()
             log.error("run %s: cannot renew its lease: %s", run_id, error)
             return True
         self.release(run_id)
