@@ -248,10 +248,13 @@ def test_an_empty_hmac_secret_variable_still_means_unset(monkeypatch):
     assert settings.auth.hmac_keys == ()
 
 
-def test_signed_clients_that_never_send_their_body_hold_no_gunicorn_thread(serve, tmp_path):
-    """Real gunicorn, one worker with two threads: four clients send stale signature headers
-    and announce a body they never send. The app refuses each without waiting for its body,
-    so a trigger is still answered: 200, no_target."""
+def test_signed_clients_that_never_send_their_body_are_refused_by_real_gunicorn_before_it(
+    serve, tmp_path
+):
+    """Real gunicorn, one worker with two threads: two clients send stale signature headers
+    and announce a body they never send. Each gets its 401 while its body is still to come.
+    (gunicorn then drains the unsent body for up to 5 s before it frees the thread: slow
+    clients are the buffering proxy's to hold, tests/test_nginx.py.)"""
     served = serve(
         {
             "PRUNEHOOK_TOKEN": TOKEN,
@@ -265,11 +268,12 @@ def test_signed_clients_that_never_send_their_body_hold_no_gunicorn_thread(serve
     stale = signed_headers(NEW_KEY, timestamp=time.time() - 3600)
     head = "".join(f"{name}: {value}\r\n" for name, value in stale.items())
     request = f"POST /hooks/watchdog HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 1000\r\n\r\n"
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
     try:
         for client in clients:
             client.sendall(request.encode())
-        assert served.call("/hooks/cron")[0] == 200  # no_target: no build host configured
+        for client in clients:
+            assert client.recv(64).startswith(b"HTTP/1.1 401 "), "answered before the body"
     finally:
         for client in clients:
             client.close()
