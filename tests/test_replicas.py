@@ -172,7 +172,7 @@ def test_an_alert_storm_split_between_two_replicas_prunes_each_target_once(
     env = replica_env(host, PRUNEHOOK_TARGETS_FILE=fleet_file(tmp_path, host))
     replicas = [serve(env, workers=2), serve(env, workers=2)]
     calls = [
-        (replicas[n % 2], {"host": NAMES[n % len(NAMES)], "used_percent": 97}) for n in range(3000)
+        (replicas[n % 2], {"host": NAMES[n % len(NAMES)], "used_percent": 97}) for n in range(1200)
     ]
 
     with ThreadPoolExecutor(max_workers=48) as pool:
