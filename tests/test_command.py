@@ -259,6 +259,15 @@ def test_hosts_add_refuses_a_name_already_taken_naming_its_target(operator):
     assert operator.targets.read_text() == EXISTING
 
 
+@pytest.mark.parametrize("port", ["0", "65536"])
+def test_hosts_add_refuses_a_port_the_targets_file_would_refuse(operator, port):
+    refused = prunehook("hosts", "add", "build-2", "--host", "127.0.0.9", "--port", port)
+
+    assert refused.exit_code == 2
+    assert f"Invalid value for '--port': {port} is not in the range 1<=x<=65535" in refused.output
+    assert operator.targets.read_text() == EXISTING
+
+
 def test_hosts_add_reads_the_targets_file_variable_from_a_dotenv(operator, monkeypatch):
     monkeypatch.delenv("PRUNEHOOK_TARGETS_FILE")
     Path(".env").write_text(f"PRUNEHOOK_TARGETS_FILE={operator.targets}\n")

@@ -21,7 +21,7 @@ from environs import Env
 
 from webhook.config import DOTENV, PREFIX, ConfigError, Settings, load_settings
 from webhook.core.command import DAEMON_ADDRESS, GUARD_PATH
-from webhook.core.targets import NAME_RULE, Fleet, PrunePolicy, Target, is_name
+from webhook.core.targets import NAME_RULE, PORTS, Fleet, PrunePolicy, Target, is_name
 from webhook.remote.ssh import (
     KNOWN_HOSTS,
     SSHFailure,
@@ -152,7 +152,7 @@ def hosts_group() -> None:
 @click.option("--host", required=True, help="The build host's address, as prunehook reaches it.")
 @click.option(
     "--port",
-    type=click.IntRange(1, 65535),
+    type=click.IntRange(PORTS.min, PORTS.max),
     help="The build host's SSH port. Default: [defaults]' port, else PRUNEHOOK_SSH_PORT, else 22.",
 )
 @click.option(

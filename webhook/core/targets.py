@@ -32,6 +32,7 @@ _NAME = re.compile(NAME_PATTERN.removesuffix("$") + r"\Z")
 NAME_MAX = 63
 NAME_RULE = f"a target name must match {NAME_PATTERN}, at most {NAME_MAX} characters"
 YEAR_S = 365 * 86400
+PORTS = Range(1, 65535)
 # an absolute path of plain characters: it reaches df's command line (and the host's guard,
 # which checks it with the same pattern), so nothing a shell or df would read as more
 DOCKER_ROOT = re.compile(r"^/[A-Za-z0-9._/+-]{0,255}\Z")
@@ -305,7 +306,7 @@ class PolicySchema(Schema):
     port = fields.Integer(
         strict=True,
         load_default=SSHEndpoint.port,
-        validate=Range(1, 65535),
+        validate=PORTS,
         metadata=about("the build host's SSH port", "SSH_PORT"),
     )
     key_file = fields.String(
