@@ -287,6 +287,14 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         store.close()
 
 
+@pytest.fixture
+def store(make_store: Callable[[], Store]) -> Store:
+    """One connection to a fresh database of a backend, for the whole test: a property
+    test's examples share it, each on targets of its own (opening a pool per example cost
+    most of their time on PostgreSQL)."""
+    return make_store()
+
+
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
     engine = DockerEngine(tmp_path_factory.mktemp("dockerd"))

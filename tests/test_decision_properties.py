@@ -65,12 +65,8 @@ def unreachable(target, command):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=ONE_DATABASE)
 @given(sequence=steps)
-def test_runs_respect_interval_retry_delay_and_lease(make_store, sequence):
-    claims = Claims(make_store())
-    try:
-        check_safety(claims, sequence)
-    finally:
-        claims.store.close()  # a connection pool of a server backend each example
+def test_runs_respect_interval_retry_delay_and_lease(store, sequence):
+    check_safety(Claims(store), sequence)
 
 
 def check_safety(claims: Claims, sequence) -> None:
@@ -125,13 +121,9 @@ def due(starts: list[dict], now: float) -> bool:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=ONE_DATABASE)
 @given(sequence=steps)
-def test_a_due_trigger_always_starts_a_run(make_store, sequence):
+def test_a_due_trigger_always_starts_a_run(store, sequence):
     """Liveness: safety alone passes with a store that never starts anything."""
-    claims = Claims(make_store())
-    try:
-        check_liveness(claims, sequence)
-    finally:
-        claims.store.close()
+    check_liveness(Claims(store), sequence)
 
 
 def check_liveness(claims: Claims, sequence) -> None:

@@ -452,14 +452,8 @@ def check_intervals(model: Model) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=ONE_DATABASE)
 @given(specs=fleets(), sequence=steps)
-def test_alerts_touch_only_the_targets_they_name_and_start_every_due_one(
-    make_store, specs, sequence
-):
-    world = World(make_store(), specs)
-    try:
-        play(world, sequence)
-    finally:
-        world.store.close()  # a server backend's connection pool, each example
+def test_alerts_touch_only_the_targets_they_name_and_start_every_due_one(store, specs, sequence):
+    play(World(store, specs), sequence)
 
 
 def play(world: World, sequence) -> None:
