@@ -45,9 +45,9 @@ def test_runs_waiting_for_a_slot_are_renewed_with_the_run_ahead(make_app, fake_h
 def test_with_the_database_away_a_run_tries_its_lease_once_a_renewal_period_not_per_command(
     make_app, fake_host, clock, monkeypatch
 ):
-    client = fleet_app(make_app).test_client()
-    fake_host.hold()
-    run_id = client.post("/hooks/cron?target=build-1", headers=AUTH).get_json()["run_id"]
+    client = fleet_app(make_app, max_parallel=1).test_client()
+    fake_host.hold()  # the first run waits at the host, the other two are queued behind it
+    swept = client.post("/hooks/cron", headers=AUTH).get_json()
     fake_host.wait_until_held(1)
     prunehook = client.application.extensions["prunehook"]
     tries = []
@@ -57,12 +57,13 @@ def test_with_the_database_away_a_run_tries_its_lease_once_a_renewal_period_not_
         raise StoreUnavailable("no connection to PostgreSQL")
 
     monkeypatch.setattr(prunehook.service.store, "renew_lease", away)
-    leases = prunehook.service.runs.leases
+    leases, first = prunehook.service.runs.leases, swept["results"][0]["run_id"]
+    clock.advance(RENEW_EVERY_S)  # the queued runs' renewal is due too
     start = clock.now
     for _ in range(3):  # three commands in a row: the run goes on, asking the database once
-        assert leases.holds(run_id)
+        assert leases.holds(first)
     clock.advance(RENEW_EVERY_S)
-    assert leases.holds(run_id)
+    assert leases.holds(first)
     assert tries == [start, start + RENEW_EVERY_S]
     monkeypatch.undo()
     fake_host.release.set()

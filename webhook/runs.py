@@ -301,7 +301,7 @@ class Leases:
             self._queued.discard(run_id)
 
     def holds(self, run_id: int) -> bool:
-        """Renew this run's lease (and the queued runs' when due); False when a newer run
+        """Renew this run's lease, then the queued runs' when due; False when a newer run
         owns its target."""
         now = self.clock()
         with self._lock:
@@ -313,13 +313,15 @@ class Leases:
             if due:
                 self._renewed = now
             queued = {held: self._held[held] for held in self._queued} if due else {}
-        if target is None:
+        failed = self._unavailable
+        if target is None or not self._renew(run_id, target, now + target.policy.lease_s):
             return False
-        if queued:
-            longest = max(t.policy.lease_s for t in (target, *queued.values()))
-            for held, queued_target in queued.items():
-                self._renew(held, queued_target, now + longest)
-        return self._renew(run_id, target, now + target.policy.lease_s)
+        longest = max(t.policy.lease_s for t in (target, *queued.values()))
+        for held, queued_target in queued.items():
+            if self._unavailable != failed:  # one wait for the database, not one per run
+                break
+            self._renew(held, queued_target, now + longest)
+        return True
 
     def _renew(self, run_id: int, target: Target, expires: float) -> bool:
         try:
