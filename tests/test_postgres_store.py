@@ -217,3 +217,32 @@ def test_a_stopped_server_holds_up_one_clock_reading_not_each(postgres_database,
             postgres.start()
     finally:
         store.close()
+
+
+def test_a_read_only_database_after_a_failover_is_unavailable_not_a_crash(postgres_database):
+    """A URL still pointing at a demoted primary (or a standby) after a failover: writes are
+    refused as read-only, which prunehook reports as the database being unavailable (503,
+    retried) as it does a locked SQLite file, never as an error of its own."""
+    store = PostgresStore(postgres_database)
+    try:
+        assert store.remember_delivery("before", time.time(), 86400, 90)
+        with psycopg.connect(postgres_database, autocommit=True) as connection:
+            name = connection.execute("SELECT current_database()").fetchone()[0]
+            connection.execute(
+                psycopg.sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        try:
+            store.remember_delivery("after", time.time(), 86400, 90)
+        except StoreUnavailable as error:
+            assert "read-only transaction" in str(error)
+        else:
+            raise AssertionError("a write to a read-only database went through")
+        assert store.read_state("any").last_run_id is None  # reads still answer
+    finally:
+        store.close()

@@ -159,7 +159,8 @@ class PostgresStore(Store):
                 yield connection
         except PoolTimeout as error:
             raise StoreUnavailable(f"no connection to PostgreSQL: {error}") from error
-        except psycopg.OperationalError as error:
+        # down, or read-only: a URL still naming a demoted primary after a failover
+        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as error:
             raise StoreUnavailable(f"PostgreSQL: {PASSWORDS.mask(str(error))}") from None
 
     @contextmanager
