@@ -209,6 +209,23 @@ def test_a_sample_missing_min_free_starts_a_watch_run_past_the_critical_interval
     assert watching.store.recent_runs("build-1")[0].forecast is None
 
 
+def test_a_ping_that_waits_answers_after_its_measures_and_the_runs_they_start(make_watching):
+    """PRUNEHOOK_WAIT_FOR_RUN (forced on a function platform, whose CPU freezes after the
+    answer): a measure and the watch run it starts finish inside the ping."""
+    host = DiskHost(size=100 * GB, others=60 * GB, young=30 * GB)  # 10 GB free
+    watching = make_watching(host, min_free=FreeGoal(size=5 * GB))
+    watching.ping()
+    host.others += 8 * GB  # 2 GB free, 3 GB short of min_free
+    watching.clock.advance(900)
+    sent = len(host.commands)
+
+    watching.service.handle(PING, wait=True)  # no join_all: what ran, ran before the answer
+
+    assert host.commands[sent : sent + len(PROBES)] == PROBES
+    assert f"docker builder prune -f --keep-storage {27 * GB}" in host.commands[sent:]
+    assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
+
+
 def test_a_full_disk_with_almost_no_cache_is_told_once_and_never_pruned_in_a_loop(
     make_watching,
 ):

@@ -176,7 +176,7 @@ class PruneService:
                 raise StoreUnavailable("the state database failed for every target")
             results += started
             if trigger.source == Source.CRON:
-                self._sweep(targets, started)
+                self._sweep(targets, started, wait)
         results += unknown
         if not results:
             reason = trigger.reason
@@ -187,13 +187,23 @@ class PruneService:
         self._decided(outcome)
         return outcome
 
-    def _sweep(self, targets: Sequence[Target], results: Sequence[TargetResult]) -> None:
-        """Queue a measure of each watched target the ping did not start a run on."""
+    def _sweep(
+        self, targets: Sequence[Target], results: Sequence[TargetResult], wait: bool
+    ) -> None:
+        """Queue a measure of each watched target the ping did not start a run on; with
+        `wait` (a function platform freezes the CPU after the answer), wait for the measures
+        and for the runs they start."""
         started = {result.target for result in results if result.run_id is not None}
+        measured = {t.name: t for t in targets if t.name not in started}
         try:
-            self.watch.sweep(t for t in targets if t.name not in started)
+            queued = self.watch.sweep(measured.values())
         except StoreUnavailable as error:
             log.error("cron ping: no measure queued, the state database failed: %s", error)
+            return
+        for name in queued if wait else ():
+            found = self.watch.wait(measured[name])
+            if found is not None and found.run_id is not None:
+                self.runs.wait(found.run_id, run_limit_s(measured[name]))
 
     def start_watched(
         self, target: Target, verdict: Verdict, forecast: Forecast | None

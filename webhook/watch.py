@@ -201,6 +201,11 @@ class Watch:
             run_id = self.start(watched.target, told, ahead)
         return replace(watched, verdict=told, run_id=run_id, repeated=repeated)
 
+    def wait(self, target: Target) -> Watched | None:
+        """Wait for the measure of `target` this process queued: what it found, or None."""
+        found: Watched | None = self._pool.wait(target.name, measure_limit_s(target))
+        return found
+
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the measures this process queued (tests, the CLI, shutdown)."""
         self._pool.join_all(timeout)
