@@ -194,7 +194,8 @@ def test_a_sample_missing_min_free_starts_a_watch_run_past_the_critical_interval
     make_watching,
 ):
     host = DiskHost(size=100 * GB, others=60 * GB, young=30 * GB)  # 10 GB free
-    watching = make_watching(host, min_free=FreeGoal(size=5 * GB))
+    # min_free alone: at 98 % used the disk is not yet critical
+    watching = make_watching(host, min_free=FreeGoal(size=5 * GB), critical_percent=99.0)
     watching.ping()
     host.others += 8 * GB  # a build fills the disk: 2 GB free, 3 GB short
     assert watching.ping(MINUTE) == PROBES  # within critical_interval_s of the last start
@@ -213,7 +214,7 @@ def test_a_ping_that_waits_answers_after_its_measures_and_the_runs_they_start(ma
     """PRUNEHOOK_WAIT_FOR_RUN (forced on a function platform, whose CPU freezes after the
     answer): a measure and the watch run it starts finish inside the ping."""
     host = DiskHost(size=100 * GB, others=60 * GB, young=30 * GB)  # 10 GB free
-    watching = make_watching(host, min_free=FreeGoal(size=5 * GB))
+    watching = make_watching(host, min_free=FreeGoal(size=5 * GB), critical_percent=99.0)
     watching.ping()
     host.others += 8 * GB  # 2 GB free, 3 GB short of min_free
     watching.clock.advance(900)
@@ -224,6 +225,24 @@ def test_a_ping_that_waits_answers_after_its_measures_and_the_runs_they_start(ma
     assert host.commands[sent : sent + len(PROBES)] == PROBES
     assert f"docker builder prune -f --keep-storage {27 * GB}" in host.commands[sent:]
     assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
+
+
+def test_a_disk_over_critical_percent_with_its_goals_met_is_pruned_under_it_once(make_watching):
+    """max_cache is met, but the disk is 96 % used with young cache the age prune leaves: the
+    watch run prunes under critical_percent (95) instead of stopping at the goals met, and
+    the next measure asks for nothing (no run every critical_interval_s freeing nothing)."""
+    host = DiskHost(size=100 * GB, others=66 * GB, young=30 * GB)  # 4 GB free: 96 % used
+    watching = make_watching(host, max_cache=50 * GB)
+    watching.ping()  # the first ping's run: the age prune, the cache left is young
+    assert host.free == 4 * GB
+
+    sent = watching.ping(900)
+
+    assert sent.count(f"docker builder prune -f --keep-storage {29 * GB - 1}") == 1
+    assert host.free == 5 * GB + 1  # one byte under 95 % used
+    assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
+    assert watching.ping(900) == PROBES  # measured, nothing asked
+    assert watching.told[-1].verdict.act == Act.NOTHING
 
 
 def test_a_full_disk_with_almost_no_cache_is_told_once_and_never_pruned_in_a_loop(

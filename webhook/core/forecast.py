@@ -208,19 +208,39 @@ class Verdict:
     goals: Goals | None = None
 
 
+def _over_critical(measure: Measure, critical_percent: float) -> int:
+    """The bytes to free to bring the disk under `critical_percent`; 0 when it is."""
+    used = measure.used_percent
+    if used is None or used < critical_percent:
+        return 0
+    size, free = measure.disk_size, measure.disk_free
+    assert size is not None and free is not None  # used_percent read them
+    # int() would round a used space a fraction of a byte under the threshold up to it
+    return max(1, math.floor(size - free - size * critical_percent / 100) + 1)
+
+
 def _shortfall(standing: Assessment, critical_percent: float, measure: Measure) -> int | None:
     """The bytes a prune would have to free to meet every goal `standing` says is missed and
     bring the disk under `critical_percent`; 0 when nothing is missed, None when unknown."""
-    short = [standing.free_short or 0, standing.cache_over or 0]
-    used = measure.used_percent
-    if used is not None and used >= critical_percent:
-        size, free = measure.disk_size, measure.disk_free
-        assert size is not None and free is not None  # used_percent read them
-        # int() would round a used space a fraction of a byte under the threshold up to it
-        short.append(max(1, math.floor(size - free - size * critical_percent / 100) + 1))
-    elif used is None and standing.met is None:
+    if measure.used_percent is None and standing.met is None:
         return None
-    return max(short)
+    over = _over_critical(measure, critical_percent)
+    return max(standing.free_short or 0, standing.cache_over or 0, over)
+
+
+def _aim(goals: Goals, critical_percent: float, measure: Measure) -> Goals:
+    """The goals of a run on a goal missed now: the target's own, with free space enough to
+    bring the disk under `critical_percent` when `min_free` asks less (stage 2 would stop
+    at goals already met, and every `critical_interval_s` another run would free nothing).
+    Without goals the host's guard allows no stage 2 (`hosts add`): the age prune alone."""
+    over = _over_critical(measure, critical_percent)
+    if not goals.any or not over or measure.disk_free is None:
+        return goals
+    wanted = measure.disk_free + over
+    kept = goals.min_free.bytes_of(measure.disk_size) if goals.min_free else 0
+    if kept is not None and kept >= wanted:
+        return goals
+    return replace(goals, min_free=FreeGoal(size=wanted))
 
 
 def helps(cache: int | None, needed: int) -> bool:
@@ -242,7 +262,8 @@ def verdict(
     short = _shortfall(standing, critical_percent, measure)
     if short:
         if standing.cache_over or helps(measure.cache, short):
-            return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", goals)
+            aim = _aim(goals, critical_percent, measure)
+            return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", aim)
         cache = human_size(measure.cache or 0)
         why = f"the disk is {human_size(short)} short of its goals, but the cache is only {cache}"
         return Verdict(Act.CACHE_TOO_SMALL, why)
