@@ -420,6 +420,14 @@ def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStor
     assert other.claim_measures(WATCHED, T0 + 62, hold_s=90) == [TARGET]
 
 
+def test_a_hold_from_before_the_clock_was_stepped_back_is_stale(make_store: MakeStore):
+    store, other = make_store(), make_store()
+    assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]  # its measurer died
+    assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # held, as it should be
+    # the clock went back an hour: a hold ending past now + hold_s was taken before that
+    assert other.claim_measures(WATCHED, T0 - 3600, hold_s=90) == [TARGET]
+
+
 def test_a_runs_samples_leave_a_measure_held_by_another_replica_alone(make_store: MakeStore):
     store, other = make_store(), make_store()
     assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]

@@ -97,6 +97,15 @@ class DfFailsOncePruned(DiskHost):
         return super().__call__(target, command)
 
 
+def test_a_clock_stepped_back_does_not_stop_the_watch_until_it_catches_up(make_watching):
+    watching = make_watching()
+    watching.ping()
+    assert watching.ping(MINUTE) == PROBES
+    assert watching.ping(-3600) == PROBES  # the last measure is an hour ahead: measured now
+    assert watching.ping(MINUTE / 2) == []  # and then every watch_interval_s again
+    assert watching.ping(MINUTE) == PROBES
+
+
 def test_a_run_that_read_the_cache_but_not_the_disk_after_its_prune_shows_the_cache_after(
     make_watching,
 ):

@@ -450,7 +450,8 @@ class Store(ABC):
     def claim_measures(self, due: Mapping[str, float], now: float, hold_s: float) -> list[str]:
         """Of the targets in `due` (name -> watch_interval_s), those whose last measure is at
         least that old and that no one is measuring: each now held for `hold_s`, in one
-        transaction. The ones returned are this caller's to measure."""
+        transaction. The ones returned are this caller's to measure. A last measure or a
+        hold ahead of what `now` allows is from before the clock was stepped back: stale."""
         claimed = []
         with self._write() as connection:
             for target, interval_s in due.items():
@@ -460,9 +461,11 @@ class Store(ABC):
                     {"target": target, "measuring_until_ts": now + hold_s},
                     " ON CONFLICT (target) DO UPDATE SET"
                     " measuring_until_ts = excluded.measuring_until_ts"
-                    " WHERE coalesce(targets.last_measured_ts, 0) <= ?"
-                    " AND coalesce(targets.measuring_until_ts, 0) <= ?",
-                    (now - interval_s, now),
+                    " WHERE (coalesce(targets.last_measured_ts, 0) <= ?"
+                    " OR targets.last_measured_ts > ?)"
+                    " AND (coalesce(targets.measuring_until_ts, 0) <= ?"
+                    " OR targets.measuring_until_ts > ?)",
+                    (now - interval_s, now, now, now + hold_s),
                 )
                 if held.rowcount == 1:
                     claimed.append(target)
