@@ -450,8 +450,10 @@ class Store(ABC):
     def claim_measures(self, due: Mapping[str, float], now: float, hold_s: float) -> list[str]:
         """Of the targets in `due` (name -> watch_interval_s), those whose last measure is at
         least that old and that no one is measuring: each now held for `hold_s`, in one
-        transaction. The ones returned are this caller's to measure. A last measure or a
-        hold ahead of what `now` allows is from before the clock was stepped back: stale."""
+        transaction. The ones returned are this caller's to measure. A last measure more
+        than an interval ahead of `now`, or a hold ending past twice its length, is from
+        before the clock was stepped back: stale (the margins leave a replica whose clock
+        reading came a moment before another's its measure)."""
         claimed = []
         with self._write() as connection:
             for target, interval_s in due.items():
@@ -465,7 +467,7 @@ class Store(ABC):
                     " OR targets.last_measured_ts > ?)"
                     " AND (coalesce(targets.measuring_until_ts, 0) <= ?"
                     " OR targets.measuring_until_ts > ?)",
-                    (now - interval_s, now, now, now + hold_s),
+                    (now - interval_s, now + interval_s, now, now + 2 * hold_s),
                 )
                 if held.rowcount == 1:
                     claimed.append(target)
