@@ -424,6 +424,7 @@ def test_a_hold_from_before_the_clock_was_stepped_back_is_stale(make_store: Make
     store, other = make_store(), make_store()
     assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]  # its measurer died
     assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # held, as it should be
+    assert other.claim_measures(WATCHED, T0 - 1, hold_s=90) == []  # a clock read a moment early
     # the clock went back an hour: a hold ending past now + hold_s was taken before that
     assert other.claim_measures(WATCHED, T0 - 3600, hold_s=90) == [TARGET]
 
