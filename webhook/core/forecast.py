@@ -219,21 +219,20 @@ def _over_critical(measure: Measure, critical_percent: float) -> int:
     return max(1, math.floor(size - free - size * critical_percent / 100) + 1)
 
 
-def _shortfall(standing: Assessment, critical_percent: float, measure: Measure) -> int | None:
+def _shortfall(standing: Assessment, over: int, measure: Measure) -> int | None:
     """The bytes a prune would have to free to meet every goal `standing` says is missed and
-    bring the disk under `critical_percent`; 0 when nothing is missed, None when unknown."""
+    free `over` (`_over_critical`); 0 when nothing is missed, None when unknown."""
     if measure.used_percent is None and standing.met is None:
         return None
-    over = _over_critical(measure, critical_percent)
     return max(standing.free_short or 0, standing.cache_over or 0, over)
 
 
-def _aim(goals: Goals, critical_percent: float, measure: Measure) -> Goals:
+def _aim(goals: Goals, over: int, measure: Measure) -> Goals:
     """The goals of a run on a goal missed now: the target's own, with free space enough to
-    bring the disk under `critical_percent` when `min_free` asks less (stage 2 would stop
-    at goals already met, and every `critical_interval_s` another run would free nothing).
-    Without goals the host's guard allows no stage 2 (`hosts add`): the age prune alone."""
-    over = _over_critical(measure, critical_percent)
+    free `over` (bring the disk under `critical_percent`) when `min_free` asks less (stage 2
+    would stop at goals already met, and every `critical_interval_s` another run would free
+    nothing). Without goals the host's guard allows no stage 2 (`hosts add`): the age prune
+    alone."""
     if not goals.any or not over or measure.disk_free is None:
         return goals
     wanted = measure.disk_free + over
@@ -259,10 +258,11 @@ def verdict(
     """What the watch does with a fresh sample and the forecast made with it."""
     measure = sample.measure
     standing = assess(goals, measure)
-    short = _shortfall(standing, critical_percent, measure)
+    over = _over_critical(measure, critical_percent)
+    short = _shortfall(standing, over, measure)
     if short:
         if standing.cache_over or helps(measure.cache, short):
-            aim = _aim(goals, critical_percent, measure)
+            aim = _aim(goals, over, measure)
             return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", aim)
         cache = human_size(measure.cache or 0)
         why = f"the disk is {human_size(short)} short of its goals, but the cache is only {cache}"
@@ -271,7 +271,7 @@ def verdict(
     if found is None or crossing is None or crossing > sample.ts + horizon_s:
         return Verdict(Act.NOTHING, "no goal is missed or forecast to be")
     ahead = ahead_goals(goals, found, horizon_s, measure.disk_size)
-    needed = _shortfall(assess(ahead, measure), 100.0, measure) or 0
+    needed = _shortfall(assess(ahead, measure), _over_critical(measure, 100.0), measure) or 0
     if not helps(measure.cache, needed):
         cache = human_size(measure.cache or 0)
         why = f"a goal is forecast to be missed, but the cache is only {cache}"
