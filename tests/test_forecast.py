@@ -14,6 +14,7 @@ than its own length), as a forecast worth acting on is.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -659,3 +660,40 @@ def test_a_missed_goal_comes_before_any_forecast():
     found = filling(RATE, min_free_at=NOW + HOUR)
     told = verdict(GOALS, CRITICAL, sample(40 * GIB, 30 * GIB), found, HORIZON)
     assert told.act == Act.PRUNE and told.goals == GOALS
+
+
+# --- the worked example of docs/watch.md -----------------------------------------------
+
+
+def test_the_worked_example_holds_free_space_near_its_aim_with_a_run_every_half_hour():
+    """docs/watch.md, "A worked example": a 200 GB host, min_free 30 GB, 25 GB of young
+    cache, builds eating 2.4 GB an hour, a measure every 5 minutes. The first forecast run
+    comes at 11:05 and keeps 24.9 GB of cache; each prune starts a new line, which needs 30
+    minutes of samples, so a run follows every half hour (not every critical_interval_s),
+    1.2 GB each time, until the cache left is too small to help."""
+    gb, minute = 10**9, 60.0
+    size, rate = 200 * gb, 2.4 * gb / HOUR
+    goals = Goals(min_free=FreeGoal(size=30 * gb))
+    ts, free, cache = 4 * HOUR, 42.1 * gb + rate * 6 * HOUR, 25 * gb
+    samples: list[Sample] = []
+    runs: list[tuple[float, int, float]] = []  # (start, --keep-storage, free after)
+    while ts < 24 * HOUR:
+        measured = Sample(
+            ts=ts, kind=SampleKind.WATCH, disk_size=size, disk_free=round(free), cache=cache
+        )
+        samples.append(measured)
+        told = verdict(goals, 90.0, measured, forecast(samples, ts, WINDOW, goals), HORIZON)
+        if told.act != Act.NOTHING and (not runs or ts - runs[-1][0] >= 15 * minute):
+            assert told.act == Act.FORECAST and told.goals is not None
+            keep = keep_storage_bytes(told.goals, measured.measure)
+            assert keep is not None
+            free, cache = free + cache - keep, keep
+            after = replace(measured, kind=SampleKind.AFTER, disk_free=round(free), cache=cache)
+            samples += [replace(measured, kind=SampleKind.BEFORE), after]
+            runs.append((ts, keep, free))
+        ts, free = ts + 5 * minute, free - rate * 5 * minute
+    assert runs[0][:2] == (11 * HOUR + 5 * minute, 24_900_000_000)
+    assert [b[0] - a[0] for a, b in pairwise(runs)] == [30 * minute] * 20
+    assert all(round(a[1] - b[1], -7) == 1.2 * gb for a, b in pairwise(runs))
+    assert all(round(after / gb, 1) == 39.6 for _, _, after in runs)
+    assert runs[-1][0] == 21 * HOUR + 5 * minute
