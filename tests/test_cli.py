@@ -107,9 +107,7 @@ def test_check_shows_each_configuration_fallback_as_a_warning(monkeypatch, tmp_p
     monkeypatch.setenv("PRUNEHOOK_UNTIL", "garbage")
     result = cli(tmp_path).invoke(args=["check"])
     assert "PASS  config       valid, 1 warning(s)" in result.output
-    assert "PASS  config       warning: PRUNEHOOK_UNTIL: 'garbage' is not a duration" in (
-        result.output
-    )
+    assert "WARN  config       PRUNEHOOK_UNTIL: 'garbage' is not a duration" in result.output
     assert "using 24h" in result.output
 
 

@@ -299,7 +299,7 @@ def run_checks(
         Check("token", True, token_source),
         _reading(settings),
     ]
-    checks += [Check("config", True, f"warning: {warning}") for warning in warnings]
+    checks += [Check("config", True, warning, warning=True) for warning in warnings]
     checks.append(_kill_switch(settings))
     records: dict[str, TargetRecord] | None = None
     if store is not None:
