@@ -326,6 +326,21 @@ def test_the_line_starts_at_the_last_of_several_prunes():
     assert current_line(samples, NOW, WINDOW) == samples[4:]
 
 
+def test_a_disk_of_another_size_starts_the_line_again_and_is_not_read_as_a_fall():
+    """Docker's data moved to a smaller disk (or the disk was resized): 400 GB free of 500,
+    then 80 GB free of 100 with min_free 15% met. Read as one line, the drop would be a fill
+    far faster than any build's, and a forecast run would prune the whole cache."""
+    goals = Goals(min_free=FreeGoal(percent=15))
+    big = line_of([400 * GIB] * 5, [W] * 5, size=500 * GIB)
+    small = line_of([80 * GIB] * 4, [W] * 4, size=100 * GIB)
+    samples = [replace(s, ts=s.ts - 4 * 600) for s in big] + small
+    assert current_line(samples, NOW, WINDOW) == small
+    found = forecast(samples, NOW, WINDOW, goals)
+    assert found.samples == 4 and found.why_none is None and found.full_at is None
+    told = verdict(goals, CRITICAL, samples[-1], found, HORIZON)
+    assert told.act == Act.NOTHING
+
+
 # --- no line -------------------------------------------------------------------------
 
 

@@ -111,17 +111,19 @@ def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
 
 def current_line(samples: Sequence[Sample], now: float, window_s: float) -> list[Sample]:
     """The samples the line goes through: inside the window, since the last prune (an
-    `AFTER` sample starts it) or the last jump in free space, oldest first."""
+    `AFTER` sample starts it), the last jump in free space or the last change of the disk's
+    size (another filesystem: its free space is no point on the same line), oldest first."""
     inside = sorted(
         (s for s in samples if now - window_s <= s.ts <= now and s.disk_free is not None),
         key=lambda s: s.ts,
     )
     start = 0
     for index, sample in enumerate(inside):
-        if sample.kind == SampleKind.AFTER:
+        previous = inside[index - 1] if index else None
+        if sample.kind == SampleKind.AFTER or (previous and previous.disk_size != sample.disk_size):
             start = index
-        elif index and sample.disk_size:
-            rise = (sample.disk_free or 0) - (inside[index - 1].disk_free or 0)
+        elif previous and sample.disk_size:
+            rise = (sample.disk_free or 0) - (previous.disk_free or 0)
             if rise > JUMP_PART * sample.disk_size:
                 start = index
     return inside[start:]
