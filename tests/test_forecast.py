@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.harness import succeeded_outcome
 from webhook.core.disk import FreeGoal, Goals, Measure, assess, keep_storage_bytes
 from webhook.core.forecast import (
     HELPS_BYTES,
@@ -33,8 +35,10 @@ from webhook.core.forecast import (
     current_line,
     forecast,
     helps,
+    run_samples,
     verdict,
 )
+from webhook.core.outcome import Step
 from webhook.core.planner import unconfirmed
 from webhook.core.sizes import human_size
 
@@ -339,6 +343,17 @@ def test_a_disk_of_another_size_starts_the_line_again_and_is_not_read_as_a_fall(
     assert found.samples == 4 and found.why_none is None and found.full_at is None
     told = verdict(goals, CRITICAL, samples[-1], found, HORIZON)
     assert told.act == Act.NOTHING
+
+
+@pytest.mark.parametrize(("rc", "kinds"), [(0, [B, A]), (75, [B, W]), (1, [B, W])])
+def test_only_a_stage_that_pruned_starts_the_line_again(rc, kinds):
+    """A stage the host's guard refused (75) or Docker failed (1) freed nothing: the run's
+    last measure continues the line instead of wiping the trend for half an hour."""
+    stage = Step(name="stage 1", command="docker builder prune", rc=rc, duration_s=1.0)
+    outcome = succeeded_outcome(
+        steps=(stage,), disk_size=100 * GIB, disk_free_before=40 * GIB, disk_free_after=40 * GIB
+    )
+    assert [sample.kind for sample in run_samples(outcome, NOW)] == kinds
 
 
 # --- no line -------------------------------------------------------------------------

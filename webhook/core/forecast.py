@@ -76,8 +76,9 @@ class Forecast:
 
 def run_samples(outcome: RunOutcome, now: float) -> list[Sample]:
     """A run's measures, finished `now`, as samples: before its prunes, and after them (a
-    new line starts there) when a stage ran."""
-    pruned = any(step.name.startswith("stage") for step in outcome.steps)
+    new line starts there) when a stage pruned. A stage the host refused or Docker failed
+    freed nothing: the line goes on through it."""
+    pruned = any(step.name.startswith("stage") and step.rc == 0 for step in outcome.steps)
     before = Sample(
         ts=now - (outcome.duration_s or 0.0),
         kind=SampleKind.BEFORE,
