@@ -42,6 +42,20 @@ def test_after_a_host_refusal_the_next_try_waits_for_the_host_not_the_retry_dela
     assert decide(state, T0 + 3480, POLICY).answer == Answer.STARTED
 
 
+def test_after_a_host_refusal_a_critical_trigger_waits_for_the_host_too():
+    """The host refuses any prune before its time, critical or not: a critical alert every
+    critical_interval_s would only fail again, each failure a notice."""
+    state = TargetState(
+        last_run_id=1, last_started_ts=T0, last_finished_ts=T0, last_result=Result.FAILED,
+        retry_at_ts=T0 + 3480,
+    )  # fmt: skip
+    past_critical_interval = T0 + POLICY.critical_interval_s
+    skipped = decide(state, past_critical_interval, POLICY, critical=True)
+    assert (skipped.answer, skipped.next_eligible_ts) == (Answer.SKIPPED, T0 + 3480)
+    assert decide(state, T0 + 3480, POLICY, critical=True).answer == Answer.STARTED
+    assert decide(state, past_critical_interval, POLICY, force=True).answer == Answer.STARTED
+
+
 @pytest.fixture
 def guarded_host(make_sshd, docker_engine, tmp_path):
     """A build host whose guard keeps its own interval of an hour."""

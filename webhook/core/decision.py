@@ -137,7 +137,8 @@ def decide(
 ) -> Decision:
     """Start, or say why not. `force` overrides the interval only, never a live run.
     `critical` (the disk is nearly full) may start inside the interval, but never within
-    `critical_interval_s` of the last start, however many critical alerts arrive."""
+    `critical_interval_s` of the last start, however many critical alerts arrive, nor
+    before the time the host's own interval gave (it would refuse again)."""
     run = state.inflight_run_id
     if lease_is_live(state, now):
         return Decision(Answer.BUSY, f"run {run} is in flight", state.lease_expires_ts)
@@ -150,13 +151,17 @@ def decide(
     if eligible is None:
         return Decision(Answer.STARTED, "no prune has run yet")
     if now < eligible:
-        if critical and state.last_started_ts is not None:
+        if critical and state.last_started_ts is not None and state.retry_at_ts is None:
             critical_from = state.last_started_ts + policy.critical_interval_s
             if now >= critical_from:
                 reason = "critical: inside the interval, past critical_interval_s since the last"
                 return Decision(Answer.STARTED, f"{reason} start", critical=True)
             reason = "critical, but the last prune started within critical_interval_s"
             return Decision(Answer.SKIPPED, reason, next_eligible_ts=min(eligible, critical_from))
-        why = "last run failed; retry" if state.last_result != Result.OK else "interval"
+        why = "interval"
+        if state.retry_at_ts is not None:
+            why = "the host's own interval"
+        elif state.last_result != Result.OK:
+            why = "last run failed; retry"
         return Decision(Answer.SKIPPED, f"{why} not due yet", next_eligible_ts=eligible)
     return Decision(Answer.STARTED, "due")
