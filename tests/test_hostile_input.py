@@ -28,6 +28,8 @@ from webhook.core.triggers import Source, Trigger
 from webhook.service import PruneService
 from webhook.store import RunRecord
 from webhook.store.sqlite import SQLiteStore
+from webhook.web.hooks import MAX_CONTAINERS
+from webhook.web.schemas import MAX_ALERTS, AlertmanagerWebhookSchema
 
 MiB = 1024 * 1024
 JSON = AUTH | {"Content-Type": "application/json"}
@@ -194,6 +196,39 @@ def test_a_group_of_1200_alerts_over_1_mib_is_accepted_and_prunes(client, fake_h
     assert response.get_json()["decision"] == "started"
     assert response.get_json()["trigger"].startswith("1200 firing")
     assert len(fake_host.commands) == 1
+
+
+def test_a_group_of_more_alerts_than_any_real_one_is_one_small_422_and_runs_nothing(
+    client, fake_host
+):
+    """Millions of empty alerts fit in 16 MiB; read one by one, each made an error of its own
+    (gigabytes, minutes of a worker). Past MAX_ALERTS the count is refused before any."""
+    body = ALERTMANAGER | {"alerts": [{}] * (MAX_ALERTS + 1)}
+    response = post(client, "/hooks/alertmanager", json.dumps(body).encode())
+    assert response.status_code == 422
+    assert response.get_json()["fields"] == {
+        "alerts": [f"Longer than maximum length {MAX_ALERTS}."]
+    }
+    assert len(response.get_data()) < 1024
+    assert fake_host.commands == []
+
+
+@pytest.mark.parametrize("path", ["/hooks/alertmanager", "/hooks/watchdog"])
+@pytest.mark.parametrize("empty", ["{}", "[]"])
+def test_a_body_of_too_many_tiny_objects_is_400_before_it_is_read(client, fake_host, path, empty):
+    tiny = ",".join([empty] * (MAX_CONTAINERS + 1))
+    body = f'{{"version": "4", "alerts": [{tiny}], "host": "build-1"}}'.encode()
+    response = post(client, path, body)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_json"
+    assert f"more than {MAX_CONTAINERS} JSON objects" in response.get_json()["message"]
+    assert fake_host.commands == []
+
+
+def test_a_group_of_max_alerts_is_read_whole():
+    group = alertmanager_group(1)
+    group["alerts"] *= MAX_ALERTS
+    assert len(AlertmanagerWebhookSchema().load(group)["alerts"]) == MAX_ALERTS
 
 
 def _padded_alertmanager(size: int) -> bytes:

@@ -21,6 +21,7 @@ from webhook.web.auth import authenticate
 from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError, ValidationFailed
 from webhook.web.schemas import (
+    MAX_ALERTS,
     TARGET_ANSWER,
     WAIT_FLAGS,
     AlertmanagerWebhookSchema,
@@ -40,6 +41,9 @@ DELIVERY_PENDING_S = 90
 ALERTMANAGER_BODY_BYTES = 16 * 1024 * 1024
 # no field any hook reads holds a number this long; Python refuses over 4,300 digits anyway
 MAX_INTEGER_DIGITS = 64
+# a real alert is three JSON objects; a body of far more objects and arrays is no sender's,
+# and read whole it would take hundreds of megabytes (millions of `{}` fit in 16 MiB)
+MAX_CONTAINERS = 16 * MAX_ALERTS
 
 
 # reads a validated body: the settings give the host labels and the ?target= names
@@ -70,6 +74,9 @@ def _load(request: Request, spec: HookSpec) -> dict[str, Any]:
         if spec.allow_empty:
             return {}  # the common cron ping: nothing to validate
         raise APIError("the body is empty; a JSON object is expected", code="empty_body")
+    if raw.count(b"{") + raw.count(b"[") > MAX_CONTAINERS:  # braces in strings count too
+        why = f"the body holds more than {MAX_CONTAINERS} JSON objects and arrays"
+        raise APIError(why, code="invalid_json")
     try:
         body = json.loads(raw, parse_int=_bounded_int)
     except RecursionError as error:

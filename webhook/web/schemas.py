@@ -8,7 +8,16 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, post_dump
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    pre_load,
+)
 from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 
 from webhook.core.decision import Answer, Result
@@ -127,6 +136,10 @@ class AlertmanagerAlertSchema(Schema):
     fingerprint = _text(FINGERPRINT_CHARS)
 
 
+# a real alert is about 1 KB: one per KiB of the largest body (16 MiB) is more than any group
+MAX_ALERTS = 16 * 1024
+
+
 class AlertmanagerWebhookSchema(Schema):
     """Alertmanager's webhook payload, version 4. Newer Alertmanagers add keys: kept out."""
 
@@ -144,7 +157,20 @@ class AlertmanagerWebhookSchema(Schema):
     common_labels = _string_map(LABEL_VALUE_CHARS, data_key="commonLabels")
     common_annotations = _string_map(ANNOTATION_CHARS, data_key="commonAnnotations")
     external_url = _text(URL_CHARS, data_key="externalURL")
-    alerts = fields.List(fields.Nested(AlertmanagerAlertSchema), required=True)
+    alerts = fields.List(
+        fields.Nested(AlertmanagerAlertSchema),
+        required=True,
+        metadata={"description": f"at most {MAX_ALERTS} (more is a 422)"},
+    )
+
+    @pre_load
+    def _count_alerts_first(self, data: Any, **_: Any) -> Any:
+        """Refuse too many alerts before reading any: each would make an error of its own,
+        and millions of tiny ones fit in a body."""
+        alerts = data.get("alerts") if isinstance(data, dict) else None
+        if isinstance(alerts, list) and len(alerts) > MAX_ALERTS:
+            raise ValidationError(f"Longer than maximum length {MAX_ALERTS}.", "alerts")
+        return data
 
 
 # a run's id is a signed 64-bit integer in SQLite and PostgreSQL (bigint) alike: a larger
