@@ -39,7 +39,7 @@ from webhook.core.forecast import (
     verdict,
 )
 from webhook.core.outcome import Step
-from webhook.core.planner import unconfirmed
+from webhook.core.planner import Next, plan, unconfirmed
 from webhook.core.sizes import human_size
 
 GIB, TIB = 1024**3, 1024**4
@@ -655,6 +655,16 @@ def test_a_forecast_crossing_within_the_horizon_starts_a_run_with_the_ahead_goal
     assert told.act == Act.FORECAST
     assert told.goals == ahead_goals(GOALS, found, HORIZON, TIB)
     assert "~3.0 h" in told.reason
+
+
+def test_a_forecast_without_goals_starts_the_age_prune_alone():
+    """The host's guard allows stage 2 only to a target with goals (`hosts add`): a run
+    aimed at room for the horizon would be denied, and fail every critical_interval_s."""
+    found = filling(RATE, min_free_at=NOW + HOUR, full_at=NOW + HOUR)  # min_free: 0
+    measured = sample(12 * GIB, 30 * GIB)  # 14 GiB would fill over the horizon
+    told = verdict(Goals(), CRITICAL, measured, found, HORIZON)
+    assert told.act == Act.FORECAST and told.goals == Goals()
+    assert plan(told.goals, measured.measure).next == Next.DONE
 
 
 def test_a_cache_crossing_within_the_horizon_starts_a_run_too():

@@ -280,7 +280,9 @@ def verdict(
         why = f"a goal is forecast to be missed, but the cache is only {cache}"
         return Verdict(Act.NOTHING, why)
     hours = max(0.0, crossing - sample.ts) / 3600
-    return Verdict(Act.FORECAST, f"a goal is forecast to be missed in ~{hours:.1f} h", ahead)
+    why = f"a goal is forecast to be missed in ~{hours:.1f} h"
+    # without goals the host's guard allows no stage 2 (`hosts add`): the age prune alone
+    return Verdict(Act.FORECAST, why, ahead if goals.any else goals)
 
 
 def about(seconds: float) -> str:
