@@ -49,6 +49,8 @@ def test_until_is_a_go_duration_with_days_and_weeks_as_hours(raw, expected):
         "1hh",
         "99999999999h",
         "20000000w",
+        "\u0661h",  # an Arabic-Indic one: Python's float() reads it, Go's parser does not
+        "\uff12\uff14h",  # fullwidth 24
     ],
 )
 def test_until_docker_would_reject_is_refused(raw):
@@ -68,7 +70,7 @@ def test_all_flag_only_ever_comes_with_the_age_filter():
     )
 
 
-@pytest.mark.parametrize("until", ["24h; reboot", "24h --all", "", "7d"])
+@pytest.mark.parametrize("until", ["24h; reboot", "24h --all", "", "7d", "\u0661h"])
 def test_command_refuses_anything_but_a_go_duration(until):
     with pytest.raises(ValueError):
         build_prune_command(until, prune_all=False)

@@ -16,8 +16,9 @@ _UNITS_S = _GO_UNITS_S | _FRIENDLY_UNITS_S
 # "1h2m3s4ms5us6ns" is 15 characters: anything much longer is a typo, refused before any
 # pattern sees it (an unbounded digit run made the old token scan quadratic)
 MAX_LENGTH = 64
-# 20 digits already exceed what Go's int64 of nanoseconds holds in any unit
-_NUMBER = r"(?:\d{1,20}(?:\.\d{1,20})?|\.\d{1,20})"
+# 20 digits already exceed what Go's int64 of nanoseconds holds in any unit; ASCII digits
+# only (`\d` and float() take any script's, Go's parser does not)
+_NUMBER = r"(?:[0-9]{1,20}(?:\.[0-9]{1,20})?|\.[0-9]{1,20})"
 _TOKEN = re.compile(rf"({_NUMBER})(ns|us|ms|s|m|h|d|w)")
 _DURATION = re.compile(rf"(?:{_TOKEN.pattern})+")
 # Go's time.Duration is an int64 of nanoseconds: Docker refuses anything longer
