@@ -118,6 +118,14 @@ def test_with_a_status_token_only_health_readiness_and_the_api_document_are_open
     assert all(answered[path] == 200 for path in OPEN)
 
 
+def test_with_a_status_token_the_open_api_document_names_targets_to_readers_alone(closed):
+    """Target names are host names: as closed as /status, where a status token closes it."""
+    anonymous = closed.get("/openapi.json").get_data(as_text=True)
+    assert "127.0.0.1" not in anonymous
+    for credentials in (bearer(STATUS_TOKEN), AUTH):
+        assert "127.0.0.1" in closed.get("/openapi.json", headers=credentials).get_data(True)
+
+
 def test_without_a_status_token_status_and_metrics_stay_open_but_tails_need_the_hook_token(
     make_app,
 ):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from webhook.web import schemas
+from webhook.web.auth import may_read, presented_token
 from webhook.web.context import prunehook
 
 bp = Blueprint("openapi", __name__)
@@ -149,4 +150,7 @@ def build_spec(target_names: tuple[str, ...] = ()) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(build_spec(prunehook().service.fleet.names))
+    """Open to all; the targets' names (host names, often) only to those who may read /status."""
+    hook = prunehook()
+    readable = may_read(hook.settings.auth, presented_token(request), tails=False)
+    return jsonify(build_spec(hook.service.fleet.names if readable else ()))
