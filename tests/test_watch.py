@@ -236,6 +236,23 @@ def test_a_ping_that_waits_answers_after_its_measures_and_the_runs_they_start(ma
     assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
 
 
+def test_a_measure_a_ping_queued_is_still_its_to_wait_for_after_another_ping_queued_more(
+    make_watching,
+):
+    """On a platform that takes concurrent requests, another ping may queue measures
+    between this one's measure ending and its wait: what this ping queued, it still reads
+    (and so waits for the run it started)."""
+    host = DiskHost(size=100 * GB, others=68 * GB, young=30 * GB)  # 2 GB free, 3 GB short
+    watching = make_watching(host, min_free=FreeGoal(size=5 * GB), critical_percent=99.0)
+    watch = watching.service.watch
+    queued = watch.sweep([watching.service.fleet.targets[0]])
+    queued["build-1"].result(30)
+    watch.sweep([replace(watching.service.fleet.targets[0], name="build-2")])
+    found = queued["build-1"].result(0)
+    assert found.sample.disk_free == 2 * GB and found.run_id is not None
+    watching.service.join_all(30)
+
+
 def test_a_disk_over_critical_percent_with_its_goals_met_is_pruned_under_it_once(make_watching):
     """max_cache is met, but the disk is 96 % used with young cache the age prune leaves: the
     watch run prunes under critical_percent (95) instead of stopping at the goals met, and

@@ -17,10 +17,12 @@ class Pool:
         self._futures: dict[Hashable, Future[Any]] = {}
         self._lock = threading.Lock()
 
-    def submit(self, key: Hashable, work: Callable[..., Any], *args: Any) -> None:
+    def submit(self, key: Hashable, work: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue `work`; its future is the caller's to wait on (the pool forgets it once done)."""
         with self._lock:
             self._futures = {k: f for k, f in self._futures.items() if not f.done()}
-            self._futures[key] = self._executor.submit(work, *args)
+            future = self._futures[key] = self._executor.submit(work, *args)
+        return future
 
     def busy(self, key: Hashable) -> bool:
         """Whether work under `key` is queued or under way."""

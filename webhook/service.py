@@ -26,7 +26,7 @@ from webhook.listeners import tell
 from webhook.remote.session import CommandSession, Execute, OpenSession
 from webhook.runs import FinishedListener, KnownVersions, Orders, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
-from webhook.watch import MeasuredListener, Watch
+from webhook.watch import MeasuredListener, Watch, measure_limit_s
 
 if TYPE_CHECKING:
     from webhook.core.decision import TargetState
@@ -200,9 +200,12 @@ class PruneService:
         except StoreUnavailable as error:
             log.error("cron ping: no measure queued, the state database failed: %s", error)
             return
-        for name in queued if wait else ():
-            found = self.watch.wait(measured[name])
-            if found is not None and found.run_id is not None:
+        for name, measure in queued.items() if wait else ():
+            try:
+                found = measure.result(measure_limit_s(measured[name]))
+            except TimeoutError:
+                continue
+            if found.run_id is not None:
                 self.runs.wait(found.run_id, run_limit_s(measured[name]))
 
     def start_watched(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -99,23 +100,24 @@ class Watch:
         # measures by target: a ping never queues one that is queued or under way
         self._pool = Pool(max_parallel, "measure")
 
-    def sweep(self, targets: Iterable[Target]) -> list[str]:
+    def sweep(self, targets: Iterable[Target]) -> dict[str, Future[Watched]]:
         """Queue a measure of each watched target whose last one is old enough and that no
-        one is measuring; the names queued. Raises StoreUnavailable."""
+        one is measuring; the measures queued, by name. Raises StoreUnavailable."""
         watched = {
             t.name: t
             for t in targets
             if t.policy.watch_interval_s > 0 and not self._pool.busy(t.name)
         }
         if not watched:
-            return []
+            return {}
         due = {name: t.policy.watch_interval_s for name, t in watched.items()}
         hold_s = max(measure_limit_s(t) for t in watched.values())
         now = self.clock()
         claimed = self.store.claim_measures(due, now, hold_s)
-        for name in claimed:
-            self._pool.submit(name, self.measure, watched[name], now + hold_s)
-        return claimed
+        return {
+            name: self._pool.submit(name, self.measure, watched[name], now + hold_s)
+            for name in claimed
+        }
 
     def measure(self, target: Target, held: float | None = None) -> Watched:
         """Measure `target` now and act on it; `held`: the end of the hold it was claimed
@@ -200,11 +202,6 @@ class Watch:
             ahead = watched.forecast if told.act == Act.FORECAST else None
             run_id = self.start(watched.target, told, ahead)
         return replace(watched, verdict=told, run_id=run_id, repeated=repeated)
-
-    def wait(self, target: Target) -> Watched | None:
-        """Wait for the measure of `target` this process queued: what it found, or None."""
-        found: Watched | None = self._pool.wait(target.name, measure_limit_s(target))
-        return found
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the measures this process queued (tests, the CLI, shutdown)."""
