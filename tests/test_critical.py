@@ -8,10 +8,15 @@ import threading
 
 import pytest
 
-from tests.conftest import AUTH
+from tests.conftest import AUTH, Clock
+from tests.disk_host import GB, DiskHost
 from tests.payloads import ALERTMANAGER
+from webhook.core.decision import Answer
 from webhook.core.disk import FreeGoal
-from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
+from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
+from webhook.core.triggers import Source, Trigger
+from webhook.service import PruneService
+from webhook.store.sqlite import SQLiteStore
 
 CRITICAL_INTERVAL_S = 900
 # df as the run measures it: 99% of 100 GB used, and 60%
@@ -156,6 +161,31 @@ def test_a_critical_trigger_prunes_under_the_percent_when_a_goal_is_missed(
     clock.advance(CRITICAL_INTERVAL_S)
     assert watchdog(client, 99)["decision"] == "started"
     assert fake_host.commands[first] == "docker builder prune -f --filter until=24h"
+
+
+def test_a_critical_trigger_on_a_disk_with_its_goals_met_prunes_it_under_the_percent(tmp_path):
+    """min_free 3% is met at 96% used: stopped at the goals, a critical run would free
+    nothing, and another would start every critical_interval_s. It prunes under
+    critical_percent (95) instead, least recently used cache first."""
+    host = DiskHost(size=100 * GB, others=76 * GB, young=20 * GB)  # 4 GB free: 96 % used
+    policy = PrunePolicy(min_free=FreeGoal(percent=3), critical_interval_s=CRITICAL_INTERVAL_S)
+    target = Target("build-1", SSHEndpoint("127.0.0.1"), policy)
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    service = PruneService(Fleet((target,)), store, host, clock=clock)
+    service.handle(Trigger(Source.CRON, True, "cron ping"))  # the age prune frees nothing
+    service.join_all(30)
+    clock.advance(CRITICAL_INTERVAL_S)
+    alert = Trigger(Source.WATCHDOG, True, "96% used", "build-1:/", ("build-1",), used_percent=96)
+    assert service.handle(alert).answer == Answer.STARTED
+    service.join_all(30)
+    assert host.prunes()[-1] == f"docker builder prune -f --keep-storage {int(19 * GB - 1)}"
+    assert host.free > 5 * GB  # under 95 % used
+    pruned = len(host.prunes())
+    clock.advance(CRITICAL_INTERVAL_S)
+    assert service.handle(alert).answer == Answer.STARTED  # the alert, not yet resolved
+    service.join_all(30)
+    assert len(host.prunes()) == pruned  # the host's own measure: no longer critical
 
 
 def test_a_due_prune_is_not_held_to_the_critical_check(client, fake_host, clock):

@@ -12,13 +12,13 @@ missed), a run ahead of the forecast, or a word that the cache is too small to h
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from webhook.core.disk import Assessment, FreeGoal, Goals, Measure, assess
 from webhook.core.outcome import RunOutcome
+from webhook.core.planner import critical_aim, over_critical
 from webhook.core.sizes import human_size
 
 # a line needs this many samples, spanning at least this part of the window (30 min of
@@ -211,38 +211,12 @@ class Verdict:
     goals: Goals | None = None
 
 
-def _over_critical(measure: Measure, critical_percent: float) -> int:
-    """The bytes to free to bring the disk under `critical_percent`; 0 when it is."""
-    used = measure.used_percent
-    if used is None or used < critical_percent:
-        return 0
-    size, free = measure.disk_size, measure.disk_free
-    assert size is not None and free is not None  # used_percent read them
-    # int() would round a used space a fraction of a byte under the threshold up to it
-    return max(1, math.floor(size - free - size * critical_percent / 100) + 1)
-
-
 def _shortfall(standing: Assessment, over: int, measure: Measure) -> int | None:
     """The bytes a prune would have to free to meet every goal `standing` says is missed and
-    free `over` (`_over_critical`); 0 when nothing is missed, None when unknown."""
+    free `over` (`over_critical`); 0 when nothing is missed, None when unknown."""
     if measure.used_percent is None and standing.met is None:
         return None
     return max(standing.free_short or 0, standing.cache_over or 0, over)
-
-
-def _aim(goals: Goals, over: int, measure: Measure) -> Goals:
-    """The goals of a run on a goal missed now: the target's own, with free space enough to
-    free `over` (bring the disk under `critical_percent`) when `min_free` asks less (stage 2
-    would stop at goals already met, and every `critical_interval_s` another run would free
-    nothing). Without goals the host's guard allows no stage 2 (`hosts add`): the age prune
-    alone."""
-    if not goals.any or not over or measure.disk_free is None:
-        return goals
-    wanted = measure.disk_free + over
-    kept = goals.min_free.bytes_of(measure.disk_size) if goals.min_free else 0
-    if kept is not None and kept >= wanted:
-        return goals
-    return replace(goals, min_free=FreeGoal(size=wanted))
 
 
 def helps(cache: int | None, needed: int) -> bool:
@@ -261,11 +235,11 @@ def verdict(
     """What the watch does with a fresh sample and the forecast made with it."""
     measure = sample.measure
     standing = assess(goals, measure)
-    over = _over_critical(measure, critical_percent)
+    over = over_critical(measure, critical_percent)
     short = _shortfall(standing, over, measure)
     if short:
         if standing.cache_over or helps(measure.cache, short):
-            aim = _aim(goals, over, measure)
+            aim = critical_aim(goals, over, measure)
             return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", aim)
         cache = human_size(measure.cache or 0)
         why = f"the disk is {human_size(short)} short of its goals, but the cache is only {cache}"
@@ -274,7 +248,7 @@ def verdict(
     if found is None or crossing is None or crossing > sample.ts + horizon_s:
         return Verdict(Act.NOTHING, "no goal is missed or forecast to be")
     ahead = ahead_goals(goals, found, horizon_s, measure.disk_size)
-    needed = _shortfall(assess(ahead, measure), _over_critical(measure, 100.0), measure) or 0
+    needed = _shortfall(assess(ahead, measure), over_critical(measure, 100.0), measure) or 0
     if not helps(measure.cache, needed):
         cache = human_size(measure.cache or 0)
         why = f"a goal is forecast to be missed, but the cache is only {cache}"

@@ -7,10 +7,11 @@ Stage 2 runs only while a goal is missed, pruning the cache down to the bound
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from webhook.core.disk import Goals, Measure, assess, keep_storage_bytes
+from webhook.core.disk import FreeGoal, Goals, Measure, assess, keep_storage_bytes
 
 
 class Next(StrEnum):
@@ -63,3 +64,29 @@ def unconfirmed(goals: Goals, critical_percent: float, measure: Measure) -> str 
         f"not pruned: the trigger said the disk is critical, but it is {used:.1f}% used, "
         f"under critical_percent ({critical_percent:g}%), and no goal is missed"
     )
+
+
+def over_critical(measure: Measure, critical_percent: float) -> int:
+    """The bytes to free to bring the disk under `critical_percent`; 0 when it is."""
+    used = measure.used_percent
+    if used is None or used < critical_percent:
+        return 0
+    size, free = measure.disk_size, measure.disk_free
+    assert size is not None and free is not None  # used_percent read them
+    # int() would round a used space a fraction of a byte under the threshold up to it
+    return max(1, math.floor(size - free - size * critical_percent / 100) + 1)
+
+
+def critical_aim(goals: Goals, over: int, measure: Measure) -> Goals:
+    """The goals of a run on a disk at or over `critical_percent` (the watch's, or a critical
+    trigger's): the target's own, with free space enough to free `over` (`over_critical`)
+    when `min_free` asks less (stage 2 would stop at goals already met, and every
+    `critical_interval_s` another run would free nothing). Without goals the host's guard
+    allows no stage 2 (`hosts add`): the age prune alone."""
+    if not goals.any or not over or measure.disk_free is None:
+        return goals
+    wanted = measure.disk_free + over
+    kept = goals.min_free.bytes_of(measure.disk_size) if goals.min_free else 0
+    if kept is not None and kept >= wanted:
+        return goals
+    return replace(goals, min_free=FreeGoal(size=wanted))
