@@ -331,10 +331,15 @@ def test_a_failed_measure_is_counted_and_asks_for_nothing(make_watching):
     host.answers[DF] = host.answers["docker system df"] = replace(
         host(watching.service.fleet.get("build-1"), "docker version"), rc=1, stdout_tail=""
     )
-    watching.ping(MINUTE)
-    last: Watched = watching.told[-1]
-    assert (last.result, last.verdict, last.run_id) == (Measurement.FAILED, None, None)
+    kept = watching.store.samples("build-1", 0)
+    for _ in range(3):
+        watching.ping(MINUTE)
+        last: Watched = watching.told[-1]
+        assert (last.result, last.verdict, last.run_id) == (Measurement.FAILED, None, None)
     assert watching.runs() == [("cron", "ok")]
+    # a measure that read nothing is no sample: a host down for a day of pings would push
+    # every real sample out of the SAMPLES_KEPT kept
+    assert watching.store.samples("build-1", 0) == kept
 
 
 def test_a_measure_that_could_not_read_the_cache_keeps_the_cache_last_read(make_watching):

@@ -167,11 +167,14 @@ class Watch:
         policy = target.policy
         sample = samples[-1]
         watched = Watched(target, sample)
+        # a measure that read nothing is no sample (a host down for days of pings would push
+        # every real one out); its hold still ends
+        kept = [s for s in samples if s.disk_free is not None or s.cache is not None]
         try:
             window = policy.forecast_window_s
             recent, found = self.store.add_samples(
                 target.name,
-                samples,
+                kept,
                 sample.ts - window,
                 lambda kept: forecast(kept, sample.ts, window, policy.goals),
                 latest=act,

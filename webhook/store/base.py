@@ -483,10 +483,10 @@ class Store(ABC):
         latest: bool = False,
         held: float | None = None,
     ) -> tuple[list[SampleRecord], Forecast]:
-        """Keep `samples` (one or more, oldest first: the watch's, or a run's before and after
-        its prunes, which may share a time), drop the samples past SAMPLES_KEPT_S and
-        SAMPLES_KEPT, and keep the forecast `draw` makes of those taken at or after `since`
-        (oldest first): both returned. One transaction.
+        """Keep `samples` (oldest first: the watch's, or a run's before and after its prunes,
+        which may share a time; none for a measure that read nothing), drop the samples past
+        SAMPLES_KEPT_S and SAMPLES_KEPT, and keep the forecast `draw` makes of those taken at
+        or after `since` (oldest first): both returned. One transaction.
 
         `latest`: the watch's own measure, which the target's last measurement follows (a
         run's is `finish`'s to keep: only it knows whether the run still owns the target).
@@ -496,12 +496,13 @@ class Store(ABC):
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
-            self._execute(
-                connection,
-                "DELETE FROM samples WHERE target = ? AND (ts < ? OR id <= ("
-                " SELECT id FROM samples WHERE target = ? ORDER BY id DESC LIMIT 1 OFFSET ?))",
-                (target, max(s.ts for s in samples) - SAMPLES_KEPT_S, target, SAMPLES_KEPT),
-            )
+            if samples:
+                self._execute(
+                    connection,
+                    "DELETE FROM samples WHERE target = ? AND (ts < ? OR id <= ("
+                    " SELECT id FROM samples WHERE target = ? ORDER BY id DESC LIMIT 1 OFFSET ?))",
+                    (target, max(s.ts for s in samples) - SAMPLES_KEPT_S, target, SAMPLES_KEPT),
+                )
             recent = self._samples(connection, target, since)
             found = draw(recent)
             kept = {"forecast": found, **(_measured(samples) if latest else {})}
