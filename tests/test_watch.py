@@ -6,6 +6,7 @@ time is the injected clock."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -353,6 +354,50 @@ def test_a_measure_that_could_not_read_the_cache_keeps_the_cache_last_read(make_
     assert record is not None
     assert (record.last_disk_free, record.last_measured_ts) == (5 * GB, watching.clock.now)
     assert record.last_cache == 30 * GB  # as a run that could not read it keeps it
+
+
+class BusyDaemon(DiskHost):
+    """Once `hold` is set, the next cache probe waits for `release` (a busy Docker daemon)."""
+
+    def __init__(self, **numbers):
+        super().__init__(**numbers)
+        self.hold, self.holding, self.release = False, threading.Event(), threading.Event()
+
+    def __call__(self, target: Target, command: str) -> Execution:
+        if command == "docker system df" and self.hold:
+            self.hold = False
+            self.holding.set()
+            self.release.wait(30)
+        return super().__call__(target, command)
+
+
+def test_a_measure_that_began_before_a_run_ended_leaves_the_runs_figures(make_watching):
+    """The measure read df (10 GB free), then waited on a busy daemon while a run freed 20 GB
+    and recorded 30 GB free: the measure's older figure must not overwrite the run's."""
+    host = BusyDaemon(size=100 * GB, others=60 * GB, young=30 * GB)
+    watching = make_watching(host)
+    watching.ping()  # the first run: its cache is young, nothing freed
+    host.young, host.old = 10 * GB, 20 * GB
+    watching.clock.advance(3600)
+    target = watching.service.fleet.targets[0]
+    host.hold = True
+    measuring = threading.Thread(target=watching.service.watch.measure, args=(target,))
+    measuring.start()
+    assert host.holding.wait(30)
+    watching.clock.advance(1)
+    watching.service.handle(Trigger(Source.CLI, True, "prunehook prune"), force=True)
+    watching.service.join_all(30)
+    watching.clock.advance(2)
+    host.release.set()
+    measuring.join(30)
+    record = watching.store.target_record("build-1")
+    assert record is not None and record.last_disk_free == host.free == 30 * GB
+    kinds = [(s.kind, s.disk_free) for s in watching.store.samples("build-1", 0)][-3:]
+    assert kinds == [
+        (SampleKind.WATCH, 10 * GB),
+        (SampleKind.BEFORE, 10 * GB),
+        (SampleKind.AFTER, 30 * GB),
+    ]
 
 
 def test_a_run_aimed_past_the_goals_prunes_towards_the_aim_and_is_judged_by_the_goals():

@@ -121,20 +121,21 @@ class Watch:
 
     def measure(self, target: Target, held: float | None = None) -> Watched:
         """Measure `target` now and act on it; `held`: the end of the hold it was claimed
-        with. Never raises."""
+        with. Never raises. The sample's time is the measure's start, when `df` ran."""
+        started = self.clock()
         try:
             found = self._probe(target)
         except Exception:
             log.exception("measure of %s: the command runner raised", target.name)
             found = Measure()
         sample = Sample(
-            ts=self.clock(),
+            ts=started,
             kind=SampleKind.WATCH,
             disk_size=found.disk_size,
             disk_free=found.disk_free,
             cache=found.cache,
         )
-        return self.observe(target, [sample], act=True, held=held)
+        return self.observe(target, [sample], act=True, held=held, ended=self.clock())
 
     def _probe(self, target: Target) -> Measure:
         session = self.open_session(target)
@@ -159,11 +160,16 @@ class Watch:
             self.observe(target, samples, act=False)
 
     def observe(
-        self, target: Target, samples: list[Sample], act: bool, held: float | None = None
+        self,
+        target: Target,
+        samples: list[Sample],
+        act: bool,
+        held: float | None = None,
+        ended: float | None = None,
     ) -> Watched:
         """Keep `samples` (ending the measure's hold, `held`) and redraw the forecast; with
-        `act` (the watch's own measure, not a run's) they are the host's last measurement,
-        and what the last asks for starts."""
+        `act` (the watch's own measure, not a run's, which `ended` then) they are the host's
+        last measurement, and what the last asks for starts."""
         policy = target.policy
         sample = samples[-1]
         watched = Watched(target, sample)
@@ -178,6 +184,7 @@ class Watch:
                 sample.ts - window,
                 lambda kept: forecast(kept, sample.ts, window, policy.goals),
                 latest=act,
+                ended=ended,
                 held=held,
             )
             watched = replace(watched, forecast=found)

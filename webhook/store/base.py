@@ -481,6 +481,7 @@ class Store(ABC):
         draw: Callable[[list[SampleRecord]], Forecast],
         *,
         latest: bool = False,
+        ended: float | None = None,
         held: float | None = None,
     ) -> tuple[list[SampleRecord], Forecast]:
         """Keep `samples` (oldest first: the watch's, or a run's before and after its prunes,
@@ -489,7 +490,8 @@ class Store(ABC):
         or after `since` (oldest first): both returned. One transaction.
 
         `latest`: the watch's own measure, which the target's last measurement follows (a
-        run's is `finish`'s to keep: only it knows whether the run still owns the target).
+        run's is `finish`'s to keep: only it knows whether the run still owns the target),
+        unless a run recorded one while the measure ran, which ended at `ended`.
         `held`: these are the measure `claim_measures` held until then (`now + hold_s`),
         and that hold ends; a hold taken since (this measure outlasted its own), or a run's
         samples, leave a measure held."""
@@ -505,7 +507,9 @@ class Store(ABC):
                 )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            kept = {"forecast": found, **(_measured(samples) if latest else {})}
+            meanwhile = samples and self._measured_meanwhile(connection, target, samples[-1], ended)
+            fresh = latest and samples and not meanwhile
+            kept = {"forecast": found, **(_measured(samples) if fresh else {})}
             self._update(connection, "targets", kept, {"target": target})
             if held is not None:
                 self._update(
@@ -515,6 +519,19 @@ class Store(ABC):
                     {"target": target, "measuring_until_ts": held},
                 )
             return recent, found
+
+    def _measured_meanwhile(
+        self, connection: Any, target: str, sample: Sample, ended: float | None
+    ) -> bool:
+        """Whether a run recorded the target's last measurement while the watch's measure ran
+        (from its sample's time to `ended`): that one read the disk later. One further ahead
+        is from before the clock was stepped back, and the measure replaces it."""
+        if ended is None:
+            return False
+        sql = "SELECT last_measured_ts FROM targets WHERE target = ?"
+        row = self._execute(connection, sql, (target,)).fetchone()
+        stored = row["last_measured_ts"] if row else None
+        return stored is not None and sample.ts < stored <= ended
 
     def _samples(self, connection: Any, target: str, since: float) -> list[SampleRecord]:
         sql = SELECT["samples"] + " WHERE target = ? AND ts >= ? ORDER BY ts, id"
