@@ -173,6 +173,14 @@ def test_the_deployment_finds_every_key_it_takes_in_the_example_secret_and_confi
         assert "/tmp" in mounts.values()
 
 
+def test_the_documented_kubectl_command_creates_every_key_the_deployment_takes_from_the_secret():
+    blocks = fenced_blocks(section(PRODUCTION, "Kubernetes"))
+    (command,) = [block for block in blocks if "kubectl create secret generic prunehook" in block]
+    created = set(re.findall(r"--from-(?:literal|file)=([a-z0-9-]+)=", command))
+    taken = {entry["valueFrom"]["secretKeyRef"]["key"] for entry in container()["env"]}
+    assert created == taken
+
+
 def test_every_variable_the_deployment_docs_name_is_one_prunehook_reads():
     """A doc cannot name a variable that does not exist: the deployment sections of the docs,
     the variables the Deployment sets and the ConfigMap it takes them from."""
