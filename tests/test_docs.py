@@ -5,15 +5,18 @@ prunehook reads."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 from tests.harness import REPO
 from tests.readme import (
     DEPLOYMENT_SECTIONS,
+    KUBERNETES,
     PRODUCTION,
     VARIABLE,
     assignments,
@@ -166,11 +169,60 @@ def test_the_deployment_finds_every_key_it_takes_in_the_example_secret_and_confi
     assert settings["PRUNEHOOK_SSH_KNOWN_HOSTS"] in {
         f"{mounts[volume['name']]}/{file}" for file in files
     }
-    # a graceful stop outlasts gunicorn's: the prune timeout + 60 s (gunicorn.conf.py)
-    assert pod["terminationGracePeriodSeconds"] > int(settings["PRUNEHOOK_TIMEOUT_S"]) + 60
     # the read-only root: gunicorn.conf.py makes its metrics folder under /tmp
     if container()["securityContext"].get("readOnlyRootFilesystem"):
         assert "/tmp" in mounts.values()
+
+
+def gunicorn_constant(name: str) -> Any:
+    """A constant of webhook/gunicorn_settings.py, read from its text: gunicorn runs it as a
+    file, and importing it would run the master's checks."""
+    tree = ast.parse((REPO / "webhook" / "gunicorn_settings.py").read_text())
+    (value,) = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(target, ast.Name) and target.id == name for target in node.targets)
+    ]
+    return value
+
+
+def graceful_timeout_s(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> int:
+    """gunicorn's graceful_timeout with `variables` set, as webhook/gunicorn_settings.py
+    computes it: the longest run of any target, then the margin of a worker's exit."""
+    from webhook.config import load_settings
+    from webhook.runs import run_limit_s
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    settings, _ = load_settings()
+    assert settings.targets.fleet
+    longest = max(run_limit_s(target) for target in settings.targets.fleet)
+    return int(longest) + gunicorn_constant("EXIT_MARGIN_S")
+
+
+def test_the_deployment_waits_out_gunicorns_graceful_stop_with_the_configmaps_settings(
+    monkeypatch,
+):
+    settings = manifest("ConfigMap", "prunehook-settings")["data"]
+    bound = graceful_timeout_s(monkeypatch, settings)
+    pod = manifest("Deployment", "prunehook")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= bound
+    # the ConfigMap's rule for a timeout of its own
+    timeout = int(settings["PRUNEHOOK_TIMEOUT_S"])
+    said = (KUBERNETES / "configmap.example.yaml").read_text()
+    assert f"2 x it + {bound - 2 * timeout} " in said
+
+
+def test_nginx_waits_for_a_whole_run_as_long_as_gunicorns_graceful_stop(monkeypatch):
+    conf = (REPO / "contrib" / "nginx" / "prunehook.conf").read_text()
+    (read_timeout,) = re.findall(r"proxy_read_timeout (\d+)s;", conf)
+    bound = graceful_timeout_s(
+        monkeypatch, {"PRUNEHOOK_SSH_HOST": "build-1.example", "PRUNEHOOK_TIMEOUT_S": "120"}
+    )
+    assert int(read_timeout) >= bound
+    assert f"({bound} s with PRUNEHOOK_TIMEOUT_S=120)" in conf
+    assert f"({bound} s with `PRUNEHOOK_TIMEOUT_S=120`)" in (REPO / PRODUCTION).read_text()
 
 
 def test_the_documented_kubectl_command_creates_every_key_the_deployment_takes_from_the_secret():
