@@ -6,8 +6,10 @@ import json
 import socket
 
 import pytest
+from click.testing import CliRunner
 
 from webhook import create_app
+from webhook.cli.main import main
 from webhook.core.targets import PrunePolicy, SSHEndpoint, Target
 
 
@@ -109,6 +111,21 @@ def test_check_shows_each_configuration_fallback_as_a_warning(monkeypatch, tmp_p
     assert "PASS  config       valid, 1 warning(s)" in result.output
     assert "WARN  config       PRUNEHOOK_UNTIL: 'garbage' is not a duration" in result.output
     assert "using 24h" in result.output
+
+
+def test_check_with_an_instance_folder_that_cannot_be_made_says_so_naming_the_variable(
+    monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_INSTANCE_PATH", "/proc/nope")
+
+    said = CliRunner().invoke(main, ["check"])
+
+    assert said.exit_code == 2, said.output
+    assert (
+        "PRUNEHOOK_INSTANCE_PATH: the instance folder /proc/nope cannot be made: No such file"
+        in said.output
+    )
 
 
 def test_dry_run_prints_the_exact_command_and_runs_nothing(ssh_keys, env_for, tmp_path):

@@ -67,6 +67,68 @@ def test_a_config_error_without_a_safe_default_stops_gunicorn_naming_the_variabl
     assert variable in log.read_text()
 
 
+def refusal(how: str, env: dict[str, str], log: Path) -> str:
+    """What gunicorn said, once it stopped within seconds with exit code 2 before binding or
+    forking a worker, without a traceback."""
+    served = start(how, env, log)
+    try:
+        served.process.wait(REFUSAL_BOUND_S)
+    except subprocess.TimeoutExpired:
+        served.stop()
+        pytest.fail(f"`{how}` still running {REFUSAL_BOUND_S}s after a configuration error")
+    shown = log.read_text()
+    assert served.process.returncode == 2, shown
+    assert "Listening at" not in shown
+    assert "Booting worker" not in shown
+    assert "Traceback" not in shown
+    return shown
+
+
+def generated_token_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """operator_env without PRUNEHOOK_TOKEN: the hooks take the token kept in the instance
+    folder."""
+    env = operator_env(tmp_path) | variables
+    del env["PRUNEHOOK_TOKEN"]
+    return env
+
+
+@pytest.mark.parametrize("how", sorted(COMMANDS))
+def test_an_instance_folder_that_cannot_be_made_stops_gunicorn_naming_the_variable(tmp_path, how):
+    env = generated_token_env(tmp_path, PRUNEHOOK_INSTANCE_PATH="/proc/nope")
+
+    shown = refusal(how, env, tmp_path / "gunicorn.log")
+
+    assert "PRUNEHOOK_INSTANCE_PATH: the instance folder /proc/nope cannot be made" in shown
+
+
+@pytest.mark.parametrize("how", sorted(COMMANDS))
+def test_a_token_file_others_can_read_stops_gunicorn_naming_the_file_and_the_fix(tmp_path, how):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    token_file = instance / "hook-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o644)
+
+    shown = refusal(how, generated_token_env(tmp_path), tmp_path / "gunicorn.log")
+
+    assert f"{token_file}: others can read or write it (mode 0644): chmod 600 it" in shown
+
+
+def test_a_worker_that_cannot_load_the_app_exits_without_a_traceback_from_prunehook(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    served = start_gunicorn(operator_env(tmp_path), app="wsgi:no_such_app", workers=1, log_path=log)
+    try:
+        served.process.wait(REFUSAL_BOUND_S)
+    except subprocess.TimeoutExpired:
+        served.stop()
+        pytest.fail(f"gunicorn still running {REFUSAL_BOUND_S}s after an app it cannot load")
+    shown = log.read_text()
+    assert served.process.returncode == 4  # gunicorn's APP_LOAD_ERROR
+    assert "Failed to find attribute 'no_such_app' in 'wsgi'" in shown
+    assert "Exception during worker exit" not in shown
+    assert "Traceback" not in shown
+
+
 def test_gunicorn_timeouts_cover_a_whole_run_with_the_prune_timeout_set_in_dot_env(tmp_path):
     (tmp_path / ".env").write_text(
         "PRUNEHOOK_TIMEOUT_S=600\nPRUNEHOOK_SSH_HOST=build-1.example\nPRUNEHOOK_SSH_KEY=unused\n"

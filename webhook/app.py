@@ -22,7 +22,7 @@ from webhook.store import Store, StoreUnavailable
 from webhook.store.sqlite import SQLiteStore
 from webhook.web import answers, errors, health, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
-from webhook.web.hook_token import ensure_token
+from webhook.web.hook_token import check_token, ensure_token
 from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
@@ -35,8 +35,7 @@ def _completed(app: Flask, settings: Settings) -> Settings:
     if not server.db_path:
         db_path = str(Path(app.instance_path) / "prunehook.sqlite3")
         server = dataclasses.replace(server, db_path=db_path)
-    if not auth.token and not (server.database_url and auth.hmac_keys):
-        # replicas would each make their own: with a database URL, signatures alone will do
+    if _keeps_token(settings):
         token, path, made = ensure_token(app.instance_path)
         # said loudly once, when made; every command and start after would repeat it
         log.log(
@@ -46,6 +45,27 @@ def _completed(app: Flask, settings: Settings) -> Settings:
         )
         auth = dataclasses.replace(auth, token=token)
     return dataclasses.replace(settings, server=server, auth=auth)
+
+
+def _keeps_token(settings: Settings) -> bool:
+    """Whether the hooks take the token kept in the instance folder: none is set (replicas
+    would each make their own: with a database URL, signatures alone will do)."""
+    auth, server = settings.auth, settings.server
+    return not auth.token and not (server.database_url and auth.hmac_keys)
+
+
+def check_instance(settings: Settings) -> None:
+    """Raises the ConfigError create_app would about the instance folder and the hook token
+    kept there, without making the token (gunicorn's master, before it forks)."""
+    if _keeps_token(settings):
+        check_token(_flask(None).instance_path)
+
+
+def _flask(instance_path: str | None) -> Flask:
+    """The Flask app, its instance folder `instance_path`, else PRUNEHOOK_INSTANCE_PATH, else
+    Flask's default."""
+    instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
+    return Flask(__name__, instance_path=instance_path, instance_relative_config=True)
 
 
 def _prepare(store: Store, settings: Settings) -> None:
@@ -93,8 +113,7 @@ def create_app(
         settings, warnings = load_settings(DOTENV)
     for warning in warnings:
         log.warning("%s", warning)
-    instance_path = instance_path or os.environ.get("PRUNEHOOK_INSTANCE_PATH") or None
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app = _flask(instance_path)
     settings = _completed(app, settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     store, clock = _state(settings, clock)

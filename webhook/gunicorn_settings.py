@@ -41,13 +41,15 @@ EXIT_MARGIN_S = 60
 
 
 def _longest_run_s() -> float:
-    """The app's own settings check, run once before forking (exits naming what is wrong);
-    then the longest any target's run may take."""
+    """The app's own checks of its settings, its instance folder and hook token, run once
+    before forking (exits naming what is wrong); then the longest any target's run may take."""
     try:
+        from webhook.app import check_instance
         from webhook.config import DOTENV, ConfigError, load_settings
         from webhook.runs import run_limit_s
 
         settings, _ = load_settings(DOTENV)
+        check_instance(settings)
         return max((run_limit_s(target) for target in settings.targets.fleet), default=0.0)
     except ConfigError as error:
         _refuse_to_start(error)
@@ -84,7 +86,9 @@ def on_starting(server):
 def worker_exit(server, worker):
     """A stopping worker (a graceful stop, a reload) lets its runs finish and sends their
     notifications before its process ends."""
-    extension = getattr(worker.wsgi, "extensions", {}).get("prunehook")
+    # a worker that failed to load the app has none
+    app = getattr(worker, "wsgi", None)
+    extension = getattr(app, "extensions", {}).get("prunehook")
     if extension is not None:
         extension.join_all()
 
