@@ -114,6 +114,23 @@ def test_a_token_file_others_can_read_stops_gunicorn_naming_the_file_and_the_fix
     assert f"{token_file}: others can read or write it (mode 0644): chmod 600 it" in shown
 
 
+@pytest.mark.parametrize("how", sorted(COMMANDS))
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    # WEB_CONCURRENCY=abc stops gunicorn with a traceback before it reads its settings: its
+    # own default for --workers is int(WEB_CONCURRENCY), read when gunicorn is imported
+    [("GUNICORN_THREADS", "abc"), ("GUNICORN_THREADS", "-1"), ("WEB_CONCURRENCY", "0")],
+)
+def test_a_worker_or_thread_count_that_is_no_count_stops_gunicorn_naming_the_variable(
+    tmp_path, how, variable, value
+):
+    env = operator_env(tmp_path, **{variable: value})
+
+    shown = refusal(how, env, tmp_path / "gunicorn.log")
+
+    assert f"{variable}: must be a whole number, 1 or more, not {value!r}" in shown
+
+
 def test_a_worker_that_cannot_load_the_app_exits_without_a_traceback_from_prunehook(tmp_path):
     log = tmp_path / "gunicorn.log"
     served = start_gunicorn(operator_env(tmp_path), app="wsgi:no_such_app", workers=1, log_path=log)
