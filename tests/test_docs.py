@@ -104,6 +104,36 @@ def test_the_configuration_reference_has_every_variable_and_its_description():
         assert rows[variable][2] not in ("", None), variable  # a default, even (empty)
 
 
+def test_the_configuration_page_names_every_variable_prunehook_reads():
+    referenced = {cell for cells in reference_rows().values() for cell in cells[:2]}
+    page = (REPO / "docs" / "configuration.md").read_text()
+    guard = (REPO / "contrib" / "prunehook-guard").read_text()
+    # the build host's guard's own, told in its header; a request header as WSGI passes it
+    elsewhere = set(re.findall(r"\$\{?(PRUNEHOOK_[A-Z0-9_]+)", guard)) | {"HTTP_AUTHORIZATION"}
+    unnamed = [
+        name
+        for name in sorted(variables_read() - elsewhere)
+        if name not in referenced and f"`{name}`" not in page
+    ]
+    assert unnamed == []
+
+
+def test_the_configuration_page_says_which_variables_dot_env_never_sets():
+    beside = section("docs/configuration.md", "Beside the schema")
+    assert "read from the process environment only, never from `.env`" in beside
+    process_only = [
+        "DATABASE_URL",
+        "PRUNEHOOK_INSTANCE_PATH",
+        "PRUNEHOOK_COPY_TO_URL",
+        "PORT",
+        "GUNICORN_BIND",
+        "WEB_CONCURRENCY",
+        "GUNICORN_THREADS",
+        "GUNICORN_CONTROL_SOCKET",
+    ]
+    assert [name for name in process_only if f"`{name}`" not in beside] == []
+
+
 def test_the_configuration_page_keeps_the_marker_the_reference_replaces():
     page = (REPO / "docs" / "configuration.md").read_text()
     assert page.count(config_reference().MARKER) == 1
