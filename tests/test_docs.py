@@ -255,6 +255,41 @@ def test_nginx_waits_for_a_whole_run_as_long_as_gunicorns_graceful_stop(monkeypa
     assert f"({bound} s with `PRUNEHOOK_TIMEOUT_S=120`)" in (REPO / PRODUCTION).read_text()
 
 
+SYSTEMD_UNIT = REPO / "contrib" / "systemd" / "prunehook.service"
+
+
+def unit_settings() -> dict[str, str]:
+    """The systemd unit's `Key=value` lines (an `Environment=` line as `Environment NAME`)."""
+    found = {}
+    for line in SYSTEMD_UNIT.read_text().splitlines():
+        key, equals, value = line.partition("=")
+        if equals and not line.startswith("#"):
+            if key == "Environment":
+                name, _, value = value.partition("=")
+                key = f"Environment {name}"
+            found.setdefault(key, value)
+    return found
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.replace("\n#", "\n").split())
+
+
+def test_the_command_beside_the_systemd_unit_runs_with_the_units_user_settings_and_state():
+    unit = unit_settings()
+    blocks = fenced_blocks(section(PRODUCTION, "Commands beside the systemd unit"))
+    (command,) = [one_line(block) for block in blocks if block.startswith("sudo")]
+    program = unit["ExecStart"].split()[0]
+    assert command.startswith(f"sudo -u {unit['User']} sh -c 'cd {unit['WorkingDirectory']} ")
+    assert f" . {unit['EnvironmentFile']} " in command
+    instance = unit["Environment PRUNEHOOK_INSTANCE_PATH"]
+    assert f" PRUNEHOOK_INSTANCE_PATH={instance} exec {program} check'" in command
+    # the same command in the fleet's steps and in the unit's own comments
+    prefix = command.removesuffix(" check'")
+    assert prefix in one_line((REPO / "docs" / "fleet.md").read_text())
+    assert prefix in one_line(SYSTEMD_UNIT.read_text())
+
+
 def test_the_documented_kubectl_command_creates_every_key_the_deployment_takes_from_the_secret():
     blocks = fenced_blocks(section(PRODUCTION, "Kubernetes"))
     (command,) = [block for block in blocks if "kubectl create secret generic prunehook" in block]
