@@ -139,6 +139,13 @@ def test_the_configuration_page_keeps_the_marker_the_reference_replaces():
     assert page.count(config_reference().MARKER) == 1
 
 
+def test_the_status_page_says_what_every_error_kind_means():
+    from webhook.core.outcome import ErrorKind
+
+    listed = re.findall(r"^- `([a-z_]+)`: ", section("docs/status.md", "What failed"), re.M)
+    assert sorted(listed) == sorted(kind.value for kind in ErrorKind)
+
+
 # -- the deployment docs: the Kubernetes manifests and the variables they name ---------------
 
 
