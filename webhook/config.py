@@ -53,11 +53,16 @@ DOTENV = Path(".env")
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; `errors` maps each variable to its problems."""
+    """The configuration cannot be used; `errors` maps each variable to its problems, each
+    said on a line of its own that names the variable."""
 
     def __init__(self, errors: dict[str, list[str]]):
         self.errors = errors
-        lines = [f"  {name}: {'; '.join(messages)}" for name, messages in sorted(errors.items())]
+        lines = [
+            f"  {name}: {message}"
+            for name, messages in sorted(errors.items())
+            for message in messages
+        ]
         super().__init__("invalid prunehook configuration:\n" + "\n".join(lines))
 
 

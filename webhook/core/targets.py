@@ -280,8 +280,10 @@ def seconds(default: float, most: float | None, description: str, zero: bool = F
 
 
 def _until(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValidationError("Not a valid string.")
+    if not isinstance(value, str):  # a TOML number: `until = 24`
+        raise ValidationError(
+            f'{value!r} is not a duration: write it in quotes with a unit, e.g. "24h"'
+        )
     return normalize_until(value)
 
 
