@@ -58,24 +58,25 @@ def test_a_config_error_without_a_safe_default_stops_gunicorn_naming_the_variabl
 ):
     log = tmp_path / "gunicorn.log"
     served = start(how, operator_env(tmp_path, **{variable: value}), log)
+    stops_by_itself(served, f"`{how}` after a bad {variable}")
+    assert served.process.returncode != 0
+    assert variable in log.read_text()
+
+
+def stops_by_itself(served: Gunicorn, what: str) -> None:
+    """Wait up to REFUSAL_BOUND_S for `served` to exit; else stop it and fail naming `what`."""
     try:
         served.process.wait(REFUSAL_BOUND_S)
     except subprocess.TimeoutExpired:
         served.stop()
-        pytest.fail(f"`{how}` still running {REFUSAL_BOUND_S}s after a bad {variable}")
-    assert served.process.returncode != 0
-    assert variable in log.read_text()
+        pytest.fail(f"{what}: still running {REFUSAL_BOUND_S}s later")
 
 
 def refusal(how: str, env: dict[str, str], log: Path) -> str:
     """What gunicorn said, once it stopped within seconds with exit code 2 before binding or
     forking a worker, without a traceback."""
     served = start(how, env, log)
-    try:
-        served.process.wait(REFUSAL_BOUND_S)
-    except subprocess.TimeoutExpired:
-        served.stop()
-        pytest.fail(f"`{how}` still running {REFUSAL_BOUND_S}s after a configuration error")
+    stops_by_itself(served, f"`{how}` after a configuration error")
     shown = log.read_text()
     assert served.process.returncode == 2, shown
     assert "Listening at" not in shown
@@ -134,11 +135,7 @@ def test_a_worker_or_thread_count_that_is_no_count_stops_gunicorn_naming_the_var
 def test_a_worker_that_cannot_load_the_app_exits_without_a_traceback_from_prunehook(tmp_path):
     log = tmp_path / "gunicorn.log"
     served = start_gunicorn(operator_env(tmp_path), app="wsgi:no_such_app", workers=1, log_path=log)
-    try:
-        served.process.wait(REFUSAL_BOUND_S)
-    except subprocess.TimeoutExpired:
-        served.stop()
-        pytest.fail(f"gunicorn still running {REFUSAL_BOUND_S}s after an app it cannot load")
+    stops_by_itself(served, "gunicorn after an app it cannot load")
     shown = log.read_text()
     assert served.process.returncode == 4  # gunicorn's APP_LOAD_ERROR
     assert "Failed to find attribute 'no_such_app' in 'wsgi'" in shown
