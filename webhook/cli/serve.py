@@ -34,9 +34,9 @@ def serve_command(bind: str | None, workers: int | None, gunicorn_options: tuple
     naming the variable. Worker timeouts cover the longest run, so a graceful stop (SIGTERM)
     lets a prune finish. SIGHUP starts new workers on the code, .env and the targets file as
     they are now (the process's own environment stays as it was at start): run `prunehook
-    targets` first, as a reload with a bad targets file stops prunehook as a start would. Any further
-    option goes to gunicorn as is (after --, e.g. `-- --threads 4`). Put a buffering proxy
-    in front (contrib/nginx/prunehook.conf).
+    targets` first, as a reload with a bad targets file stops prunehook as a start would.
+    Any further option goes to gunicorn as is (after --, e.g. `-- --threads 4`). Put a
+    buffering proxy in front (contrib/nginx/prunehook.conf).
     """
     argv = [sys.executable, "-m", "gunicorn", "--config", str(SETTINGS)]
     if bind:
