@@ -163,9 +163,9 @@ def test_a_critical_trigger_prunes_under_the_percent_when_a_goal_is_missed(
     assert fake_host.commands[first] == "docker builder prune -f --filter until=24h"
 
 
-def test_a_critical_trigger_on_a_disk_with_its_goals_met_prunes_it_under_the_percent(tmp_path):
-    """min_free 3% is met at 96% used: stopped at the goals, a critical run would free
-    nothing, and another would start every critical_interval_s. It prunes under
+def test_a_run_on_a_disk_over_critical_percent_with_its_goals_met_prunes_it_under(tmp_path):
+    """min_free 3% is met at 96% used: stopped at the goals, a run would free nothing, and a
+    critical one would come every critical_interval_s. Due or critical, a run prunes to
     critical_percent (95) instead, least recently used cache first."""
     host = DiskHost(size=100 * GB, others=76 * GB, young=20 * GB)  # 4 GB free: 96 % used
     policy = PrunePolicy(min_free=FreeGoal(percent=3), critical_interval_s=CRITICAL_INTERVAL_S)
@@ -173,19 +173,16 @@ def test_a_critical_trigger_on_a_disk_with_its_goals_met_prunes_it_under_the_per
     clock = Clock()
     store = SQLiteStore(tmp_path / "state.sqlite3")
     service = PruneService(Fleet((target,)), store, host, clock=clock)
-    service.handle(Trigger(Source.CRON, True, "cron ping"))  # the age prune frees nothing
-    service.join_all(30)
-    clock.advance(CRITICAL_INTERVAL_S)
-    alert = Trigger(Source.WATCHDOG, True, "96% used", "build-1:/", ("build-1",), used_percent=96)
-    assert service.handle(alert).answer == Answer.STARTED
+    service.handle(Trigger(Source.CRON, True, "cron ping"))  # due: the first run
     service.join_all(30)
     assert host.prunes()[-1] == f"docker builder prune -f --keep-storage {int(19 * GB - 1)}"
     assert host.free > 5 * GB  # under 95 % used
-    pruned = len(host.prunes())
+    host.others += 2 * GB  # builds fill it again: 96 % used
     clock.advance(CRITICAL_INTERVAL_S)
-    assert service.handle(alert).answer == Answer.STARTED  # the alert, not yet resolved
+    alert = Trigger(Source.WATCHDOG, True, "96% used", "build-1:/", ("build-1",), used_percent=96)
+    assert service.handle(alert).answer == Answer.STARTED  # inside the interval
     service.join_all(30)
-    assert len(host.prunes()) == pruned  # the host's own measure: no longer critical
+    assert host.free >= 5 * GB  # Docker prints the cache rounded: a byte may stay
 
 
 def test_a_due_prune_is_not_held_to_the_critical_check(client, fake_host, clock):

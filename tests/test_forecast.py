@@ -330,6 +330,17 @@ def test_the_line_starts_at_the_last_of_several_prunes():
     assert current_line(samples, NOW, WINDOW) == samples[4:]
 
 
+def test_a_disk_whose_size_moves_a_little_keeps_its_line():
+    """On ZFS a dataset's size is its used space plus the pool's free space: it moves at
+    every sample, by far less than a jump, and the line holds."""
+    frees = [50 * GIB - n * GIB for n in range(6)]
+    samples = [
+        replace(s, disk_size=100 * GIB - n * 100 * 1024**2)
+        for n, s in enumerate(line_of(frees, [W] * 6))
+    ]
+    assert current_line(samples, NOW, WINDOW) == samples
+
+
 def test_a_disk_of_another_size_starts_the_line_again_and_is_not_read_as_a_fall():
     """Docker's data moved to a smaller disk (or the disk was resized): 400 GB free of 500,
     then 80 GB free of 100 with min_free 15% met. Read as one line, the drop would be a fill

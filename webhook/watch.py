@@ -176,13 +176,15 @@ class Watch:
         # a measure that read nothing is no sample (a host down for days of pings would push
         # every real one out); its hold still ends
         kept = [s for s in samples if s.disk_free is not None or s.cache is not None]
+        # drawn when the measure ended: a run that finished while it ran is on the line
+        now = sample.ts if ended is None else ended
         try:
             window = policy.forecast_window_s
             recent, found = self.store.add_samples(
                 target.name,
                 kept,
-                sample.ts - window,
-                lambda kept: forecast(kept, sample.ts, window, policy.goals),
+                now - window,
+                lambda kept: forecast(kept, now, window, policy.goals),
                 latest=act,
                 ended=ended,
                 held=held,

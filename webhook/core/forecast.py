@@ -110,6 +110,14 @@ def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
     return slope, mean_v + slope * (points[-1][0] - mean_t)
 
 
+def _resized(previous: Sample, sample: Sample) -> bool:
+    """Another disk (Docker's data moved, the disk resized): its size changed by more than a
+    jump. A smaller change is ZFS's way, where a dataset's size is its used space plus the
+    pool's free space."""
+    before, now = previous.disk_size or 0, sample.disk_size or 0
+    return abs(now - before) > JUMP_PART * max(before, now)
+
+
 def current_line(samples: Sequence[Sample], now: float, window_s: float) -> list[Sample]:
     """The samples the line goes through: inside the window, since the last prune (an
     `AFTER` sample starts it), the last jump in free space or the last change of the disk's
@@ -121,7 +129,7 @@ def current_line(samples: Sequence[Sample], now: float, window_s: float) -> list
     start = 0
     for index, sample in enumerate(inside):
         previous = inside[index - 1] if index else None
-        if sample.kind == SampleKind.AFTER or (previous and previous.disk_size != sample.disk_size):
+        if sample.kind == SampleKind.AFTER or (previous and _resized(previous, sample)):
             start = index
         elif previous and sample.disk_size:
             rise = (sample.disk_free or 0) - (previous.disk_free or 0)
@@ -207,7 +215,9 @@ class Act(StrEnum):
 class Verdict:
     act: Act
     reason: str
-    # the goals of the run to start (PRUNE: the target's own; FORECAST: ahead_goals)
+    # the goals of the run to start: the target's own, raised under critical_percent
+    # (`critical_aim`) on a PRUNE, or `ahead_goals` on a FORECAST (a target without goals:
+    # none, the age prune alone)
     goals: Goals | None = None
 
 
