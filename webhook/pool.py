@@ -30,13 +30,12 @@ class Pool:
             future = self._futures.get(key)
         return future is not None and not future.done()
 
-    def wait(self, key: Hashable, timeout: float) -> Any:
-        """Wait for the work under `key`: what it returned, or None if it is not done."""
+    def wait(self, key: Hashable, timeout: float) -> None:
+        """Wait for the work under `key`, if it is queued or under way."""
         with self._lock:
             future = self._futures.get(key)
-        if future is None or not wait([future], timeout).done:
-            return None
-        return future.result()
+        if future is not None:
+            wait([future], timeout)
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for all the work submitted so far (tests, the CLI, shutdown)."""

@@ -507,8 +507,11 @@ class Store(ABC):
                 )
             recent = self._samples(connection, target, since)
             found = draw(recent)
-            meanwhile = samples and self._measured_meanwhile(connection, target, samples[-1], ended)
-            fresh = latest and samples and not meanwhile
+            fresh = (
+                latest
+                and samples
+                and not self._measured_meanwhile(connection, target, samples[-1], ended)
+            )
             kept = {"forecast": found, **(_measured(samples) if fresh else {})}
             self._update(connection, "targets", kept, {"target": target})
             if held is not None:
