@@ -222,10 +222,10 @@ def run_stages(
     """Measure, prune in stages while a goal is missed, measure again; the run's report
     (its duration is the caller's) and the versions it knows (`steps.known`, unless it
     learned them). With `confirm` (a critical start inside the interval), a host the first
-    measure finds not critical is not pruned. A disk the first measure finds at or over
-    `critical_percent` is pruned under it (`critical_aim`), goals met or not.
-    `aim` (the watch's start) are the goals stage 2 prunes towards instead of those; the run
-    is still reported against the target's own."""
+    measure finds not critical is not pruned.
+    `aim` (the watch's start) are the goals stage 2 prunes towards instead of the target's;
+    either is raised to prune under `critical_percent` when the first measure finds the
+    disk at or over it (`critical_aim`). The run is reported against the target's own."""
     policy = steps.target.policy
     known = versions = steps.known
     stages: list[StageResult] = []
@@ -238,9 +238,8 @@ def run_stages(
             steps.notes.append(why)
             needed, after = False, before
             raise Stopped
-        if aim is None:
-            over = over_critical(before, policy.critical_percent)
-            aim = critical_aim(policy.goals, over, before)
+        over = over_critical(before, policy.critical_percent)
+        aim = critical_aim(policy.goals if aim is None else aim, over, before)
         if versions is None:
             versions = steps.versions()
         stages.append(steps.stage("stage 1", build_prune_command(policy.until, policy.prune_all)))

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from webhook.core.disk import Assessment, FreeGoal, Goals, Measure, assess
 from webhook.core.outcome import RunOutcome
-from webhook.core.planner import critical_aim, over_critical
+from webhook.core.planner import over_critical
 from webhook.core.sizes import human_size
 
 # a line needs this many samples, spanning at least this part of the window (30 min of
@@ -215,9 +215,9 @@ class Act(StrEnum):
 class Verdict:
     act: Act
     reason: str
-    # the goals of the run to start: the target's own, raised under critical_percent
-    # (`critical_aim`) on a PRUNE, or `ahead_goals` on a FORECAST (a target without goals:
-    # none, the age prune alone)
+    # the goals of the run to start (PRUNE: the target's own; FORECAST: `ahead_goals`, or
+    # none for a target without goals, the age prune alone); a run raises either under
+    # critical_percent when it finds the disk over it (`critical_aim`)
     goals: Goals | None = None
 
 
@@ -249,8 +249,7 @@ def verdict(
     short = _shortfall(standing, over, measure)
     if short:
         if standing.cache_over or helps(measure.cache, short):
-            aim = critical_aim(goals, over, measure)
-            return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", aim)
+            return Verdict(Act.PRUNE, f"{human_size(short)} short of its goals", goals)
         cache = human_size(measure.cache or 0)
         why = f"the disk is {human_size(short)} short of its goals, but the cache is only {cache}"
         return Verdict(Act.CACHE_TOO_SMALL, why)

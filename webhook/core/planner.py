@@ -78,9 +78,9 @@ def over_critical(measure: Measure, critical_percent: float) -> int:
 
 
 def critical_aim(goals: Goals, over: int, measure: Measure) -> Goals:
-    """The goals of a run on a disk at or over `critical_percent` (the watch's, or a critical
-    trigger's): the target's own, with free space enough to free `over` (`over_critical`)
-    when `min_free` asks less (stage 2 would stop at goals already met, and every
+    """The goals of a run on a disk at or over `critical_percent`: `goals` (the target's, or
+    the watch's aim), with free space enough to free `over` (`over_critical`) when
+    `min_free` asks less (stage 2 would stop at goals already met, and every
     `critical_interval_s` another run would free nothing). Without goals the host's guard
     allows no stage 2 (`hosts add`): the age prune alone."""
     if not goals.any or not over or measure.disk_free is None:
