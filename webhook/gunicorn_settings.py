@@ -43,8 +43,10 @@ def _count(variable: str, text: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
+        from webhook.config import ConfigError
+
         problem = f"must be a whole number, 1 or more, not {text!r}"
-        _refuse_to_start(ValueError(f"invalid prunehook configuration:\n  {variable}: {problem}"))
+        _refuse_to_start(ConfigError({variable: [problem]}))
     return number
 
 
