@@ -117,6 +117,17 @@ class KnownVersions:
             self._known[target] = versions
 
 
+@dataclass(frozen=True)
+class HostAccess:
+    """What runs and the watch's measures reach the hosts and their state through: the
+    store, a session per target, the clock, and the versions the runs learned."""
+
+    store: Store
+    open_session: OpenSession
+    clock: Callable[[], float]
+    versions: KnownVersions = field(default_factory=KnownVersions)
+
+
 @dataclass
 class RunSteps:
     """The commands of one run on one session, as they go by: each kept as a step, every
@@ -358,21 +369,12 @@ class Runs:
     listeners. Its threads finish their runs before the process exits (a graceful stop)."""
 
     def __init__(
-        self,
-        store: Store,
-        open_session: OpenSession,
-        clock: Callable[[], float],
-        max_parallel: int,
-        finished: Sequence[FinishedListener] = (),
-        versions: KnownVersions | None = None,
+        self, access: HostAccess, max_parallel: int, finished: Sequence[FinishedListener] = ()
     ):
-        self.store = store
-        self.open_session = open_session
-        self.clock = clock
+        self.access = access
         self.finished = finished
-        self.leases = Leases(store, clock)
+        self.leases = Leases(access.store, access.clock)
         self._pool = Pool(max_parallel, "prune")
-        self.versions = versions or KnownVersions()
 
     def submit(self, target: Target, run_id: int, orders: Orders = NO_ORDERS) -> None:
         """Queue a claimed run, to be run as `orders` say."""
@@ -409,9 +411,9 @@ class Runs:
 
     def _run(self, target: Target, run_id: int, orders: Orders) -> RunOutcome:
         started = time.monotonic()
-        known = self.versions.get(target.name)
+        known = self.access.versions.get(target.name)
         try:
-            session = self.open_session(target)
+            session = self.access.open_session(target)
             try:
                 steps = RunSteps(session, target, lambda: self.leases.holds(run_id), known=known)
                 outcome, versions = run_stages(steps, orders.confirm, orders.aim)
@@ -422,7 +424,7 @@ class Runs:
             outcome = internal_outcome(type(error).__name__)
             versions = known
         if versions is not None:
-            self.versions.set(target.name, versions)
+            self.access.versions.set(target.name, versions)
         return replace(outcome, duration_s=round(time.monotonic() - started, 3))
 
     def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:
@@ -431,7 +433,7 @@ class Runs:
         failure in prunehook itself instead, so the run is not left to be given up as lost."""
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
-                if not self.store.finish(target.name, run_id, outcome, self.clock()):
+                if not self.access.store.finish(target.name, run_id, outcome, self.access.clock()):
                     log.warning(
                         "run %s finished after its lease expired; a newer run owns %s",
                         run_id,

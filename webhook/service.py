@@ -24,7 +24,7 @@ from webhook.core.targets import Fleet, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.listeners import tell
 from webhook.remote.session import CommandSession, Execute, OpenSession
-from webhook.runs import FinishedListener, KnownVersions, Orders, Runs, run_limit_s
+from webhook.runs import FinishedListener, HostAccess, Orders, Runs, run_limit_s
 from webhook.store import NewRun, RunRecord, Store, StoreUnavailable
 from webhook.watch import MeasuredListener, Watch, measure_limit_s
 
@@ -108,22 +108,13 @@ class PruneService:
         # a run's probes and stages share one session: the SSH runner's, or one over
         # `execute` (a call per command) where no sessions are given
         open_session = open_session or (lambda target: CommandSession(execute, target))
-        # each target's versions, learned by its runs: the watch measures as they do
-        versions = KnownVersions()
-        self.watch = Watch(
-            store,
-            open_session,
-            clock,
-            max_parallel,
-            self.start_watched,
-            self.listeners.measured,
-            versions,
-        )
+        # the watch measures as the runs do: through the same sessions, with the versions
+        # they learned
+        access = HostAccess(store, open_session, clock)
+        self.watch = Watch(access, max_parallel, self.start_watched, self.listeners.measured)
         # a run's measures are samples before anyone is told of the run
         self.listeners.finished.insert(0, self.watch.run_finished)
-        self.runs = Runs(
-            store, open_session, clock, max_parallel, self.listeners.finished, versions
-        )
+        self.runs = Runs(access, max_parallel, self.listeners.finished)
 
     # -- what a trigger concerns -------------------------------------------------
     def route(self, trigger: Trigger) -> tuple[list[Target], list[TargetResult]]:

@@ -33,9 +33,9 @@ from webhook.core.outcome import RunOutcome
 from webhook.core.targets import Target
 from webhook.listeners import tell
 from webhook.pool import Pool
-from webhook.remote.session import OpenSession, Stopped
-from webhook.runs import PROBE_TIMEOUT_S, KnownVersions, RunSteps
-from webhook.store import Store, StoreUnavailable
+from webhook.remote.session import Stopped
+from webhook.runs import PROBE_TIMEOUT_S, HostAccess, RunSteps
+from webhook.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +82,14 @@ def measure_limit_s(target: Target) -> float:
 class Watch:
     def __init__(
         self,
-        store: Store,
-        open_session: OpenSession,
-        clock: Callable[[], float],
+        access: HostAccess,
         max_parallel: int,
         start: StartRun,
         listeners: Sequence[MeasuredListener] = (),
-        versions: KnownVersions | None = None,
     ):
-        self.store = store
-        self.open_session = open_session
-        self.clock = clock
+        self.access = access
         self.start = start
         self.listeners = listeners
-        # what the runs learned of each target: which probe measures its cache
-        self.versions = versions or KnownVersions()
         # measures by target: a ping never queues one that is queued or under way
         self._pool = Pool(max_parallel, "measure")
 
@@ -112,8 +105,8 @@ class Watch:
             return {}
         due = {name: t.policy.watch_interval_s for name, t in watched.items()}
         hold_s = max(measure_limit_s(t) for t in watched.values())
-        now = self.clock()
-        claimed = self.store.claim_measures(due, now, hold_s)
+        now = self.access.clock()
+        claimed = self.access.store.claim_measures(due, now, hold_s)
         return {
             name: self._pool.submit(name, self.measure, watched[name], now + hold_s)
             for name in claimed
@@ -122,7 +115,7 @@ class Watch:
     def measure(self, target: Target, held: float | None = None) -> Watched:
         """Measure `target` now and act on it; `held`: the end of the hold it was claimed
         with. Never raises. The sample's time is the measure's start, when `df` ran."""
-        started = self.clock()
+        started = self.access.clock()
         try:
             found = self._probe(target)
         except Exception:
@@ -135,12 +128,12 @@ class Watch:
             disk_free=found.disk_free,
             cache=found.cache,
         )
-        return self.observe(target, [sample], act=True, held=held, ended=self.clock())
+        return self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
 
     def _probe(self, target: Target) -> Measure:
-        session = self.open_session(target)
+        session = self.access.open_session(target)
         try:
-            steps = RunSteps(session, target, known=self.versions.get(target.name))
+            steps = RunSteps(session, target, known=self.access.versions.get(target.name))
             try:
                 return steps.measure("watch")
             except Stopped:  # the connection was lost: nothing was read
@@ -155,7 +148,7 @@ class Watch:
 
     def run_finished(self, target: Target, outcome: RunOutcome) -> None:
         """A run's measures that read the disk are samples too (the run listener)."""
-        samples = [s for s in run_samples(outcome, self.clock()) if s.disk_free is not None]
+        samples = [s for s in run_samples(outcome, self.access.clock()) if s.disk_free is not None]
         if samples:
             self.observe(target, samples, act=False)
 
@@ -180,7 +173,7 @@ class Watch:
         now = sample.ts if ended is None else ended
         try:
             window = policy.forecast_window_s
-            recent, found = self.store.add_samples(
+            recent, found = self.access.store.add_samples(
                 target.name,
                 kept,
                 now - window,
