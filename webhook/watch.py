@@ -92,20 +92,25 @@ class Watch:
         self.listeners = listeners
         # measures by target: a ping never queues one that is queued or under way
         self._pool = Pool(max_parallel, "measure")
+        # when a target's last measure here read nothing: a host that is down is tried again
+        # a watch interval later, as a healthy one is measured, not at every ping
+        self._unreached: dict[str, float] = {}
 
     def sweep(self, targets: Iterable[Target]) -> dict[str, Future[Watched]]:
         """Queue a measure of each watched target whose last one is old enough and that no
         one is measuring; the measures queued, by name. Raises StoreUnavailable."""
+        now = self.access.clock()
         watched = {
             t.name: t
             for t in targets
-            if t.policy.watch_interval_s > 0 and not self._pool.busy(t.name)
+            if t.policy.watch_interval_s > 0
+            and not self._pool.busy(t.name)
+            and not self._resting(t, now)
         }
         if not watched:
             return {}
         due = {name: t.policy.watch_interval_s for name, t in watched.items()}
         hold_s = max(measure_limit_s(t) for t in watched.values())
-        now = self.access.clock()
         claimed = self.access.store.claim_measures(due, now, hold_s)
         return {
             name: self._pool.submit(name, self.measure, watched[name], now + hold_s)
@@ -121,6 +126,8 @@ class Watch:
         except Exception:
             log.exception("measure of %s: the command runner raised", target.name)
             found = Measure()
+        if found.empty:
+            self._unreached[target.name] = started
         sample = Sample(
             ts=started,
             kind=SampleKind.WATCH,
@@ -129,6 +136,12 @@ class Watch:
             cache=found.cache,
         )
         return self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
+
+    def _resting(self, target: Target, now: float) -> bool:
+        """The target's last measure here read nothing, within a watch interval of `now`
+        (a clock stepped back before it ends the rest)."""
+        failed = self._unreached.get(target.name)
+        return failed is not None and failed <= now < failed + target.policy.watch_interval_s
 
     def _probe(self, target: Target) -> Measure:
         session = self.access.open_session(target)
@@ -168,7 +181,7 @@ class Watch:
         watched = Watched(target, sample)
         # a measure that read nothing is no sample (a host down for days of pings would push
         # every real one out); its hold still ends
-        kept = [s for s in samples if s.disk_free is not None or s.cache is not None]
+        kept = [s for s in samples if not s.measure.empty]
         # drawn when the measure ended: a run that finished while it ran is on the line
         now = sample.ts if ended is None else ended
         try:

@@ -118,6 +118,11 @@ class Measure:
     cache: int | None = None
 
     @property
+    def empty(self) -> bool:
+        """Neither the disk nor the cache was read (the host was out of reach, say)."""
+        return self.disk_free is None and self.cache is None
+
+    @property
     def used_percent(self) -> float | None:
         """How full the disk is, what `critical_percent` is held against; None: not measured."""
         if not self.disk_size or self.disk_free is None:
