@@ -221,9 +221,7 @@ class Recording(PruneService):
         self.launched: list[tuple[str, int]] = []
         self.runs = self  # type: ignore[assignment]
 
-    def submit(
-        self, target: Target, run_id: int, request_id: str | None = None, confirm: bool = False
-    ) -> None:
+    def submit(self, target: Target, run_id: int, orders: object) -> None:
         self.launched.append((target.name, run_id))
 
 

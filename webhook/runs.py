@@ -4,7 +4,7 @@ process holds, each run's probes and stages over one session, and recording what
 DESIGN.md, "Disk-aware pruning". Over one session (one SSH connection) a run:
 1. measures the disk (`df`) and the build cache (`docker buildx du` where the target is known
    to have buildx, else `docker system df`); Docker's and buildx's versions the first time
-   this process runs a target (kept in `KnownVersions`, which the watch reads too);
+   this process runs a target (kept in `HostAccess.versions`, which the watch reads too);
 2. runs stage 1, the age prune, as always;
 3. measures again; while a goal is missed, stage 2 prunes the cache down to the planner's
    bound, and the run measures once more.
@@ -77,12 +77,15 @@ RENEW_EVERY_S = 5.0
 FinishedListener = Callable[[Target, RunOutcome], object]
 
 
+def probe_limit_s(target: Target) -> float:
+    return min(target.policy.timeout_s, PROBE_TIMEOUT_S)
+
+
 def run_limit_s(target: Target) -> float:
     """The longest one run may take: connecting, every probe and both stages at their
     limits, and recording it through a store that is briefly down. `?wait=1` callers and
     gunicorn's graceful stop wait this long."""
-    timeout = target.policy.timeout_s
-    commands = 2 * timeout + MAX_PROBES * min(timeout, PROBE_TIMEOUT_S)
+    commands = 2 * target.policy.timeout_s + MAX_PROBES * probe_limit_s(target)
     recording = FINISH_BACKOFF_S * FINISH_ATTEMPTS * (FINISH_ATTEMPTS + 1) / 2
     return commands + 3 * target.ssh.connect_timeout_s + recording
 
@@ -99,33 +102,17 @@ def problem(execution: Execution) -> str:
     return f"rc={execution.rc}: {line}" if line else f"rc={execution.rc}"
 
 
-class KnownVersions:
-    """Each target's Docker and buildx versions, as this process last learned them (a run's
-    first probes): the runs skip those probes once known, and a run's and the watch's
-    measures ask `docker buildx du` for the cache where buildx is known to be there."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, Versions] = {}
-        self._lock = threading.Lock()
-
-    def get(self, target: str) -> Versions | None:
-        with self._lock:
-            return self._known.get(target)
-
-    def set(self, target: str, versions: Versions) -> None:
-        with self._lock:
-            self._known[target] = versions
-
-
 @dataclass(frozen=True)
 class HostAccess:
     """What runs and the watch's measures reach the hosts and their state through: the
-    store, a session per target, the clock, and the versions the runs learned."""
+    store, a session per target, the clock, and each target's Docker and buildx versions as
+    the runs last learned them (their first probes): runs skip those probes once known, and
+    runs and measures ask `docker buildx du` for the cache where buildx is known to be."""
 
     store: Store
     open_session: OpenSession
     clock: Callable[[], float]
-    versions: KnownVersions = field(default_factory=KnownVersions)
+    versions: dict[str, Versions] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,7 +140,7 @@ class RunSteps:
 
     @property
     def probe_limit(self) -> float:
-        return min(self.target.policy.timeout_s, PROBE_TIMEOUT_S)
+        return probe_limit_s(self.target)
 
     def command(self, name: str, command: str, limit: float) -> Execution:
         """Send one command; the run stops here when it lost its target or its connection."""
@@ -256,7 +243,7 @@ def run_stages(
         stages.append(steps.stage("stage 1", build_prune_command(policy.until, policy.prune_all)))
         # measured after a failed stage 1 too: the run still says where the disk stands
         after = steps.measure("after stage 1")
-        next_step = plan(aim or policy.goals, after)
+        next_step = plan(aim, after)
         if stages[0].ok and next_step.note:
             steps.notes.append(next_step.note)
         if stages[0].ok and next_step.next == Next.STAGE_2:
@@ -361,9 +348,6 @@ class Orders:
     aim: Goals | None = None
 
 
-NO_ORDERS = Orders()
-
-
 class Runs:
     """Claimed runs, run by a pool of `max_parallel` threads; recorded, then told to the
     listeners. Its threads finish their runs before the process exits (a graceful stop)."""
@@ -376,7 +360,7 @@ class Runs:
         self.leases = Leases(access.store, access.clock)
         self._pool = Pool(max_parallel, "prune")
 
-    def submit(self, target: Target, run_id: int, orders: Orders = NO_ORDERS) -> None:
+    def submit(self, target: Target, run_id: int, orders: Orders) -> None:
         """Queue a claimed run, to be run as `orders` say."""
         self.leases.hold(target, run_id)
         self._pool.submit(run_id, self.execute, target, run_id, orders)
@@ -388,13 +372,13 @@ class Runs:
         """Wait for the runs this process started (tests, the CLI, notifications at exit)."""
         self._pool.join_all(timeout)
 
-    def execute(self, target: Target, run_id: int, orders: Orders = NO_ORDERS) -> RunOutcome | None:
-        """Run a claimed prune, record it, tell the listeners; None when it was given up
-        before it started. Never raises."""
+    def execute(self, target: Target, run_id: int, orders: Orders) -> None:
+        """Run a claimed prune, record it, tell the listeners, unless it was given up before
+        it started. Never raises."""
         try:
             if not self.leases.holds(run_id):
                 log.warning("run %s: given up while it waited for a slot", run_id)
-                return None
+                return
             outcome = self._run(target, run_id, orders)
             self._record(target, run_id, outcome)
         finally:
@@ -407,7 +391,6 @@ class Runs:
             extra={"fields": _run_fields(outcome, run_id, orders.request_id, target)},
         )
         tell(self.finished, target, outcome, log=log, about=f"run {run_id}: ")
-        return outcome
 
     def _run(self, target: Target, run_id: int, orders: Orders) -> RunOutcome:
         started = time.monotonic()
@@ -424,7 +407,7 @@ class Runs:
             outcome = internal_outcome(type(error).__name__)
             versions = known
         if versions is not None:
-            self.access.versions.set(target.name, versions)
+            self.access.versions[target.name] = versions
         return replace(outcome, duration_s=round(time.monotonic() - started, 3))
 
     def _record(self, target: Target, run_id: int, outcome: RunOutcome) -> None:

@@ -34,7 +34,7 @@ from webhook.core.targets import Target
 from webhook.listeners import tell
 from webhook.pool import Pool
 from webhook.remote.session import Stopped
-from webhook.runs import PROBE_TIMEOUT_S, HostAccess, RunSteps
+from webhook.runs import HostAccess, RunSteps, probe_limit_s
 from webhook.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ StartRun = Callable[[Target, Verdict, Forecast | None], int | None]
 def measure_limit_s(target: Target) -> float:
     """The longest one measure takes: connecting and three probes at their limits (df, and
     `docker system df` after a `docker buildx du` that failed)."""
-    probe = min(target.policy.timeout_s, PROBE_TIMEOUT_S)
-    return 3 * target.ssh.connect_timeout_s + 3 * probe
+    return 3 * target.ssh.connect_timeout_s + 3 * probe_limit_s(target)
 
 
 class Watch:
