@@ -4,7 +4,7 @@ server, and `prunehook serve`, load none of webhook.cli's command modules."""
 
 from __future__ import annotations
 
-import importlib
+from pkgutil import resolve_name
 
 import click
 from flask.cli import AppGroup
@@ -21,16 +21,6 @@ WHERE = {
 }
 
 
-def command(name: str) -> click.Command | None:
-    """The command called `name`, imported now; None for no such command."""
-    where = WHERE.get(name)
-    if where is None:
-        return None
-    module, _, attribute = where.partition(":")
-    found: click.Command = getattr(importlib.import_module(module), attribute)
-    return found
-
-
 class Commands(AppGroup):
     """The group's own commands, then those of WHERE, each imported when looked up."""
 
@@ -38,4 +28,5 @@ class Commands(AppGroup):
         return [*super().list_commands(ctx), *WHERE]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return super().get_command(ctx, name) or command(name)
+        where = WHERE.get(name)
+        return super().get_command(ctx, name) or (resolve_name(where) if where else None)

@@ -57,7 +57,7 @@ def notify_command(send_test: bool) -> None:
         raise click.UsageError("say what to do: --test sends a test notification")
     hook = prunehook()
     notifier = hook.notifier
-    if notifier is None or not notifier.destinations:
+    if not notifier.destinations:
         click.echo("no destination: set PRUNEHOOK_NOTIFY_URLS (or Telegram's variables)")
         sys.exit(2)
     notice = Notice(

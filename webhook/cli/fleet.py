@@ -78,7 +78,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool, as_json: b
         return
     trigger = Trigger(Source.CLI, True, "prunehook prune", names=tuple(names) or None)
     outcome = hook.service.handle(trigger, wait=True, force=force)
-    hook.flush_notifications()  # sent before the process ends
+    hook.notifier.flush()  # sent before the process ends
     if as_json:
         shown = [TARGET_ANSWER.dump(result) for result in outcome.results]
         print_json({**shown[0], "results": shown} if len(shown) == 1 else {"results": shown})

@@ -22,23 +22,14 @@ class Prunehook:
     service: PruneService
     metrics: Metrics
     # configuration problems that fell back to a default (config.load_settings)
-    warnings: tuple[str, ...] = ()
-    notifier: Notifier | None = None
+    warnings: tuple[str, ...]
+    notifier: Notifier
 
     def join_all(self, timeout: float | None = None) -> None:
         """Wait for the runs this process started (tests, CLI and shutdown), then for the
         notifications they queued."""
         self.service.join_all(timeout)
-        self.flush_notifications(timeout)
-
-    def flush_notifications(self, timeout: float | None = None) -> None:
-        if self.notifier is not None:
-            self.notifier.flush(timeout)
-
-    @property
-    def notify_schemes(self) -> list[str]:
-        """The schemes of the notification destinations (their URLs carry tokens)."""
-        return self.notifier.schemes if self.notifier is not None else []
+        self.notifier.flush(timeout)
 
 
 def prunehook(app: Flask | None = None) -> Prunehook:

@@ -78,7 +78,7 @@ def fleet_status(hook: Prunehook) -> dict[str, Any]:
         now=now,
         targets=worst_first(targets),
         notify={
-            "schemes": hook.notify_schemes,
+            "schemes": hook.notifier.schemes,
             "min_gb": settings.notify.min_gb,
             "failures": settings.notify.failures,
         },
