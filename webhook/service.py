@@ -62,11 +62,7 @@ class TriggerOutcome:
     @property
     def answer(self) -> Answer:
         """`started` when any target started, else the first item's answer."""
-        return self.first.answer
-
-    @property
-    def first(self) -> TargetResult:
-        return self.results[self.first_index]
+        return self.results[self.first_index].answer
 
     @property
     def first_index(self) -> int:

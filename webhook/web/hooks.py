@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Request, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -46,8 +46,8 @@ MAX_INTEGER_DIGITS = 64
 MAX_CONTAINERS = 16 * MAX_ALERTS
 
 
-# reads a validated body: the settings give the host labels and the ?target= names
-Reader = Callable[[dict[str, Any], Prunehook, Request], Trigger]
+# reads a validated body: the settings give the host labels, the fleet the ?target= names
+Reader = Callable[[dict[str, Any], Prunehook], Trigger]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _bounded_int(digits: str) -> int:
     return int(digits)
 
 
-def _load(request: Request, spec: HookSpec) -> dict[str, Any]:
+def _load(spec: HookSpec) -> dict[str, Any]:
     """The body, parsed and validated by the hook's schema."""
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -93,7 +93,7 @@ def _load(request: Request, spec: HookSpec) -> dict[str, Any]:
         raise ValidationFailed(f"invalid fields: {named}", messages) from error
 
 
-def _wants_wait(request: Request) -> bool:
+def _wants_wait() -> bool:
     value = request.args.get("wait", "0")
     if value not in WAIT_FLAGS:
         raise ValidationFailed(
@@ -104,7 +104,7 @@ def _wants_wait(request: Request) -> bool:
 
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
-    first_index = outcome.first_index  # its answer is the outcome's
+    first_index = outcome.first_index
     items = [TARGET_ANSWER.dump(result) for result in outcome.results]
     body: dict[str, Any] = {
         **items[first_index],
@@ -117,17 +117,15 @@ def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
         # some targets were decided, others not: the sender's retry decides those afresh
         response.headers["Retry-After"] = "5"
         return response, 503
-    started_in_background = outcome.results[first_index].answer == Answer.STARTED and not wait
+    started_in_background = outcome.answer == Answer.STARTED and not wait
     return response, 202 if started_in_background else 200
 
 
-def _run(
-    hook: Prunehook, spec: HookSpec, request: Request, request_id: str | None
-) -> tuple[Response, int]:
+def _run(hook: Prunehook, spec: HookSpec, request_id: str | None) -> tuple[Response, int]:
     # PRUNEHOOK_WAIT_FOR_RUN: on platforms that stop a process's CPU once it has answered,
     # a run left in the background would stall
-    wait = _wants_wait(request) or hook.settings.server.wait_for_run
-    trigger = spec.read(_load(request, spec), hook, request)
+    wait = _wants_wait() or hook.settings.server.wait_for_run
+    trigger = spec.read(_load(spec), hook)
     outcome = hook.service.handle(trigger, wait=wait, request_id=request_id)
     return _answer(outcome, wait)
 
@@ -162,7 +160,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     request_id = answers.request_id()
     delivery_id = authenticate(hook.settings.auth, service.clock(), request)
     if delivery_id is None:
-        return _run(hook, spec, request, request_id)
+        return _run(hook, spec, request_id)
     # taken before validation, so a body refused here is not accepted at another hook
     taken = service.store.remember_delivery(
         delivery_id, service.clock(), keep_s=DELIVERY_IDS_KEPT_S, pending_s=DELIVERY_PENDING_S
@@ -171,7 +169,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
         duplicate = Trigger(spec.source, False, "a signed delivery")
         return _answer(service.duplicate(duplicate, request_id), wait=False)
     try:
-        response, status_code = _run(hook, spec, request, request_id)
+        response, status_code = _run(hook, spec, request_id)
     except Exception as error:
         _settle(hook, delivery_id, _is_server_error(error))
         raise
@@ -179,7 +177,7 @@ def _handle(spec: HookSpec) -> tuple[Response, int]:
     return response, status_code
 
 
-def _cron_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
+def _cron_trigger(body: dict[str, Any], hook: Prunehook) -> Trigger:
     names = request.args.getlist("target")
     fleet = hook.service.fleet
     unknown = fleet.unknown(names)
@@ -191,18 +189,13 @@ def _cron_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Tr
     return read_cron(body, names)
 
 
-def _alertmanager_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
-    return read_alertmanager(body, hook.settings.targets.host_labels)
-
-
-def _watchdog_trigger(body: dict[str, Any], hook: Prunehook, request: Request) -> Trigger:
-    return read_watchdog(body)
-
-
 CRON = HookSpec(Source.CRON, CronPingSchema(), _cron_trigger, allow_empty=True)
-WATCHDOG = HookSpec(Source.WATCHDOG, WatchdogAlertSchema(), _watchdog_trigger)
+WATCHDOG = HookSpec(Source.WATCHDOG, WatchdogAlertSchema(), lambda body, _: read_watchdog(body))
 ALERTMANAGER = HookSpec(
-    Source.ALERTMANAGER, AlertmanagerWebhookSchema(), _alertmanager_trigger, ALERTMANAGER_BODY_BYTES
+    Source.ALERTMANAGER,
+    AlertmanagerWebhookSchema(),
+    lambda body, hook: read_alertmanager(body, hook.settings.targets.host_labels),
+    ALERTMANAGER_BODY_BYTES,
 )
 
 
