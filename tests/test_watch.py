@@ -7,17 +7,20 @@ time is the injected clock."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 
 import pytest
 
 from tests.conftest import Clock
 from tests.disk_host import DF, GB, DiskHost
+from webhook.core.decision import Result
 from webhook.core.disk import FreeGoal, Goals
 from webhook.core.forecast import Act, SampleKind
 from webhook.core.outcome import Execution
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
-from webhook.core.triggers import Source, Trigger
+from webhook.core.triggers import Source, Trigger, read_cron
 from webhook.remote.session import CommandSession
 from webhook.runs import RunSteps, run_stages
 from webhook.service import PruneService
@@ -252,6 +255,90 @@ def test_a_measure_a_ping_queued_is_still_its_to_wait_for_after_another_ping_que
     found = queued["build-1"].result(0)
     assert found.sample.disk_free == 2 * GB and found.run_id is not None
     watching.service.join_all(30)
+
+
+class HeldHosts:
+    """A DiskHost for each target; a command `hold` names waits at its host until let through."""
+
+    def __init__(self, names: Sequence[str]):
+        self.hosts = {name: DiskHost() for name in names}
+        self.gates: dict[tuple[str, str], threading.Event] = {}
+
+    def hold(self, name: str, command: str) -> threading.Event:
+        """Hold the commands to `name` that start with `command` until the event is set."""
+        gate = self.gates[name, command] = threading.Event()
+        return gate
+
+    def __call__(self, target: Target, command: str) -> Execution:
+        for (name, start), gate in list(self.gates.items()):
+            if name == target.name and command.startswith(start):
+                assert gate.wait(30), f"{command!r} to {name} was never let through"
+        return self.hosts[target.name](target, command)
+
+
+def test_a_waiting_ping_answers_after_the_run_its_measure_started_though_another_ping_swept(
+    tmp_path, monkeypatch
+):
+    """Two cron pings at once (a platform that takes concurrent requests): the waiting one's
+    measure of build-1 starts a run, then the other ping queues a measure of build-2 (the
+    measure pool forgets the one that ended). The waiting ping answers once that run is
+    recorded, not while it still runs."""
+    names = ("build-0", "build-1", "build-2")
+    held = HeldHosts(names)
+    policy = watched(min_free=FreeGoal(size=5 * GB), critical_percent=99.0).policy
+    targets = tuple(Target(name, SSHEndpoint("127.0.0.1"), policy) for name in names)
+    store, clock = SQLiteStore(tmp_path / "state.sqlite3"), Clock()
+    service = PruneService(Fleet(targets), store, held, clock=clock)
+    service.handle(PING)  # each target's first run
+    service.join_all(30)
+    held.hosts["build-1"].others += 8 * GB  # 2 GB free, 3 GB short of min_free
+    clock.advance(900)  # past critical_interval_s: a measure of build-1 starts a run
+    # the waiting ping waits for build-0's measure first, held until the other ping swept
+    measuring = held.hold("build-0", DF)
+    pruning = held.hold("build-1", "docker builder prune")
+
+    queued: dict[str, Future[Watched]] = {}
+    swept, settled = threading.Event(), threading.Event()
+    sweep, wait = service.watch.sweep, service.runs.wait
+
+    # the measures the sweeps queued: the other ping comes once build-1's has ended
+    def sweep_seen(targets):
+        found = sweep(targets)
+        queued.update(found)
+        swept.set()
+        return found
+
+    # the run's prune is let through once the ping waits for the run (or has answered): a
+    # ping that answers first answers while its run still runs
+    def wait_seen(run_id: int, timeout: float) -> None:
+        settled.set()
+        wait(run_id, timeout)
+
+    monkeypatch.setattr(service.watch, "sweep", sweep_seen)
+    monkeypatch.setattr(service.runs, "wait", wait_seen)
+    answered: dict[str, list[object]] = {}
+
+    def waiting_ping() -> None:
+        service.handle(read_cron({}, ["build-0", "build-1"]), wait=True)
+        answered["runs"] = [(run.id, run.result) for run in store.recent_runs("build-1")]
+        answered["prunes"] = held.hosts["build-1"].prunes()
+        settled.set()
+
+    pinging = threading.Thread(target=waiting_ping)
+    pinging.start()
+    assert swept.wait(30)
+    measured = queued["build-1"].result(30)
+    assert measured.run_id is not None
+    service.handle(read_cron({}, ["build-2"]))  # the other ping, while the first waits
+    measuring.set()
+    assert settled.wait(30)
+    pruning.set()
+    pinging.join(30)
+    assert not pinging.is_alive()
+
+    assert (measured.run_id, Result.OK) in answered["runs"]
+    assert f"docker builder prune -f --keep-storage {27 * GB}" in answered["prunes"]
+    service.join_all(30)
 
 
 def test_a_disk_over_critical_percent_with_its_goals_met_is_pruned_under_it_once(make_watching):
