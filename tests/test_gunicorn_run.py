@@ -28,7 +28,7 @@ from webhook.store.sqlite import SQLiteStore
 
 # a refusal must come within seconds; a master rebooting workers never exits at all
 REFUSAL_BOUND_S = 60
-COMMANDS = {how.value: how for how in (How.MAKE_RUN, How.PROCFILE)}
+COMMANDS = [How.MAKE_RUN.value, How.PROCFILE.value]
 
 
 def operator_env(tmp_path: Path, **variables: str) -> dict[str, str]:
@@ -42,7 +42,7 @@ def operator_env(tmp_path: Path, **variables: str) -> dict[str, str]:
 
 
 def start(how: str, env: dict[str, str], log: Path) -> Gunicorn:
-    return start_gunicorn(env, how=COMMANDS[how], log_path=log)
+    return start_gunicorn(env, how=How(how), log_path=log)
 
 
 @pytest.mark.parametrize("how", sorted(COMMANDS))
@@ -128,6 +128,20 @@ def test_a_worker_or_thread_count_that_is_no_count_stops_gunicorn_naming_the_var
     env = operator_env(tmp_path, **{variable: value})
 
     shown = refusal(how, env, tmp_path / "gunicorn.log")
+
+    assert f"{variable}: must be a whole number, 1 or more, not {value!r}" in shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("WEB_CONCURRENCY", "abc"), ("WEB_CONCURRENCY", "0"), ("GUNICORN_THREADS", "abc")],
+)
+def test_prunehook_serve_refuses_a_worker_or_thread_count_that_is_no_count_naming_the_variable(
+    tmp_path, variable, value
+):
+    env = operator_env(tmp_path, **{variable: value})
+
+    shown = refusal(How.SERVE, env, tmp_path / "serve.log")
 
     assert f"{variable}: must be a whole number, 1 or more, not {value!r}" in shown
 

@@ -36,18 +36,14 @@ def _refuse_to_start(error: Exception) -> NoReturn:
     sys.exit(2)
 
 
-def _count(variable: str, text: str) -> int:
-    """`variable`'s whole number, one or more; anything else stops the master naming it."""
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        from webhook.config import ConfigError
+def _server_counts() -> tuple[int, int]:
+    """Workers and threads a worker; a count that is none stops the master naming it."""
+    from webhook.config import ConfigError, server_counts
 
-        problem = f"must be a whole number, 1 or more, not {text!r}"
-        _refuse_to_start(ConfigError({variable: [problem]}))
-    return number
+    try:
+        return server_counts()
+    except ConfigError as error:
+        _refuse_to_start(error)
 
 
 # past a run's bound: the worker's exit, and the notifications it sends first
@@ -75,8 +71,7 @@ def _longest_run_s() -> float:
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 worker_class = "gthread"
-workers = _count("WEB_CONCURRENCY", os.environ.get("WEB_CONCURRENCY", "2"))
-threads = _count("GUNICORN_THREADS", os.environ.get("GUNICORN_THREADS", "8"))
+workers, threads = _server_counts()
 # gunicorn's 1000 would sit at a usual 1024 file limit, where accept() fails
 worker_connections = 512
 timeout = graceful_timeout = int(_longest_run_s()) + EXIT_MARGIN_S

@@ -38,6 +38,15 @@ def serve_command(bind: str | None, workers: int | None, gunicorn_options: tuple
     Any further option goes to gunicorn as is (after --, e.g. `-- --threads 4`). Put a
     buffering proxy in front (contrib/nginx/prunehook.conf).
     """
+    from webhook.config import ConfigError, server_counts
+
+    # gunicorn reads WEB_CONCURRENCY as it is imported, before the settings file checks it,
+    # and a count that is no number stops it with a traceback
+    try:
+        server_counts()
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)
     argv = [sys.executable, "-m", "gunicorn", "--config", str(SETTINGS)]
     if bind:
         argv += ["--bind", bind]
