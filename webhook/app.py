@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from webhook.commands import Commands
-from webhook.config import DOTENV, Settings, load_settings
+from webhook.config import DOTENV, Settings, load_settings, server_counts
 from webhook.logs import configure_logging
 from webhook.notify import Notifier
 from webhook.remote.session import Execute
@@ -93,7 +93,7 @@ def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Calla
     from webhook.store.postgres import DatabaseClock, PostgresStore
 
     # a connection for each request thread, and two for the prunes' records
-    threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+    _, threads = server_counts()
     store = PostgresStore(settings.server.database_url, max_connections=threads + 2)
     return store, DatabaseClock(store, local=clock)
 
