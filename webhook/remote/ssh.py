@@ -1,5 +1,5 @@
 """Running commands on the build host over SSH with paramiko: the probes and stages of
-one run on one connection (`SSHSession`), or a single command (`SSHRunner.run`).
+one run on one connection (`SSHSession`), or a single command (`SSHRunner.execute`).
 
 Host keys are verified against a known_hosts file and never auto-accepted.
 stdout and stderr are drained while the command runs (paramiko's
@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from webhook.core.outcome import ErrorKind, Execution
@@ -109,15 +108,13 @@ class KnownHosts:
     def __init__(self) -> None:
         # path -> (what its stat said, plain name -> keys, hashed entries)
         self._files: dict[str, tuple[tuple[int, int, int], dict[str, list], list]] = {}
-        self._lock = threading.Lock()
 
     def _parsed(self, path: str) -> tuple[dict[str, list], list]:
         import paramiko
 
         stat = os.stat(path)
         version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        with self._lock:
-            known = self._files.get(path)
+        known = self._files.get(path)
         if known is not None and known[0] == version:
             return known[1], known[2]
         plain: dict[str, list] = {}
@@ -138,8 +135,7 @@ class KnownHosts:
                         hashed.append((name, entry.key))
                     else:
                         plain.setdefault(name, []).append(entry.key)
-        with self._lock:
-            self._files[path] = (version, plain, hashed)
+        self._files[path] = (version, plain, hashed)
         return plain, hashed
 
     def keys(self, path: str, name: str) -> list[paramiko.PKey]:
@@ -297,7 +293,6 @@ def _drain(
     stdout: Tail,
     stderr: Tail,
     deadline: float,
-    clock: Callable[[], float],
 ) -> int | None:
     """Read both streams until the command exits; None when the deadline passed first."""
     while True:
@@ -312,7 +307,7 @@ def _drain(
             channel.recv_ready() or channel.recv_stderr_ready()
         ):
             return channel.recv_exit_status()
-        if clock() >= deadline:
+        if time.monotonic() >= deadline:
             return None
         if not progressed:
             time.sleep(_IDLE_WAIT_S)
@@ -325,9 +320,8 @@ class SSHSession:
     back at once with why. A command that outlives its limit ends alone; the connection
     stays for the next."""
 
-    def __init__(self, target: Target, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, target: Target):
         self.target = target
-        self.clock = clock
         self.connections = 0
         self._client: paramiko.SSHClient | None = None
         # why no command can run any more: (error kind, message, whether it logged in)
@@ -354,13 +348,13 @@ class SSHSession:
         this call: the first command's includes connecting."""
         endpoint = self.target.ssh
         limit = self.target.policy.timeout_s if timeout_s is None else timeout_s
-        started = self.clock()
+        started = time.monotonic()
         stdout, stderr = Tail(), Tail()
 
         def done(
             rc: int | None, kind: str | None = None, error: str | None = None, logged_in=True
         ) -> Execution:
-            elapsed = self.clock() - started
+            elapsed = time.monotonic() - started
             known = ErrorKind(kind) if kind else None
             return Execution(rc, stdout.text(), stderr.text(), elapsed, known, error, logged_in)
 
@@ -393,7 +387,7 @@ class SSHSession:
             if not _exec_within(channel, command, step):
                 message = f"{host} accepted the session but did not answer the command within"
                 return broken("exec_timeout", f"{message} {step}s", "; gave up")
-            rc = _drain(channel, stdout, stderr, started + limit, self.clock)
+            rc = _drain(channel, stdout, stderr, started + limit)
             if rc is None:
                 channel.close()
                 return done(None, "timeout", f"timeout: no result within {limit}s; gave up")
@@ -410,13 +404,10 @@ class SSHSession:
 
 class SSHRunner:
     """Runs commands on a target's build host: `session` for the commands of one run on
-    one connection, `run` for a single command on a connection of its own."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
+    one connection, `execute` for a single command on a connection of its own."""
 
     def session(self, target: Target) -> SSHSession:
-        return SSHSession(target, self.clock)
+        return SSHSession(target)
 
     def execute(self, target: Target, command: str) -> Execution:
         """`command` on `target`, within its policy's timeout; never raises."""
