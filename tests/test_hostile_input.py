@@ -22,7 +22,7 @@ from webhook.core.outcome import (
     RunOutcome,
     summarize,
 )
-from webhook.core.sizes import MAX_SIZE_BYTES, find_reclaimed
+from webhook.core.sizes import BIGINT_MAX, find_reclaimed
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.service import PruneService
@@ -274,7 +274,7 @@ def test_a_size_a_host_prints_beyond_2_63_is_clamped_not_an_overflow(parse, outp
     found = parse(output)
     assert found is not None
     sizes = found if parse is parse_df else found[1:]
-    assert all(size == MAX_SIZE_BYTES for size in sizes)
+    assert all(size == BIGINT_MAX for size in sizes)
 
 
 def test_a_configured_size_beyond_2_63_is_still_refused_not_clamped():
@@ -313,7 +313,7 @@ def test_a_host_printing_sizes_over_2_63_and_nul_in_its_version_still_has_its_ru
     host = hostile_host(**{DF: df, "docker version": version, "docker system df": cache})
     run = run_once(host, SQLiteStore(tmp_path / "s.db"))
     assert run.result == "ok"  # recorded, not left running until its lease is lost
-    assert (run.disk_size, run.disk_free_before, run.cache_before) == (MAX_SIZE_BYTES,) * 3
+    assert (run.disk_size, run.disk_free_before, run.cache_before) == (BIGINT_MAX,) * 3
     assert run.docker_version == "28.22"
 
 

@@ -74,7 +74,8 @@ def _prepare(store: Store, settings: Settings) -> None:
         store.ensure_schema()
         target = settings.targets.env_target
         if target is not None and not settings.targets.targets_file:
-            adopted = store.adopt_legacy_state(target.name, settings.targets.legacy_state_key)
+            # state files before target names keyed its row `user@host:port`
+            adopted = store.adopt_legacy_state(target.name, str(target.ssh))
             if adopted:
                 log.warning("state of %s is now kept as target %s", adopted, target.name)
     except StoreUnavailable as error:

@@ -258,8 +258,6 @@ class TargetSettings:
     # the build host of the PRUNEHOOK_SSH_* variables (None when unset) and its policy
     env_target: Target | None
     base_policy: PrunePolicy
-    # how state files before target names keyed its row: `user@host:port`
-    legacy_state_key: str | None
 
 
 @dataclass(frozen=True)
@@ -309,7 +307,6 @@ class Settings:
             targets_file=v["targets_file"],
             env_target=env_target,
             base_policy=policy_of(base),
-            legacy_state_key=f"{v['ssh_user']}@{host}:{v['ssh_port']}" if host else None,
         )
         auth = AuthSettings(v["token"], tuple(parse_secrets(v["hmac_secret"])), v["status_token"])
         return cls(server, auth, notify, targets)

@@ -40,7 +40,7 @@ BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 NEW_FILE = '# prunehook\'s build hosts: a [targets.NAME] table each (DESIGN.md, "The fleet")\n'
 
 
-def guard_options(policy: PrunePolicy, docker_host: str | None = None) -> list[str]:
+def guard_options(policy: PrunePolicy, docker_host: str | None) -> list[str]:
     """What prunehook-guard must allow for this policy, and no more: `until` as the
     shortest, `-a` only when the policy prunes all, stage 2 only with disk goals."""
     options = ["--min-until", policy.until]
@@ -53,11 +53,6 @@ def guard_options(policy: PrunePolicy, docker_host: str | None = None) -> list[s
     if docker_host:
         options += ["--docker-host", docker_host]
     return options
-
-
-def authorized_keys_line(public_key: str, options: Sequence[str], guard: str = GUARD) -> str:
-    command = " ".join([guard, *options])
-    return f'restrict,command="{command}" {public_key} prunehook'
 
 
 def target_block(
@@ -313,14 +308,13 @@ def _draft(file: Path, text: str) -> Path:
 
 
 def _print_authorized_keys(target: Target, docker_host: str | None, guard: str) -> None:
-
     try:
         key = load_private_key(target.ssh)
     except SSHFailure as failure:
         click.echo(f"cannot read the key to print its authorized_keys line: {failure}", err=True)
         return
-    public = f"{key.get_name()} {key.get_base64()}"
-    line = authorized_keys_line(public, guard_options(target.policy, docker_host), guard)
+    command = " ".join([guard, *guard_options(target.policy, docker_host)])
+    line = f'restrict,command="{command}" {key.get_name()} {key.get_base64()} prunehook'
     click.echo(
         f"\nOn {target.ssh.address}, install contrib/prunehook-guard as {guard} and add this"
         f" line to ~{target.ssh.user}/.ssh/authorized_keys:\n\n{line}\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from webhook.core.duration import GO_DURATION
-from webhook.core.sizes import MAX_SIZE_BYTES
+from webhook.core.sizes import BIGINT_MAX
 from webhook.core.targets import is_docker_root
 
 # the read-only probes (the guard allows each exactly as written here)
@@ -46,7 +46,7 @@ def build_keep_storage_command(keep_bytes: int, prune_all: bool) -> str:
     bound is given in bytes: the CLI would read `10GB` as 10 GiB."""
     if isinstance(keep_bytes, bool) or not isinstance(keep_bytes, int):
         raise ValueError(f"keep_bytes={keep_bytes!r} is not a number of bytes")
-    if not 0 <= keep_bytes <= MAX_SIZE_BYTES:
+    if not 0 <= keep_bytes <= BIGINT_MAX:
         raise ValueError(f"keep_bytes={keep_bytes} is out of range")
     all_flag = " -a" if prune_all else ""
     return f"docker builder prune -f{all_flag} --keep-storage {keep_bytes}"

@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from webhook.core.sizes import MAX_SIZE_BYTES, clamp_size, human_size, printed_size, size_of
+from webhook.core.sizes import BIGINT_MAX, clamp_size, human_size, printed_size, size_of
 
 # what a configured size may be written as: bytes, or a number and a unit (go-units'
 # spelling: decimal kB MB GB TB, binary KiB MiB GiB TiB, any case)
@@ -56,9 +56,9 @@ def parse_configured_size(value: object) -> int:
     else:
         raise SizeError("a size such as 10GB, or a number of bytes")
     # a bound, so a typo of twenty digits is refused (a host's figure is clamped instead)
-    if not 0 <= size <= MAX_SIZE_BYTES:
+    if not 0 <= size <= BIGINT_MAX:
         shown = f"{value} bytes" if isinstance(value, int) else repr(value[:40])
-        raise SizeError(f"{shown} is out of range (0 to {MAX_SIZE_BYTES})")
+        raise SizeError(f"{shown} is out of range (0 to {BIGINT_MAX})")
     return int(size)
 
 

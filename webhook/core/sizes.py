@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 
-# the largest size a column holds (PostgreSQL's BIGINT, SQLite's INTEGER): what a size a
-# host printed is clamped to, whatever it printed (a broken or hostile host may print 10^30)
-MAX_SIZE_BYTES = 2**63 - 1
+# the largest integer a column holds (PostgreSQL's BIGINT, SQLite's INTEGER): what a size a
+# host printed is clamped to, whatever it printed (a broken or hostile host may print 10^30),
+# and the largest run id (a larger one names no run, and SQLite refuses to bind it)
+BIGINT_MAX = 2**63 - 1
 
 _DECIMAL = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5, "e": 1000**6}
 _BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5, "e": 1024**6}
@@ -36,8 +37,8 @@ def size_of(text: str) -> float | None:
 
 
 def clamp_size(size: float) -> int:
-    """A size a host printed, as bytes a column holds: at most MAX_SIZE_BYTES."""
-    return MAX_SIZE_BYTES if not size < MAX_SIZE_BYTES else max(0, int(size))
+    """A size a host printed, as bytes a column holds: at most BIGINT_MAX."""
+    return BIGINT_MAX if not size < BIGINT_MAX else max(0, int(size))
 
 
 def parse_size(text: str) -> int | None:

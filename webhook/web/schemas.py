@@ -23,6 +23,7 @@ from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
 from webhook.core.decision import Answer, Result
 from webhook.core.forecast import Forecast
 from webhook.core.outcome import ErrorKind, Step
+from webhook.core.sizes import BIGINT_MAX
 from webhook.core.targets import NAME_PATTERN
 from webhook.store import RunRecord
 
@@ -173,11 +174,6 @@ class AlertmanagerWebhookSchema(Schema):
         return data
 
 
-# a run's id is a signed 64-bit integer in SQLite and PostgreSQL (bigint) alike: a larger
-# one names no run (and SQLite refuses to bind it)
-RUN_ID_MAX = 2**63 - 1
-
-
 # ?wait= as hooks.py reads it; absent means 0
 WAIT_FLAGS = {"0": False, "1": True, "true": True, "false": False}
 
@@ -208,7 +204,7 @@ class TargetPathSchema(Schema):
 
 
 class RunPathSchema(TargetPathSchema):
-    run_id = fields.Integer(required=True, validate=Range(min=0, max=RUN_ID_MAX))
+    run_id = fields.Integer(required=True, validate=Range(min=0, max=BIGINT_MAX))
 
 
 # how a stored record's field is shown, by its type; `| None`: it may be null

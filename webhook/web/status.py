@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, render_template
 
 from webhook.core.disk import Goals
 from webhook.core.duration import span
-from webhook.core.sizes import human_size
+from webhook.core.sizes import BIGINT_MAX, human_size
 from webhook.core.targets import Target
 from webhook.store import TargetRecord
 from webhook.web.answers import page_policy, prefers_html
@@ -31,7 +31,7 @@ from webhook.web.report import (
     target_status,
     worst_first,
 )
-from webhook.web.schemas import RUN_ID_MAX, RUN_WITH_TAILS
+from webhook.web.schemas import RUN_WITH_TAILS
 
 bp = Blueprint("status", __name__, template_folder="templates")
 # a run's output tails (Docker's versions, its socket path, errors) are for a token holder
@@ -169,7 +169,7 @@ def run(name: str, run_id: int) -> Response:
     """One run of a target with every step's output tail (JSON)."""
     hook = prunehook()
     _named(hook, name)
-    found = hook.service.store.run(run_id) if run_id <= RUN_ID_MAX else None
+    found = hook.service.store.run(run_id) if run_id <= BIGINT_MAX else None
     if found is None or found.target != name:
         raise APIError(f"{name} has no run {run_id}", status=404, code="unknown_run")
     return jsonify(RUN_WITH_TAILS.dump(found))
