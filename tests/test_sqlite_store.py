@@ -103,6 +103,21 @@ def test_upgrade_carries_a_row_keyed_by_the_ssh_endpoint_over_to_the_target_name
     assert store.adopt_legacy_state("build-1.example", legacy) is None  # once only
 
 
+def test_a_started_app_carries_over_the_state_keyed_by_its_own_user_host_and_port(
+    tmp_path, make_app
+):
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    ids = {}
+    # the host's row, and a later one of the same host as another user
+    for key, ts in (("deploy@build-1.example:2222", 100.0), ("ci@build-1.example:22", 200.0)):
+        ids[key] = claim_now(store, key, ts)
+        store.finish(key, ids[key], succeeded_outcome(), ts + 10)
+    make_app(ssh_host="build-1.example", ssh_user="deploy", ssh_port=2222)
+    run_id = ids["deploy@build-1.example:2222"]
+    record = store.target_record("build-1.example")
+    assert record is not None and record.last_run_id == run_id
+
+
 def test_a_changed_ssh_user_keeps_the_state_of_its_target(make_app, fake_host, clock):
     first = make_app(ssh_user="ci").test_client()
     assert first.post("/hooks/cron", headers=AUTH).get_json()["decision"] == "started"
