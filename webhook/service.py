@@ -293,7 +293,7 @@ class PruneService:
         forecast: Forecast | None = None,
     ) -> TargetResult:
         """Decide for `target` now and, when due, claim a run (its id in the result) that
-        the caller must `launch`. The store's compare-and-set makes the claim exclusive:
+        the caller must submit to `runs`. The store's compare-and-set makes the claim exclusive:
         when the state changed since it was read, it is read and decided again."""
         run: NewRun | None = None
         for _ in range(CLAIM_ATTEMPTS):

@@ -97,17 +97,17 @@ def run_samples(outcome: RunOutcome, now: float) -> list[Sample]:
 
 
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
-    """Least squares: (slope, the line's value at the last point's time)."""
-    if len(points) < 2:
+    """Least squares: (slope, the line's value at the last point's time); None for fewer
+    than two points or one time."""
+    # here, not at the top: statistics imports fractions, which a cold start does without
+    from statistics import StatisticsError, linear_regression
+
+    last = points[-1][0] if points else 0.0
+    try:  # time from the last point, so the intercept is the line's value there
+        line = linear_regression([t - last for t, _ in points], [v for _, v in points])
+    except StatisticsError:
         return None
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
-    if spread == 0:
-        return None
-    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
-    return slope, mean_v + slope * (points[-1][0] - mean_t)
+    return line.slope, line.intercept
 
 
 def _resized(previous: Sample, sample: Sample) -> bool:
