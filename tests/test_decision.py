@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from webhook.core.decision import (
     Answer,
     Result,
@@ -141,3 +143,18 @@ def test_critical_never_overrides_a_run_in_flight_and_never_delays_a_due_prune()
     short = PrunePolicy(interval_s=600, critical_interval_s=900)
     assert decide(ran(Result.OK), T0 + 600, short, critical=True).answer == Answer.STARTED
     assert decide(TargetState(), T0, CRITICAL, critical=True).answer == Answer.STARTED
+
+
+def test_the_interval_counts_from_its_anchor_and_in_an_older_row_from_the_last_start():
+    anchored = replace(ran(Result.OK, started=T0 + 900), interval_started_ts=T0)
+    assert next_eligible_ts(anchored, CRITICAL) == T0 + 21600
+    older = ran(Result.OK, started=T0 + 900)  # written before the column existed
+    assert older.interval_started_ts is None
+    assert next_eligible_ts(older, CRITICAL) == T0 + 900 + 21600
+
+
+def test_an_interval_anchor_stored_ahead_after_a_step_back_is_capped_with_the_start():
+    ahead = replace(ran(Result.OK, started=T0 + 7200), interval_started_ts=T0 + 7200)
+    step = clock_step(ahead, T0, lease_s=180)
+    assert step is not None and step.state.interval_started_ts == T0
+    assert next_eligible_ts(step.state, POLICY) == T0 + 21600

@@ -51,6 +51,7 @@ def test_a_database_made_by_the_first_schema_is_migrated_to_the_current_one(post
         assert store.schema_version() == SCHEMA_VERSION
         state = store.read_state("build-1")
         assert (state.last_run_id, state.last_started_ts, state.retry_at_ts) == (7, 100.0, None)
+        assert state.interval_started_ts is None  # counts from its last start
         assert store.claim("build-1", state, NewRun("cron", "prune"), 200.0, 180) is not None
     finally:
         store.close()

@@ -46,6 +46,10 @@ class TargetState:
     last_success_ts: float | None = None
     # the host refused the last run for now (its own interval): not before this
     retry_at_ts: float | None = None
+    # the start the interval counts from: the last start but a critical one that its own
+    # measure did not bear out (it pruned nothing); None in a row written before this column
+    # existed, which counts from its last start (`interval_start`)
+    interval_started_ts: float | None = None
 
 
 class Policy(Protocol):
@@ -77,7 +81,13 @@ class Decision:
 # restored VM): within it, the ordinary skew between processes reading the same clock
 CLOCK_STEP_TOLERANCE_S = 60.0
 # the stored times that are in the past when written: one ahead of now tells a clock step
-PAST_TIMES = ("last_started_ts", "last_finished_ts", "inflight_started_ts", "last_success_ts")
+PAST_TIMES = (
+    "last_started_ts",
+    "last_finished_ts",
+    "inflight_started_ts",
+    "last_success_ts",
+    "interval_started_ts",
+)
 
 
 @dataclass(frozen=True)
@@ -117,13 +127,21 @@ def lease_is_live(state: TargetState, now: float) -> bool:
     return state.inflight_run_id is not None and (state.lease_expires_ts or 0) > now
 
 
+def interval_start(state: TargetState) -> float | None:
+    """The start the interval counts from (`interval_started_ts`, else the last start)."""
+    if state.interval_started_ts is not None:
+        return state.interval_started_ts
+    return state.last_started_ts
+
+
 def next_eligible_ts(state: TargetState, policy: Policy) -> float | None:
     """When the next prune may start; None means it may start now (nothing ran yet)."""
     if state.inflight_run_id is not None:
         return state.lease_expires_ts
-    if state.last_started_ts is None:
+    counted = interval_start(state)
+    if state.last_started_ts is None or counted is None:
         return None
-    after_interval = state.last_started_ts + policy.interval_s
+    after_interval = counted + policy.interval_s
     if state.retry_at_ts is not None:
         return state.retry_at_ts  # the host said when, whatever our own delays say
     if state.last_result in (Result.FAILED, Result.LOST):
@@ -137,8 +155,8 @@ def decide(
 ) -> Decision:
     """Start, or say why not. `force` overrides the interval only, never a live run.
     `critical` (the disk is nearly full) may start inside the interval, but never within
-    `critical_interval_s` of the last start, however many critical alerts arrive, nor
-    before the time the host's own interval gave (it would refuse again)."""
+    `critical_interval_s` of the last start of any kind, however many critical alerts
+    arrive, nor before the time the host's own interval gave (it would refuse again)."""
     run = state.inflight_run_id
     if lease_is_live(state, now):
         return Decision(Answer.BUSY, f"run {run} is in flight", state.lease_expires_ts)
