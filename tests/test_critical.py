@@ -19,6 +19,7 @@ from webhook.service import PruneService
 from webhook.store.sqlite import SQLiteStore
 
 CRITICAL_INTERVAL_S = 900
+INTERVAL_S = 21600
 # df as the run measures it: 99% of 100 GB used, and 60%
 FULL_DF = "   1B-blocks       Avail\n100000000000 1000000000\n"
 HALF_DF = "   1B-blocks       Avail\n100000000000 40000000000\n"
@@ -146,6 +147,29 @@ def test_a_critical_trigger_the_hosts_own_measure_contradicts_prunes_nothing(
     clock.advance(CRITICAL_INTERVAL_S)
     fake_host.df = FULL_DF
     assert watchdog(client, 100)["decision"] == "started"
+    assert len(fake_host.commands) == 2
+
+
+def test_stale_critical_alerts_on_a_disk_that_is_not_critical_never_push_the_due_prune_away(
+    client, fake_host, clock
+):
+    """A misrouted alert repeating every critical_interval_s: each start is checked and
+    prunes nothing, and the age prune still comes an interval after the last one."""
+    fake_host.df = HALF_DF
+    assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["decision"] == "started"
+    pruned_at = clock.now
+    for _ in range(INTERVAL_S // CRITICAL_INTERVAL_S - 1):
+        clock.advance(CRITICAL_INTERVAL_S)
+        stale = watchdog(client, 100)
+        assert (stale["decision"], stale["run"]["result"]) == ("started", "ok")
+        cron = client.post("/hooks/cron", headers=AUTH).get_json()
+        assert (cron["decision"], cron["next_eligible_ts"]) == ("skipped", pruned_at + INTERVAL_S)
+    assert len(fake_host.commands) == 1
+
+    clock.advance(CRITICAL_INTERVAL_S)
+    assert clock.now == pruned_at + INTERVAL_S
+    due = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()
+    assert (due["decision"], due["reason"], due["run"]["result"]) == ("started", "due", "ok")
     assert len(fake_host.commands) == 2
 
 

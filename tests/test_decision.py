@@ -10,6 +10,7 @@ from webhook.core.decision import (
     TargetState,
     clock_step,
     decide,
+    interval_start,
     next_eligible_ts,
 )
 from webhook.core.targets import PrunePolicy
@@ -151,6 +152,54 @@ def test_the_interval_counts_from_its_anchor_and_in_an_older_row_from_the_last_s
     older = ran(Result.OK, started=T0 + 900)  # written before the column existed
     assert older.interval_started_ts is None
     assert next_eligible_ts(older, CRITICAL) == T0 + 900 + 21600
+
+
+def contradicted(state: TargetState, at: float) -> TargetState:
+    """`state` after a critical start at `at` that its own measure found not critical (it
+    pruned nothing): the start is kept, the interval's anchor is not moved (tests/test_store
+    holds the store to this)."""
+    return replace(
+        state,
+        last_started_ts=at,
+        last_finished_ts=at + 5,
+        last_result=Result.OK,
+        interval_started_ts=interval_start(state),
+    )
+
+
+def test_a_critical_start_its_own_measure_contradicted_leaves_the_interval_where_it_was():
+    state = contradicted(ran(Result.OK), T0 + 900)
+    assert next_eligible_ts(state, CRITICAL) == T0 + 21600
+    skipped = decide(state, T0 + 21599, CRITICAL)
+    assert (skipped.answer, skipped.next_eligible_ts) == (Answer.SKIPPED, T0 + 21600)
+    assert decide(state, T0 + 21600, CRITICAL).reason == "due"
+
+
+def test_stale_critical_alerts_every_critical_interval_never_push_the_due_prune_away():
+    state = ran(Result.OK)
+    at = T0 + 900
+    while at < T0 + 21600:
+        decision = decide(state, at, CRITICAL, critical=True)
+        assert (decision.answer, decision.critical) == (Answer.STARTED, True)
+        state = contradicted(state, at)
+        cron = decide(state, at + 1, CRITICAL)
+        assert (cron.answer, cron.next_eligible_ts) == (Answer.SKIPPED, T0 + 21600)
+        at += 900
+    due = decide(state, T0 + 21600, CRITICAL)
+    assert (due.answer, due.reason, due.critical) == (Answer.STARTED, "due", False)
+
+
+def test_a_critical_run_that_pruned_moves_the_interval():
+    confirmed = replace(ran(Result.OK, started=T0 + 900), interval_started_ts=T0 + 900)
+    assert decide(confirmed, T0 + 21600, CRITICAL).answer == Answer.SKIPPED
+    assert next_eligible_ts(confirmed, CRITICAL) == T0 + 900 + 21600
+
+
+def test_a_contradicted_critical_start_still_holds_the_next_critical_one_off():
+    state = contradicted(ran(Result.OK), T0 + 900)
+    skipped = decide(state, T0 + 1799, CRITICAL, critical=True)
+    assert (skipped.answer, skipped.next_eligible_ts) == (Answer.SKIPPED, T0 + 1800)
+    assert decide(state, T0 + 1800, CRITICAL, critical=True).critical
 
 
 def test_an_interval_anchor_stored_ahead_after_a_step_back_is_capped_with_the_start():

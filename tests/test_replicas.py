@@ -265,18 +265,27 @@ def test_state_copy_moves_rows_history_and_delivery_ids_so_the_move_does_not_pru
     local = make_app()
     client = local.test_client()
     assert client.post("/hooks/cron?wait=1", headers=AUTH).get_json()["run"]["result"] == "ok"
-    prunehook(local).service.store.remember_delivery("msg_1", clock.now, 86400, 90)
-    prunehook(local).service.store.settle_delivery("msg_1")
+    # a critical alert the host's own measure contradicts (60 % used): the interval still
+    # counts from the prune before it, on the new database too
+    clock.advance(900)
+    alert = {"host": "127.0.0.1", "used_percent": 100}
+    answer = client.post("/hooks/watchdog?wait=1", headers=AUTH, json=alert).get_json()
+    assert answer["run"]["result"] == "ok" and len(fake_host.commands) == 1
+    local_store = prunehook(local).service.store
+    local_store.remember_delivery("msg_1", clock.now, 86400, 90)
+    local_store.settle_delivery("msg_1")
 
     result = local.test_cli_runner().invoke(args=["state", "copy", "--to", postgres_database])
     assert result.exit_code == 0, result.output
-    assert "copied 1 target(s), 1 run(s) and 1 delivery id(s)" in result.output
+    assert "copied 1 target(s), 2 run(s) and 1 delivery id(s)" in result.output
 
     moved = make_app(database_url=postgres_database)
     store = prunehook(moved).service.store
     record = store.target_record("127.0.0.1")
     assert record is not None and record.last_result == "ok"
-    assert [run.result for run in store.recent_runs("127.0.0.1")] == ["ok"]
+    assert record == local_store.target_record("127.0.0.1")
+    assert record.interval_started_ts == record.last_started_ts - 900
+    assert [run.result for run in store.recent_runs("127.0.0.1")] == ["ok", "ok"]
     assert not store.remember_delivery("msg_1", clock.now + 1, 86400, 90)
     # the interval still holds on the new database (on its clock: the run was just now)
     skipped = moved.test_client().post("/hooks/cron", headers=AUTH).get_json()

@@ -12,8 +12,9 @@ from dataclasses import replace
 
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState
+from webhook.core.disk import Goals, Measure
 from webhook.core.forecast import Forecast, Sample, SampleKind
-from webhook.core.outcome import ErrorKind, RunOutcome, Step
+from webhook.core.outcome import ErrorKind, RunOutcome, Step, report
 from webhook.store import NewRun, Store
 from webhook.store.records import (
     HISTORY_LIMIT,
@@ -387,6 +388,63 @@ def test_a_hosts_refusal_keeps_when_to_try_again_until_the_next_finish(make_stor
     assert later is not None
     store.finish(TARGET, later, outcome(), T0 + 3490)
     assert store.read_state(TARGET).retry_at_ts is None
+
+
+# -- the start the interval counts from ----------------------------------------------------
+
+# a critical start whose first measure found the disk 60 % used: it stopped, pruning nothing
+NOT_CRITICAL = Measure(disk_size=100 * 10**9, disk_free=40 * 10**9)
+UNCONFIRMED = report(
+    [], failure=None, goals=Goals(), before=NOT_CRITICAL, after=NOT_CRITICAL, needed=False
+)
+
+
+def critical_run(store: Store, now: float, outcome: RunOutcome) -> None:
+    """Claim a critical start at `now` and finish it with `outcome` 5 s later."""
+    run_id = store.claim(TARGET, store.read_state(TARGET), RUN, now, LEASE, critical=True)
+    assert run_id is not None
+    assert store.finish(TARGET, run_id, outcome, now + 5)
+
+
+def test_a_critical_start_its_measure_did_not_bear_out_leaves_the_interval_where_it_was(
+    make_store: MakeStore,
+):
+    store = make_store()
+    first = claim_now(store, T0)
+    assert first is not None
+    assert store.read_state(TARGET).interval_started_ts == T0
+    store.finish(TARGET, first, outcome(), T0 + 5)
+    critical_run(store, T0 + 900, UNCONFIRMED)
+    state = store.read_state(TARGET)
+    assert (state.last_started_ts, state.last_result) == (T0 + 900, Result.OK)
+    assert state.interval_started_ts == T0
+
+
+def test_a_critical_run_that_found_a_prune_needed_counts_from_its_start(make_store: MakeStore):
+    store = make_store()
+    first = claim_now(store, T0)
+    assert first is not None
+    store.finish(TARGET, first, outcome(), T0 + 5)
+    critical_run(store, T0 + 900, outcome())
+    assert store.read_state(TARGET).interval_started_ts == T0 + 900
+    # a failed one too (its retry delay applies): it may have reached the host's cache
+    critical_run(store, T0 + 1800, outcome(ok=False))
+    assert store.read_state(TARGET).interval_started_ts == T0 + 1800
+
+
+def test_a_critical_start_on_a_row_from_before_the_anchor_keeps_its_last_start(
+    make_store: MakeStore,
+):
+    store = make_store()
+    first = claim_now(store, T0)
+    assert first is not None
+    store.finish(TARGET, first, outcome(), T0 + 5)
+    with store._write() as connection:  # as an earlier release left the row
+        sql = "UPDATE targets SET interval_started_ts = NULL WHERE target = ?"
+        store._execute(connection, sql, (TARGET,))
+    assert store.read_state(TARGET).interval_started_ts is None
+    critical_run(store, T0 + 900, UNCONFIRMED)
+    assert store.read_state(TARGET).interval_started_ts == T0
 
 
 # -- the watch's measures and the samples --------------------------------------------------

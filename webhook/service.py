@@ -306,7 +306,9 @@ class PruneService:
                 return _result(target, decision)
             # built only for a start: a skip, the common answer, needs no command
             run = run or NewRun(trigger, self.command(target), os.getpid(), request_id, forecast)
-            run_id = self.store.claim(target.name, state, run, now, target.policy.lease_s)
+            run_id = self.store.claim(
+                target.name, state, run, now, target.policy.lease_s, critical=decision.critical
+            )
             if run_id is not None:
                 return _result(target, decision, run_id)
         # others changed the state each time it was read: they are busy with the target

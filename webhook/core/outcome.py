@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from webhook.core.disk import Assessment, Goals, Measure, assess
@@ -146,6 +146,11 @@ class RunOutcome(Measured, StageResult):
     fields for the run (every stage ok, Docker's reclaimed space summed, the last stage's rc
     and output), then what it measured and decided."""
 
+    # False: its first measure found no prune needed, so it stopped before any stage (a
+    # critical start the host's own measure did not bear out): its start does not count
+    # for the interval
+    needed: bool = field(default=True, kw_only=True)
+
 
 @dataclass(frozen=True)
 class Versions:
@@ -214,6 +219,7 @@ def report(
         docker_version=versions.docker,
         buildx_version=versions.buildx,
         retry_after_s=failed.retry_after_s if failed else None,
+        needed=needed,
     )
 
 

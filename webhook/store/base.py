@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import Field, asdict, fields
 from typing import Any, ClassVar, TypeVar
 
-from webhook.core.decision import Result, TargetState
+from webhook.core.decision import Result, TargetState, interval_start
 from webhook.core.disk import Measure
 from webhook.core.forecast import Forecast, Sample, SampleKind, run_samples
 from webhook.core.outcome import ErrorKind, RunOutcome, Step
@@ -348,10 +348,21 @@ class Store(ABC):
             return state_from(self._row(connection, target))
 
     def claim(
-        self, target: str, expected: TargetState, run: NewRun, now: float, lease_s: float
+        self,
+        target: str,
+        expected: TargetState,
+        run: NewRun,
+        now: float,
+        lease_s: float,
+        *,
+        critical: bool = False,
     ) -> int | None:
         """Record `run` as in flight when the state is still `expected`; its id, or None.
-        An expected run in flight (its lease expired) is given up as lost."""
+        An expected run in flight (its lease expired) is given up as lost (it may have
+        pruned: the start that takes over, never a critical one, counts). A `critical` start
+        (`Decision.critical`) leaves the interval where it was until its finish says it
+        found a prune needed: a stale alert the run's own measure contradicts moves no due
+        prune away."""
         with self._write() as connection:
             if self._locked_state(connection, target) != expected:
                 return None
@@ -371,6 +382,9 @@ class Store(ABC):
                     "lease_expires_ts": now + lease_s,
                     "last_started_ts": now,
                     "last_run_id": run_id,
+                    # a critical start writes the start it counts from, so a row whose column
+                    # is empty (written before it existed) keeps its last start, not this one
+                    "interval_started_ts": interval_start(expected) if critical else now,
                 },
             )
             return run_id
@@ -443,6 +457,9 @@ class Store(ABC):
             "last_result": result,
             "last_success_ts": now if outcome.ok else last.last_success_ts,
             "retry_at_ts": None if outcome.retry_after_s is None else now + outcome.retry_after_s,
+            # a run that found a prune needed counts from its start, even when it failed (the
+            # retry delay applies); one its own measure stopped leaves the interval as it was
+            **({"interval_started_ts": last.inflight_started_ts} if outcome.needed else {}),
         }
 
     # the watch's measures and every sample
