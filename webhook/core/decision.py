@@ -139,7 +139,7 @@ def next_eligible_ts(state: TargetState, policy: Policy) -> float | None:
     if state.inflight_run_id is not None:
         return state.lease_expires_ts
     counted = interval_start(state)
-    if counted is None:
+    if state.last_started_ts is None or counted is None:
         return None
     after_interval = counted + policy.interval_s
     if state.retry_at_ts is not None:

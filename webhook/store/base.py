@@ -254,6 +254,8 @@ class Store(ABC):
     def _migrate(self, connection: Any) -> None:
         """Bring a database of any earlier version to this one, once: every table made if
         missing, every declared column added if missing."""
+        if self._schema_ready:  # every call but the first: no lock to take
+            return
         with self._schema_lock:
             if not self._schema_ready:
                 with self._migration(connection):

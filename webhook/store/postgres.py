@@ -154,8 +154,7 @@ class PostgresStore(Store):
         (BEGIN and COMMIT would be two more round trips on the skip path)."""
         try:
             with self._connections().connection() as connection:
-                if not self._schema_ready:
-                    self._migrate(connection)
+                self._migrate(connection)
                 yield connection
         except PoolTimeout as error:
             raise StoreUnavailable(f"no connection to PostgreSQL: {error}") from error
@@ -221,20 +220,19 @@ class DatabaseClock:
     no step of the local clock moves) doubling from `retry_s` up to `retry_max_s`, by one
     thread at a time, so requests are not each held up by it."""
 
+    retry_s = 1.0
+    retry_max_s = 10.0
+
     def __init__(
         self,
         store: PostgresStore,
         local: Callable[[], float] = time.time,
         refresh_s: float = 60.0,
-        retry_s: float = 1.0,
-        retry_max_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
     ):
         self.store = store
         self.local = local
         self.refresh_s = refresh_s
-        self.retry_s = retry_s
-        self.retry_max_s = retry_max_s
         self.monotonic = monotonic
         self.offset_s = 0.0
         self._measured_at: float | None = None

@@ -66,8 +66,7 @@ class SQLiteStore(Store):
         if connection is None:
             connection = self._local.connection = self._open()
         try:
-            if not self._schema_ready:
-                self._migrate(connection)
+            self._migrate(connection)
             yield connection
         except sqlite3.DatabaseError as error:
             self._failed(error)
