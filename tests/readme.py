@@ -109,10 +109,11 @@ def container() -> dict[str, Any]:
 
 
 def _settings_variables() -> set[str]:
-    """PRUNEHOOK_* names webhook/config.py reads: one per field of its schemas."""
-    from webhook.config import PREFIX, VARIABLES
+    """The names webhook/config.py reads: PRUNEHOOK_* one per field of its schemas, and
+    gunicorn's worker and thread counts."""
+    from webhook.config import PREFIX, SERVER_COUNTS, VARIABLES
 
-    return {PREFIX + name.upper() for name in VARIABLES}
+    return {PREFIX + name.upper() for name in VARIABLES} | set(SERVER_COUNTS)
 
 
 def _environ_reads(path: Path) -> set[str]:

@@ -94,6 +94,18 @@ def pg_app(postgres_database, make_app):  # the database outlives the app's runs
     return make_app(database_url=postgres_database)
 
 
+def test_the_pool_is_sized_by_gunicorn_threads_and_a_bad_worker_count_is_none_of_its_business(
+    postgres_database, make_app, monkeypatch
+):
+    monkeypatch.setenv("WEB_CONCURRENCY", "abc")  # gunicorn's, never read by the app
+    monkeypatch.setenv("GUNICORN_THREADS", "5")
+    store = prunehook(make_app(database_url=postgres_database)).service.store
+    assert store.max_connections == 7  # a connection per request thread, and two for the runs
+    monkeypatch.setenv("GUNICORN_THREADS", "many")
+    with pytest.raises(ConfigError, match="GUNICORN_THREADS: must be a whole number"):
+        make_app(database_url=postgres_database)
+
+
 def test_readyz_follows_the_database_while_healthz_stays_alive(pg_app, postgres):
     client = pg_app.test_client()
     assert client.get("/readyz").status_code == 200

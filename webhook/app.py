@@ -94,7 +94,7 @@ def _state(settings: Settings, clock: Callable[[], float]) -> tuple[Store, Calla
     from webhook.store.postgres import DatabaseClock, PostgresStore
 
     # a connection for each request thread, and two for the prunes' records
-    _, threads = server_counts()
+    (threads,) = server_counts("GUNICORN_THREADS")
     store = PostgresStore(settings.server.database_url, max_connections=threads + 2)
     return store, DatabaseClock(store, local=clock)
 

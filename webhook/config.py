@@ -66,27 +66,29 @@ class ConfigError(Exception):
         super().__init__("invalid prunehook configuration:\n" + "\n".join(lines))
 
 
-def server_counts() -> tuple[int, int]:
-    """gunicorn's worker processes (WEB_CONCURRENCY, default 2) and threads a worker
-    (GUNICORN_THREADS, default 8), read from the process environment only; raises ConfigError
-    naming each that is not a whole number, 1 or more. The gunicorn settings file reads them
-    here, and `prunehook serve` checks them here before gunicorn reads WEB_CONCURRENCY."""
-    texts = {
-        "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
-        "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "8"),
-    }
-    counts: dict[str, int] = {}
+# gunicorn's worker processes and each one's threads: the variable and its default
+SERVER_COUNTS = {"WEB_CONCURRENCY": 2, "GUNICORN_THREADS": 8}
+
+
+def server_counts(*variables: str) -> tuple[int, ...]:
+    """The counts `variables` name (all of SERVER_COUNTS by default), read from the process
+    environment only; raises ConfigError naming each that is not a whole number, 1 or more.
+    The gunicorn settings file reads them here, `prunehook serve` checks them here before
+    gunicorn reads WEB_CONCURRENCY, and the PostgreSQL pool is sized by the threads."""
+    counts: list[int] = []
     errors: dict[str, list[str]] = {}
-    for variable, text in texts.items():
+    for variable in variables or SERVER_COUNTS:
+        text = os.environ.get(variable, str(SERVER_COUNTS[variable]))
         try:
-            counts[variable] = int(text)
+            count = int(text)
         except ValueError:
-            counts[variable] = 0
-        if counts[variable] < 1:
+            count = 0
+        if count < 1:
             errors[variable] = [f"must be a whole number, 1 or more, not {text!r}"]
+        counts.append(count)
     if errors:
         raise ConfigError(errors)
-    return counts["WEB_CONCURRENCY"], counts["GUNICORN_THREADS"]
+    return tuple(counts)
 
 
 def _secrets(value: str) -> None:

@@ -36,7 +36,7 @@ def _refuse_to_start(error: Exception) -> NoReturn:
     sys.exit(2)
 
 
-def _server_counts() -> tuple[int, int]:
+def _server_counts() -> tuple[int, ...]:
     """Workers and threads a worker; a count that is none stops the master naming it."""
     from webhook.config import ConfigError, server_counts
 

@@ -107,7 +107,7 @@ class PostgresStore(Store):
         check_url(url, variable)
         self.url = url
         self._pool: ConnectionPool | None = None
-        self._max = max(2, max_connections)
+        self.max_connections = max(2, max_connections)
         self._pool_lock = threading.Lock()
         super().__init__()
         # the last state read of each target: what the skip path answers from while the
@@ -124,7 +124,7 @@ class PostgresStore(Store):
                 self._pool = ConnectionPool(
                     self.url,
                     min_size=1,
-                    max_size=self._max,
+                    max_size=self.max_connections,
                     kwargs={
                         "autocommit": True,
                         "row_factory": dict_row,
