@@ -429,17 +429,17 @@ def test_a_failed_measure_is_counted_and_asks_for_nothing(make_watching):
     assert watching.store.samples("build-1", 0) == kept
 
 
+@pytest.mark.parametrize("failing", [[DF, "docker system df"], [DF]], ids=["host", "df"])
 def test_a_host_out_of_reach_is_tried_again_a_watch_interval_later_not_at_every_ping(
-    make_watching,
+    make_watching, failing
 ):
     host = DiskHost()
     watching = make_watching(host, watch_interval_s=10 * MINUTE)
     watching.ping()
     target = watching.service.fleet.get("build-1")
     healthy = dict(host.answers)
-    host.answers[DF] = host.answers["docker system df"] = replace(
-        host(target, "docker version"), rc=1, stdout_tail=""
-    )
+    for probe in failing:
+        host.answers[probe] = replace(host(target, "docker version"), rc=1, stdout_tail="")
     assert watching.ping(10 * MINUTE) == PROBES
     assert [watching.ping(MINUTE) for _ in range(9)] == [[]] * 9
     host.answers.clear()

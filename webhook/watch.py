@@ -91,8 +91,8 @@ class Watch:
         self.listeners = listeners
         # measures by target: a ping never queues one that is queued or under way
         self._pool = Pool(max_parallel, "measure")
-        # when a target's last measure here read nothing: a host that is down is tried again
-        # a watch interval later, as a healthy one is measured, not at every ping
+        # when a target's last measure here failed (its disk not read): a host that is down
+        # is tried again a watch interval later, as a healthy one is, not at every ping
         self._unreached: dict[str, float] = {}
 
     def sweep(self, targets: Iterable[Target]) -> dict[str, Future[Watched]]:
@@ -125,7 +125,7 @@ class Watch:
         except Exception:
             log.exception("measure of %s: the command runner raised", target.name)
             found = Measure()
-        if found.empty:
+        if found.disk_free is None:  # a failed measure: the host out of reach, or its df
             self._unreached[target.name] = started
         sample = Sample(
             ts=started,
@@ -137,8 +137,8 @@ class Watch:
         return self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
 
     def _resting(self, target: Target, now: float) -> bool:
-        """The target's last measure here read nothing, within a watch interval of `now`
-        (a clock stepped back before it ends the rest)."""
+        """The target's last measure here failed, within a watch interval of `now` (a clock
+        stepped back before it ends the rest)."""
         failed = self._unreached.get(target.name)
         return failed is not None and failed <= now < failed + target.policy.watch_interval_s
 
