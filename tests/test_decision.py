@@ -147,9 +147,9 @@ def test_critical_never_overrides_a_run_in_flight_and_never_delays_a_due_prune()
 
 
 def test_the_interval_counts_from_its_anchor_and_in_an_older_row_from_the_last_start():
-    anchored = replace(ran(Result.OK, started=T0 + 900), interval_started_ts=T0)
+    anchored = contradicted(replace(ran(Result.OK), last_run_id=1), T0 + 900)
     assert next_eligible_ts(anchored, CRITICAL) == T0 + 21600
-    older = ran(Result.OK, started=T0 + 900)  # written before the column existed
+    older = replace(ran(Result.OK, started=T0 + 900), last_run_id=2)  # before the column
     assert older.interval_started_ts is None
     assert next_eligible_ts(older, CRITICAL) == T0 + 900 + 21600
 
@@ -158,12 +158,15 @@ def contradicted(state: TargetState, at: float) -> TargetState:
     """`state` after a critical start at `at` that its own measure found not critical (it
     pruned nothing): the start is kept, the interval's anchor is not moved (tests/test_store
     holds the store to this)."""
+    run_id = (state.last_run_id or 0) + 1
     return replace(
         state,
+        last_run_id=run_id,
         last_started_ts=at,
         last_finished_ts=at + 5,
         last_result=Result.OK,
         interval_started_ts=interval_start(state),
+        uncounted_run_id=run_id,
     )
 
 
@@ -189,10 +192,12 @@ def test_stale_critical_alerts_every_critical_interval_never_push_the_due_prune_
     assert (due.answer, due.reason, due.critical) == (Answer.STARTED, "due", False)
 
 
-def test_a_critical_run_that_pruned_moves_the_interval():
-    confirmed = replace(ran(Result.OK, started=T0 + 900), interval_started_ts=T0 + 900)
-    assert decide(confirmed, T0 + 21600, CRITICAL).answer == Answer.SKIPPED
-    assert next_eligible_ts(confirmed, CRITICAL) == T0 + 900 + 21600
+def test_a_start_by_an_earlier_release_sharing_the_database_counts_from_its_start():
+    state = contradicted(replace(ran(Result.OK), last_run_id=1), T0 + 900)
+    assert next_eligible_ts(state, CRITICAL) == T0 + 21600
+    # its claim moves the last start and the last run, and writes no anchor
+    earlier_release = replace(state, last_run_id=3, last_started_ts=T0 + 1800)
+    assert next_eligible_ts(earlier_release, CRITICAL) == T0 + 1800 + 21600
 
 
 def test_a_contradicted_critical_start_still_holds_the_next_critical_one_off():

@@ -165,7 +165,7 @@ ADDED_BY_VERSION = {
         ),
     },
     5: {"runs": ("forecast",), "targets": ("measuring_until_ts", "forecast")},
-    6: {"targets": ("interval_started_ts",)},
+    6: {"targets": ("interval_started_ts", "uncounted_run_id")},
 }  # fmt: skip
 
 

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from tests.harness import failed_outcome, succeeded_outcome
-from webhook.core.decision import Result, TargetState
+from webhook.core.decision import Result, TargetState, next_eligible_ts
 from webhook.core.disk import Goals, Measure
 from webhook.core.forecast import Forecast, Sample, SampleKind
 from webhook.core.outcome import ErrorKind, RunOutcome, Step, report
+from webhook.core.targets import PrunePolicy
 from webhook.store import NewRun, Store
 from webhook.store.records import (
     HISTORY_LIMIT,
@@ -430,6 +431,21 @@ def test_a_critical_run_that_found_a_prune_needed_counts_from_its_start(make_sto
     # a failed one too (its retry delay applies): it may have reached the host's cache
     critical_run(store, T0 + 1800, outcome(ok=False))
     assert store.read_state(TARGET).interval_started_ts == T0 + 1800
+
+
+def test_a_start_by_an_earlier_release_after_a_critical_one_counts_from_its_own_start(
+    make_store: MakeStore,
+):
+    store = make_store()
+    first = claim_now(store, T0)
+    assert first is not None
+    store.finish(TARGET, first, outcome(), T0 + 5)
+    critical_run(store, T0 + 900, UNCONFIRMED)
+    assert next_eligible_ts(store.read_state(TARGET), PrunePolicy()) == T0 + 21600
+    with store._write() as connection:  # a replica of an earlier release claims: no anchor
+        sql = "UPDATE targets SET last_started_ts = ?, last_run_id = last_run_id + 1"
+        store._execute(connection, sql + " WHERE target = ?", (T0 + 1800, TARGET))
+    assert next_eligible_ts(store.read_state(TARGET), PrunePolicy()) == T0 + 1800 + 21600
 
 
 def test_a_critical_start_on_a_row_from_before_the_anchor_keeps_its_last_start(

@@ -47,9 +47,10 @@ class TargetState:
     # the host refused the last run for now (its own interval): not before this
     retry_at_ts: float | None = None
     # the start the interval counts from: the last start but a critical one that its own
-    # measure did not bear out (it pruned nothing); None in a row written before this column
-    # existed, which counts from its last start (`interval_start`)
+    # measure did not bear out (it pruned nothing); `interval_start` reads it
     interval_started_ts: float | None = None
+    # the last critical start, which left `interval_started_ts` as it was
+    uncounted_run_id: int | None = None
 
 
 class Policy(Protocol):
@@ -128,9 +129,12 @@ def lease_is_live(state: TargetState, now: float) -> bool:
 
 
 def interval_start(state: TargetState) -> float | None:
-    """The start the interval counts from (`interval_started_ts`, else the last start)."""
-    if state.interval_started_ts is not None:
-        return state.interval_started_ts
+    """The start the interval counts from: `interval_started_ts` while it is the last start
+    or the last start is a critical one that left it; else the last start (a row written
+    before the column existed, or a start by such a release, which writes neither)."""
+    anchor = state.interval_started_ts
+    if anchor == state.last_started_ts or state.uncounted_run_id == state.last_run_id:
+        return anchor if anchor is not None else state.last_started_ts
     return state.last_started_ts
 
 

@@ -360,11 +360,11 @@ class Store(ABC):
         critical: bool = False,
     ) -> int | None:
         """Record `run` as in flight when the state is still `expected`; its id, or None.
-        An expected run in flight (its lease expired) is given up as lost (it may have
-        pruned: the start that takes over, never a critical one, counts). A `critical` start
-        (`Decision.critical`) leaves the interval where it was until its finish says it
-        found a prune needed: a stale alert the run's own measure contradicts moves no due
-        prune away."""
+        An expected run in flight (its lease expired) is given up as lost; the start that
+        takes over counts for the interval, as `decide` never makes a takeover critical.
+        A `critical` start (`Decision.critical`) leaves the interval where it was until its
+        finish says it found a prune needed: a stale alert the run's own measure contradicts
+        moves no due prune away."""
         with self._write() as connection:
             if self._locked_state(connection, target) != expected:
                 return None
@@ -387,6 +387,7 @@ class Store(ABC):
                     # a critical start writes the start it counts from, so a row whose column
                     # is empty (written before it existed) keeps its last start, not this one
                     "interval_started_ts": interval_start(expected) if critical else now,
+                    "uncounted_run_id": run_id if critical else None,
                 },
             )
             return run_id
