@@ -107,7 +107,8 @@ class HostAccess:
     """What runs and the watch's measures reach the hosts and their state through: the
     store, a session per target, the clock, and each target's Docker and buildx versions as
     the runs last learned them (their first probes): runs skip those probes once known, and
-    runs and measures ask `docker buildx du` for the cache where buildx is known to be."""
+    runs and measures ask `docker buildx du` for the cache where buildx is known to be. The
+    parts are fixed; `versions` is one dict the runs write and the measures read."""
 
     store: Store
     open_session: OpenSession

@@ -460,8 +460,9 @@ class Store(ABC):
             "last_result": result,
             "last_success_ts": now if outcome.ok else last.last_success_ts,
             "retry_at_ts": None if outcome.retry_after_s is None else now + outcome.retry_after_s,
-            # a run that found a prune needed counts from its start, even when it failed (the
-            # retry delay applies); one its own measure stopped leaves the interval as it was
+            # a run counts from its start unless its own first measure stopped it (a critical
+            # start not borne out), even one that failed before it could measure (the retry
+            # delay applies)
             **({"interval_started_ts": last.inflight_started_ts} if outcome.needed else {}),
         }
 
