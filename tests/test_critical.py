@@ -165,6 +165,8 @@ def test_stale_critical_alerts_on_a_disk_that_is_not_critical_never_push_the_due
         cron = client.post("/hooks/cron", headers=AUTH).get_json()
         assert (cron["decision"], cron["next_eligible_ts"]) == ("skipped", pruned_at + INTERVAL_S)
     assert len(fake_host.commands) == 1
+    shown = client.get("/status", headers=AUTH).get_json()
+    assert (shown["last_run_ts"], shown["interval_from_ts"]) == (clock.now, pruned_at)
 
     clock.advance(CRITICAL_INTERVAL_S)
     assert clock.now == pruned_at + INTERVAL_S

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from webhook.core.command import build_prune_command
-from webhook.core.decision import Result, lease_is_live, next_eligible_ts
+from webhook.core.decision import Result, interval_start, lease_is_live, next_eligible_ts
 from webhook.core.disk import Goals
 from webhook.core.duration import span
 from webhook.core.forecast import Forecast, Sample, headline, in_words
@@ -59,6 +59,8 @@ def target_status(
         "until": policy.until,
         "all": policy.prune_all,
         "last_run_ts": record.last_started_ts,
+        # the interval counts from here, not from a critical start its measure did not bear out
+        "interval_from_ts": interval_start(record),
         "last_finished_ts": record.last_finished_ts,
         "last_result": record.last_result,
         "last_reclaimed": record.last_reclaimed,

@@ -357,6 +357,13 @@ class TargetStatusSchema(Schema):
     until = fields.String(required=True)
     all = fields.Boolean(required=True)
     last_run_ts = fields.Float(required=True, allow_none=True)
+    interval_from_ts = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "the start the interval counts from: last_run_ts, unless that was"
+            " a critical start its own measure did not bear out"
+        },
+    )
     last_finished_ts = fields.Float(allow_none=True)
     last_result = fields.String(allow_none=True, validate=A_RESULT)
     last_reclaimed = fields.String(required=True, allow_none=True)
