@@ -99,3 +99,18 @@ def test_prometheus_client_is_imported_at_the_first_scrape_not_at_start(tmp_path
         "print(loaded, 'prometheus_client' in sys.modules, answer.status_code)"
     )
     assert in_a_fresh_app(tmp_path, then) == "False True 200"
+
+
+def test_a_counts_file_a_worker_made_but_never_sized_leaves_the_scrape_whole(
+    client, tmp_path, monkeypatch
+):
+    """prometheus_client makes a worker's file, then sizes it: a worker killed in between
+    leaves it empty for good (prometheus/client_python#1199)."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_4242.db").touch()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+
+    seen = metrics_of(client)
+
+    assert seen[("prunehook_enabled", ONE)] == 1

@@ -9,6 +9,7 @@ the first count or scrape, not when the app starts.
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -196,14 +197,36 @@ class Metrics:
         self.meter("prunehook_notifications").labels(result, reason, scheme).inc()
 
     def render(self) -> bytes:
-        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+        from prometheus_client import CollectorRegistry, generate_latest
 
-        if not os.environ.get(MULTIPROC_ENV):
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
             return generate_latest(self._made())
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(WorkersCounts(folder))
         registry.register(self.state)
         return generate_latest(registry)
+
+
+class WorkersCounts(NamedTuple):
+    """Every worker's counts, as prometheus_client's MultiProcessCollector merges them, but
+    for a file a worker has made and not yet sized: read, it failed the whole scrape, and
+    for good where the worker died at that moment (prometheus/client_python#1199)."""
+
+    folder: str
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [path for path in glob.glob(os.path.join(self.folder, "*.db")) if _sized(path)]
+        return iter(MultiProcessCollector.merge(files, accumulate=True))
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:  # gone since it was listed: a dead worker's live gauges are removed
+        return False
 
 
 @bp.get("/metrics")
