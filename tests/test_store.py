@@ -400,6 +400,21 @@ UNCONFIRMED = report(
 )
 
 
+def pruned_at_t0(make_store: MakeStore) -> Store:
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    store.finish(TARGET, run_id, outcome(), T0 + 5)
+    return store
+
+
+def as_an_earlier_release(store: Store, assignments: str, *values: object) -> None:
+    """Write the target's row as a release before the interval's anchor would."""
+    with store._write() as connection:
+        sql = f"UPDATE targets SET {assignments} WHERE target = ?"  # noqa: S608 (the test's own)
+        store._execute(connection, sql, (*values, TARGET))
+
+
 def critical_run(store: Store, now: float, outcome: RunOutcome) -> None:
     """Claim a critical start at `now` and finish it with `outcome` 5 s later."""
     run_id = store.claim(TARGET, store.read_state(TARGET), RUN, now, LEASE, critical=True)
@@ -422,10 +437,7 @@ def test_a_critical_start_its_measure_did_not_bear_out_leaves_the_interval_where
 
 
 def test_a_critical_run_that_found_a_prune_needed_counts_from_its_start(make_store: MakeStore):
-    store = make_store()
-    first = claim_now(store, T0)
-    assert first is not None
-    store.finish(TARGET, first, outcome(), T0 + 5)
+    store = pruned_at_t0(make_store)
     critical_run(store, T0 + 900, outcome())
     assert store.read_state(TARGET).interval_started_ts == T0 + 900
     # a failed one too (its retry delay applies): it may have reached the host's cache
@@ -436,28 +448,19 @@ def test_a_critical_run_that_found_a_prune_needed_counts_from_its_start(make_sto
 def test_a_start_by_an_earlier_release_after_a_critical_one_counts_from_its_own_start(
     make_store: MakeStore,
 ):
-    store = make_store()
-    first = claim_now(store, T0)
-    assert first is not None
-    store.finish(TARGET, first, outcome(), T0 + 5)
+    store = pruned_at_t0(make_store)
     critical_run(store, T0 + 900, UNCONFIRMED)
     assert next_eligible_ts(store.read_state(TARGET), PrunePolicy()) == T0 + 21600
-    with store._write() as connection:  # a replica of an earlier release claims: no anchor
-        sql = "UPDATE targets SET last_started_ts = ?, last_run_id = last_run_id + 1"
-        store._execute(connection, sql + " WHERE target = ?", (T0 + 1800, TARGET))
+    # its claim moves the last start and the last run, and writes no anchor
+    as_an_earlier_release(store, "last_started_ts = ?, last_run_id = last_run_id + 1", T0 + 1800)
     assert next_eligible_ts(store.read_state(TARGET), PrunePolicy()) == T0 + 1800 + 21600
 
 
 def test_a_critical_start_on_a_row_from_before_the_anchor_keeps_its_last_start(
     make_store: MakeStore,
 ):
-    store = make_store()
-    first = claim_now(store, T0)
-    assert first is not None
-    store.finish(TARGET, first, outcome(), T0 + 5)
-    with store._write() as connection:  # as an earlier release left the row
-        sql = "UPDATE targets SET interval_started_ts = NULL WHERE target = ?"
-        store._execute(connection, sql, (TARGET,))
+    store = pruned_at_t0(make_store)
+    as_an_earlier_release(store, "interval_started_ts = NULL")
     assert store.read_state(TARGET).interval_started_ts is None
     critical_run(store, T0 + 900, UNCONFIRMED)
     assert store.read_state(TARGET).interval_started_ts == T0
