@@ -125,8 +125,6 @@ class Watch:
         except Exception:
             log.exception("measure of %s: the command runner raised", target.name)
             found = Measure()
-        if found.disk_free is None:  # a failed measure: the host out of reach, or its df
-            self._unreached[target.name] = started
         sample = Sample(
             ts=started,
             kind=SampleKind.WATCH,
@@ -134,7 +132,10 @@ class Watch:
             disk_free=found.disk_free,
             cache=found.cache,
         )
-        return self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
+        watched = self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
+        if watched.result == Measurement.FAILED:  # the host out of reach, or its df failing
+            self._unreached[target.name] = started
+        return watched
 
     def _resting(self, target: Target, now: float) -> bool:
         """The target's last measure here failed, within a watch interval of `now` (a clock
