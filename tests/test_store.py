@@ -434,6 +434,28 @@ def test_a_critical_start_its_measure_did_not_bear_out_leaves_the_interval_where
     state = store.read_state(TARGET)
     assert (state.last_started_ts, state.last_result) == (T0 + 900, Result.OK)
     assert state.interval_started_ts == T0
+    # it pruned nothing: the last success is still the prune's
+    assert state.last_success_ts == T0 + 5
+
+
+def test_a_critical_start_its_measure_did_not_bear_out_keeps_a_failed_prunes_retry(
+    make_store: MakeStore,
+):
+    store = make_store()
+    failed = claim_now(store, T0)
+    assert failed is not None
+    store.finish(TARGET, failed, outcome(ok=False), T0 + 5)
+    policy = PrunePolicy(retry_after_s=3600)  # a retry later than critical_interval_s
+    retry_at = next_eligible_ts(store.read_state(TARGET), policy)
+    assert retry_at == T0 + 5 + 3600
+    critical_run(store, T0 + 900, UNCONFIRMED)
+    state = store.read_state(TARGET)
+    assert (state.last_result, state.last_success_ts) == (Result.FAILED, None)
+    assert state.last_finished_ts == T0 + 5
+    assert next_eligible_ts(state, policy) == retry_at
+    record = store.target_record(TARGET)
+    assert record is not None and record.last_error == outcome(ok=False).error
+    assert record.last_disk_free == NOT_CRITICAL.disk_free  # what it measured is kept
 
 
 def test_a_critical_run_that_found_a_prune_needed_counts_from_its_start(make_store: MakeStore):

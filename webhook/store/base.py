@@ -451,19 +451,22 @@ class Store(ABC):
     def _finished(
         last: TargetState, outcome: RunOutcome, result: Result, now: float
     ) -> dict[str, Any]:
-        """A target's row after its run finished."""
+        """A target's row after its run finished. A run that found no prune needed (a
+        critical start its own measure did not bear out) pruned nothing: the last prune's
+        result, error, success and finish stay, so a failed prune's retry still comes."""
+        freed = {**dict.fromkeys(FREED), **_measured(run_samples(outcome, now))}
+        if not outcome.needed:
+            return freed
         return {
-            **dict.fromkeys(FREED),
+            **freed,
             **{column: getattr(outcome, name) for column, name in LAST_OF_OUTCOME.items()},
-            **_measured(run_samples(outcome, now)),
             "last_finished_ts": now,
             "last_result": result,
             "last_success_ts": now if outcome.ok else last.last_success_ts,
             "retry_at_ts": None if outcome.retry_after_s is None else now + outcome.retry_after_s,
-            # a run counts from its start unless its own first measure stopped it (a critical
-            # start not borne out), even one that failed before it could measure (the retry
+            # even a run that failed before it could measure counts from its start (the retry
             # delay applies)
-            **({"interval_started_ts": last.inflight_started_ts} if outcome.needed else {}),
+            "interval_started_ts": last.inflight_started_ts,
         }
 
     # the watch's measures and every sample
