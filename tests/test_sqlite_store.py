@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from tests.conftest import AUTH
 from tests.harness import succeeded_outcome
 from webhook.core.decision import Result
 from webhook.store import NewRun, StoreUnavailable
+from webhook.store.base import TABLES
+from webhook.store.postgres import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from webhook.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 T0 = 1_000_000.0
@@ -167,6 +170,37 @@ ADDED_BY_VERSION = {
     5: {"runs": ("forecast",), "targets": ("measuring_until_ts", "forecast")},
     6: {"targets": ("interval_started_ts", "uncounted_run_id")},
 }  # fmt: skip
+
+
+# the columns no listed release added: the first schema's, and each table made whole at once
+FIRST_COLUMNS = {
+    "targets": (
+        "target", "last_run_id", "last_started_ts", "last_finished_ts", "last_result",
+        "inflight_run_id", "lease_expires_ts", "inflight_started_ts", "last_success_ts",
+        "last_reclaimed", "last_reclaimed_bytes", "last_error", "last_error_kind",
+    ),
+    "runs": (
+        "id", "target", "trigger", "command", "started_ts", "result", "finished_ts", "rc",
+        "reclaimed", "reclaimed_bytes", "error", "error_kind", "duration_s", "stdout_tail",
+        "stderr_tail",
+    ),
+    "deliveries": ("id", "seen_ts"),
+    "samples": ("id", "target", "ts", "kind", "disk_size", "disk_free", "cache"),
+}  # fmt: skip
+
+
+def test_a_new_column_comes_with_a_new_schema_version_of_both_backends():
+    """A column a record gains is listed as added by the version before this one, and both
+    backends' versions move together, so an older release never writes to a newer file."""
+    assert sorted(ADDED_BY_VERSION) == list(range(1, SCHEMA_VERSION))
+    declared = {
+        table: set(FIRST_COLUMNS[table]).union(
+            *(added.get(table, ()) for added in ADDED_BY_VERSION.values())
+        )
+        for table in FIRST_COLUMNS
+    }
+    assert declared == {table: {f.name for f in fields(record)} for table, record in TABLES.items()}
+    assert POSTGRES_SCHEMA_VERSION == SCHEMA_VERSION - 2  # PostgreSQL came with version 3
 
 
 def file_of_version(path: Path, version: int) -> int:
