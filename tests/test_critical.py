@@ -8,11 +8,12 @@ import threading
 
 import pytest
 
-from tests.conftest import AUTH, Clock
+from tests.conftest import AUTH, Clock, FakeHost
 from tests.disk_host import GB, DiskHost
 from tests.payloads import ALERTMANAGER
 from webhook.core.decision import Answer
 from webhook.core.disk import FreeGoal
+from webhook.core.outcome import Execution
 from webhook.core.targets import Fleet, PrunePolicy, SSHEndpoint, Target
 from webhook.core.triggers import Source, Trigger
 from webhook.service import PruneService
@@ -216,4 +217,29 @@ def test_a_due_prune_is_not_held_to_the_critical_check(client, fake_host, clock)
     watchdog(client, 80)
     clock.advance(6 * 3600)  # the interval is due: no confirmation asked
     assert watchdog(client, 99)["decision"] == "started"
+    assert len(fake_host.commands) == 2
+
+
+def test_a_failed_prunes_retry_survives_a_critical_alert_the_host_contradicts(
+    make_app, fake_host, clock
+):
+    fake_host.df = HALF_DF
+    client = make_app(retry_after_s=3600).test_client()  # a retry after critical_interval_s
+    fake_host.execution = Execution(1, "", "Error response from daemon: disk I/O error\n", 0.1)
+    failed = watchdog(client, 80)
+    assert (failed["decision"], failed["run"]["result"]) == ("started", "failed")
+    retry_at = client.get("/status", headers=AUTH).get_json()["next_eligible_ts"]
+    assert retry_at == clock.now + 3600
+
+    clock.advance(CRITICAL_INTERVAL_S)
+    stale = watchdog(client, 100)
+    assert (stale["decision"], stale["run"]["result"]) == ("started", "ok")  # pruned nothing
+    shown = client.get("/status", headers=AUTH).get_json()
+    assert (shown["last_result"], shown["next_eligible_ts"]) == ("failed", retry_at)
+    assert "disk I/O error" in shown["last_error"]
+
+    clock.advance(retry_at - clock.now)
+    fake_host.execution = FakeHost().execution
+    retry = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()
+    assert (retry["decision"], retry["run"]["result"]) == ("started", "ok")
     assert len(fake_host.commands) == 2
