@@ -243,3 +243,19 @@ def test_a_failed_prunes_retry_survives_a_critical_alert_the_host_contradicts(
     retry = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()
     assert (retry["decision"], retry["run"]["result"]) == ("started", "ok")
     assert len(fake_host.commands) == 2
+
+
+def test_a_due_prune_a_critical_alert_starts_counts_from_its_start_while_in_flight(
+    client, fake_host, clock
+):
+    fake_host.df = HALF_DF
+    watchdog(client, 80)
+    clock.advance(INTERVAL_S)
+    fake_host.hold()
+    body = {"host": "build-1", "mount": "/", "used_percent": 99}
+    answer = client.post("/hooks/watchdog", headers=AUTH, json=body).get_json()
+    assert (answer["decision"], answer["reason"]) == ("started", "due")
+    fake_host.wait_until_held(1)
+    shown = client.get("/status", headers=AUTH).get_json()
+    assert shown["interval_from_ts"] == shown["last_run_ts"] == clock.now
+    fake_host.release.set()
