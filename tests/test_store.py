@@ -504,10 +504,13 @@ def keep(
     since: float = 0.0,
     latest: bool = True,
     held: float | None = None,
+    rest_until: float | None = None,
 ) -> list[SampleRecord]:
     """Keeps `samples` as the watch's measure does (`latest`), or as a run's."""
     draw = lambda kept: Forecast(samples=len(kept), window_s=1.0)  # noqa: E731
-    return store.add_samples(TARGET, samples, since, draw, latest=latest, held=held)[0]
+    return store.add_samples(
+        TARGET, samples, since, draw, latest=latest, held=held, rest_until=rest_until
+    )[0]
 
 
 def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStore):
@@ -517,6 +520,15 @@ def test_a_measure_is_claimed_once_until_its_sample_is_kept(make_store: MakeStor
     keep(store, sample(T0 + 2), held=T0 + 90)
     assert other.claim_measures(WATCHED, T0 + 30, hold_s=90) == []  # measured 28 s ago
     assert other.claim_measures(WATCHED, T0 + 62, hold_s=90) == [TARGET]
+
+
+def test_a_measure_that_read_nothing_keeps_its_claim_until_its_rest_ends(make_store: MakeStore):
+    store, other = make_store(), make_store()
+    assert store.claim_measures(WATCHED, T0, hold_s=10) == [TARGET]
+    keep(store, held=T0 + 10, rest_until=T0 + 60)  # the host out of reach: no sample
+    assert other.claim_measures(WATCHED, T0 + 20, hold_s=10) == []  # past the hold itself
+    assert other.claim_measures(WATCHED, T0 + 59, hold_s=10) == []
+    assert other.claim_measures(WATCHED, T0 + 60, hold_s=10) == [TARGET]
 
 
 def test_a_hold_from_before_the_clock_was_stepped_back_is_stale(make_store: MakeStore):

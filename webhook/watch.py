@@ -91,9 +91,6 @@ class Watch:
         self.listeners = listeners
         # measures by target: a ping never queues one that is queued or under way
         self._pool = Pool(max_parallel, "measure")
-        # when a target's last measure here failed (its disk not read): a host that is down
-        # is tried again a watch interval later, as a healthy one is, not at every ping
-        self._unreached: dict[str, float] = {}
 
     def sweep(self, targets: Iterable[Target]) -> dict[str, Future[Watched]]:
         """Queue a measure of each watched target whose last one is old enough and that no
@@ -102,9 +99,7 @@ class Watch:
         watched = {
             t.name: t
             for t in targets
-            if t.policy.watch_interval_s > 0
-            and not self._pool.busy(t.name)
-            and not self._resting(t, now)
+            if t.policy.watch_interval_s > 0 and not self._pool.busy(t.name)
         }
         if not watched:
             return {}
@@ -132,16 +127,7 @@ class Watch:
             disk_free=found.disk_free,
             cache=found.cache,
         )
-        watched = self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
-        if watched.result == Measurement.FAILED:  # the host out of reach, or its df failing
-            self._unreached[target.name] = started
-        return watched
-
-    def _resting(self, target: Target, now: float) -> bool:
-        """The target's last measure here failed, within a watch interval of `now` (a clock
-        stepped back before it ends the rest)."""
-        failed = self._unreached.get(target.name)
-        return failed is not None and failed <= now < failed + target.policy.watch_interval_s
+        return self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
 
     def _probe(self, target: Target) -> Measure:
         session = self.access.open_session(target)
@@ -182,6 +168,10 @@ class Watch:
         # a measure that read nothing is no sample (a host down for days of pings would push
         # every real one out); its hold still ends
         kept = [s for s in samples if not s.measure.empty]
+        # a host out of reach, or its df failing, is tried again a watch interval later by
+        # every process and replica, as a healthy one is measured, not at every ping
+        failed = held is not None and watched.result == Measurement.FAILED
+        rest_until = sample.ts + policy.watch_interval_s if failed else None
         # drawn when the measure ended: a run that finished while it ran is on the line
         now = sample.ts if ended is None else ended
         try:
@@ -194,6 +184,7 @@ class Watch:
                 latest=act,
                 ended=ended,
                 held=held,
+                rest_until=rest_until,
             )
             watched = replace(watched, forecast=found)
             if act and watched.result == Measurement.OK:

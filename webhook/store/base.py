@@ -475,9 +475,10 @@ class Store(ABC):
         """Of the targets in `due` (name -> watch_interval_s), those whose last measure is at
         least that old and that no one is measuring: each now held for `hold_s`, in one
         transaction. The ones returned are this caller's to measure. A last measure more
-        than an interval ahead of `now`, or a hold ending past twice its length, is from
-        before the clock was stepped back: stale (the margins leave a replica whose clock
-        reading came a moment before another's its measure)."""
+        than an interval ahead of `now`, or a hold ending further ahead than an interval (a
+        failed measure's rest) and twice its length, is from before the clock was stepped
+        back: stale (the margins leave a replica whose clock reading came a moment before
+        another's its measure)."""
         claimed = []
         with self._write() as connection:
             for target, interval_s in due.items():
@@ -491,7 +492,7 @@ class Store(ABC):
                     " OR targets.last_measured_ts > ?)"
                     " AND (coalesce(targets.measuring_until_ts, 0) <= ?"
                     " OR targets.measuring_until_ts > ?)",
-                    (now - interval_s, now + interval_s, now, now + 2 * hold_s),
+                    (now - interval_s, now + interval_s, now, now + interval_s + 2 * hold_s),
                 )
                 if held.rowcount == 1:
                     claimed.append(target)
@@ -507,6 +508,7 @@ class Store(ABC):
         latest: bool = False,
         ended: float | None = None,
         held: float | None = None,
+        rest_until: float | None = None,
     ) -> tuple[list[SampleRecord], Forecast]:
         """Keep `samples` (oldest first: the watch's, or a run's before and after its prunes,
         which may share a time; none for a measure that read nothing), drop the samples past
@@ -517,8 +519,9 @@ class Store(ABC):
         run's is `finish`'s to keep: only it knows whether the run still owns the target),
         unless a run recorded one while the measure ran, which ended at `ended`.
         `held`: these are the measure `claim_measures` held until then (`now + hold_s`),
-        and that hold ends; a hold taken since (this measure outlasted its own), or a run's
-        samples, leave a measure held."""
+        and that hold ends, or with `rest_until` (a measure that read nothing) lasts until
+        then; a hold taken since (this measure outlasted its own), or a run's samples, leave
+        a measure held."""
         with self._write() as connection:
             for sample in samples:
                 self._insert(connection, "samples", {"target": target, **values_of(sample)})
@@ -542,7 +545,7 @@ class Store(ABC):
                 self._update(
                     connection,
                     "targets",
-                    {"measuring_until_ts": None},
+                    {"measuring_until_ts": rest_until},
                     {"target": target, "measuring_until_ts": held},
                 )
             return recent, found
