@@ -94,7 +94,8 @@ class TargetRecord(TargetState):
     last_freed_bytes: int | None = None
     last_goal_met: bool | None = None
     last_free_short_bytes: int | None = None
-    # a measure of the watch is under way (in some process) until then
+    # a measure of the watch is under way (in some process) until then, or the last one
+    # failed and no process measures the host again before then
     measuring_until_ts: float | None = None
     # the line through the recent samples (webhook.core.forecast), made at the last sample
     forecast: Forecast | None = None
