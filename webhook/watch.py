@@ -166,10 +166,9 @@ class Watch:
         sample = samples[-1]
         watched = Watched(target, sample)
         # a measure that read nothing is no sample (a host down for days of pings would push
-        # every real one out); its hold still ends
+        # every real one out), and its hold lasts a watch interval: every process and replica
+        # tries the host again then, as a healthy one is measured, not at every ping
         kept = [s for s in samples if not s.measure.empty]
-        # a host out of reach, or its df failing, is tried again a watch interval later by
-        # every process and replica, as a healthy one is measured, not at every ping
         failed = held is not None and watched.result == Measurement.FAILED
         rest_until = sample.ts + policy.watch_interval_s if failed else None
         # drawn when the measure ended: a run that finished while it ran is on the line
