@@ -86,8 +86,6 @@ NOTHING_OLD_ENOUGH = (
 
 
 def _run_words(run: RunRecord, target: Target | None) -> str:
-    if run.result == Result.FAILED:
-        return f"failed: {run.error or 'see prunehook status'}"
     if run.result != Result.OK:
         return f"{run.result}: {run.error or 'see prunehook status'}"
     said = f"pruned: freed {_freed(run.freed_bytes, size_text(run.reclaimed_bytes))}"
