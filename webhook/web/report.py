@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -144,11 +143,6 @@ def worst_first(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A run in flight past its lease first, then failed or lost, a goal missed, never
     pruned, the rest; by name within each."""
     return sorted(targets, key=lambda shown: (_RANK[host_state(shown)], shown["name"]))
-
-
-def fleet_counts(targets: list[dict[str, Any]]) -> Counter[HostState]:
-    """How many targets are in each state (0 for a state none is in)."""
-    return Counter(host_state(shown) for shown in targets)
 
 
 def human_time(ts: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
@@ -21,7 +22,6 @@ from webhook.web.report import (
     disk_chart,
     fill_headline,
     fill_words,
-    fleet_counts,
     free_chart,
     freed_text,
     host_state,
@@ -122,7 +122,7 @@ def _fleet_page(shown: dict[str, Any]) -> Response:
     """One row per target, worst first (as `shown["targets"]` is), under counts by state."""
     targets = shown["targets"]
     rows = [{"t": t, "state": host_state(t), "pruning": pruning(t)} for t in targets]
-    counts = fleet_counts(targets)
+    counts = Counter(row["state"] for row in rows)
     failing = counts[HostState.STALLED] + counts[HostState.FAILED] + counts[HostState.LOST]
     return _page(
         "fleet.html",
