@@ -69,14 +69,6 @@ def _made(folder: Path, path: Path) -> bool:
     return True
 
 
-def _trusted_token(path: Path) -> str:
-    token = _read_trusted(path)
-    if len(token.encode()) < MIN_KEY_BYTES:
-        problem = "is empty" if not token else f"holds a {len(token.encode())}-byte token"
-        raise _untrusted(path, f"{problem}; delete it to have a new token generated")
-    return token
-
-
 def _unusable(folder: Path, why: str) -> ConfigError:
     return ConfigError(
         {
@@ -92,8 +84,9 @@ def _untrusted(path: Path, why: str) -> ConfigError:
     return ConfigError({str(path): [why]})
 
 
-def _read_trusted(path: Path) -> str:
-    """The file's text, when only the current user could have written or read it."""
+def _trusted_token(path: Path) -> str:
+    """The file's token, when only the current user could have written or read it and it is
+    long enough."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as error:
@@ -111,4 +104,8 @@ def _read_trusted(path: Path) -> str:
         if info.st_mode & 0o077:
             mode = stat.S_IMODE(info.st_mode)
             raise _untrusted(path, f"others can read or write it (mode {mode:04o}): chmod 600 it")
-        return handle.read().strip()
+        token = handle.read().strip()
+    if len(token.encode()) < MIN_KEY_BYTES:
+        problem = "is empty" if not token else f"holds a {len(token.encode())}-byte token"
+        raise _untrusted(path, f"{problem}; delete it to have a new token generated")
+    return token
