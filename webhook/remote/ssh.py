@@ -30,19 +30,18 @@ _IDLE_WAIT_S = 0.02
 
 
 class Tail:
-    """The last `limit` bytes of a stream, however much passes through."""
+    """The last TAIL_BYTES of a stream, however much passes through."""
 
-    def __init__(self, limit: int = TAIL_BYTES):
-        self.limit = limit
+    def __init__(self) -> None:
         self._buffer = bytearray()
 
     def feed(self, chunk: bytes) -> None:
         self._buffer += chunk
-        if len(self._buffer) > 2 * self.limit:
-            del self._buffer[: -self.limit]
+        if len(self._buffer) > 2 * TAIL_BYTES:
+            del self._buffer[:-TAIL_BYTES]
 
     def text(self) -> str:
-        return bytes(self._buffer[-self.limit :]).decode("utf-8", errors="replace")
+        return bytes(self._buffer[-TAIL_BYTES:]).decode("utf-8", errors="replace")
 
 
 class SSHFailure(Exception):
