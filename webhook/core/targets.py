@@ -194,7 +194,6 @@ class TargetsFileError(ValueError):
     """A targets file that cannot be used; `problems` name the file, the target and the key."""
 
     def __init__(self, source: str, problems: list[str]):
-        self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
 
