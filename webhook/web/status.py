@@ -49,11 +49,9 @@ def _with_runs(
     hook: Prunehook, target: Target | None, record: TargetRecord | None, now: float
 ) -> dict[str, Any]:
     service = hook.service
-    if target is None:
-        policy = hook.settings.targets.base_policy
-        return target_status(None, policy, None, now, enabled=service.enabled, runs=[])
-    runs = service.store.recent_runs(target.name, RECENT_RUNS)
-    return target_status(target, target.policy, record, now, enabled=service.enabled, runs=runs)
+    policy = target.policy if target else hook.settings.targets.base_policy
+    runs = service.store.recent_runs(target.name, RECENT_RUNS) if target else []
+    return target_status(target, policy, record, now, enabled=service.enabled, runs=runs)
 
 
 def fleet_status(hook: Prunehook) -> dict[str, Any]:
