@@ -36,31 +36,24 @@ def _refuse_to_start(error: Exception) -> NoReturn:
     sys.exit(2)
 
 
-def _server_counts() -> tuple[int, ...]:
-    """Workers and threads a worker; a count that is none stops the master naming it."""
-    from webhook.config import ConfigError, server_counts
-
-    try:
-        return server_counts()
-    except ConfigError as error:
-        _refuse_to_start(error)
-
-
 # past a run's bound: the worker's exit, and the notifications it sends first
 EXIT_MARGIN_S = 60
 
 
-def _longest_run_s() -> float:
-    """The app's own checks of its settings, its instance folder and hook token, run once
-    before forking (exits naming what is wrong); then the longest any target's run may take."""
+def _checked() -> tuple[int, int, float]:
+    """The app's own checks of the worker and thread counts, its settings, its instance
+    folder and hook token, run once before forking (exits naming what is wrong); then the
+    workers, the threads a worker and the longest any target's run may take."""
     try:
         from webhook.app import check_instance
-        from webhook.config import DOTENV, ConfigError, load_settings
+        from webhook.config import DOTENV, ConfigError, load_settings, server_counts
         from webhook.runs import run_limit_s
 
+        workers, threads = server_counts()
         settings, _ = load_settings(DOTENV)
         check_instance(settings)
-        return max((run_limit_s(target) for target in settings.targets.fleet), default=0.0)
+        longest = max((run_limit_s(target) for target in settings.targets.fleet), default=0.0)
+        return workers, threads, longest
     except ConfigError as error:
         _refuse_to_start(error)
     finally:
@@ -71,10 +64,10 @@ def _longest_run_s() -> float:
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 worker_class = "gthread"
-workers, threads = _server_counts()
+workers, threads, _longest_run_s = _checked()
 # gunicorn's 1000 would sit at a usual 1024 file limit, where accept() fails
 worker_connections = 512
-timeout = graceful_timeout = int(_longest_run_s()) + EXIT_MARGIN_S
+timeout = graceful_timeout = int(_longest_run_s) + EXIT_MARGIN_S
 accesslog = "-"
 errorlog = "-"
 
