@@ -339,6 +339,16 @@ def test_a_known_hosts_file_that_is_not_there_is_a_warning(monkeypatch, tmp_path
     ]
 
 
+def test_a_known_hosts_under_a_user_that_does_not_exist_is_a_warning(monkeypatch, tmp_path):
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[targets.a]\nhost = "a"\nknown_hosts = "~no-such-user-x/known_hosts"\n')
+    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(targets))
+    monkeypatch.setenv("PRUNEHOOK_SSH_KEY", "the key text")
+    assert [w.split(" does not")[0] for w in load_settings()[1]] == [
+        "PRUNEHOOK_TARGETS_FILE: known_hosts ~no-such-user-x/known_hosts"
+    ]
+
+
 def test_known_hosts_text_on_a_server_is_a_warning_naming_the_file_variable(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PRUNEHOOK_SSH_KNOWN_HOSTS_TEXT", "build-1 ssh-ed25519 AAAAC3Nza")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +58,7 @@ def _key_mode(key_file: str) -> Check | None:
     """A key file others may read, as OpenSSH's client refuses it: a warning."""
     if not key_file:
         return None
-    mode = Path(key_file).expanduser().stat().st_mode & 0o777
+    mode = Path(os.path.expanduser(key_file)).stat().st_mode & 0o777
     if not mode & 0o077:
         return None
     detail = f"{key_file} loads, but its mode {mode:o} lets others read it"

@@ -271,7 +271,7 @@ def _targets_file(env: Env) -> Path:
     path = env.str(FILE_VARIABLE, "").strip()
     if not path:
         _refuse(f"set {FILE_VARIABLE} to the targets file the host is added to")
-    return Path(path).expanduser()
+    return Path(os.path.expanduser(path))
 
 
 def _current_fleet(file: Path) -> Fleet:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -66,7 +67,9 @@ class SSHEndpoint:
 
     @property
     def known_hosts_path(self) -> Path:
-        return Path(self.known_hosts).expanduser()
+        # os.path: `~nosuchuser/...` stays as written (and is refused as unreadable),
+        # where Path.expanduser raises
+        return Path(os.path.expanduser(self.known_hosts))
 
 
 @dataclass(frozen=True)
