@@ -216,6 +216,24 @@ def test_the_streak_is_read_from_the_store_so_it_holds_across_workers(
     assert notifications(other_client) == {("sent", "failures", "json"): 1}
 
 
+def test_a_critical_start_that_pruned_nothing_does_not_end_a_failure_streak(
+    make_app, receiver, fake_host, clock
+):
+    server = receiver()
+    app, client = notifying(make_app, server.json_url(), notify_failures=2, retry_after_s=3600)
+    fake_host.execution = AUTH_FAILED
+    assert run_once(client)["result"] == "failed"
+    clock.advance(900)  # critical_interval_s: a stale alert; the host's df says 60 % used
+    body = {"host": "127.0.0.1", "used_percent": 100}
+    stale = client.post("/hooks/watchdog?wait=1", headers=AUTH, json=body).get_json()
+    assert (stale["run"]["result"], stale["run"]["needed"]) == ("ok", False)
+    clock.advance(3600)
+    assert run_once(client)["result"] == "failed"
+    flush(app)
+    (message,) = server.messages()
+    assert message["title"] == "prunehook: 2 failed prunes in a row on 127.0.0.1"
+
+
 # -- never in the way of a run ---------------------------------------------------------
 def test_a_hanging_receiver_delays_neither_the_answer_nor_the_record(
     make_app, receiver, fake_host, clock

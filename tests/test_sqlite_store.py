@@ -169,6 +169,7 @@ ADDED_BY_VERSION = {
     },
     5: {"runs": ("forecast",), "targets": ("measuring_until_ts", "forecast")},
     6: {"targets": ("interval_started_ts", "uncounted_run_id")},
+    7: {"runs": ("needed",)},
 }  # fmt: skip
 
 

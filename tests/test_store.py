@@ -434,8 +434,9 @@ def test_a_critical_start_its_measure_did_not_bear_out_leaves_the_interval_where
     state = store.read_state(TARGET)
     assert (state.last_started_ts, state.last_result) == (T0 + 900, Result.OK)
     assert state.interval_started_ts == T0
-    # it pruned nothing: the last success is still the prune's
+    # it pruned nothing: the last success is still the prune's, and its record says so
     assert state.last_success_ts == T0 + 5
+    assert [run.needed for run in store.recent_runs(TARGET, 2)] == [False, True]
 
 
 def test_a_critical_start_its_measure_did_not_bear_out_keeps_a_failed_prunes_retry(

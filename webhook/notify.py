@@ -327,7 +327,8 @@ class Notifier:
         except Exception as error:
             log.warning("notifications: cannot read the recent runs of %s: %s", target.name, error)
             return 0
-        return failure_streak([run.result for run in runs])
+        # a check that pruned nothing (an unconfirmed critical start) is no prune in the streak
+        return failure_streak([run.result for run in runs if run.needed])
 
     # -- queueing ------------------------------------------------------------------------
     def submit(self, notice: Notice) -> bool:

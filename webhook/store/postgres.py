@@ -44,7 +44,7 @@ RECONNECT_TIMEOUT_S = 0.0
 URL_VARIABLE = "PRUNEHOOK_DATABASE_URL"
 
 # the version of the databases this release writes: the `schema_version` table
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _placeholders(sql: str) -> str:

@@ -59,6 +59,8 @@ class RunRecord(Measured):
     worker_pid: int | None = None
     request_id: str | None = None
     forecast: Forecast | None = None
+    # False: a check that pruned nothing (RunOutcome.needed)
+    needed: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

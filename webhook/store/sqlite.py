@@ -19,7 +19,7 @@ from webhook.store.base import Store
 
 BUSY_TIMEOUT_MS = 5000
 # the version of the files this release writes: `PRAGMA user_version`
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 class SQLiteStore(Store):

@@ -225,6 +225,10 @@ ABOUT = {
     "freed_bytes": {"description": "free bytes after less before, from df"},
     "cache_before": {"description": "the build cache as docker system df says"},
     "goal_met": {"description": "max_cache and min_free after the last stage; null: no goal"},
+    "needed": {
+        "description": "false: a critical start whose first measure found no prune needed;"
+        " it pruned nothing"
+    },
     "free_short_bytes": {"description": "how far free space is under min_free"},
     "cache_over_bytes": {"description": "how far the cache is over max_cache"},
     "keep_storage_bytes": {"description": "stage 2's --keep-storage, when it ran"},
