@@ -437,6 +437,7 @@ def test_a_critical_start_its_measure_did_not_bear_out_leaves_the_interval_where
     # it pruned nothing: the last success is still the prune's, and its record says so
     assert state.last_success_ts == T0 + 5
     assert [run.needed for run in store.recent_runs(TARGET, 2)] == [False, True]
+    assert [run.id for run in store.recent_runs(TARGET, 2, prunes=True)] == [first]
 
 
 def test_a_critical_start_its_measure_did_not_bear_out_keeps_a_failed_prunes_retry(

@@ -322,13 +322,13 @@ class Notifier:
         if wanted <= 0 or self.store is None:
             return 0
         try:
-            # two more than needed: a streak past N is no news, and a run may be in flight
-            runs = self.store.recent_runs(target.name, wanted + 2)
+            # two more than needed: a streak past N is no news, and a run may be in flight;
+            # a check that pruned nothing (an unconfirmed critical start) is no prune in it
+            runs = self.store.recent_runs(target.name, wanted + 2, prunes=True)
         except Exception as error:
             log.warning("notifications: cannot read the recent runs of %s: %s", target.name, error)
             return 0
-        # a check that pruned nothing (an unconfirmed critical start) is no prune in the streak
-        return failure_streak([run.result for run in runs if run.needed])
+        return failure_streak([run.result for run in runs])
 
     # -- queueing ------------------------------------------------------------------------
     def submit(self, notice: Notice) -> bool:

@@ -619,9 +619,12 @@ class Store(ABC):
             rows = self._execute(connection, SELECT["targets"]).fetchall()
             return {row["target"]: record(TargetRecord, row) for row in rows}
 
-    def recent_runs(self, target: str, limit: int = 10) -> list[RunRecord]:
+    def recent_runs(self, target: str, limit: int = 10, *, prunes: bool = False) -> list[RunRecord]:
+        """The target's newest runs, newest first; with `prunes`, leaving out the ones that
+        found no prune needed (RunRecord.needed)."""
         with self._read() as connection:
-            sql = SELECT["runs"] + " WHERE target = ? ORDER BY id DESC LIMIT ?"
+            needed = " AND needed" if prunes else ""
+            sql = SELECT["runs"] + f" WHERE target = ?{needed} ORDER BY id DESC LIMIT ?"
             rows = self._execute(connection, sql, (target, limit)).fetchall()
             return [record(RunRecord, row) for row in rows]
 
