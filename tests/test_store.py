@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from tests.harness import failed_outcome, succeeded_outcome
 from webhook.core.decision import Result, TargetState, next_eligible_ts
-from webhook.core.disk import Goals, Measure
+from webhook.core.disk import FreeGoal, Goals, Measure
 from webhook.core.forecast import Forecast, Sample, SampleKind
 from webhook.core.outcome import ErrorKind, RunOutcome, Step, report
 from webhook.core.targets import PrunePolicy
@@ -458,6 +458,25 @@ def test_a_critical_start_its_measure_did_not_bear_out_keeps_a_failed_prunes_ret
     record = store.target_record(TARGET)
     assert record is not None and record.last_error == outcome(ok=False).error
     assert record.last_disk_free == NOT_CRITICAL.disk_free  # what it measured is kept
+
+
+def test_a_critical_start_its_measure_did_not_bear_out_shows_the_goals_as_it_measured(
+    make_store: MakeStore,
+):
+    store = make_store()
+    run_id = claim_now(store, T0)
+    assert run_id is not None
+    short = replace(outcome(), goal_met=False, free_short_bytes=10 * 10**9)
+    store.finish(TARGET, run_id, short, T0 + 5)
+    goal = Goals(min_free=FreeGoal(size=30 * 10**9))  # 40 GB free now: met
+    met = report(
+        [], failure=None, goals=goal, before=NOT_CRITICAL, after=NOT_CRITICAL, needed=False
+    )
+    critical_run(store, T0 + 900, met)
+    record = store.target_record(TARGET)
+    assert record is not None
+    assert (record.last_goal_met, record.last_free_short_bytes) == (True, 0)
+    assert record.last_reclaimed == short.reclaimed  # the last prune's
 
 
 def test_a_critical_run_that_found_a_prune_needed_counts_from_its_start(make_store: MakeStore):

@@ -453,10 +453,12 @@ class Store(ABC):
     ) -> dict[str, Any]:
         """A target's row after its run finished. A run that found no prune needed (a
         critical start its own measure did not bear out) pruned nothing: the last prune's
-        result, error, success and finish stay, so a failed prune's retry still comes."""
+        result, error, success and finish stay, so a failed prune's retry still comes, and
+        only how its fresh measure stands against the goals is written."""
         freed = {**dict.fromkeys(FREED), **_measured(run_samples(outcome, now))}
         if not outcome.needed:
-            return freed
+            standing = {"goal_met": outcome.goal_met, "free_short_bytes": outcome.free_short_bytes}
+            return freed | {f"last_{name}": value for name, value in standing.items()}
         return {
             **freed,
             **{column: getattr(outcome, name) for column, name in LAST_OF_OUTCOME.items()},
