@@ -184,6 +184,17 @@ def test_hosts_add_of_a_key_known_already_leaves_known_hosts_as_it_was(operator)
     assert operator.known_hosts_file.read_text() == known
 
 
+def test_hosts_add_refuses_a_targets_file_under_a_user_that_does_not_exist(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", "~no-such-user-x/targets.toml")
+
+    refused = prunehook("hosts", "add", "build-2", "--host", "127.0.0.1")
+
+    assert refused.exit_code == 1
+    assert "PRUNEHOOK_TARGETS_FILE: no home folder for ~no-such-user-x" in refused.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hosts_add_asks_and_a_no_writes_nothing(operator):
     refused = add(operator, input="n\n")
 

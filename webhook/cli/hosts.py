@@ -271,7 +271,10 @@ def _targets_file(env: Env) -> Path:
     path = env.str(FILE_VARIABLE, "").strip()
     if not path:
         _refuse(f"set {FILE_VARIABLE} to the targets file the host is added to")
-    return Path(os.path.expanduser(path))
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):  # a user this machine does not know: no folder to guess
+        _refuse(f"{FILE_VARIABLE}: no home folder for {path.split('/')[0]}")
+    return Path(expanded)
 
 
 def _current_fleet(file: Path) -> Fleet:
