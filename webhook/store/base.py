@@ -457,8 +457,10 @@ class Store(ABC):
         only how its fresh measure stands against the goals is written."""
         freed = {**dict.fromkeys(FREED), **_measured(run_samples(outcome, now))}
         if not outcome.needed:
-            standing = {"goal_met": outcome.goal_met, "free_short_bytes": outcome.free_short_bytes}
-            return freed | {f"last_{name}": value for name, value in standing.items()}
+            return freed | {
+                "last_goal_met": outcome.goal_met,
+                "last_free_short_bytes": outcome.free_short_bytes,
+            }
         return {
             **freed,
             **{column: getattr(outcome, name) for column, name in LAST_OF_OUTCOME.items()},
