@@ -395,9 +395,16 @@ def test_a_hosts_refusal_keeps_when_to_try_again_until_the_next_finish(make_stor
 
 # a critical start whose first measure found the disk 60 % used: it stopped, pruning nothing
 NOT_CRITICAL = Measure(disk_size=100 * 10**9, disk_free=40 * 10**9)
-UNCONFIRMED = report(
-    [], failure=None, goals=Goals(), before=NOT_CRITICAL, after=NOT_CRITICAL, needed=False
-)
+
+
+def unconfirmed(goals: Goals) -> RunOutcome:
+    """The report of such a start, judged by `goals`."""
+    return report(
+        [], failure=None, goals=goals, before=NOT_CRITICAL, after=NOT_CRITICAL, needed=False
+    )
+
+
+UNCONFIRMED = unconfirmed(Goals())
 
 
 def pruned_at_t0(make_store: MakeStore) -> Store:
@@ -469,10 +476,7 @@ def test_a_critical_start_its_measure_did_not_bear_out_shows_the_goals_as_it_mea
     short = replace(outcome(), goal_met=False, free_short_bytes=10 * 10**9)
     store.finish(TARGET, run_id, short, T0 + 5)
     goal = Goals(min_free=FreeGoal(size=30 * 10**9))  # 40 GB free now: met
-    met = report(
-        [], failure=None, goals=goal, before=NOT_CRITICAL, after=NOT_CRITICAL, needed=False
-    )
-    critical_run(store, T0 + 900, met)
+    critical_run(store, T0 + 900, unconfirmed(goal))
     record = store.target_record(TARGET)
     assert record is not None
     assert (record.last_goal_met, record.last_free_short_bytes) == (True, 0)
@@ -557,7 +561,8 @@ def test_a_hold_from_before_the_clock_was_stepped_back_is_stale(make_store: Make
     assert store.claim_measures(WATCHED, T0, hold_s=90) == [TARGET]  # its measurer died
     assert other.claim_measures(WATCHED, T0 + 1, hold_s=90) == []  # held, as it should be
     assert other.claim_measures(WATCHED, T0 - 1, hold_s=90) == []  # a clock read a moment early
-    # the clock went back an hour: a hold ending past now + hold_s was taken before that
+    # the clock went back an hour: a hold ending further ahead than an interval (a failed
+    # measure's rest) and twice its length was taken before that
     assert other.claim_measures(WATCHED, T0 - 3600, hold_s=90) == [TARGET]
 
 
