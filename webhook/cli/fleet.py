@@ -19,7 +19,7 @@ from webhook.cli.shown import NO_TARGET, result_line, status_table
 from webhook.core.targets import Target
 from webhook.core.triggers import Source, Trigger
 from webhook.web.context import Prunehook, prunehook
-from webhook.web.schemas import TARGET_ANSWER
+from webhook.web.schemas import answer_of
 from webhook.web.status import fleet_status, one_target
 
 
@@ -80,7 +80,7 @@ def prune_command(names: tuple[str, ...], force: bool, dry_run: bool, as_json: b
     outcome = hook.service.handle(trigger, wait=True, force=force)
     hook.notifier.flush()  # sent before the process ends
     if as_json:
-        shown = [TARGET_ANSWER.dump(result) for result in outcome.results]
+        shown = [answer_of(result) for result in outcome.results]
         print_json({**shown[0], "results": shown} if len(shown) == 1 else {"results": shown})
     else:
         now, fleet = hook.service.clock(), hook.service.fleet

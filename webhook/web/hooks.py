@@ -22,11 +22,11 @@ from webhook.web.context import Prunehook, prunehook
 from webhook.web.errors import APIError, ValidationFailed
 from webhook.web.schemas import (
     MAX_ALERTS,
-    TARGET_ANSWER,
     WAIT_FLAGS,
     AlertmanagerWebhookSchema,
     CronPingSchema,
     WatchdogAlertSchema,
+    answer_of,
 )
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -105,7 +105,7 @@ def _wants_wait() -> bool:
 def _answer(outcome: TriggerOutcome, wait: bool) -> tuple[Response, int]:
     """Today's top-level keys (from the item that started, else the first) and `results`."""
     first_index = outcome.first_index
-    items = [TARGET_ANSWER.dump(result) for result in outcome.results]
+    items = [answer_of(result) for result in outcome.results]
     body: dict[str, Any] = {
         **items[first_index],
         "trigger": outcome.trigger.reason,

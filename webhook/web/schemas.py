@@ -6,7 +6,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import (
     EXCLUDE,
@@ -15,7 +15,6 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
-    post_dump,
     pre_load,
 )
 from marshmallow.validate import Equal, Length, OneOf, Range, Regexp
@@ -26,6 +25,9 @@ from webhook.core.outcome import ErrorKind, Step
 from webhook.core.sizes import BIGINT_MAX
 from webhook.core.targets import NAME_PATTERN
 from webhook.store import RunRecord
+
+if TYPE_CHECKING:
+    from webhook.service import TargetResult
 
 FIRING_OR_RESOLVED = OneOf(["firing", "resolved"])
 AN_ANSWER = OneOf([answer.value for answer in Answer])
@@ -304,7 +306,7 @@ RUN_WITH_TAILS = RunWithTailsSchema()  # and with its output tails, each step's 
 
 class TargetAnswerSchema(Schema):
     """What a trigger decided for one target it concerns: a TargetResult as the hooks and the
-    CLI show it."""
+    CLI show it (`answer_of`)."""
 
     target = fields.String(
         allow_none=True, metadata={"description": "null for a host that is no target"}
@@ -313,19 +315,21 @@ class TargetAnswerSchema(Schema):
     reason = fields.String(required=True)
     run_id = fields.Integer(allow_none=True)
     next_eligible_ts = fields.Float(allow_none=True)
+
+
+class FinishedAnswerSchema(TargetAnswerSchema):
     run = fields.Nested(RunSchema, metadata={"description": "the finished run, with ?wait=1"})
 
-    @post_dump
-    def _run_when_finished(self, item: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if item["run"] is None:
-            del item["run"]
-        return item
+
+_TARGET_ANSWER, _FINISHED_ANSWER = TargetAnswerSchema(), FinishedAnswerSchema()
 
 
-TARGET_ANSWER = TargetAnswerSchema()  # a TargetResult as answers show it
+def answer_of(result: TargetResult) -> dict[str, Any]:
+    """A TargetResult as answers show it: with `run` once it finished."""
+    return (_TARGET_ANSWER if result.run is None else _FINISHED_ANSWER).dump(result)
 
 
-class TriggerAnswerSchema(TargetAnswerSchema):
+class TriggerAnswerSchema(FinishedAnswerSchema):
     """What every hook answers when the request itself was good: the keys of the target
     that started (else the first), and `results`, one item per concerned target."""
 
@@ -336,7 +340,7 @@ class TriggerAnswerSchema(TargetAnswerSchema):
     )
     trigger = fields.String()
     request_id = fields.String()
-    results = fields.List(fields.Nested(TargetAnswerSchema), required=True)
+    results = fields.List(fields.Nested(FinishedAnswerSchema), required=True)
 
 
 class InFlightSchema(Schema):
