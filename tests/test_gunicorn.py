@@ -7,6 +7,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TOKEN
 from tests.harness import wait_for
 from tests.payloads import ALERTMANAGER, WATCHDOG_ALERT
@@ -60,15 +62,25 @@ def test_first_start_without_a_token_keeps_the_hooks_closed(serve, tmp_path):
     assert wait_for(told, 30, "both workers to say where the token is") == ["info", "warning"]
 
 
-def test_logs_are_json_lines_with_the_request_id_and_no_secret(serve, service_env, build_host):
-    served = serve(service_env(build_host), workers=2)
-    call = urllib.request.Request(
-        served.base + "/hooks/cron?wait=1",
-        data=b"",
-        headers={"Authorization": f"Bearer {TOKEN}", "X-Request-ID": "req-log-1"},
-    )
-    with urllib.request.urlopen(call, timeout=60) as response:
-        assert json.loads(response.read())["run"]["result"] == "ok"
+@pytest.mark.parametrize("level", ["", "debug"])
+def test_logs_are_json_lines_with_the_request_id_and_no_secret(
+    serve, service_env, build_host, level
+):
+    """At the default level a skip is not logged (it is answered and counted); with
+    PRUNEHOOK_LOG_LEVEL=debug it is, at that level."""
+    served = serve(service_env(build_host) | {"PRUNEHOOK_LOG_LEVEL": level}, workers=2)
+
+    def cron(request_id: str, query: str = "") -> dict:
+        call = urllib.request.Request(
+            served.base + "/hooks/cron" + query,
+            data=b"",
+            headers={"Authorization": f"Bearer {TOKEN}", "X-Request-ID": request_id},
+        )
+        with urllib.request.urlopen(call, timeout=60) as response:
+            return json.loads(response.read())
+
+    assert cron("req-log-1", "?wait=1")["run"]["result"] == "ok"
+    assert cron("req-log-2")["decision"] == "skipped"
     served.process.terminate()
     served.process.wait(30)
 
@@ -78,5 +90,11 @@ def test_logs_are_json_lines_with_the_request_id_and_no_secret(serve, service_en
     assert mine["trigger"]["decision"] == "started"
     assert mine["run_finished"]["result"] == "ok"
     assert mine["run_finished"]["run_id"] == mine["trigger"]["run_id"]
+    skips = [
+        (event["level"], event["decision"])
+        for event in events
+        if event.get("request_id") == "req-log-2"
+    ]
+    assert skips == ([("debug", "skipped")] if level == "debug" else [])
     for secret in (TOKEN, build_host.client_key.read_text().splitlines()[1]):
         assert secret not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import stat
@@ -83,6 +84,19 @@ def test_second_alert_within_interval_is_skipped(client, fake_host, clock):
     assert body["decision"] == "skipped"
     assert body["next_eligible_ts"] == START + 21600
     assert len(fake_host.commands) == 1
+
+
+def test_a_trigger_that_starts_nothing_is_logged_only_at_debug(client, fake_host, caplog):
+    """A skip is what an alert storm repeats all day: answered and counted, logged at DEBUG
+    (PRUNEHOOK_LOG_LEVEL=debug); a start is logged at INFO."""
+    with caplog.at_level(logging.DEBUG, logger="webhook"):
+        client.post("/hooks/cron?wait=1", headers=AUTH)
+        skipped = client.post("/hooks/cron", headers=AUTH)
+
+    assert skipped.get_json()["decision"] == "skipped"
+    decided = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "trigger"]
+    shown = [(r.levelno, r.fields["decision"]) for r in decided]
+    assert shown == [(logging.INFO, "started"), (logging.DEBUG, "skipped")]
 
 
 def test_trigger_after_the_interval_prunes_again(client, fake_host, clock):

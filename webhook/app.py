@@ -109,9 +109,9 @@ def create_app(
 ) -> Flask:
     """The app. Without `settings`, they and their `warnings` are read from the environment
     and `.env`."""
-    configure_logging()
     if settings is None:
         settings, warnings = load_settings(DOTENV)
+    configure_logging(level=settings.server.log_level.number)
     for warning in warnings:
         log.warning("%s", warning)
     app = _flask(instance_path)

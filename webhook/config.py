@@ -42,6 +42,7 @@ from webhook.core.targets import (
     seconds,
 )
 from webhook.core.triggers import DEFAULT_HOST_LABELS
+from webhook.logs import LogLevel
 from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
@@ -165,6 +166,12 @@ class Variables(Schema):
         metadata=about("PostgreSQL instead (replicas); else the platforms' DATABASE_URL"),
     )
     wait_for_run = fields.Boolean(load_default=False, metadata=about("answer after the run"))
+    log_level = fields.Enum(
+        LogLevel,
+        by_value=True,
+        load_default=LogLevel.INFO,
+        metadata=about("debug: the triggers that start nothing (skipped, busy) too", fallback=True),
+    )
     targets_file = fields.String(load_default="", metadata=about("a TOML file of build hosts"))
     host_labels = Parsed(
         _labels,
@@ -220,6 +227,7 @@ class ServerSettings:
     database_url: str = field(repr=False)
     max_parallel: int
     wait_for_run: bool
+    log_level: LogLevel = LogLevel.INFO
     max_body_bytes: int = 1024 * 1024
 
 
@@ -291,7 +299,12 @@ class Settings:
         env_target = make_target(name_for_host(host), host, base) if host else None
         env_fleet = Fleet((env_target,) if env_target else ())
         server = ServerSettings(
-            v["enabled"], v["db_path"], v["database_url"], v["max_parallel"], v["wait_for_run"]
+            v["enabled"],
+            v["db_path"],
+            v["database_url"],
+            v["max_parallel"],
+            v["wait_for_run"],
+            v["log_level"],
         )
         notify = NotifySettings(
             urls=tuple(v["notify_urls"]),

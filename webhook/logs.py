@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from enum import StrEnum
 
 # the loggers of the PostgreSQL driver and its pool: libpq's messages, which they repeat on
 # every retry, may quote a piece of the database URL, password included
@@ -94,6 +95,19 @@ def mask_database_passwords(*secrets: str) -> None:
     PASSWORDS.guard(DRIVER_LOGGERS)
 
 
+class LogLevel(StrEnum):
+    """How much of its own the service logs (PRUNEHOOK_LOG_LEVEL)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def number(self) -> int:
+        return logging.getLevelNamesMapping()[self.upper()]
+
+
 # for a person at a terminal (the `prunehook` command)
 PLAIN = logging.Formatter("prunehook: %(levelname)s: %(message)s")
 
@@ -101,14 +115,16 @@ PLAIN = logging.Formatter("prunehook: %(levelname)s: %(message)s")
 def configure_logging(
     formatter: logging.Formatter | None = None, level: int = logging.INFO
 ) -> None:
-    """JSON lines on stderr (or `formatter`'s), unless the host process (a test runner, the
-    `prunehook` command) already set logging up."""
+    """JSON lines on stderr (or `formatter`'s), prunehook's own from `level` on, unless the
+    host process (a test runner, the `prunehook` command) already set logging up."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter or JsonFormatter())
     root.addHandler(handler)
-    root.setLevel(level)
+    # other libraries' debug lines are theirs to turn on
+    root.setLevel(max(level, logging.INFO))
+    logging.getLogger("webhook").setLevel(level)
     # paramiko narrates every connection at INFO; our run line already says what happened
     logging.getLogger("paramiko").setLevel(logging.WARNING)

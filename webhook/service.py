@@ -37,6 +37,9 @@ NO_TARGET = "no build host is configured: set PRUNEHOOK_SSH_HOST or PRUNEHOOK_TA
 UNAVAILABLE = "the state database failed while deciding this target: nothing started; retry"
 # host values that are no target, named one by one in an answer; the rest are counted
 UNKNOWN_SHOWN = 10
+# what an alert storm or a fleet's cron ping repeats all day, with nothing to act on: logged
+# at DEBUG (PRUNEHOOK_LOG_LEVEL), still answered and counted in /metrics
+ROUTINE = frozenset({Answer.SKIPPED, Answer.BUSY})
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,8 @@ class PruneService:
     def _decided(self, outcome: TriggerOutcome) -> None:
         trigger = outcome.trigger
         for result in outcome.results:
-            log.info(
+            log.log(
+                logging.DEBUG if result.answer in ROUTINE else logging.INFO,
                 "trigger %s: %s for %s",
                 trigger.source,
                 result.answer,

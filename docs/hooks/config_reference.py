@@ -38,6 +38,7 @@ PARSED = {
 }
 TYPES = {
     fields.Boolean: "boolean",
+    fields.Enum: "word",
     fields.Integer: "integer",
     fields.Float: "number",
     fields.List: "list",
@@ -81,7 +82,7 @@ def _number(value: float) -> str:
 
 
 def bounds_of(field: fields.Field[Any]) -> str:
-    said = []
+    said = [f"one of {field.choices_text}"] if isinstance(field, fields.Enum) else []
     for rule in field.validators:
         if isinstance(rule, Range):
             low = (
