@@ -9,7 +9,6 @@ Taking a part out breaks the feature: this only measures. Run by hand:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -45,14 +44,12 @@ def parts(app) -> dict[str, Callable[[], object]]:
 
     service = app.extensions[EXTENSION].service
     state = service.store.read_state(service.fleet.targets[0].name)
-    decision_log = logging.getLogger("webhook.service")
     return {
-        "the decision's log line": lambda: swapped(decision_log, "disabled", True),
         "reading the state (one SQLite SELECT)": lambda: swapped(
             service.store, "read_state", lambda name: state
         ),
         "the answer's schema dump": lambda: swapped(
-            hooks.TARGET_ANSWER, "dump", lambda result: {"decision": result.answer}
+            hooks, "answer_of", lambda result: {"decision": result.answer}
         ),
         "counting the decision (prometheus_client)": lambda: swapped(
             service.listeners, "decided", []
