@@ -52,6 +52,9 @@ def test_openapi_document_describes_every_route(fuzzed_app):
     answer = schemas["TriggerAnswer"]["properties"]["run"]["allOf"]
     assert answer == [{"$ref": "#/components/schemas/Run"}]
     assert schemas["Status"]["properties"]["recent_runs"]["items"] == answer[0]
+    results = schemas["TriggerAnswer"]["properties"]["results"]["items"]
+    assert results == {"$ref": "#/components/schemas/TargetAnswer"}
+    assert schemas["TargetAnswer"]["properties"]["run"]["allOf"] == answer
 
 
 def test_schemathesis_with_every_check_finds_nothing(fuzzed_app, tmp_path):

@@ -304,10 +304,7 @@ RUN = RunSchema()  # a stored run as answers show it
 RUN_WITH_TAILS = RunWithTailsSchema()  # and with its output tails, each step's too
 
 
-class TargetAnswerSchema(Schema):
-    """What a trigger decided for one target it concerns: a TargetResult as the hooks and the
-    CLI show it (`answer_of`)."""
-
+class _DecidedSchema(Schema):
     target = fields.String(
         allow_none=True, metadata={"description": "null for a host that is no target"}
     )
@@ -317,19 +314,22 @@ class TargetAnswerSchema(Schema):
     next_eligible_ts = fields.Float(allow_none=True)
 
 
-class FinishedAnswerSchema(TargetAnswerSchema):
+class TargetAnswerSchema(_DecidedSchema):
+    """What a trigger decided for one target it concerns: a TargetResult as the hooks and the
+    CLI show it (`answer_of`)."""
+
     run = fields.Nested(RunSchema, metadata={"description": "the finished run, with ?wait=1"})
 
 
-_TARGET_ANSWER, _FINISHED_ANSWER = TargetAnswerSchema(), FinishedAnswerSchema()
+_DECIDED, _TARGET_ANSWER = _DecidedSchema(), TargetAnswerSchema()
 
 
 def answer_of(result: TargetResult) -> dict[str, Any]:
     """A TargetResult as answers show it: with `run` once it finished."""
-    return (_TARGET_ANSWER if result.run is None else _FINISHED_ANSWER).dump(result)
+    return (_DECIDED if result.run is None else _TARGET_ANSWER).dump(result)
 
 
-class TriggerAnswerSchema(FinishedAnswerSchema):
+class TriggerAnswerSchema(TargetAnswerSchema):
     """What every hook answers when the request itself was good: the keys of the target
     that started (else the first), and `results`, one item per concerned target."""
 
@@ -340,7 +340,7 @@ class TriggerAnswerSchema(FinishedAnswerSchema):
     )
     trigger = fields.String()
     request_id = fields.String()
-    results = fields.List(fields.Nested(FinishedAnswerSchema), required=True)
+    results = fields.List(fields.Nested(TargetAnswerSchema), required=True)
 
 
 class InFlightSchema(Schema):
