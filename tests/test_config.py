@@ -63,6 +63,7 @@ def test_tests_name_each_variable_as_it_is_named_without_its_prefix():
         ("PRUNEHOOK_TIMEOUT_S", "86401", "targets.base_policy.timeout_s", 120),
         ("PRUNEHOOK_RETRY_AFTER_S", "nan", "targets.base_policy.retry_after_s", 600),
         ("PRUNEHOOK_NOTIFY_MIN_GB", "-3", "notify.min_gb", 0),
+        ("PRUNEHOOK_LOG_LEVEL", "loud", "server.log_level", "info"),
     ],
 )
 def test_bad_value_with_a_safe_default_warns_and_uses_it(
@@ -72,6 +73,13 @@ def test_bad_value_with_a_safe_default_warns_and_uses_it(
     settings, warnings = load_settings()
     assert attrgetter(attribute)(settings) == default
     assert [warning.split("=")[0] for warning in warnings] == [name]
+
+
+@pytest.mark.parametrize("value", ["debug", "DEBUG", "Debug"])
+def test_the_log_level_is_read_however_it_is_capitalised(monkeypatch, value):
+    monkeypatch.setenv("PRUNEHOOK_LOG_LEVEL", value)
+    settings, warnings = load_settings()
+    assert (settings.server.log_level, warnings) == ("debug", [])
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ import logging
 import os
 from urllib.parse import quote
 
+import pytest
 from gunicorn.glogging import Logger as GunicornLogger
 
-from webhook.logs import JsonFormatter, configure_logging
+from webhook.logs import PLAIN, JsonFormatter, LogLevel, configure_logging, use_level
 from webhook.store.postgres import PostgresStore
 
 
@@ -24,6 +25,31 @@ def test_gunicorn_lines_keep_their_process_id_once_our_logging_is_set_up(monkeyp
     )
     line = logging.Formatter(GunicornLogger.error_fmt, GunicornLogger.datefmt).format(record)
     assert line.endswith(f"[{os.getpid()}] [INFO] Worker exiting (pid: {os.getpid()})")
+
+
+@pytest.mark.parametrize(
+    ("formatter", "levels"),
+    [
+        # the service's own JSON lines: prunehook's debug lines, no other library's
+        (JsonFormatter(), (logging.INFO, logging.DEBUG)),
+        # the command's (or a test runner's): as it set them
+        (PLAIN, (logging.WARNING, logging.NOTSET)),
+    ],
+)
+def test_the_log_level_applies_where_the_service_set_logging_up(monkeypatch, formatter, levels):
+    root, ours = logging.getLogger(), logging.getLogger("webhook")
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    monkeypatch.setattr(root, "handlers", [handler])
+    kept = root.level, ours.level
+    root.setLevel(logging.WARNING)
+    ours.setLevel(logging.NOTSET)
+    try:
+        use_level(LogLevel.DEBUG)
+        assert (root.level, ours.level) == levels
+    finally:
+        root.setLevel(kept[0])
+        ours.setLevel(kept[1])
 
 
 PASSWORD = "s3cr@t-pw"  # in a URL: s3cr%40t-pw

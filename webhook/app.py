@@ -13,7 +13,7 @@ from flask import Flask
 
 from webhook.commands import Commands
 from webhook.config import DOTENV, Settings, load_settings, server_counts
-from webhook.logs import configure_logging
+from webhook.logs import configure_logging, use_level
 from webhook.notify import Notifier
 from webhook.remote.session import Execute
 from webhook.remote.ssh import SSHRunner
@@ -109,9 +109,10 @@ def create_app(
 ) -> Flask:
     """The app. Without `settings`, they and their `warnings` are read from the environment
     and `.env`."""
+    configure_logging()
     if settings is None:
         settings, warnings = load_settings(DOTENV)
-    configure_logging(level=settings.server.log_level.number)
+    use_level(settings.server.log_level)
     for warning in warnings:
         log.warning("%s", warning)
     app = _flask(instance_path)

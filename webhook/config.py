@@ -170,7 +170,10 @@ class Variables(Schema):
         LogLevel,
         by_value=True,
         load_default=LogLevel.INFO,
-        metadata=about("debug: the triggers that start nothing (skipped, busy) too", fallback=True),
+        metadata=about(
+            "debug also logs each trigger that is not due or finds a run going (skipped, busy)",
+            fallback=True,
+        ),
     )
     targets_file = fields.String(load_default="", metadata=about("a TOML file of build hosts"))
     host_labels = Parsed(

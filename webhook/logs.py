@@ -103,6 +103,11 @@ class LogLevel(StrEnum):
     WARNING = "warning"
     ERROR = "error"
 
+    @classmethod
+    def _missing_(cls, value: object) -> LogLevel | None:
+        # DEBUG as well, as other tools spell it
+        return next((level for level in cls if level.value == str(value).lower()), None)
+
     @property
     def number(self) -> int:
         return logging.getLevelNamesMapping()[self.upper()]
@@ -115,16 +120,24 @@ PLAIN = logging.Formatter("prunehook: %(levelname)s: %(message)s")
 def configure_logging(
     formatter: logging.Formatter | None = None, level: int = logging.INFO
 ) -> None:
-    """JSON lines on stderr (or `formatter`'s), prunehook's own from `level` on, unless the
-    host process (a test runner, the `prunehook` command) already set logging up."""
+    """JSON lines on stderr (or `formatter`'s), unless the host process (a test runner, the
+    `prunehook` command) already set logging up."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter or JsonFormatter())
     root.addHandler(handler)
-    # other libraries' debug lines are theirs to turn on
-    root.setLevel(max(level, logging.INFO))
-    logging.getLogger("webhook").setLevel(level)
+    root.setLevel(level)
     # paramiko narrates every connection at INFO; our run line already says what happened
     logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def use_level(level: LogLevel) -> None:
+    """PRUNEHOOK_LOG_LEVEL, for prunehook's own lines, where the service set logging up (JSON
+    lines); a host process's own logging (the command, a test runner) stays as it set it."""
+    root = logging.getLogger()
+    if any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers):
+        # other libraries' debug lines are theirs to turn on
+        root.setLevel(max(level.number, logging.INFO))
+        logging.getLogger("webhook").setLevel(level.number)

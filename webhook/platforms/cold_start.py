@@ -36,15 +36,12 @@ WAIT_FOR_RUN = f"{PREFIX}WAIT_FOR_RUN"
 def build_app(platform: str) -> Flask:
     """The app for `platform` (named in messages), configured from the environment and `.env`
     as every prunehook is; raises ConfigError naming the variable that is missing or wrong."""
+    configure_logging()  # the platform's log takes JSON lines from the first one on
     env = Env()
     env.read_env(DOTENV, recurse=False)
     _known_hosts_from_text(env)
-    ignored = _wait_for_runs(platform, env)
+    _wait_for_runs(platform, env)
     settings, warnings = load_settings(DOTENV)
-    # the platform's log takes JSON lines from the first one on
-    configure_logging(level=settings.server.log_level.number)
-    for warning in ignored:
-        log.warning("%s", warning)
     if not settings.server.database_url:
         raise ConfigError(
             {
@@ -57,15 +54,15 @@ def build_app(platform: str) -> Flask:
     return create_app(settings, warnings=warnings)
 
 
-def _wait_for_runs(platform: str, env: Env) -> list[str]:
-    """A run left in the background after the answer would stall with the frozen CPU; the
-    warning when the setting said otherwise."""
-    value = env.str(WAIT_FOR_RUN, "").strip()
-    os.environ[WAIT_FOR_RUN] = "true"
+def _wait_for_runs(platform: str, env: Env) -> None:
+    """A run left in the background after the answer would stall with the frozen CPU."""
     # the false values the setting's own field reads as false
+    value = env.str(WAIT_FOR_RUN, "").strip()
     if value in fields.Boolean.falsy:
-        return [f"{WAIT_FOR_RUN}={value} is ignored on {platform}: runs finish inside the request"]
-    return []
+        log.warning(
+            "%s=%s is ignored on %s: runs finish inside the request", WAIT_FOR_RUN, value, platform
+        )
+    os.environ[WAIT_FOR_RUN] = "true"
 
 
 def _known_hosts_from_text(env: Env) -> None:
