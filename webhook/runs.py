@@ -139,10 +139,6 @@ class RunSteps:
     # `docker buildx du` failed in this run: later measures go to `docker system df` at once
     buildx_du_failed: bool = False
 
-    @property
-    def probe_limit(self) -> float:
-        return probe_limit_s(self.target)
-
     def command(self, name: str, command: str, limit: float) -> Execution:
         """Send one command; the run stops here when it lost its target or its connection."""
         if not self.keep_going():
@@ -160,12 +156,14 @@ class RunSteps:
         if self.docker_stuck:
             self.notes.append(f"{name}: not probed, Docker did not answer earlier in this run")
             return None
-        return self.command(name, command, self.probe_limit)
+        return self.command(name, command, probe_limit_s(self.target))
 
     def measure(self, when: str) -> Measure:
         """The disk and the cache now; None for what could not be read (noted)."""
         name = f"disk {when}"
-        df = self.command(name, build_df_command(self.target.policy.docker_root), self.probe_limit)
+        df = self.command(
+            name, build_df_command(self.target.policy.docker_root), probe_limit_s(self.target)
+        )
         disk = parse_df(df.stdout_tail) if df.rc == 0 else None
         if disk is None:
             why = problem(df) if df.rc != 0 else "df's output not understood"
