@@ -168,7 +168,7 @@ class Watch:
         # a measure that read nothing is no sample (a host down for days of pings would push
         # every real one out), and its hold lasts a watch interval: every process and replica
         # tries the host again then, as a healthy one is measured, not at every ping
-        kept = [s for s in samples if not s.measure.empty]
+        readings = [s for s in samples if not s.measure.empty]
         failed = held is not None and watched.result == Measurement.FAILED
         rest_until = sample.ts + policy.watch_interval_s if failed else None
         # drawn when the measure ended: a run that finished while it ran is on the line
@@ -177,7 +177,7 @@ class Watch:
             window = policy.forecast_window_s
             recent, found = self.access.store.add_samples(
                 target.name,
-                kept,
+                readings,
                 now - window,
                 lambda kept: forecast(kept, now, window, policy.goals),
                 latest=act,
