@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import replace
 
 import pytest
 
@@ -245,23 +244,6 @@ def test_a_ping_that_waits_answers_after_its_measures_and_the_runs_they_start(ma
     assert host.commands[sent : sent + len(PROBES)] == PROBES
     assert f"docker builder prune -f --keep-storage {27 * GB}" in host.commands[sent:]
     assert watching.runs() == [("cron", "ok"), ("watch", "ok")]
-
-
-def test_a_measure_a_ping_queued_is_still_its_to_wait_for_after_another_ping_queued_more(
-    make_watching,
-):
-    """On a platform that takes concurrent requests, another ping may queue measures
-    between this one's measure ending and its wait: what this ping queued, it still reads
-    (and so waits for the run it started)."""
-    host = DiskHost(size=100 * GB, others=68 * GB, young=30 * GB)  # 2 GB free, 3 GB short
-    watching = make_watching(host, min_free=FreeGoal(size=5 * GB), critical_percent=99.0)
-    watch = watching.service.watch
-    queued = watch.sweep([watching.service.fleet.targets[0]])
-    queued["build-1"].result(30)
-    watch.sweep([replace(watching.service.fleet.targets[0], name="build-2")])
-    found = queued["build-1"].result(0)
-    assert found.sample.disk_free == 2 * GB and found.run_id is not None
-    watching.service.join_all(30)
 
 
 class HeldHosts:
@@ -501,6 +483,7 @@ def test_a_measure_that_began_before_a_run_ended_leaves_the_runs_figures(make_wa
     watching.clock.advance(2)
     host.release.set()
     measuring.join(30)
+    assert not measuring.is_alive()
     record = watching.store.target_record("build-1")
     assert record is not None and record.last_disk_free == host.free == 30 * GB
     assert record.forecast is not None and record.forecast.samples == 1  # since the prune
