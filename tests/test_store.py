@@ -397,14 +397,14 @@ def test_a_hosts_refusal_keeps_when_to_try_again_until_the_next_finish(make_stor
 NOT_CRITICAL = Measure(disk_size=100 * 10**9, disk_free=40 * 10**9)
 
 
-def unconfirmed(goals: Goals) -> RunOutcome:
+def contradicted(goals: Goals) -> RunOutcome:
     """The report of such a start, judged by `goals`."""
     return report(
         [], failure=None, goals=goals, before=NOT_CRITICAL, after=NOT_CRITICAL, needed=False
     )
 
 
-UNCONFIRMED = unconfirmed(Goals())
+CONTRADICTED = contradicted(Goals())
 
 
 def pruned_at_t0(make_store: MakeStore) -> Store:
@@ -437,7 +437,7 @@ def test_a_critical_start_its_measure_did_not_bear_out_leaves_the_interval_where
     assert first is not None
     assert store.read_state(TARGET).interval_started_ts == T0
     store.finish(TARGET, first, outcome(), T0 + 5)
-    critical_run(store, T0 + 900, UNCONFIRMED)
+    critical_run(store, T0 + 900, CONTRADICTED)
     state = store.read_state(TARGET)
     assert (state.last_started_ts, state.last_result) == (T0 + 900, Result.OK)
     assert state.interval_started_ts == T0
@@ -457,7 +457,7 @@ def test_a_critical_start_its_measure_did_not_bear_out_keeps_a_failed_prunes_ret
     policy = PrunePolicy(retry_after_s=3600)  # a retry later than critical_interval_s
     retry_at = next_eligible_ts(store.read_state(TARGET), policy)
     assert retry_at == T0 + 5 + 3600
-    critical_run(store, T0 + 900, UNCONFIRMED)
+    critical_run(store, T0 + 900, CONTRADICTED)
     state = store.read_state(TARGET)
     assert (state.last_result, state.last_success_ts) == (Result.FAILED, None)
     assert state.last_finished_ts == T0 + 5
@@ -476,7 +476,7 @@ def test_a_critical_start_its_measure_did_not_bear_out_shows_the_goals_as_it_mea
     short = replace(outcome(), goal_met=False, free_short_bytes=10 * 10**9)
     store.finish(TARGET, run_id, short, T0 + 5)
     goal = Goals(min_free=FreeGoal(size=30 * 10**9))  # 40 GB free now: met
-    critical_run(store, T0 + 900, unconfirmed(goal))
+    critical_run(store, T0 + 900, contradicted(goal))
     record = store.target_record(TARGET)
     assert record is not None
     assert (record.last_goal_met, record.last_free_short_bytes) == (True, 0)
@@ -496,7 +496,7 @@ def test_a_start_by_an_earlier_release_after_a_critical_one_counts_from_its_own_
     make_store: MakeStore,
 ):
     store = pruned_at_t0(make_store)
-    critical_run(store, T0 + 900, UNCONFIRMED)
+    critical_run(store, T0 + 900, CONTRADICTED)
     assert next_eligible_ts(store.read_state(TARGET), PrunePolicy()) == T0 + 21600
     # its claim moves the last start and the last run, and writes no anchor
     as_an_earlier_release(store, "last_started_ts = ?, last_run_id = last_run_id + 1", T0 + 1800)
@@ -509,7 +509,7 @@ def test_a_critical_start_on_a_row_from_before_the_anchor_keeps_its_last_start(
     store = pruned_at_t0(make_store)
     as_an_earlier_release(store, "interval_started_ts = NULL")
     assert store.read_state(TARGET).interval_started_ts is None
-    critical_run(store, T0 + 900, UNCONFIRMED)
+    critical_run(store, T0 + 900, CONTRADICTED)
     assert store.read_state(TARGET).interval_started_ts == T0
 
 
