@@ -33,9 +33,10 @@ def fake_host(fake_host):
     return fake_host
 
 
-def watchdog(client, used_percent: float, host: str = "build-1"):
+def watchdog(client, used_percent: float, host: str = "build-1", wait: bool = True):
     body = {"host": host, "mount": "/var/lib/docker", "used_percent": used_percent}
-    return client.post("/hooks/watchdog?wait=1", headers=AUTH, json=body).get_json()
+    query = "?wait=1" if wait else ""
+    return client.post(f"/hooks/watchdog{query}", headers=AUTH, json=body).get_json()
 
 
 def alertmanager(client, severity: str, host: str = "build-1:9100"):
@@ -252,8 +253,7 @@ def test_a_due_prune_a_critical_alert_starts_counts_from_its_start_while_in_flig
     watchdog(client, 80)
     clock.advance(INTERVAL_S)
     fake_host.hold()
-    body = {"host": "build-1", "mount": "/", "used_percent": 99}
-    answer = client.post("/hooks/watchdog", headers=AUTH, json=body).get_json()
+    answer = watchdog(client, 99, wait=False)
     assert (answer["decision"], answer["reason"]) == ("started", "due")
     fake_host.wait_until_held(1)
     shown = client.get("/status", headers=AUTH).get_json()
