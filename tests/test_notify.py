@@ -24,7 +24,8 @@ from webhook.core.disk import FreeGoal
 from webhook.core.notices import Notice, NoticePolicy, Reason, Severity
 from webhook.core.outcome import ErrorKind, Execution, RunOutcome
 from webhook.core.targets import Target
-from webhook.notify import Delivery, Notifier
+from webhook.destinations import Delivery
+from webhook.notify import Notifier
 
 BOT_TOKEN = "123456:bot-secret-token"
 CHAT_ID = "-100200300"
@@ -694,9 +695,9 @@ def test_notify_test_without_a_destination_says_what_to_set(make_app):
 def test_a_notification_libraries_traceback_is_left_out_and_its_message_masked(caplog):
     """urllib3 logs a request's path (a bot token's place) with the exception it met; its
     traceback may hold a piece of the URL no mask knows, so only the masked line is kept."""
-    from webhook import notify
+    from webhook.destinations import url_problems
 
-    notify.url_problems([f"json://127.0.0.1:9/{PATH_TOKEN}"])
+    url_problems([f"json://127.0.0.1:9/{PATH_TOKEN}"])
     try:
         raise ValueError(f"header parse failed near {PATH_TOKEN[:3]}-tail-of-the-path")
     except ValueError:

@@ -415,7 +415,7 @@ def load_settings(
         missing_one = "TELEGRAM_CHAT_ID" if bot else "TELEGRAM_BOT_TOKEN"
         errors[f"{PREFIX}{missing_one}"] = ["Telegram needs both the bot token and the chat id"]
     if values["notify_urls"] or bot:
-        from webhook.notify import config_errors
+        from webhook.destinations import config_errors
 
         errors.update(config_errors(values["notify_urls"], bot, chat, values["telegram_api_base"]))
     # the platforms' own variable (Heroku, Render, Fly, ...) when ours is unset
