@@ -14,6 +14,7 @@ from flask import Flask
 from webhook.commands import Commands
 from webhook.config import DOTENV, Settings, load_settings, server_counts
 from webhook.logs import configure_logging, use_level
+from webhook.metrics import Metrics
 from webhook.notify import Notifier
 from webhook.remote.session import Execute
 from webhook.remote.ssh import SSHRunner
@@ -23,7 +24,6 @@ from webhook.store.sqlite import SQLiteStore
 from webhook.web import answers, errors, health, hooks, metrics, openapi, status
 from webhook.web.context import EXTENSION, Prunehook
 from webhook.web.hook_token import check_token, ensure_token
-from webhook.web.metrics import Metrics
 
 log = logging.getLogger("webhook")
 

@@ -9,9 +9,9 @@ from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from webhook.config import Settings
+    from webhook.metrics import Metrics
     from webhook.notify import Notifier
     from webhook.service import PruneService
-    from webhook.web.metrics import Metrics
 
 EXTENSION = "prunehook"
 
