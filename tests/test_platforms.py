@@ -40,7 +40,7 @@ from tests.harness import (
 from tests.harness.gunicorn import VENV_BIN
 from tests.payloads import WATCHDOG_ALERT
 from tests.readme import fenced_blocks, section, variables_read
-from webhook.web.signatures import sign
+from webhook.core.signatures import sign
 
 CLOUD_RUN_SOURCE = REPO / "webhook" / "platforms" / "cloud_run.py"
 LAMBDA_SOURCE = REPO / "webhook" / "platforms" / "aws_lambda.py"

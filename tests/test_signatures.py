@@ -12,10 +12,10 @@ import pytest
 
 from tests.conftest import START, TOKEN
 from webhook.config import ConfigError, load_settings
+from webhook.core.signatures import sign
 from webhook.store import StoreUnavailable
 from webhook.web.context import prunehook
 from webhook.web.hooks import DELIVERY_PENDING_S
-from webhook.web.signatures import sign
 
 OLD_KEY, NEW_KEY = b"old-secret-key-bytes", b"new-secret-key-bytes"
 OLD = "whsec_" + base64.b64encode(OLD_KEY).decode()

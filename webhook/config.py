@@ -24,6 +24,7 @@ from marshmallow import Schema, ValidationError, fields, missing
 from marshmallow.validate import Range, Regexp
 
 from webhook.core.duration import duration_seconds
+from webhook.core.signatures import MIN_KEY_BYTES, parse_secrets
 from webhook.core.targets import (
     Fleet,
     Number,
@@ -43,7 +44,6 @@ from webhook.core.targets import (
 )
 from webhook.core.triggers import DEFAULT_HOST_LABELS
 from webhook.logs import LogLevel
-from webhook.web.signatures import MIN_KEY_BYTES, parse_secrets
 
 PREFIX = "PRUNEHOOK_"
 # PRUNEHOOK_DATABASE_URL's rule, and `state copy`'s destination's; never echoes the URL,

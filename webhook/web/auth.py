@@ -9,10 +9,10 @@ from collections.abc import Collection
 from flask import Blueprint, Request, request
 
 from webhook.config import AuthSettings
+from webhook.core.signatures import SignatureError, check_body, check_headers, is_signed
 from webhook.web.answers import prefers_html
 from webhook.web.context import prunehook
 from webhook.web.errors import Unauthorized
-from webhook.web.signatures import SignatureError, check_body, check_headers, is_signed
 
 
 def bearer_token(header: str) -> str | None:

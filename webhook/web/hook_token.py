@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from webhook.config import ConfigError
-from webhook.web.signatures import MIN_KEY_BYTES
+from webhook.core.signatures import MIN_KEY_BYTES
 
 TOKEN_FILE = "hook-token"  # noqa: S105 (a file name, not a secret)
 INSTANCE_PATH = "PRUNEHOOK_INSTANCE_PATH"
