@@ -23,11 +23,10 @@ from tests.harness import (
     start_gunicorn,
     wait_for,
 )
+from tests.harness.gunicorn import REFUSAL_BOUND_S
 from tests.test_disk_real import BUILDX_DOCKER
 from webhook.store.sqlite import SQLiteStore
 
-# a refusal must come within seconds; a master rebooting workers never exits at all
-REFUSAL_BOUND_S = 60
 COMMANDS = [How.MAKE_RUN.value, How.PROCFILE.value]
 
 
@@ -58,25 +57,16 @@ def test_a_config_error_without_a_safe_default_stops_gunicorn_naming_the_variabl
 ):
     log = tmp_path / "gunicorn.log"
     served = start(how, operator_env(tmp_path, **{variable: value}), log)
-    stops_by_itself(served, f"`{how}` after a bad {variable}")
+    served.stops_by_itself(f"`{how}` after a bad {variable}")
     assert served.process.returncode != 0
     assert variable in log.read_text()
-
-
-def stops_by_itself(served: Gunicorn, what: str) -> None:
-    """Wait up to REFUSAL_BOUND_S for `served` to exit; else stop it and fail naming `what`."""
-    try:
-        served.process.wait(REFUSAL_BOUND_S)
-    except subprocess.TimeoutExpired:
-        served.stop()
-        pytest.fail(f"{what}: still running {REFUSAL_BOUND_S}s later")
 
 
 def refusal(how: str, env: dict[str, str], log: Path) -> str:
     """What gunicorn said, once it stopped within seconds with exit code 2 before binding or
     forking a worker, without a traceback."""
     served = start(how, env, log)
-    stops_by_itself(served, f"`{how}` after a configuration error")
+    served.stops_by_itself(f"`{how}` after a configuration error")
     shown = log.read_text()
     assert served.process.returncode == 2, shown
     assert "Listening at" not in shown
@@ -144,7 +134,7 @@ def test_prunehook_serve_refuses_a_worker_count_gunicorn_would_fail_to_read_nami
 def test_a_worker_that_cannot_load_the_app_exits_without_a_traceback_from_prunehook(tmp_path):
     log = tmp_path / "gunicorn.log"
     served = start_gunicorn(operator_env(tmp_path), app="wsgi:no_such_app", workers=1, log_path=log)
-    stops_by_itself(served, "gunicorn after an app it cannot load")
+    served.stops_by_itself("gunicorn after an app it cannot load")
     shown = log.read_text()
     assert served.process.returncode == 4  # gunicorn's APP_LOAD_ERROR
     assert "Failed to find attribute 'no_such_app' in 'wsgi'" in shown

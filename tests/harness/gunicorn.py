@@ -20,7 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.harness.parts import REPO, free_port, http_call, wait_for
+
+# a refusal must come within seconds; a master rebooting workers never exits at all
+REFUSAL_BOUND_S = 60
 
 VENV_BIN = REPO / ".venv" / "bin"
 GUNICORN = (sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py")
@@ -117,6 +122,15 @@ class Gunicorn:
         request = urllib.request.Request(self.base + path, headers=headers or {})
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.read().decode()
+
+    def stops_by_itself(self, what: str) -> None:
+        """Wait up to REFUSAL_BOUND_S for the process to exit (a refusal at start); else stop
+        it and fail naming `what`."""
+        try:
+            self.process.wait(REFUSAL_BOUND_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"{what}: still running {REFUSAL_BOUND_S}s later")
 
     def stop(self) -> None:
         """End the process group: SIGTERM, then SIGKILL if it is still there after 30 s."""
