@@ -362,6 +362,28 @@ def ssh_keys(tmp_path: Path) -> SSHKeys:
 
 
 @pytest.fixture
+def targets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str | bytes], Path]:
+    """PRUNEHOOK_TARGETS_FILE naming a file of this text, its [defaults] (added when it has
+    none) with a key_file that can be read; bytes are written as they are."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("a key file that can be read\n")
+    path = tmp_path / "targets.toml"
+
+    def write(text: str | bytes) -> Path:
+        if isinstance(text, str):
+            defaults = f'[defaults]\nkey_file = "{key}"\n'
+            if "[defaults]\n" in text:
+                text = text.replace("[defaults]\n", defaults, 1).encode()
+            else:
+                text = (defaults + text).encode()
+        path.write_bytes(text)
+        monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture
 def service_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
     """The variables that point prunehook at a test build host, with the test token and
     a state file of the test's own; `variables` add or override."""

@@ -375,27 +375,18 @@ def test_a_port_that_is_not_a_port_refuses_to_start_naming_it(monkeypatch, port)
     assert list(raised.value.errors) == ["PRUNEHOOK_SSH_PORT"]
 
 
-def refusal_of_targets_file(monkeypatch, tmp_path, text: str) -> tuple[str, list[str]]:
-    """The targets file's path and the lines of the refusal a start says for `text`."""
-    key = tmp_path / "id_ed25519"
-    key.write_text("a key file that can be read\n")
-    path = tmp_path / "targets.toml"
-    path.write_text(f'[defaults]\nkey_file = "{key}"\n{text}')
-    monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(path))
+def refusal() -> list[str]:
+    """The lines of the refusal a start says."""
     with pytest.raises(ConfigError) as raised:
         load_settings()
-    return str(path), str(raised.value).splitlines()
+    return str(raised.value).splitlines()
 
 
 def test_a_targets_file_with_several_problems_says_each_on_a_line_naming_the_variable(
-    monkeypatch, tmp_path
+    targets_file,
 ):
-    path, lines = refusal_of_targets_file(
-        monkeypatch,
-        tmp_path,
-        '[targets.a]\nhost = "a"\nport = 0\n[targets.b]\nhost = "b"\nbogus = 1\n',
-    )
-    assert lines == [
+    path = targets_file('[targets.a]\nhost = "a"\nport = 0\n[targets.b]\nhost = "b"\nbogus = 1\n')
+    assert refusal() == [
         "invalid prunehook configuration:",
         f"  PRUNEHOOK_TARGETS_FILE: {path}: targets.a.port: Must be greater than or equal to 1"
         " and less than or equal to 65535.",
@@ -403,10 +394,9 @@ def test_a_targets_file_with_several_problems_says_each_on_a_line_naming_the_var
     ]
 
 
-def test_an_until_written_as_a_number_says_a_duration_in_quotes_is_expected(monkeypatch, tmp_path):
-    text = '[targets.a]\nhost = "a"\nuntil = 24\n'
-    path, lines = refusal_of_targets_file(monkeypatch, tmp_path, text)
-    assert lines[1:] == [
+def test_an_until_written_as_a_number_says_a_duration_in_quotes_is_expected(targets_file):
+    path = targets_file('[targets.a]\nhost = "a"\nuntil = 24\n')
+    assert refusal()[1:] == [
         f"  PRUNEHOOK_TARGETS_FILE: {path}: targets.a.until: 24 is not a duration: write it in"
         ' quotes with a unit, e.g. "24h"'
     ]

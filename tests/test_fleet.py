@@ -536,28 +536,6 @@ def test_a_targets_file_of_one_target_keeps_the_top_level_keys_and_routes_by_hos
 GOOD_BUILD_1 = '[targets.build-1]\nhost = "build-1.example"\naliases = ["build-1.internal"]\n'
 
 
-@pytest.fixture
-def targets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str | bytes], Path]:
-    """PRUNEHOOK_TARGETS_FILE naming a file of this text, its [defaults] (added when it has
-    none) with a key_file that can be read; bytes are written as they are."""
-    key = tmp_path / "id_ed25519"
-    key.write_text("a key file that can be read\n")
-    path = tmp_path / "targets.toml"
-
-    def write(text: str | bytes) -> Path:
-        if isinstance(text, str):
-            defaults = f'[defaults]\nkey_file = "{key}"\n'
-            if "[defaults]\n" in text:
-                text = text.replace("[defaults]\n", defaults, 1).encode()
-            else:
-                text = (defaults + text).encode()
-        path.write_bytes(text)
-        monkeypatch.setenv("PRUNEHOOK_TARGETS_FILE", str(path))
-        return path
-
-    return write
-
-
 BAD_FILES = {
     "bad TOML": (
         GOOD_BUILD_1 + '[targets.build-2]\nhost = "build-2.example"\nport = 22 22\n',
@@ -658,11 +636,11 @@ GUNICORN_REFUSALS = {
 @pytest.mark.parametrize(
     ("text", "named"), GUNICORN_REFUSALS.values(), ids=GUNICORN_REFUSALS.keys()
 )
-def test_gunicorn_refuses_a_bad_targets_file_within_seconds_naming_it(tmp_path, how, text, named):
-    key = tmp_path / "id_ed25519"
-    key.write_text("a key file that can be read\n")
-    path = tmp_path / "targets.toml"
-    path.write_bytes(f'[defaults]\nkey_file = "{key}"\n{GOOD_BUILD_1}'.encode() + text)
+def test_gunicorn_refuses_a_bad_targets_file_within_seconds_naming_it(
+    tmp_path, targets_file, how, text, named
+):
+    path = targets_file(GOOD_BUILD_1)
+    path.write_bytes(path.read_bytes() + text)
     log = tmp_path / "gunicorn.log"
     env = operator_environment(
         PRUNEHOOK_INSTANCE_PATH=str(tmp_path / "instance"),
