@@ -150,6 +150,9 @@ def test_a_too_long_or_empty_field_gets_the_length_error_alone(client, path, pay
         ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x00hook"}, "receiver"),
         ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x7f"}, "receiver"),
         ("/hooks/alertmanager", ALERTMANAGER | {"receiver": "prune\x9b"}, "receiver"),
+        # a lone surrogate: JSON's "\ud800" escape, which no UTF-8 text (a database's) holds
+        ("/hooks/cron", {"source": "nightly\ud800"}, "source"),
+        ("/hooks/watchdog", WATCHDOG_ALERT | {"mount": "/var/\udfff"}, "mount"),
         (
             "/hooks/alertmanager",
             ALERTMANAGER | {"alerts": [ALERTMANAGER["alerts"][0] | {"labels": {"host": "b\x00"}}]},

@@ -45,19 +45,23 @@ class JSONNumber(fields.Float):
 
 
 class Printable(Regexp):
-    """No control character (NUL, escapes, DEL, C1); prose may keep tabs and line breaks.
+    """No control character (NUL, escapes, DEL, C1) nor lone surrogate; prose may keep tabs
+    and line breaks.
 
     A text prunehook keeps or logs (a trigger's source, host, receiver, label) is shown to
-    operators: a NUL fails PostgreSQL's write, an escape rewrites a terminal, and no real
-    sender puts either in a name. A pattern, so the OpenAPI document states it too; its
-    bound (`least` to `most`) is in it so that fuzzers generate within it instead of
+    operators: a NUL fails PostgreSQL's write, an escape rewrites a terminal, a lone
+    surrogate (JSON's "\\ud800") is no UTF-8 text a database or a log line can hold, and no
+    real sender puts any of them in a name. A pattern, so the OpenAPI document states it too;
+    its bound (`least` to `most`) is in it so that fuzzers generate within it instead of
     filtering, but the length is Length's to refuse: a value gets only the errors true of it."""
 
     def __init__(self, most: int, least: int = 0, prose: bool = False) -> None:
         control = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" if prose else r"\x00-\x1f\x7f-\x9f"
-        self.control = re.compile(f"[{control}]")
+        # the document's pattern leaves surrogates out: JSON Schema's regexes (and fuzzers)
+        # cannot say them
+        self.control = re.compile(rf"[{control}\ud800-\udfff]")
         pattern = rf"^[^{control}]{{{least},{most}}}$"
-        super().__init__(pattern, error="must not contain control characters")
+        super().__init__(pattern, error="must not contain control characters or lone surrogates")
 
     def __call__(self, value: str | bytes) -> str | bytes:  # type: ignore[override]
         if self.control.search(value) is not None:  # type: ignore[arg-type]
