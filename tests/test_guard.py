@@ -685,3 +685,25 @@ def test_on_a_full_disk_the_state_is_rewritten_in_place_and_the_interval_still_h
     assert "cannot write" not in stderr
     assert int(state.read_text().split()[0]) > first
     assert guard(PRUNE, *interval_options(state, seconds=3600))[0] == TOO_SOON
+
+
+def test_a_state_filesystem_remounted_read_only_holds_the_interval_and_lets_a_due_prune_through(
+    guard, small_disk
+):
+    """The state's filesystem went read-only (errors=remount-ro) while Docker's own disk
+    fills: the host's interval is still read, and a due prune runs unrecorded, as on a full
+    disk; with no state yet, the prune runs too."""
+    state = small_disk / "guard.state"
+    state.write_text(f"{int(time.time()) - 1000}\n")  # a run opened 1000 s ago
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True, timeout=30)
+
+    assert guard(PRUNE, *interval_options(state, seconds=3600))[0] == TOO_SOON
+    rc, stdout, stderr, logged = guard(PRUNE, *interval_options(state, seconds=600))
+    assert rc == 0, stderr
+    assert ran(stdout) == ["builder", "prune", "-f", "--filter", "until=24h"]
+    assert f"cannot write the state file {state}: Read-only file system" in stderr
+    assert logged[-2].startswith("unrecorded ") and logged[-1] == f"allowed {PRUNE}"
+    never = small_disk / "never.state"
+    rc, _, stderr, _ = guard(PRUNE, *interval_options(never))
+    assert rc == 0, stderr
+    assert f"cannot create the state file {never}: Read-only file system" in stderr
