@@ -90,13 +90,22 @@ def test_a_trigger_that_starts_nothing_is_logged_only_at_debug(client, fake_host
     """A skip is what an alert storm repeats all day: answered and counted, logged at DEBUG
     (PRUNEHOOK_LOG_LEVEL=debug); a start is logged at INFO."""
     with caplog.at_level(logging.DEBUG, logger="webhook"):
-        client.post("/hooks/cron?wait=1", headers=AUTH)
+        started = client.post("/hooks/cron?wait=1", headers=AUTH).get_json()
         skipped = client.post("/hooks/cron", headers=AUTH)
 
     assert skipped.get_json()["decision"] == "skipped"
     decided = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "trigger"]
     shown = [(r.levelno, r.fields["decision"]) for r in decided]
     assert shown == [(logging.INFO, "started"), (logging.DEBUG, "skipped")]
+    # the keys docs/status.md ("Logs") promises
+    said = {key: decided[0].fields[key] for key in ("request_id", "source", "target", "run_id")}
+    assert said == {
+        "request_id": started["request_id"],
+        "source": "cron",
+        "target": started["target"],
+        "run_id": started["run_id"],
+    }
+    assert decided[0].fields["reason"] == started["reason"]
 
 
 def test_trigger_after_the_interval_prunes_again(client, fake_host, clock):

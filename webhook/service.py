@@ -77,6 +77,12 @@ class TriggerOutcome:
 DecidedListener = Callable[[TriggerOutcome], object]
 
 
+def _logged(result: TargetResult, event: str, **more: object) -> dict[str, object]:
+    """A decision's log line's fields (logs.py)."""
+    said = {"target": result.target, "decision": result.answer, "reason": result.reason}
+    return {"fields": {"event": event, **said, "run_id": result.run_id, **more}}
+
+
 @dataclass
 class Listeners:
     decided: list[DecidedListener] = field(default_factory=list)
@@ -216,16 +222,7 @@ class PruneService:
             verdict.reason,
             source,
             result.answer,
-            extra={
-                "fields": {
-                    "event": "watch",
-                    "target": target.name,
-                    "decision": result.answer,
-                    "reason": result.reason,
-                    "trigger": str(source),
-                    "run_id": result.run_id,
-                }
-            },
+            extra=_logged(result, "watch", trigger=str(source)),
         )
         if result.run_id is None:
             return None
@@ -248,18 +245,13 @@ class PruneService:
                 trigger.source,
                 result.answer,
                 result.target or "-",
-                extra={
-                    "fields": {
-                        "event": "trigger",
-                        "source": trigger.source,
-                        "target": result.target,
-                        "decision": result.answer,
-                        "reason": result.reason,
-                        "trigger": trigger.reason,
-                        "run_id": result.run_id,
-                        "request_id": outcome.request_id,
-                    }
-                },
+                extra=_logged(
+                    result,
+                    "trigger",
+                    source=trigger.source,
+                    trigger=trigger.reason,
+                    request_id=outcome.request_id,
+                ),
             )
         tell(self.listeners.decided, outcome, log=log)
 
