@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 
 from webhook.core.command import (
@@ -90,10 +91,6 @@ def run_limit_s(target: Target) -> float:
     return commands + 3 * target.ssh.connect_timeout_s + recording
 
 
-def _docker_stuck(execution: Execution) -> bool:
-    return execution.error_kind == ErrorKind.TIMEOUT or execution.rc == HOST_TIME_LIMIT_RC
-
-
 def problem(execution: Execution) -> str:
     """Why a command told nothing, in a line."""
     if execution.error:
@@ -146,7 +143,8 @@ class RunSteps:
             raise Stopped
         execution = self.session.execute(command, limit)
         self.steps.append(Step.of(name, command, execution))
-        self.docker_stuck = self.docker_stuck or _docker_stuck(execution)
+        stuck = execution.error_kind == ErrorKind.TIMEOUT or execution.rc == HOST_TIME_LIMIT_RC
+        self.docker_stuck = self.docker_stuck or stuck
         if not self.session.alive:
             self.failure = summarize(execution)
             raise Stopped
@@ -395,12 +393,9 @@ class Runs:
         started = time.monotonic()
         known = self.access.versions.get(target.name)
         try:
-            session = self.access.open_session(target)
-            try:
+            with closing(self.access.open_session(target)) as session:
                 steps = RunSteps(session, target, lambda: self.leases.holds(run_id), known=known)
                 outcome, versions = run_stages(steps, orders.confirm, orders.aim)
-            finally:
-                session.close()
         except Exception as error:
             log.exception("run %s: the command runner raised", run_id)
             outcome = internal_outcome(type(error).__name__)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from contextlib import closing
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
 from webhook.core.disk import Measure
@@ -120,18 +121,11 @@ class Watch:
         except Exception:
             log.exception("measure of %s: the command runner raised", target.name)
             found = Measure()
-        sample = Sample(
-            ts=started,
-            kind=SampleKind.WATCH,
-            disk_size=found.disk_size,
-            disk_free=found.disk_free,
-            cache=found.cache,
-        )
+        sample = Sample(ts=started, kind=SampleKind.WATCH, **asdict(found))
         return self.observe(target, [sample], act=True, held=held, ended=self.access.clock())
 
     def _probe(self, target: Target) -> Measure:
-        session = self.access.open_session(target)
-        try:
+        with closing(self.access.open_session(target)) as session:
             steps = RunSteps(session, target, known=self.access.versions.get(target.name))
             try:
                 return steps.measure("watch")
@@ -142,8 +136,6 @@ class Watch:
             finally:
                 for note in steps.notes:
                     log.warning("measure of %s: %s", target.name, note)
-        finally:
-            session.close()
 
     def run_finished(self, target: Target, outcome: RunOutcome) -> None:
         """A run's measures that read the disk are samples too (the run listener)."""
