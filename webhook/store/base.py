@@ -145,13 +145,12 @@ DECODE: dict[str, Callable[[Any], Any]] = {
     "SampleKind": SampleKind,
 }
 KINDS = {table: {f.name: _kind(f) for f in fields(record)} for table, record in TABLES.items()}
+
+# how each field of a record (a table's, or TargetState) is read from its column
 _DECODERS = {
-    TABLES[table]: [(name, DECODE.get(kind)) for name, kind in kinds.items()]
-    for table, kinds in KINDS.items()
+    record_type: [(f.name, DECODE.get(_kind(f))) for f in fields(record_type)]
+    for record_type in (*TABLES.values(), TargetState)
 }
-_DECODERS[TargetState] = [
-    (f.name, DECODE.get(KINDS["targets"][f.name])) for f in fields(TargetState)
-]
 
 
 def clean(parameters: Sequence[Any]) -> list[Any]:
