@@ -275,8 +275,7 @@ def _database(
     forecast is shown): read once for them all; None when the check failed."""
     where = "PostgreSQL" if settings.server.database_url else f"SQLite {settings.server.db_path}"
     try:
-        store.ensure_schema()
-        store.ping()
+        store.ping()  # the schema made or migrated first
         records = store.target_records() if watched else {}
     except StoreUnavailable as error:
         fix = "check the folder of PRUNEHOOK_DB_PATH is writable and its disk not full"
