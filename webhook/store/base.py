@@ -561,7 +561,8 @@ class Store(ABC):
         is from before the clock was stepped back, and the measure replaces it."""
         if ended is None:
             return False
-        row = self._row(connection, target, whole=True)
+        sql = "SELECT last_measured_ts FROM targets WHERE target = ?"
+        row = self._execute(connection, sql, (target,)).fetchone()
         stored = row["last_measured_ts"] if row else None
         return stored is not None and sample.ts < stored <= ended
 
