@@ -293,7 +293,9 @@ def _drain(
     stderr: Tail,
     deadline: float,
 ) -> int | None:
-    """Read both streams until the command exits; None when the deadline passed first."""
+    """Read both streams until the command exits and they end; None when the deadline passed
+    first. sshd may send the exit status before the last of the output (a prune's summary
+    line) and its EOF: the output ends at the EOF, or when the channel closes."""
     while True:
         progressed = False
         while channel.recv_ready():
@@ -302,8 +304,11 @@ def _drain(
         while channel.recv_stderr_ready():
             stderr.feed(channel.recv_stderr(_READ_CHUNK))
             progressed = True
-        if channel.exit_status_ready() and not (
-            channel.recv_ready() or channel.recv_stderr_ready()
+        ended = channel.eof_received or channel.closed
+        if (
+            channel.exit_status_ready()
+            and ended
+            and not (channel.recv_ready() or channel.recv_stderr_ready())
         ):
             return channel.recv_exit_status()
         if time.monotonic() >= deadline:
